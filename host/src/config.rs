@@ -1,0 +1,251 @@
+//! The one TOML config file. Every field has a default; an unknown field is
+//! an error that names where it is (serde + toml report line and column).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where generated host keys are kept.
+    pub state_dir: Option<PathBuf>,
+    /// Host private keys (OpenSSH format). Empty: generate ed25519 in `state_dir` once.
+    pub host_keys: Vec<PathBuf>,
+    pub limits: Limits,
+    pub sftp: SftpOptions,
+    /// Plugins by name. `memory` (bundled) is always available.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    pub users: Vec<UserConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:2222".parse().expect("valid default address"),
+            state_dir: None,
+            host_keys: Vec::new(),
+            limits: Limits::default(),
+            sftp: SftpOptions::default(),
+            plugins: BTreeMap::new(),
+            users: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most SSH connections at once; more are refused.
+    pub max_sessions: usize,
+    /// A session with no traffic for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Most open file and directory handles per SFTP session.
+    pub max_handles: usize,
+    /// Most SFTP requests handled at once per session.
+    pub max_inflight: usize,
+    /// Authentication attempts allowed per connection.
+    pub max_auth_attempts: usize,
+    /// On shutdown, how long in-flight operations may take to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 64,
+            idle_timeout_secs: 600,
+            max_handles: 256,
+            max_inflight: 64,
+            max_auth_attempts: 6,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SetstatPolicy {
+    /// Answer OK when the plugin cannot set attributes (WinSCP and `sftp -p` need this).
+    #[default]
+    Ignore,
+    /// Answer OP_UNSUPPORTED.
+    Strict,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftpOptions {
+    /// What SETSTAT/FSETSTAT answer when the plugin says unsupported.
+    pub setstat_unsupported: SetstatPolicy,
+    /// Added to every backend call (benchmarking a slow backend). 0 = off.
+    pub backend_delay_ms: u64,
+}
+
+impl Default for SftpOptions {
+    fn default() -> Self {
+        Self { setstat_unsupported: SetstatPolicy::Ignore, backend_delay_ms: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// `bundled:<name>` or a path to a `.wasm` component.
+    pub source: String,
+    /// Memory cap of one instance, in MiB.
+    pub memory_limit_mib: usize,
+    /// Deadline of one call into the plugin, in milliseconds.
+    pub call_deadline_ms: u64,
+    /// Passed to the plugin's `init`.
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self { source: String::new(), memory_limit_mib: 256, call_deadline_ms: 5000, config: BTreeMap::new() }
+    }
+}
+
+impl PluginConfig {
+    /// The bundled memory plugin; it holds whole files, so it gets a larger cap.
+    pub fn bundled_memory() -> Self {
+        Self { source: "bundled:memory".into(), memory_limit_mib: 2048, ..Self::default() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// Argon2 PHC string (`wasftp hash-password` prints one).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// authorized_keys lines.
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+    /// A file of authorized_keys lines.
+    #[serde(default)]
+    pub authorized_keys_file: Option<PathBuf>,
+    /// The user's root inside the plugin's namespace; `..` never leaves it.
+    #[serde(default = "default_home")]
+    pub home: String,
+    #[serde(default = "default_plugin")]
+    pub plugin: String,
+    /// Defaults to the user name.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Passed to the plugin in the session context.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    #[serde(default = "default_id")]
+    pub uid: u32,
+    #[serde(default = "default_id")]
+    pub gid: u32,
+}
+
+fn default_home() -> String {
+    "/".into()
+}
+fn default_plugin() -> String {
+    "memory".into()
+}
+fn default_id() -> u32 {
+    1000
+}
+
+impl UserConfig {
+    pub fn tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(&self.name)
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.plugins.entry("memory".into()).or_insert_with(PluginConfig::bundled_memory);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: references between sections and ranges.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::HashSet::new();
+        for user in &self.users {
+            anyhow::ensure!(!user.name.is_empty(), "a user has an empty name");
+            anyhow::ensure!(names.insert(&user.name), "user {} is defined twice", user.name);
+            anyhow::ensure!(
+                self.plugins.contains_key(&user.plugin),
+                "user {}: plugin {:?} is not defined in [plugins]",
+                user.name,
+                user.plugin
+            );
+            anyhow::ensure!(user.home.starts_with('/'), "user {}: home must be an absolute path", user.name);
+        }
+        for (name, plugin) in &self.plugins {
+            anyhow::ensure!(!plugin.source.is_empty(), "plugin {name}: `source` is required");
+            anyhow::ensure!(
+                (1..=4096).contains(&plugin.memory_limit_mib),
+                "plugin {name}: memory_limit_mib must be 1..=4096"
+            );
+            anyhow::ensure!(plugin.call_deadline_ms >= 10, "plugin {name}: call_deadline_ms must be at least 10");
+        }
+        let l = &self.limits;
+        anyhow::ensure!(l.max_sessions > 0, "limits.max_sessions must be at least 1");
+        anyhow::ensure!(l.max_handles > 0, "limits.max_handles must be at least 1");
+        anyhow::ensure!((1..=1024).contains(&l.max_inflight), "limits.max_inflight must be 1..=1024");
+        anyhow::ensure!(l.idle_timeout_secs > 0, "limits.idle_timeout_secs must be at least 1");
+        anyhow::ensure!(l.max_auth_attempts > 0, "limits.max_auth_attempts must be at least 1");
+        Ok(())
+    }
+
+    /// The state directory: configured, or `$XDG_STATE_HOME/wasftp`, or `~/.local/state/wasftp`.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+            return PathBuf::from(dir).join("wasftp");
+        }
+        match std::env::var_os("HOME") {
+            Some(home) => PathBuf::from(home).join(".local/state/wasftp"),
+            None => PathBuf::from(".wasftp-state"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_has_defaults_and_memory_plugin() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(config.limits.max_sessions, 64);
+        assert!(config.plugins.contains_key("memory"));
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_naming_where() {
+        let err = Config::from_toml("[limits]\nmax_sesions = 3\n").unwrap_err().to_string();
+        assert!(err.contains("max_sesions"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn user_with_unknown_plugin_is_rejected() {
+        let err = Config::from_toml("[[users]]\nname = \"a\"\nplugin = \"nope\"\n").unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

@@ -1,0 +1,134 @@
+//! The `wasftp` command: a thin CLI over the library.
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use rand::Rng as _;
+use wasftp::config::{Config, UserConfig};
+use wasftp::telemetry::{self, LogFormat};
+
+/// wasftp: an SFTP server whose storage backends are sandboxed WebAssembly
+/// components (memory, S3, your own), loaded from one WIT contract.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log output format (`RUST_LOG` sets the level, default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve SFTP. Without --config: dev mode, the bundled memory plugin and
+    /// a user `demo` whose password is printed once (or set by --password).
+    Serve {
+        /// TOML config file (see the README for every field).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the config (default 127.0.0.1:2222).
+        #[arg(long, short)]
+        listen: Option<SocketAddr>,
+        /// Dev mode only: the password of user `demo` instead of a random one.
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Print the argon2 hash of a password for `password_hash` in the config.
+    /// Reads the password from stdin when not given.
+    HashPassword {
+        password: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::HashPassword { password } => {
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_to_string(&mut line).context("reading the password from stdin")?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            anyhow::ensure!(!password.is_empty(), "the password is empty");
+            println!("{}", wasftp::auth::hash_password(&password)?);
+            Ok(())
+        }
+        Command::Serve { config, listen, password } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(serve(config, listen, password))
+        }
+    }
+}
+
+async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, password: Option<String>) -> anyhow::Result<()> {
+    let mut config = match &config_path {
+        Some(path) => Config::from_file(path)?,
+        None => Config::from_toml("")?,
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    let dev_password = match (&config_path, password) {
+        (None, password) => {
+            let password = password.unwrap_or_else(random_password);
+            config.users.push(UserConfig {
+                name: "demo".into(),
+                password_hash: Some(wasftp::auth::hash_password(&password)?),
+                authorized_keys: Vec::new(),
+                authorized_keys_file: None,
+                home: "/".into(),
+                plugin: "memory".into(),
+                tenant: None,
+                attributes: Default::default(),
+                uid: 1000,
+                gid: 1000,
+            });
+            Some(password)
+        }
+        (Some(_), Some(_)) => anyhow::bail!("--password is for dev mode (no --config); set password_hash in the config"),
+        (Some(_), None) => None,
+    };
+
+    let server = wasftp::ServerBuilder::new(config).start().await?;
+    for fingerprint in server.fingerprints() {
+        println!("host key fingerprint: {fingerprint}");
+    }
+    if let Some(password) = dev_password {
+        let addr = server.local_addr();
+        println!("DEV MODE: in-memory storage, nothing is persisted. Not for production.");
+        println!("  user: demo   password: {password}");
+        println!("  connect: sftp -P {} demo@{}", addr.port(), addr.ip());
+    }
+    println!("wasftp listening on {}", server.local_addr());
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+fn random_password() -> String {
+    rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(20).map(char::from).collect()
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

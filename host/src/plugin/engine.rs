@@ -1,0 +1,111 @@
+//! The one wasmtime `Engine`: epoch interruption, pooling allocator when the
+//! machine allows it, the compiled-component cache, and the epoch ticker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances: the granularity of deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Keep compiled components on disk between runs (wasmtime's cache).
+    pub cache: bool,
+    /// Most instances alive at once when the pooling allocator is used.
+    pub max_instances: u32,
+    /// Try the pooling allocator (falls back to on-demand if the probe fails).
+    pub pooling: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { cache: true, max_instances: 256, pooling: true }
+    }
+}
+
+pub struct PluginEngine {
+    pub engine: Engine,
+    pub pooling: bool,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl PluginEngine {
+    pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
+        let (engine, pooling) = if options.pooling {
+            match Engine::new(&base_config(options, Some(pooling_config(options)))?) {
+                Ok(engine) => (engine, true),
+                Err(e) => {
+                    tracing::info!("pooling allocator unavailable ({e}); using on-demand allocation");
+                    (Engine::new(&base_config(options, None)?)?, false)
+                }
+            }
+        } else {
+            (Engine::new(&base_config(options, None)?)?, false)
+        };
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.weak(), stop_ticker.clone());
+        Ok(Self { engine, pooling, stop_ticker })
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+fn base_config(options: &EngineOptions, pool: Option<PoolingAllocationConfig>) -> anyhow::Result<Config> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Bounded guest stack: deep recursion traps instead of growing.
+    config.max_wasm_stack(1 << 20);
+    if options.cache {
+        match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
+            Ok(cache) => {
+                config.cache(Some(cache));
+            }
+            Err(e) => tracing::warn!("compiled-component cache disabled: {e}"),
+        }
+    }
+    if let Some(pool) = pool {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    Ok(config)
+}
+
+fn pooling_config(options: &EngineOptions) -> PoolingAllocationConfig {
+    let n = options.max_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        .total_core_instances(n * 16)
+        .total_memories(n)
+        .total_tables(n * 8)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .max_core_instances_per_component(32)
+        // Per-plugin caps are enforced by StoreLimits; a slot can hold the
+        // largest 32-bit memory.
+        .max_memory_size(4 << 30);
+    pool
+}
+
+/// Advances the epoch every `EPOCH_TICK` until the engine is gone.
+fn spawn_ticker(engine: wasmtime::EngineWeak, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("wasftp-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .expect("spawning the epoch ticker thread");
+}

@@ -1,0 +1,174 @@
+//! The sandboxed plugin runtime. The rest of the host sees `Runtime`,
+//! `Plugin` and the async handles in `handles`; wasmtime stays in here.
+
+mod bindings;
+mod engine;
+mod error;
+mod guest_output;
+mod handles;
+mod instance;
+pub mod bundled;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+pub use bindings::{
+    Capabilities, DirEntry, DirPage, FileInfo, FileKind, InstanceScope, SessionContext, SetAttrs,
+    SpaceInfo, WriteOptions,
+};
+pub use engine::{EPOCH_TICK, EngineOptions};
+pub use error::StorageError;
+pub use handles::{Reader, Session, Writer};
+
+use engine::PluginEngine;
+use instance::{Instance, StoreState};
+
+/// Per-plugin sandbox settings and the configuration handed to `init`.
+#[derive(Debug, Clone)]
+pub struct PluginSettings {
+    /// Cap on the instance's linear memory, in bytes.
+    pub memory_limit: usize,
+    /// Epoch deadline of one call.
+    pub call_deadline: Duration,
+    /// Key/value configuration passed to the plugin's `init`.
+    pub config: Vec<(String, String)>,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        Self { memory_limit: 256 << 20, call_deadline: Duration::from_secs(5), config: Vec::new() }
+    }
+}
+
+/// Counters of what the sandbox had to do.
+#[derive(Debug, Default)]
+pub struct RuntimeStats {
+    pub instances_created: AtomicU64,
+    /// Instances dropped after a trap or timeout.
+    pub poisoned: AtomicU64,
+    /// Calls abandoned on the wall clock (guest stuck in a host call).
+    pub timeouts: AtomicU64,
+    /// Outputs rejected by validation.
+    pub invalid_outputs: AtomicU64,
+}
+
+impl RuntimeStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The engine, the linker with its (empty) WASI grant, and the counters.
+pub struct Runtime {
+    engine: PluginEngine,
+    linker: Linker<StoreState>,
+    stats: Arc<RuntimeStats>,
+}
+
+impl Runtime {
+    pub fn new(options: &EngineOptions) -> anyhow::Result<Arc<Self>> {
+        let engine = PluginEngine::new(options)?;
+        let mut linker = Linker::new(&engine.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("linking WASI")?;
+        bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+            .context("linking the host imports")?;
+        Ok(Arc::new(Self { engine, linker, stats: Arc::default() }))
+    }
+
+    /// Whether the pooling allocator is in use (the start-up probe passed).
+    pub fn pooling(&self) -> bool {
+        self.engine.pooling
+    }
+
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.stats
+    }
+
+    /// Compiles a component (once per plugin version), checks that it
+    /// instantiates and accepts its configuration, and reads its capabilities.
+    pub async fn load(&self, name: &str, wasm: &[u8], settings: PluginSettings) -> anyhow::Result<Arc<Plugin>> {
+        let engine = self.engine.engine.clone();
+        let bytes = wasm.to_vec();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await?
+            .with_context(|| format!("compiling plugin {name}"))?;
+        let pre = self.linker.instantiate_pre(&component).with_context(|| {
+            format!("plugin {name} needs imports wasftp does not grant (only the storage contract, logging and WASI without authority)")
+        })?;
+        let pre = bindings::PluginPre::new(pre).with_context(|| format!("plugin {name} does not export the wasftp:storage contract"))?;
+        let shared = Arc::new(PluginShared {
+            name: name.into(),
+            pre,
+            engine: self.engine.engine.clone(),
+            settings,
+            stats: self.stats.clone(),
+        });
+        let probe = Instance::new(shared.clone(), "probe".into());
+        let (mut caps, _) = probe
+            .call(None, "describe", async |live: &mut instance::Live| {
+                let (store, api) = live.parts();
+                api.call_describe(store).await
+            })
+            .await
+            .with_context(|| format!("starting plugin {name}"))?;
+        validate::capabilities(&mut caps).with_context(|| format!("plugin {name}"))?;
+        tracing::info!(
+            plugin = name,
+            backend = %caps.name,
+            version = %caps.version,
+            scope = ?caps.scope,
+            "plugin loaded"
+        );
+        Ok(Arc::new(Plugin { shared, caps, tenants: Mutex::new(HashMap::new()) }))
+    }
+}
+
+/// What every instance of one plugin version shares.
+pub(crate) struct PluginShared {
+    name: Arc<str>,
+    pre: bindings::PluginPre<StoreState>,
+    engine: Engine,
+    settings: PluginSettings,
+    stats: Arc<RuntimeStats>,
+}
+
+/// One compiled, validated plugin version.
+pub struct Plugin {
+    shared: Arc<PluginShared>,
+    caps: Capabilities,
+    /// Tenant-scoped instances, one per tenant; never shared across tenants.
+    tenants: Mutex<HashMap<String, Arc<Instance>>>,
+}
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Opens a session for `context`: on the tenant's instance, or on a fresh
+    /// instance for session-scoped plugins.
+    pub async fn open_session(&self, context: SessionContext) -> Result<Session, StorageError> {
+        let instance = match self.caps.scope {
+            InstanceScope::Tenant => {
+                let mut tenants = self.tenants.lock().expect("tenant map lock");
+                tenants
+                    .entry(context.tenant.clone())
+                    .or_insert_with(|| Instance::new(self.shared.clone(), format!("tenant:{}", context.tenant)))
+                    .clone()
+            }
+            InstanceScope::Session => Instance::new(self.shared.clone(), format!("session:{}", context.user)),
+        };
+        Session::open(instance, self.caps.clone(), context).await
+    }
+}

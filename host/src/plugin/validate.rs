@@ -1,0 +1,105 @@
+//! Every plugin output is checked before the host uses it: a plugin is
+//! untrusted, so names, lengths and counts are bounded here.
+
+use super::bindings::{Capabilities, DirPage, FileInfo};
+use super::error::StorageError;
+
+/// Longest file name a plugin may return (bytes).
+pub const MAX_NAME_LEN: usize = 1024;
+/// Longest path (link target, cursor) a plugin may return (bytes).
+pub const MAX_PATH_LEN: usize = 4096;
+/// Most entries one `list-dir` page may hold, whatever limit was asked.
+pub const MAX_PAGE_ENTRIES: u32 = 1024;
+/// Bounds of the preferred chunk sizes a plugin may declare.
+pub const MIN_CHUNK: u32 = 4 * 1024;
+pub const MAX_CHUNK: u32 = 8 * 1024 * 1024;
+
+fn invalid(what: String) -> StorageError {
+    StorageError::PluginFailed(format!("invalid plugin output: {what}"))
+}
+
+pub fn name(name: &str) -> Result<(), StorageError> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(invalid("empty, \".\" or \"..\" name".into()));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid(format!("name of {} bytes (max {MAX_NAME_LEN})", name.len())));
+    }
+    if name.contains('/') || name.contains('\0') {
+        return Err(invalid("name contains '/' or NUL".into()));
+    }
+    Ok(())
+}
+
+pub fn path(path: &str) -> Result<(), StorageError> {
+    if path.len() > MAX_PATH_LEN {
+        return Err(invalid(format!("path of {} bytes (max {MAX_PATH_LEN})", path.len())));
+    }
+    if path.contains('\0') {
+        return Err(invalid("path contains NUL".into()));
+    }
+    Ok(())
+}
+
+pub fn file_info(info: &FileInfo) -> Result<(), StorageError> {
+    if info.permissions > 0o7777 {
+        return Err(invalid(format!("permissions {:o} beyond 0o7777", info.permissions)));
+    }
+    Ok(())
+}
+
+pub fn dir_page(page: &DirPage, limit: u32) -> Result<(), StorageError> {
+    let max = limit.clamp(1, MAX_PAGE_ENTRIES) as usize;
+    if page.entries.len() > max {
+        return Err(invalid(format!("{} entries in a page of at most {max}", page.entries.len())));
+    }
+    for entry in &page.entries {
+        name(&entry.name)?;
+        file_info(&entry.info)?;
+    }
+    if let Some(cursor) = &page.next_cursor {
+        path(cursor)?;
+        if page.entries.is_empty() {
+            // A cursor with no entries would let a plugin keep a client listing forever.
+            return Err(invalid("empty page with a next cursor".into()));
+        }
+    }
+    Ok(())
+}
+
+pub fn read(data_len: usize, asked: u32) -> Result<(), StorageError> {
+    if data_len > asked as usize {
+        return Err(invalid(format!("read returned {data_len} bytes, {asked} asked")));
+    }
+    Ok(())
+}
+
+pub fn capabilities(caps: &mut Capabilities) -> Result<(), StorageError> {
+    if caps.name.len() > 64 || caps.version.len() > 64 {
+        return Err(invalid("plugin name or version longer than 64 bytes".into()));
+    }
+    caps.read_chunk = caps.read_chunk.clamp(MIN_CHUNK, MAX_CHUNK);
+    caps.write_chunk = caps.write_chunk.clamp(MIN_CHUNK, MAX_CHUNK);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_separators_or_nul_are_rejected() {
+        assert!(name("a/b").is_err());
+        assert!(name("a\0b").is_err());
+        assert!(name("..").is_err());
+        assert!(name("").is_err());
+        assert!(name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
+        assert!(name("ok.txt").is_ok());
+    }
+
+    #[test]
+    fn reads_longer_than_asked_are_rejected() {
+        assert!(read(11, 10).is_err());
+        assert!(read(10, 10).is_ok());
+    }
+}

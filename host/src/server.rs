@@ -1,0 +1,140 @@
+//! Start and stop a wasftp server from Rust: load the config's plugins and
+//! users, bind, serve, shut down gracefully.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::Users;
+use crate::config::{Config, PluginConfig};
+use crate::plugin::{EngineOptions, Plugin, PluginSettings, Runtime, bundled};
+use crate::ssh::{self, Shared, host_keys};
+
+/// Builds a server from a config.
+pub struct ServerBuilder {
+    config: Config,
+    engine: EngineOptions,
+}
+
+impl ServerBuilder {
+    pub fn new(config: Config) -> Self {
+        Self { config, engine: EngineOptions::default() }
+    }
+
+    /// Engine settings (cache, pooling); the defaults suit most uses.
+    pub fn engine_options(mut self, engine: EngineOptions) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Loads plugins, users and host keys, binds the listener and starts serving.
+    pub async fn start(self) -> anyhow::Result<RunningServer> {
+        let config = self.config;
+        config.validate()?;
+        let users = Users::from_config(&config)?;
+        anyhow::ensure!(!users.is_empty(), "no users are configured; nobody could log in");
+        let keys = host_keys::load(&config.host_keys, &config.state_dir())?;
+        let fingerprints = keys.iter().map(host_keys::fingerprint).collect();
+
+        let runtime = Runtime::new(&self.engine)?;
+        let mut plugins = HashMap::new();
+        for (name, plugin) in &config.plugins {
+            // Only plugins some user needs are loaded.
+            if config.users.iter().any(|u| &u.plugin == name) {
+                plugins.insert(name.clone(), load_plugin(&runtime, name, plugin).await?);
+            }
+        }
+
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (force_tx, force_rx) = watch::channel(false);
+        let shared = Arc::new(Shared::new(&config, users, plugins, keys, shutdown_rx, force_rx));
+        let accept = tokio::spawn(ssh::accept_loop(shared.clone(), listener, config.limits.max_sessions));
+        tracing::info!(%local_addr, "wasftp listening");
+        Ok(RunningServer {
+            local_addr,
+            fingerprints,
+            shared,
+            runtime,
+            shutdown_tx,
+            force_tx,
+            accept,
+            grace: Duration::from_secs(config.limits.shutdown_grace_secs),
+        })
+    }
+}
+
+async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> anyhow::Result<Arc<Plugin>> {
+    let bytes = match plugin.source.strip_prefix("bundled:") {
+        Some(bundled_name) => bundled::get(bundled_name)
+            .with_context(|| {
+                let known: Vec<_> = bundled::names().collect();
+                format!("plugin {name}: no bundled plugin {bundled_name:?} (bundled: {known:?})")
+            })?
+            .to_vec(),
+        None => std::fs::read(&plugin.source).with_context(|| format!("plugin {name}: reading {}", plugin.source))?,
+    };
+    let settings = PluginSettings {
+        memory_limit: plugin.memory_limit_mib << 20,
+        call_deadline: Duration::from_millis(plugin.call_deadline_ms),
+        config: plugin.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    runtime.load(name, &bytes, settings).await
+}
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    fingerprints: Vec<String>,
+    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
+    shutdown_tx: watch::Sender<bool>,
+    force_tx: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+    grace: Duration,
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// SHA-256 fingerprints of the host keys.
+    pub fn fingerprints(&self) -> &[String] {
+        &self.fingerprints
+    }
+
+    /// Open SSH connections right now.
+    pub fn active_sessions(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace
+    /// period (unfinished uploads are aborted), then closes what remains.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        let _ = self.accept.await;
+        let deadline = tokio::time::Instant::now() + self.grace + Duration::from_secs(1);
+        while self.active_sessions() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.force_tx.send(true);
+        let cut = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.active_sessions() > 0 && tokio::time::Instant::now() < cut {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!("wasftp stopped");
+    }
+}

@@ -1,0 +1,52 @@
+//! Client paths to plugin paths. The client sees its root as `/`; `..` stops
+//! there, so no path escapes the user's root (their home in the plugin).
+
+/// Normalises a client path against `/`: collapses `.`, `..` (clamped at
+/// the root) and repeated separators. `None` for a path with NUL.
+pub fn normalize(client_path: &str) -> Option<String> {
+    if client_path.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in client_path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// Maps a normalised client path into the plugin namespace under `root`.
+pub fn to_plugin(root: &str, client: &str) -> String {
+    match (root, client) {
+        ("/", _) => client.to_string(),
+        (_, "/") => root.to_string(),
+        _ => format!("{root}{client}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_dot_never_escapes_root() {
+        assert_eq!(normalize("../../etc/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(normalize("/a/../../b").unwrap(), "/b");
+        assert_eq!(normalize(".").unwrap(), "/");
+        assert_eq!(normalize("").unwrap(), "/");
+        assert_eq!(normalize("a//b/./c/").unwrap(), "/a/b/c");
+        assert!(normalize("a\0b").is_none());
+    }
+
+    #[test]
+    fn plugin_paths_live_under_root() {
+        assert_eq!(to_plugin("/", "/x"), "/x");
+        assert_eq!(to_plugin("/home/alice", "/"), "/home/alice");
+        assert_eq!(to_plugin("/home/alice", "/x/y"), "/home/alice/x/y");
+    }
+}

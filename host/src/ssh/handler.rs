@@ -1,0 +1,210 @@
+//! One SSH connection: authentication, and the `sftp` subsystem on a session
+//! channel. Everything else (shell, exec, pty, env, X11, agent, forwarding)
+//! is refused.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+
+use super::Shared;
+use crate::auth::Principal;
+use crate::plugin::SessionContext;
+use crate::sftp::SftpSession;
+
+pub struct Connection {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    session_id: u64,
+    principal: Option<Principal>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl Connection {
+    pub fn new(shared: Arc<Shared>, peer: Option<SocketAddr>, session_id: u64) -> Self {
+        Self { shared, peer, session_id, principal: None, channels: HashMap::new() }
+    }
+
+    fn accepted(&mut self, principal: Principal, method: &str) -> Auth {
+        tracing::info!(user = %principal.user, peer = ?self.peer, session = self.session_id, method, "login");
+        self.principal = Some(principal);
+        Auth::Accept
+    }
+
+    fn rejected(&self, user: &str, method: &str) -> Auth {
+        tracing::warn!(user, peer = ?self.peer, session = self.session_id, method, "failed login");
+        metrics::counter!("wasftp_failed_logins_total").increment(1);
+        Auth::Reject { proceed_with_methods: Some(allowed_methods()), partial_success: false }
+    }
+
+    async fn start_sftp(&mut self, channel_id: ChannelId) -> Result<(), String> {
+        let principal = self.principal.clone().ok_or("not authenticated")?;
+        let channel = self.channels.remove(&channel_id).ok_or("unknown channel")?;
+        let plugin = self.shared.plugins.get(&principal.plugin).cloned().ok_or("plugin missing")?;
+        let context = SessionContext {
+            user: principal.user.clone(),
+            tenant: principal.tenant.clone(),
+            attributes: principal.attributes.clone(),
+        };
+        let storage = plugin.open_session(context).await.map_err(|e| format!("opening storage: {e}"))?;
+        ensure_home(&storage, &principal.home).await.map_err(|e| format!("preparing home {}: {e}", principal.home))?;
+        let sftp = SftpSession::new(principal, self.session_id, storage, self.shared.sftp.clone());
+        let shutdown = self.shared.shutdown.clone();
+        tokio::spawn(async move {
+            sftp.run(channel.into_stream(), shutdown).await;
+        });
+        Ok(())
+    }
+}
+
+pub fn allowed_methods() -> MethodSet {
+    MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+}
+
+/// Creates the user's root in the plugin when it is not `/`.
+async fn ensure_home(storage: &crate::plugin::Session, home: &str) -> Result<(), crate::plugin::StorageError> {
+    let mut path = String::new();
+    for part in home.split('/').filter(|p| !p.is_empty()) {
+        path.push('/');
+        path.push_str(part);
+        match storage.make_dir(&path, None).await {
+            Ok(()) | Err(crate::plugin::StorageError::AlreadyExists) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        tracing::debug!(user, "auth probe");
+        Ok(Auth::Reject { proceed_with_methods: Some(allowed_methods()), partial_success: false })
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        match self.shared.users.check_password(user, password).await {
+            Some(principal) => Ok(self.accepted(principal, "password")),
+            None => Ok(self.rejected(user, "password")),
+        }
+    }
+
+    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        // Only keys we would accept proceed to a signature check.
+        match self.shared.users.check_key(user, offer.public_key) {
+            Some(_) => Ok(Auth::Accept),
+            None => Ok(Auth::Reject { proceed_with_methods: Some(allowed_methods()), partial_success: false }),
+        }
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        match self.shared.users.check_key(user, key.public_key) {
+            Some(principal) => Ok(self.accepted(principal, "publickey")),
+            None => Ok(self.rejected(user, "publickey")),
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+        if name != "sftp" {
+            tracing::info!(session = self.session_id, subsystem = name, "refused subsystem");
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        match self.start_sftp(channel).await {
+            Ok(()) => session.channel_success(channel)?,
+            Err(why) => {
+                tracing::warn!(session = self.session_id, "sftp refused: {why}");
+                session.channel_failure(channel)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        tracing::info!(session = self.session_id, "refused shell");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn exec_request(&mut self, channel: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        tracing::info!(session = self.session_id, "refused exec");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+
+    async fn agent_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<bool, Self::Error> {
+        session.channel_failure(channel)?;
+        Ok(false)
+    }
+
+    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _session: &mut Session) -> Result<bool, Self::Error> {
+        tracing::info!(session = self.session_id, address, port = *port, "refused remote forwarding");
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(&mut self, _socket_path: &str, _session: &mut Session) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    // Direct TCP/IP, X11 and streamlocal channel opens are refused by the
+    // default handlers, which drop the open handle (russh rejects it).
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+}

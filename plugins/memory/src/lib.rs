@@ -1,0 +1,164 @@
+//! wasftp bundled plugin: an in-memory filesystem, one instance per tenant.
+//! The semantics live in [`fs`]; this file adapts them to the bindings.
+
+pub mod fs;
+
+use std::cell::RefCell;
+
+use wasftp_sdk::prelude::*;
+
+use fs::{Config, Content, Fs, PendingWrite};
+
+thread_local! {
+    static FS: RefCell<Fs> = RefCell::new(Fs::new());
+}
+
+fn with_fs<T>(f: impl FnOnce(&mut Fs) -> T) -> T {
+    FS.with(|fs| f(&mut fs.borrow_mut()))
+}
+
+const CHUNK: u32 = 256 * 1024;
+
+pub struct MemoryPlugin;
+
+impl Guest for MemoryPlugin {
+    type Session = MemSession;
+    type Reader = MemReader;
+    type Writer = MemWriter;
+
+    fn init(config: Vec<(String, String)>) -> std::result::Result<(), String> {
+        let config = Config::parse(&config)?;
+        with_fs(|fs| fs.configure(config));
+        Ok(())
+    }
+
+    fn describe() -> Capabilities {
+        Capabilities {
+            name: "memory".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            scope: InstanceScope::Tenant,
+            random_write: true,
+            append: true,
+            atomic_rename: true,
+            copy: true,
+            set_info: true,
+            symlinks: false,
+            hard_links: false,
+            read_chunk: CHUNK,
+            write_chunk: CHUNK,
+        }
+    }
+
+    fn open_session(context: SessionContext) -> Result<Session> {
+        log::debug(&format!(
+            "memory: session for {}@{}",
+            context.user, context.tenant
+        ));
+        Ok(Session::new(MemSession { _context: context }))
+    }
+}
+
+pub struct MemSession {
+    _context: SessionContext,
+}
+
+impl GuestSession for MemSession {
+    fn list_dir(&self, path: String, cursor: Option<String>, limit: u32) -> Result<DirPage> {
+        with_fs(|fs| fs.list_dir(&path, cursor.as_deref(), limit))
+    }
+
+    fn file_info(&self, path: String) -> Result<FileInfo> {
+        with_fs(|fs| fs.file_info(&path))
+    }
+
+    fn open_read(&self, path: String) -> Result<Reader> {
+        let data = with_fs(|fs| fs.open_read(&path))?;
+        Ok(Reader::new(MemReader { data }))
+    }
+
+    fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
+        let pending = with_fs(|fs| fs.begin_write(&path, options))?;
+        Ok(Writer::new(MemWriter {
+            pending: RefCell::new(Some(pending)),
+        }))
+    }
+
+    fn make_dir(&self, path: String, permissions: Option<u32>) -> Result<()> {
+        with_fs(|fs| fs.make_dir(&path, permissions))
+    }
+
+    fn remove_dir(&self, path: String) -> Result<()> {
+        with_fs(|fs| fs.remove_dir(&path))
+    }
+
+    fn remove_file(&self, path: String) -> Result<()> {
+        with_fs(|fs| fs.remove_file(&path))
+    }
+
+    fn rename(&self, src: String, dst: String, overwrite: bool) -> Result<()> {
+        with_fs(|fs| fs.rename(&src, &dst, overwrite))
+    }
+
+    fn copy_file(&self, src: String, dst: String, overwrite: bool) -> Result<()> {
+        with_fs(|fs| fs.copy_file(&src, &dst, overwrite))
+    }
+
+    fn set_info(&self, path: String, attrs: SetAttrs) -> Result<()> {
+        with_fs(|fs| fs.set_info(&path, &attrs))
+    }
+
+    fn read_link(&self, _path: String) -> Result<String> {
+        Err(Error::Unsupported)
+    }
+
+    fn make_link(&self, _target: String, _path: String) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+
+    fn hard_link(&self, _src: String, _dst: String) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+
+    fn space(&self, path: String) -> Result<SpaceInfo> {
+        with_fs(|fs| fs.space(&path))
+    }
+}
+
+/// A snapshot of the content at open time.
+pub struct MemReader {
+    data: Content,
+}
+
+impl GuestReader for MemReader {
+    fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
+        Ok(fs::read_at(&self.data, offset, len))
+    }
+}
+
+/// `None` once finished or aborted.
+pub struct MemWriter {
+    pending: RefCell<Option<PendingWrite>>,
+}
+
+fn closed() -> Error {
+    invalid("writer already finished or aborted")
+}
+
+impl GuestWriter for MemWriter {
+    fn write_chunk(&self, offset: u64, data: Vec<u8>) -> Result<()> {
+        let mut pending = self.pending.borrow_mut();
+        let w = pending.as_mut().ok_or_else(closed)?;
+        with_fs(|fs| fs.write_chunk(w, offset, &data))
+    }
+
+    fn finish(&self) -> Result<FileInfo> {
+        let w = self.pending.borrow_mut().take().ok_or_else(closed)?;
+        with_fs(|fs| fs.commit(w))
+    }
+
+    fn abort(&self) {
+        self.pending.borrow_mut().take();
+    }
+}
+
+wasftp_sdk::export_plugin!(MemoryPlugin);

@@ -1,0 +1,63 @@
+//! Write wasftp storage plugins in Rust.
+//!
+//! A plugin implements [`Guest`] (plus [`GuestSession`], [`GuestReader`] and
+//! [`GuestWriter`]) and exports it with `wasftp_sdk::export_plugin!(MyPlugin);`.
+//! See `README.md` for a walk-through.
+
+// Lets the generated code (and the export macro expanded in plugin crates)
+// name this crate as `wasftp_sdk` from inside it too.
+extern crate self as wasftp_sdk;
+
+/// Runtime support used by the generated code; not part of the public API.
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+/// Bindings generated from `wit/storage.wit` (world `plugin`).
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_raw",
+        default_bindings_module: "wasftp_sdk::bindings",
+        runtime_path: "wasftp_sdk::__wit_bindgen::rt",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+pub mod error;
+pub mod log;
+pub mod path;
+
+/// Exports a plugin type as the component's `backend`:
+/// `wasftp_sdk::export_plugin!(MyPlugin);` where `MyPlugin: Guest`.
+///
+/// Expands to nothing on non-wasm targets, so a plugin crate can also be
+/// built natively (e.g. as an `rlib` for unit tests).
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_plugin_raw!($ty with_types_in $crate::bindings);
+    };
+}
+
+pub use bindings::exports::wasftp::storage::backend::{
+    Guest, GuestReader, GuestSession, GuestWriter, Reader, Session, Writer,
+};
+pub use bindings::wasftp::storage::types::{
+    Capabilities, DirEntry, DirPage, Error, FileInfo, FileKind, InstanceScope, SessionContext,
+    SetAttrs, SpaceInfo, WriteOptions,
+};
+pub use error::{Result, conflict, invalid, io_error};
+
+/// Everything a plugin usually needs: `use wasftp_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::error::{Result, conflict, invalid, io_error};
+    pub use crate::{
+        Capabilities, DirEntry, DirPage, Error, FileInfo, FileKind, Guest, GuestReader,
+        GuestSession, GuestWriter, InstanceScope, Reader, Session, SessionContext, SetAttrs,
+        SpaceInfo, WriteOptions, Writer, export_plugin, log, path,
+    };
+}

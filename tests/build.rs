@@ -1,0 +1,12 @@
+//! Builds the adversarial test plugins exactly like the bundled ones (they are
+//! never bundled into the release binary) and tells the tests where they are.
+
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let tests = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = tests.parent().unwrap().to_path_buf();
+    let watch: [&Path; 2] = [&root.join("sdk/src"), &root.join("wit")];
+    let hostile = wasftp_sdk_build::build_plugin(&tests.join("plugins/hostile"), &watch);
+    println!("cargo:rustc-env=WASFTP_HOSTILE_PLUGIN={}", hostile.display());
+}

@@ -1,0 +1,186 @@
+//! Adversarial wasftp plugin for the host's sandbox tests. Never bundled.
+//! The path argument picks the misbehaviour (see each method).
+
+use std::hint::black_box;
+
+use wasftp_sdk::prelude::*;
+
+const MIB: usize = 1 << 20;
+const HUGE: usize = 10 * 1000 * 1000;
+
+pub struct Hostile;
+
+fn ok_info(kind: FileKind, size: u64) -> FileInfo {
+    FileInfo {
+        kind,
+        size,
+        permissions: 0o644,
+        modified: 0,
+        accessed: 0,
+    }
+}
+
+fn entry(name: String) -> DirEntry {
+    DirEntry {
+        name,
+        info: ok_info(FileKind::File, 1),
+    }
+}
+
+/// Pure wasm computation that never ends (no host calls).
+fn spin() -> ! {
+    let mut x: u64 = 0;
+    loop {
+        x = black_box(x.wrapping_add(1));
+    }
+}
+
+/// Allocates and touches 1 MiB chunks until the host stops the instance.
+fn bomb() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(black_box(vec![0xA5u8; MIB]));
+        black_box(&hoard);
+    }
+}
+
+impl Guest for Hostile {
+    type Session = HostileSession;
+    type Reader = HostileReader;
+    type Writer = HostileWriter;
+
+    /// `("init", "spin")` spins forever, `("init", "panic")` panics.
+    fn init(config: Vec<(String, String)>) -> std::result::Result<(), String> {
+        for (k, v) in &config {
+            match (k.as_str(), v.as_str()) {
+                ("init", "spin") => spin(),
+                ("init", "panic") => panic!("hostile plugin: panic in init"),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn describe() -> Capabilities {
+        Capabilities {
+            name: "hostile".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            scope: InstanceScope::Session,
+            random_write: false,
+            append: false,
+            atomic_rename: false,
+            copy: false,
+            set_info: false,
+            symlinks: false,
+            hard_links: false,
+            read_chunk: 4096,
+            write_chunk: 4096,
+        }
+    }
+
+    fn open_session(_context: SessionContext) -> Result<Session> {
+        Ok(Session::new(HostileSession))
+    }
+}
+
+pub struct HostileSession;
+
+impl GuestSession for HostileSession {
+    /// `/slash`, `/nul`: a bad name; `/huge-name`: a 10 MB name; `/many`:
+    /// 100 000 entries in one page; `/ok`: `a`, `b`.
+    fn list_dir(&self, path: String, _cursor: Option<String>, _limit: u32) -> Result<DirPage> {
+        let entries = match path.as_str() {
+            "/slash" => vec![entry("a/b".into())],
+            "/nul" => vec![entry("a\0b".into())],
+            "/huge-name" => vec![entry("x".repeat(HUGE))],
+            "/many" => (0..100_000).map(|i| entry(format!("f{i}"))).collect(),
+            "/ok" => vec![entry("a".into()), entry("b".into())],
+            _ => return Err(Error::NotFound),
+        };
+        Ok(DirPage {
+            entries,
+            next_cursor: None,
+        })
+    }
+
+    /// `/spin` loops, `/bomb` allocates without bound, `/panic` panics,
+    /// `/ok` is a 42-byte file.
+    fn file_info(&self, path: String) -> Result<FileInfo> {
+        match path.as_str() {
+            "/spin" => spin(),
+            "/bomb" => bomb(),
+            "/panic" => panic!("hostile plugin: panic in file-info"),
+            "/ok" => Ok(ok_info(FileKind::File, 42)),
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    /// `/huge-read`: a reader that returns 1 MiB more than asked.
+    fn open_read(&self, path: String) -> Result<Reader> {
+        match path.as_str() {
+            "/huge-read" => Ok(Reader::new(HostileReader)),
+            _ => Err(Error::NotFound),
+        }
+    }
+
+    fn begin_write(&self, _path: String, _options: WriteOptions) -> Result<Writer> {
+        Err(Error::Unsupported)
+    }
+    fn make_dir(&self, _path: String, _permissions: Option<u32>) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    fn remove_dir(&self, _path: String) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    fn remove_file(&self, _path: String) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    fn rename(&self, _src: String, _dst: String, _overwrite: bool) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    fn copy_file(&self, _src: String, _dst: String, _overwrite: bool) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    fn set_info(&self, _path: String, _attrs: SetAttrs) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+
+    /// `/huge`: a 10 MB target.
+    fn read_link(&self, path: String) -> Result<String> {
+        match path.as_str() {
+            "/huge" => Ok("t".repeat(HUGE)),
+            _ => Err(Error::Unsupported),
+        }
+    }
+    fn make_link(&self, _target: String, _path: String) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    fn hard_link(&self, _src: String, _dst: String) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    fn space(&self, _path: String) -> Result<SpaceInfo> {
+        Err(Error::Unsupported)
+    }
+}
+
+pub struct HostileReader;
+
+impl GuestReader for HostileReader {
+    fn read(&self, _offset: u64, len: u32) -> Result<Vec<u8>> {
+        Ok(vec![b'r'; len as usize + MIB])
+    }
+}
+
+pub struct HostileWriter;
+
+impl GuestWriter for HostileWriter {
+    fn write_chunk(&self, _offset: u64, _data: Vec<u8>) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+    fn finish(&self) -> Result<FileInfo> {
+        Err(Error::Unsupported)
+    }
+    fn abort(&self) {}
+}
+
+wasftp_sdk::export_plugin!(Hostile);

@@ -1,0 +1,273 @@
+//! The adversarial plugin (`tests/plugins/hostile`) against the sandbox:
+//! deadlines, memory limits, traps, output validation, init failures, and
+//! isolation between tenants while one instance misbehaves.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use wasftp::plugin::{InstanceScope, Plugin, PluginSettings, Runtime, RuntimeStats, Session, StorageError};
+
+const DEADLINE: Duration = Duration::from_millis(500);
+/// How late an interrupt may land past the deadline (the epoch ticks every 10 ms).
+const MARGIN: Duration = Duration::from_millis(100);
+const MEMORY_LIMIT: usize = 64 << 20;
+
+fn hostile_bytes() -> Vec<u8> {
+    let path = env!("WASFTP_HOSTILE_PLUGIN");
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading the hostile plugin {path}: {e}"))
+}
+
+fn settings(deadline: Duration, config: &[(&str, &str)]) -> PluginSettings {
+    PluginSettings {
+        memory_limit: MEMORY_LIMIT,
+        call_deadline: deadline,
+        config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+async fn hostile(rt: &Runtime, deadline: Duration) -> Arc<Plugin> {
+    let plugin = bounded(rt.load("hostile", &hostile_bytes(), settings(deadline, &[]))).await.expect("loading the hostile plugin");
+    assert!(matches!(plugin.capabilities().scope, InstanceScope::Session), "the hostile plugin is session-scoped");
+    plugin
+}
+
+async fn session(plugin: &Plugin, user: &str) -> Session {
+    bounded(plugin.open_session(ctx(user, "evil-corp"))).await.expect("opening a hostile session")
+}
+
+fn stat(c: &std::sync::atomic::AtomicU64) -> u64 {
+    RuntimeStats::get(c)
+}
+
+/// `file-info("/ok")` answers a file of 42 bytes: the plugin is healthy.
+async fn assert_ok(s: &Session) {
+    let info = bounded(s.file_info("/ok")).await.expect("file-info /ok on a healthy instance");
+    assert_eq!(info.size, 42);
+}
+
+fn assert_plugin_failed<T: std::fmt::Debug>(r: &Result<T, StorageError>, what: &str) -> String {
+    match r {
+        Err(StorageError::PluginFailed(msg)) => msg.clone(),
+        other => panic!("{what}: expected PluginFailed, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_is_interrupted_at_the_deadline() {
+    let rt = runtime();
+    let plugin = hostile(&rt, DEADLINE).await;
+    let s = session(&plugin, "spinner").await;
+    assert_ok(&s).await;
+    let poisoned = stat(&rt.stats().poisoned);
+    let timeouts = stat(&rt.stats().timeouts);
+
+    let started = Instant::now();
+    let r = bounded(s.file_info("/spin")).await;
+    let elapsed = started.elapsed();
+    let msg = assert_plugin_failed(&r, "file-info /spin");
+    assert!(elapsed < DEADLINE + MARGIN, "interrupted after {elapsed:?}, deadline {DEADLINE:?}: {msg}");
+    assert!(elapsed >= DEADLINE - Duration::from_millis(20), "interrupted before the deadline ({elapsed:?})");
+    assert_eq!(stat(&rt.stats().poisoned), poisoned + 1, "the spinning instance is poisoned");
+    assert_eq!(stat(&rt.stats().timeouts), timeouts, "the epoch interrupt, not the wall-clock fallback, stopped it");
+
+    // The poisoned instance's handles are gone, and say so quickly.
+    let started = Instant::now();
+    let r = bounded(s.file_info("/ok")).await;
+    assert_plugin_failed(&r, "a call on a session of a poisoned instance");
+    assert!(started.elapsed() < MARGIN);
+
+    // A new session works.
+    let s2 = session(&plugin, "next").await;
+    assert_ok(&s2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_session_does_not_block_another_session_of_the_same_plugin() {
+    let rt = runtime();
+    let plugin = hostile(&rt, Duration::from_secs(2)).await;
+    let spinner = session(&plugin, "spinner").await;
+    let healthy = session(&plugin, "healthy").await;
+
+    let spin_started = Instant::now();
+    let spin = tokio::spawn(async move { bounded(spinner.file_info("/spin")).await.map(|_| ()) });
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_ok(&healthy).await;
+        latencies.push(t.elapsed());
+    }
+    assert!(!spin.is_finished(), "the healthy calls ran while the spin was in progress");
+    let worst = latencies.iter().max().unwrap();
+    assert!(*worst < Duration::from_millis(300), "a healthy call took {worst:?} while another instance spun");
+    let r = bounded(spin).await.unwrap();
+    assert_plugin_failed(&r, "spin");
+    assert!(spin_started.elapsed() >= Duration::from_secs(2) - Duration::from_millis(20));
+    assert_ok(&healthy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_hits_the_limit_and_the_host_survives() {
+    let rt = runtime();
+    let plugin = hostile(&rt, Duration::from_secs(5)).await;
+    let s = session(&plugin, "bomber").await;
+    let poisoned = stat(&rt.stats().poisoned);
+
+    let started = Instant::now();
+    let r = bounded(s.file_info("/bomb")).await;
+    let msg = assert_plugin_failed(&r, "file-info /bomb");
+    // It ran out of memory well before the 5 s deadline.
+    assert!(started.elapsed() < Duration::from_secs(4), "the bomb was stopped by time, not memory: {msg}");
+    assert_eq!(stat(&rt.stats().poisoned), poisoned + 1);
+
+    let s2 = session(&plugin, "after-bomb").await;
+    assert_ok(&s2).await;
+    // Several bombs in a row do not leak: each instance's memory goes with it.
+    for i in 0..5 {
+        let s = session(&plugin, &format!("bomber-{i}")).await;
+        assert_plugin_failed(&bounded(s.file_info("/bomb")).await, "repeated bomb");
+    }
+    assert_ok(&session(&plugin, "still-fine").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_is_a_plugin_failure_and_the_host_survives() {
+    let rt = runtime();
+    let plugin = hostile(&rt, DEADLINE).await;
+    let s = session(&plugin, "panicker").await;
+    let poisoned = stat(&rt.stats().poisoned);
+
+    let r = bounded(s.file_info("/panic")).await;
+    let msg = assert_plugin_failed(&r, "file-info /panic");
+    assert!(!msg.is_empty());
+    assert_eq!(stat(&rt.stats().poisoned), poisoned + 1);
+    assert_plugin_failed(&bounded(s.file_info("/ok")).await, "the panicked instance's session is gone");
+    assert_ok(&session(&plugin, "after-panic").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_listings_are_rejected_by_validation() {
+    let rt = runtime();
+    let plugin = hostile(&rt, Duration::from_secs(5)).await;
+    let s = session(&plugin, "lister").await;
+
+    let page = bounded(s.list_dir("/ok", None, 100)).await.expect("a valid listing");
+    let names: Vec<_> = page.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+
+    for path in ["/slash", "/nul", "/huge-name", "/many"] {
+        let invalid = stat(&rt.stats().invalid_outputs);
+        let poisoned = stat(&rt.stats().poisoned);
+        let r = bounded(s.list_dir(path, None, 1000)).await;
+        let msg = assert_plugin_failed(&r, &format!("list-dir {path}"));
+        assert!(msg.contains("invalid plugin output"), "list-dir {path}: {msg}");
+        assert!(msg.len() < 1024, "the error text is bounded ({} bytes)", msg.len());
+        assert_eq!(stat(&rt.stats().invalid_outputs), invalid + 1, "list-dir {path} counted as invalid output");
+        assert_eq!(stat(&rt.stats().poisoned), poisoned, "bad output is refused, the instance is not dropped");
+        // The same session keeps working.
+        assert_ok(&s).await;
+    }
+    // Asking for a small page does not change the verdict on the 100 000 entries.
+    let r = bounded(s.list_dir("/many", None, 5)).await;
+    assert!(assert_plugin_failed(&r, "list-dir /many, limit 5").contains("invalid plugin output"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_link_target_and_oversized_read_are_rejected() {
+    let rt = runtime();
+    let plugin = hostile(&rt, Duration::from_secs(5)).await;
+    let s = session(&plugin, "reader").await;
+
+    let invalid = stat(&rt.stats().invalid_outputs);
+    let r = bounded(s.read_link("/huge")).await;
+    let msg = assert_plugin_failed(&r, "read-link /huge");
+    assert!(msg.contains("invalid plugin output"), "{msg}");
+    assert!(msg.len() < 1024);
+    assert_eq!(stat(&rt.stats().invalid_outputs), invalid + 1);
+    assert_ok(&s).await;
+
+    let reader = bounded(s.open_read("/huge-read")).await.expect("open-read /huge-read");
+    for len in [1u32, 16, 4096] {
+        let r = bounded(reader.read(0, len)).await;
+        let msg = assert_plugin_failed(&r, &format!("read of {len} bytes"));
+        assert!(msg.contains("invalid plugin output"), "{msg}");
+    }
+    assert_eq!(stat(&rt.stats().invalid_outputs), invalid + 4);
+    assert_ok(&s).await;
+}
+
+/// Loading with an `init` that misbehaves fails, quickly, at load or at the
+/// first session, and never hangs.
+async fn init_failure(config: (&str, &str)) {
+    let rt = runtime();
+    // Warm the compiled-component cache so the timing below is the init's alone.
+    drop(hostile(&rt, DEADLINE).await);
+
+    let bytes = hostile_bytes();
+    let started = Instant::now();
+    let loaded = tokio::time::timeout(Duration::from_secs(10), rt.load("hostile", &bytes, settings(DEADLINE, &[config])))
+        .await
+        .unwrap_or_else(|_| panic!("load with init {config:?} hung"));
+    match loaded {
+        Err(e) => {
+            let elapsed = started.elapsed();
+            assert!(elapsed < DEADLINE + Duration::from_secs(1), "load with init {config:?} failed only after {elapsed:?}: {e:#}");
+        }
+        Ok(plugin) => {
+            // The probe may have been lenient; the first session must not be.
+            let started = Instant::now();
+            let r = tokio::time::timeout(Duration::from_secs(10), plugin.open_session(ctx("u", "t")))
+                .await
+                .unwrap_or_else(|_| panic!("open-session with init {config:?} hung"));
+            assert_plugin_failed(&r.map(|_| ()), &format!("open-session with init {config:?}"));
+            assert!(started.elapsed() < DEADLINE + MARGIN * 2);
+        }
+    }
+    // The runtime is still good for a well-configured load.
+    let plugin = hostile(&rt, DEADLINE).await;
+    assert_ok(&session(&plugin, "after-init").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_that_spins_fails_within_the_deadline() {
+    init_failure(("init", "spin")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_that_panics_fails_cleanly() {
+    init_failure(("init", "panic")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_tenant_does_not_block_another_tenants_memory_session() {
+    let rt = runtime();
+    let spin_deadline = Duration::from_secs(2);
+    let evil = hostile(&rt, spin_deadline).await;
+    let memory = memory_plugin(&rt).await;
+
+    // The hostile tenant's session is open before the spin starts, so the
+    // spawned task does nothing but spin.
+    let spinner = bounded(evil.open_session(ctx("mallory", "evil"))).await.unwrap();
+    let spin_started = Instant::now();
+    let spin = tokio::spawn(async move { bounded(spinner.file_info("/spin")).await.map(|_| ()) });
+
+    let t = Instant::now();
+    let s = memory_session(&memory, "alice", "good").await;
+    put(&s, "/doc", &pattern(64 * 1024, 9)).await;
+    assert_eq!(get(&s, "/doc").await, pattern(64 * 1024, 9));
+    assert_eq!(names(&s, "/").await, vec!["doc".to_string()]);
+    let memory_time = t.elapsed();
+
+    assert!(!spin.is_finished(), "the memory calls overlapped the spin");
+    assert!(
+        memory_time < Duration::from_millis(1000),
+        "memory calls took {memory_time:?} while another tenant's instance spun"
+    );
+    let r = bounded(spin).await.unwrap();
+    assert_plugin_failed(&r, "spin");
+    assert!(spin_started.elapsed() >= spin_deadline - Duration::from_millis(20));
+    // And the memory tenant is unaffected afterwards.
+    assert_eq!(get(&s, "/doc").await.len(), 64 * 1024);
+}
