@@ -123,9 +123,9 @@ impl RunningServer {
 
     /// Stops accepting, lets in-flight requests finish within the grace
     /// period (unfinished uploads are aborted), then closes what remains.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown_tx.send(true);
-        let _ = self.accept.await;
+        let _ = (&mut self.accept).await;
         let deadline = tokio::time::Instant::now() + self.grace + Duration::from_secs(1);
         while self.active_sessions() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -8,7 +8,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::wasftp::storage::backend::{Guest as BackendExports, GuestReader, GuestSession, GuestWriter};
+pub use exports::wasftp::storage::backend::Guest as BackendExports;
 pub use wasftp::storage::log::Level as LogLevel;
 pub use wasftp::storage::types::{
     Capabilities, DirEntry, DirPage, Error as WitError, FileInfo, FileKind, InstanceScope,

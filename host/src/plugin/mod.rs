@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use wasmtime::error::Context as _;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
@@ -111,14 +111,14 @@ impl Runtime {
             stats: self.stats.clone(),
         });
         let probe = Instance::new(shared.clone(), "probe".into());
-        let (mut caps, _) = probe
+        let described = probe
             .call(None, "describe", async |live: &mut instance::Live| {
                 let (store, api) = live.parts();
                 api.call_describe(store).await
             })
-            .await
-            .with_context(|| format!("starting plugin {name}"))?;
-        validate::capabilities(&mut caps).with_context(|| format!("plugin {name}"))?;
+            .await;
+        let (mut caps, _) = anyhow::Context::with_context(described, || format!("starting plugin {name}"))?;
+        anyhow::Context::with_context(validate::capabilities(&mut caps), || format!("plugin {name}"))?;
         tracing::info!(
             plugin = name,
             backend = %caps.name,

@@ -64,7 +64,7 @@ impl SftpSession {
         loop {
             let incoming = tokio::select! {
                 incoming = framing::read_packet(&mut reader) => incoming,
-                _ = shutdown.wait_for(|stop| *stop) => break,
+                _ = crate::ssh::stopped(&mut shutdown) => break,
             };
             let raw = match incoming {
                 Ok(framing::Incoming::Packet(raw)) => raw,

@@ -88,16 +88,17 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, max_session
     let sessions = Arc::new(Semaphore::new(max_sessions));
     let mut shutdown = shared.shutdown.clone();
     loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.wait_for(|s| *s) => break,
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped(&mut shutdown) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "refused connection: {max_sessions} sessions already open");
@@ -134,4 +135,9 @@ async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
     shared.active.fetch_sub(1, Ordering::SeqCst);
     metrics::gauge!("wasftp_sessions_active").decrement(1.0);
     tracing::debug!(session = session_id, "connection closed");
+}
+
+/// Resolves once `flag` turns true (or its sender is gone).
+pub async fn stopped(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
 }

@@ -121,7 +121,7 @@ pub async fn watch(liveness: Arc<Liveness>, idle: Duration, mut force: tokio::sy
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = force.wait_for(|f| *f) => {
+            _ = super::stopped(&mut force) => {
                 liveness.kill();
                 return;
             }

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Peer benchmark: the same OpenSSH sftp client and cipher against
+#   1. wasftp (release build, bundled memory plugin), and
+#   2. OpenSSH sshd + sftp-server with files on tmpfs (/dev/shm),
+# measured in the same run. Prints medians of RUNS runs and the ratio
+# wasftp/OpenSSH (higher is better for wasftp).
+#
+#   bash bench/peer.sh                  # 256 MiB put/get, 1000 x 4 KiB put/get, 3 runs
+#   RUNS=5 SIZE_MIB=512 bash bench/peer.sh
+#   DELAY_MS=2 bash bench/peer.sh       # wasftp only, 2 ms added to every backend call
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+SIZE_MIB=${SIZE_MIB:-256}
+SMALL_FILES=${SMALL_FILES:-1000}
+CIPHER=${CIPHER:-aes256-gcm@openssh.com}
+DELAY_MS=${DELAY_MS:-0}
+WASFTP_PORT=${WASFTP_PORT:-22422}
+SSHD_PORT=${SSHD_PORT:-22423}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasftp-target}"
+
+if [ "$DELAY_MS" = 0 ] && [ ! -x /usr/sbin/sshd ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
+fi
+cargo build --release -q -p wasftp
+BIN="$CARGO_TARGET_DIR/release/wasftp"
+
+WORK=$(mktemp -d /dev/shm/wasftp-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+ssh-keygen -q -t ed25519 -N '' -f "$WORK/client_key"
+ssh-keygen -q -t ed25519 -N '' -f "$WORK/host_key"
+mkdir -p "$WORK/local/small" "$WORK/sshd_root"
+head -c $((SIZE_MIB << 20)) /dev/urandom > "$WORK/local/big"
+for i in $(seq 1 "$SMALL_FILES"); do head -c 4096 /dev/urandom > "$WORK/local/small/f$i"; done
+
+# wasftp
+cat > "$WORK/wasftp.toml" <<TOML
+listen = "127.0.0.1:$WASFTP_PORT"
+state_dir = "$WORK/wasftp-state"
+[limits]
+idle_timeout_secs = 120
+[sftp]
+backend_delay_ms = $DELAY_MS
+[plugins.memory]
+source = "bundled:memory"
+memory_limit_mib = 4096
+[[users]]
+name = "bench"
+authorized_keys = ["$(cat "$WORK/client_key.pub")"]
+TOML
+RUST_LOG=warn "$BIN" serve --config "$WORK/wasftp.toml" > "$WORK/wasftp.log" 2>&1 &
+PIDS+=($!)
+
+# OpenSSH sshd + sftp-server, files on tmpfs
+if [ "$DELAY_MS" = 0 ]; then
+  cp "$WORK/client_key.pub" "$WORK/authorized_keys"
+  chmod 600 "$WORK/authorized_keys"
+  cat > "$WORK/sshd_config" <<CFG
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $WORK/host_key
+AuthorizedKeysFile $WORK/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile $WORK/sshd.pid
+Subsystem sftp /usr/lib/openssh/sftp-server
+CFG
+  mkdir -p /run/sshd
+  /usr/sbin/sshd -D -f "$WORK/sshd_config" -E "$WORK/sshd.log" &
+  PIDS+=($!)
+fi
+
+for _ in $(seq 50); do
+  (exec 3<>/dev/tcp/127.0.0.1/$WASFTP_PORT) 2>/dev/null && break
+  sleep 0.2
+done
+sleep 0.5
+
+# run_batch PORT BATCH_FILE: seconds taken by one sftp batch
+run_batch() {
+  local port=$1 batch=$2 start end
+  start=$(date +%s.%N)
+  sftp -q -b "$batch" -P "$port" -c "$CIPHER" -i "$WORK/client_key" \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
+    -o IdentitiesOnly=yes -o LogLevel=ERROR "$USER_AT@127.0.0.1" > /dev/null
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc -l
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# bench NAME PORT REMOTE_DIR: prints "case median_seconds" lines
+bench_target() {
+  local name=$1 port=$2 remote=$3
+  USER_AT=$([ "$name" = wasftp ] && echo bench || whoami)
+  printf 'put %s/local/big %s/big\n' "$WORK" "$remote" > "$WORK/put_big"
+  printf 'get %s/big %s/got_big\n' "$remote" "$WORK" > "$WORK/get_big"
+  printf -- '-rm %s/small/*\n-rmdir %s/small\nmkdir %s/small\nput %s/local/small/* %s/small/\n' \
+    "$remote" "$remote" "$remote" "$WORK" "$remote" > "$WORK/put_small"
+  printf 'get %s/small/* %s/got_small/\n' "$remote" "$WORK" > "$WORK/get_small"
+  for case in put_big get_big put_small get_small; do
+    local times=()
+    for _ in $(seq "$RUNS"); do
+      rm -rf "$WORK/got_big" "$WORK/got_small"; mkdir -p "$WORK/got_small"
+      times+=("$(run_batch "$port" "$WORK/$case")")
+    done
+    echo "$name $case $(printf '%s\n' "${times[@]}" | median)"
+  done
+  cmp "$WORK/local/big" "$WORK/got_big" 2>/dev/null || { get_check=$(run_batch "$port" "$WORK/get_big"); cmp "$WORK/local/big" "$WORK/got_big"; }
+}
+
+RESULTS="$WORK/results"
+bench_target wasftp "$WASFTP_PORT" "" | tee -a "$RESULTS"
+if [ "$DELAY_MS" = 0 ]; then
+  bench_target openssh "$SSHD_PORT" "$WORK/sshd_root" | tee -a "$RESULTS"
+fi
+
+echo
+echo "cipher $CIPHER, ${SIZE_MIB} MiB file, $SMALL_FILES x 4 KiB files, median of $RUNS runs, backend delay ${DELAY_MS} ms"
+awk -v size="$SIZE_MIB" -v n="$SMALL_FILES" '
+  { t[$1" "$2] = $3 }
+  END {
+    printf "%-10s %14s %14s %8s\n", "case", "wasftp", "openssh", "ratio"
+    split("put_big get_big put_small get_small", cases, " ")
+    for (i = 1; i <= 4; i++) {
+      c = cases[i]; w = t["wasftp " c]; o = t["openssh " c]
+      if (c ~ /big/) { wv = size * 1.048576 / w; ov = (o ? size * 1.048576 / o : 0); unit = "MB/s" }
+      else { wv = n / w; ov = (o ? n / o : 0); unit = "files/s" }
+      if (o) printf "%-10s %9.1f %-4s %9.1f %-4s %7.2fx\n", c, wv, unit, ov, unit, wv / ov
+      else printf "%-10s %9.1f %-4s %14s %8s\n", c, wv, unit, "-", "-"
+    }
+  }' "$RESULTS"
