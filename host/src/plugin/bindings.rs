@@ -8,9 +8,9 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::wasftp::storage::backend::Guest as BackendExports;
-pub use wasftp::storage::log::Level as LogLevel;
-pub use wasftp::storage::types::{
+pub use self::exports::wasftp::storage::backend::Guest as BackendExports;
+pub use self::wasftp::storage::log::Level as LogLevel;
+pub use self::wasftp::storage::types::{
     Capabilities, DirEntry, DirPage, Error as WitError, FileInfo, FileKind, InstanceScope,
     SessionContext, SetAttrs, SpaceInfo, WriteOptions,
 };

@@ -440,20 +440,27 @@ impl SftpClient {
             .await
             .unwrap_or_else(|e| panic!("open {path} for writing: {e}"))
             .handle;
-        let writes = futures::stream::iter(data.chunks(chunk).enumerate())
-            .map(|(i, piece)| {
-                let handle = handle.clone();
-                async move { (i, self.sftp.write(handle, (i * chunk) as u64, piece.to_vec()).await) }
-            })
-            .buffer_unordered(in_flight);
         // 30 s plus a second per MiB: generous even for unoptimised builds.
         let limit = STEP + Duration::from_secs((data.len() >> 20) as u64);
-        let results: Vec<_> = tokio::time::timeout(limit, writes.collect::<Vec<_>>())
+        let all_writes = async {
+            let mut pending = futures::stream::FuturesUnordered::new();
+            let mut pieces = data.chunks(chunk).enumerate();
+            loop {
+                while pending.len() < in_flight {
+                    let Some((i, piece)) = pieces.next() else { break };
+                    pending.push(write_at(&self.sftp, handle.clone(), i, (i * chunk) as u64, piece.to_vec()));
+                }
+                match pending.next().await {
+                    Some((i, result)) => {
+                        result.unwrap_or_else(|e| panic!("write {path} chunk {i}: {e}"));
+                    }
+                    None => break,
+                }
+            }
+        };
+        tokio::time::timeout(limit, all_writes)
             .await
             .unwrap_or_else(|_| panic!("writing {path} ({} bytes) took over {limit:?}", data.len()));
-        for (i, result) in results {
-            result.unwrap_or_else(|e| panic!("write {path} chunk {i}: {e}"));
-        }
         bounded("close after write", self.sftp.close(handle)).await.unwrap_or_else(|e| panic!("close {path}: {e}"));
     }
 
@@ -518,6 +525,16 @@ impl SftpClient {
             Err(e) => panic!("{request}: {e}"),
         }
     }
+}
+
+async fn write_at(
+    sftp: &RawSftpSession,
+    handle: String,
+    i: usize,
+    offset: u64,
+    data: Vec<u8>,
+) -> (usize, Result<russh_sftp::protocol::Status, SftpError>) {
+    (i, sftp.write(handle, offset, data).await)
 }
 
 /// SSH wire strings (u32 length + bytes), concatenated.
