@@ -24,47 +24,119 @@ async fn error_statuses() {
     c.put("/existing.txt", b"hello").await;
 
     // OPEN with CREAT|EXCL on an existing file.
-    let r = bounded("open excl", c.open("/existing.txt", create_excl(), FileAttributes::empty())).await;
-    assert_eq!(status_code(r), StatusCode::Failure, "CREAT|EXCL on an existing file");
-    assert_eq!(c.get("/existing.txt").await, b"hello", "the failed exclusive open left the file alone");
+    let r = bounded(
+        "open excl",
+        c.open("/existing.txt", create_excl(), FileAttributes::empty()),
+    )
+    .await;
+    assert_eq!(
+        status_code(r),
+        StatusCode::Failure,
+        "CREAT|EXCL on an existing file"
+    );
+    assert_eq!(
+        c.get("/existing.txt").await,
+        b"hello",
+        "the failed exclusive open left the file alone"
+    );
 
     // MKDIR on an existing path (directory and file).
-    bounded("mkdir", c.mkdir("/d", FileAttributes::empty())).await.expect("mkdir /d");
-    assert_eq!(status_code(bounded("mkdir", c.mkdir("/d", FileAttributes::empty())).await), StatusCode::Failure);
-    assert_eq!(status_code(bounded("mkdir", c.mkdir("/existing.txt", FileAttributes::empty())).await), StatusCode::Failure);
+    bounded("mkdir", c.mkdir("/d", FileAttributes::empty()))
+        .await
+        .expect("mkdir /d");
+    assert_eq!(
+        status_code(bounded("mkdir", c.mkdir("/d", FileAttributes::empty())).await),
+        StatusCode::Failure
+    );
+    assert_eq!(
+        status_code(bounded("mkdir", c.mkdir("/existing.txt", FileAttributes::empty())).await),
+        StatusCode::Failure
+    );
 
     // RMDIR of a non-empty directory; of a missing one.
     c.put("/d/inside.txt", b"x").await;
-    assert_eq!(status_code(bounded("rmdir", c.rmdir("/d")).await), StatusCode::Failure, "RMDIR of a non-empty dir");
-    assert_eq!(status_code(bounded("rmdir", c.rmdir("/nope")).await), StatusCode::NoSuchFile);
-    assert!(c.list("/d").await.unwrap().contains(&"inside.txt".to_string()), "the directory is intact");
+    assert_eq!(
+        status_code(bounded("rmdir", c.rmdir("/d")).await),
+        StatusCode::Failure,
+        "RMDIR of a non-empty dir"
+    );
+    assert_eq!(
+        status_code(bounded("rmdir", c.rmdir("/nope")).await),
+        StatusCode::NoSuchFile
+    );
+    assert!(
+        c.list("/d")
+            .await
+            .unwrap()
+            .contains(&"inside.txt".to_string()),
+        "the directory is intact"
+    );
 
     // STAT / OPEN of a missing file.
-    assert_eq!(status_code(bounded("stat", c.stat("/missing")).await), StatusCode::NoSuchFile);
-    let r = bounded("open", c.open("/missing", OpenFlags::READ, FileAttributes::empty())).await;
+    assert_eq!(
+        status_code(bounded("stat", c.stat("/missing")).await),
+        StatusCode::NoSuchFile
+    );
+    let r = bounded(
+        "open",
+        c.open("/missing", OpenFlags::READ, FileAttributes::empty()),
+    )
+    .await;
     assert_eq!(status_code(r), StatusCode::NoSuchFile);
 
     // READ past EOF (and exactly at EOF).
-    let h = bounded("open", c.open("/existing.txt", OpenFlags::READ, FileAttributes::empty())).await.unwrap().handle;
-    assert_eq!(status_code(bounded("read", c.read(h.as_str(), 5, 100)).await), StatusCode::Eof, "READ at EOF");
-    assert_eq!(status_code(bounded("read", c.read(h.as_str(), 1 << 20, 100)).await), StatusCode::Eof, "READ past EOF");
-    let data = bounded("read", c.read(h.as_str(), 2, 100)).await.expect("a read inside the file");
+    let h = bounded(
+        "open",
+        c.open("/existing.txt", OpenFlags::READ, FileAttributes::empty()),
+    )
+    .await
+    .unwrap()
+    .handle;
+    assert_eq!(
+        status_code(bounded("read", c.read(h.as_str(), 5, 100)).await),
+        StatusCode::Eof,
+        "READ at EOF"
+    );
+    assert_eq!(
+        status_code(bounded("read", c.read(h.as_str(), 1 << 20, 100)).await),
+        StatusCode::Eof,
+        "READ past EOF"
+    );
+    let data = bounded("read", c.read(h.as_str(), 2, 100))
+        .await
+        .expect("a read inside the file");
     assert_eq!(data.data, b"llo", "a READ across EOF is short");
     bounded("close", c.close(h.as_str())).await.expect("close");
 
     // Unknown handles.
-    assert_eq!(status_code(bounded("read", c.read("bogus-handle", 0, 10)).await), StatusCode::Failure);
-    assert_eq!(status_code(bounded("close", c.close("bogus-handle")).await), StatusCode::Failure);
+    assert_eq!(
+        status_code(bounded("read", c.read("bogus-handle", 0, 10)).await),
+        StatusCode::Failure
+    );
+    assert_eq!(
+        status_code(bounded("close", c.close("bogus-handle")).await),
+        StatusCode::Failure
+    );
     // A handle that was already closed is unknown too.
-    assert_eq!(status_code(bounded("close", c.close(h.as_str())).await), StatusCode::Failure, "double CLOSE");
+    assert_eq!(
+        status_code(bounded("close", c.close(h.as_str())).await),
+        StatusCode::Failure,
+        "double CLOSE"
+    );
 
     // READLINK: the memory plugin has no symlinks.
-    assert_eq!(status_code(bounded("readlink", c.readlink("/existing.txt")).await), StatusCode::OpUnsupported);
+    assert_eq!(
+        status_code(bounded("readlink", c.readlink("/existing.txt")).await),
+        StatusCode::OpUnsupported
+    );
 
     // An unknown extension.
-    assert_eq!(c.extended_status("nonsense@example.com", &[]).await, StatusCode::OpUnsupported);
+    assert_eq!(
+        c.extended_status("nonsense@example.com", &[]).await,
+        StatusCode::OpUnsupported
+    );
 
-    c.close().await;
+    c.disconnect().await;
     server.wait_idle(Duration::from_secs(10)).await;
     server.shutdown().await;
 }
@@ -77,56 +149,118 @@ async fn rename_and_posix_rename() {
     c.put("/b.txt", b"content of b").await;
 
     // Plain RENAME (v3) never overwrites.
-    assert_eq!(status_code(bounded("rename", c.rename("/a.txt", "/b.txt")).await), StatusCode::Failure);
+    assert_eq!(
+        status_code(bounded("rename", c.rename("/a.txt", "/b.txt")).await),
+        StatusCode::Failure
+    );
     assert_eq!(c.get("/a.txt").await, b"content of a");
     assert_eq!(c.get("/b.txt").await, b"content of b");
     // Missing source.
-    assert_eq!(status_code(bounded("rename", c.rename("/nope", "/c.txt")).await), StatusCode::NoSuchFile);
+    assert_eq!(
+        status_code(bounded("rename", c.rename("/nope", "/c.txt")).await),
+        StatusCode::NoSuchFile
+    );
 
     // posix-rename@openssh.com replaces the target.
-    assert_eq!(c.extended_status("posix-rename@openssh.com", &["/a.txt", "/b.txt"]).await, StatusCode::Ok);
-    assert_eq!(c.get("/b.txt").await, b"content of a", "posix-rename replaced the target");
-    assert_eq!(status_code(bounded("stat", c.stat("/a.txt")).await), StatusCode::NoSuchFile, "the source is gone");
+    assert_eq!(
+        c.extended_status("posix-rename@openssh.com", &["/a.txt", "/b.txt"])
+            .await,
+        StatusCode::Ok
+    );
+    assert_eq!(
+        c.get("/b.txt").await,
+        b"content of a",
+        "posix-rename replaced the target"
+    );
+    assert_eq!(
+        status_code(bounded("stat", c.stat("/a.txt")).await),
+        StatusCode::NoSuchFile,
+        "the source is gone"
+    );
 
     // A plain rename to a free name works.
-    bounded("rename", c.rename("/b.txt", "/c.txt")).await.expect("rename to a free name");
+    bounded("rename", c.rename("/b.txt", "/c.txt"))
+        .await
+        .expect("rename to a free name");
     assert_eq!(c.list("/").await.unwrap(), vec!["c.txt".to_string()]);
 
-    c.close().await;
+    c.disconnect().await;
     server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn realpath_and_confinement() {
     // admin and alice share a tenant; alice's root is /alice in it.
-    let server = start_with([UserSpec::new("admin").tenant("shared"), UserSpec::new("alice").tenant("shared").home("/alice")], |_| {})
-        .await;
+    let server = start_with(
+        [
+            UserSpec::new("admin").tenant("shared"),
+            UserSpec::new("alice").tenant("shared").home("/alice"),
+        ],
+        |_| {},
+    )
+    .await;
     let admin = server.sftp("admin").await;
     let alice = server.sftp("alice").await;
 
     for c in [&admin, &alice] {
-        for (path, expected) in [(".", "/"), ("", "/"), ("..", "/"), ("../../..", "/"), ("/../x/../..", "/"), ("a/./b/../c", "/a/c")] {
-            let name = bounded("realpath", c.realpath(path)).await.unwrap_or_else(|e| panic!("REALPATH({path:?}): {e}"));
-            assert_eq!(name.files.len(), 1, "REALPATH({path:?}) returns exactly one name");
+        for (path, expected) in [
+            (".", "/"),
+            ("", "/"),
+            ("..", "/"),
+            ("../../..", "/"),
+            ("/../x/../..", "/"),
+            ("a/./b/../c", "/a/c"),
+        ] {
+            let name = bounded("realpath", c.realpath(path))
+                .await
+                .unwrap_or_else(|e| panic!("REALPATH({path:?}): {e}"));
+            assert_eq!(
+                name.files.len(),
+                1,
+                "REALPATH({path:?}) returns exactly one name"
+            );
             assert_eq!(name.files[0].filename, expected, "REALPATH({path:?})");
         }
     }
 
     admin.put("/top-secret.txt", b"admin only").await;
     // alice cannot reach the tenant's root by any `..` path.
-    for path in ["/top-secret.txt", "../top-secret.txt", "../../top-secret.txt", "/alice/../../top-secret.txt"] {
-        assert_eq!(status_code(bounded("stat", alice.stat(path)).await), StatusCode::NoSuchFile, "alice STAT {path}");
+    for path in [
+        "/top-secret.txt",
+        "../top-secret.txt",
+        "../../top-secret.txt",
+        "/alice/../../top-secret.txt",
+    ] {
+        assert_eq!(
+            status_code(bounded("stat", alice.stat(path)).await),
+            StatusCode::NoSuchFile,
+            "alice STAT {path}"
+        );
     }
     // Whatever alice writes lands under /alice.
     alice.put("../../escape.txt", b"from alice").await;
-    assert_eq!(admin.get("/alice/escape.txt").await, b"from alice", "alice's `..` write stayed in her root");
-    assert_eq!(status_code(bounded("stat", admin.stat("/escape.txt")).await), StatusCode::NoSuchFile);
-    assert_eq!(alice.list("..").await.unwrap(), vec!["escape.txt".to_string()], "alice's `..` lists her own root");
+    assert_eq!(
+        admin.get("/alice/escape.txt").await,
+        b"from alice",
+        "alice's `..` write stayed in her root"
+    );
+    assert_eq!(
+        status_code(bounded("stat", admin.stat("/escape.txt")).await),
+        StatusCode::NoSuchFile
+    );
+    assert_eq!(
+        alice.list("..").await.unwrap(),
+        vec!["escape.txt".to_string()],
+        "alice's `..` lists her own root"
+    );
     // Her root cannot be removed.
-    assert_ne!(status_code(bounded("rmdir", alice.rmdir("/")).await), StatusCode::Ok);
+    assert_ne!(
+        status_code(bounded("rmdir", alice.rmdir("/")).await),
+        StatusCode::Ok
+    );
 
-    admin.close().await;
-    alice.close().await;
+    admin.disconnect().await;
+    alice.disconnect().await;
     server.shutdown().await;
 }
 
@@ -136,41 +270,99 @@ async fn commit_failure_is_reported_on_close() {
     let c = server.sftp("alice").await;
 
     // 1. Exclusive create loses the race: the memory plugin re-checks at finish.
-    let first = bounded("open excl", c.open("/race.txt", create_excl(), FileAttributes::empty())).await.unwrap().handle;
-    bounded("write", c.write(first.as_str(), 0, b"first writer".to_vec())).await.expect("write to the first handle");
-    let second = bounded("open", c.open("/race.txt", create_trunc(), FileAttributes::empty())).await.unwrap().handle;
-    bounded("write", c.write(second.as_str(), 0, b"second writer".to_vec())).await.expect("write to the second handle");
-    bounded("close", c.close(second.as_str())).await.expect("the second writer commits");
+    let first = bounded(
+        "open excl",
+        c.open("/race.txt", create_excl(), FileAttributes::empty()),
+    )
+    .await
+    .unwrap()
+    .handle;
+    bounded(
+        "write",
+        c.write(first.as_str(), 0, b"first writer".to_vec()),
+    )
+    .await
+    .expect("write to the first handle");
+    let second = bounded(
+        "open",
+        c.open("/race.txt", create_trunc(), FileAttributes::empty()),
+    )
+    .await
+    .unwrap()
+    .handle;
+    bounded(
+        "write",
+        c.write(second.as_str(), 0, b"second writer".to_vec()),
+    )
+    .await
+    .expect("write to the second handle");
+    bounded("close", c.close(second.as_str()))
+        .await
+        .expect("the second writer commits");
     let code = status_code(bounded("close", c.close(first.as_str())).await);
-    assert_eq!(code, StatusCode::Failure, "the exclusive writer's CLOSE reports the failed commit");
-    assert_eq!(c.get("/race.txt").await, b"second writer", "the failed commit changed nothing");
+    assert_eq!(
+        code,
+        StatusCode::Failure,
+        "the exclusive writer's CLOSE reports the failed commit"
+    );
+    assert_eq!(
+        c.get("/race.txt").await,
+        b"second writer",
+        "the failed commit changed nothing"
+    );
 
     // 2. The parent directory disappears before CLOSE.
-    bounded("mkdir", c.mkdir("/tmpdir", FileAttributes::empty())).await.expect("mkdir");
-    let h = bounded("open", c.open("/tmpdir/f.txt", create_trunc(), FileAttributes::empty())).await.unwrap().handle;
-    bounded("write", c.write(h.as_str(), 0, vec![7u8; 100_000])).await.expect("write");
+    bounded("mkdir", c.mkdir("/tmpdir", FileAttributes::empty()))
+        .await
+        .expect("mkdir");
+    let h = bounded(
+        "open",
+        c.open("/tmpdir/f.txt", create_trunc(), FileAttributes::empty()),
+    )
+    .await
+    .unwrap()
+    .handle;
+    bounded("write", c.write(h.as_str(), 0, vec![7u8; 100_000]))
+        .await
+        .expect("write");
     // Nothing is committed yet, so the directory is empty and can go.
-    bounded("rmdir", c.rmdir("/tmpdir")).await.expect("rmdir of the (still empty) parent");
+    bounded("rmdir", c.rmdir("/tmpdir"))
+        .await
+        .expect("rmdir of the (still empty) parent");
     let code = status_code(bounded("close", c.close(h.as_str())).await);
-    assert_ne!(code, StatusCode::Ok, "CLOSE of a write whose parent vanished fails");
+    assert_ne!(
+        code,
+        StatusCode::Ok,
+        "CLOSE of a write whose parent vanished fails"
+    );
     eprintln!("CLOSE after the parent was removed: {code:?}");
-    assert_eq!(status_code(bounded("stat", c.stat("/tmpdir/f.txt")).await), StatusCode::NoSuchFile);
-    assert_eq!(status_code(bounded("stat", c.stat("/tmpdir")).await), StatusCode::NoSuchFile);
+    assert_eq!(
+        status_code(bounded("stat", c.stat("/tmpdir/f.txt")).await),
+        StatusCode::NoSuchFile
+    );
+    assert_eq!(
+        status_code(bounded("stat", c.stat("/tmpdir")).await),
+        StatusCode::NoSuchFile
+    );
 
     // The session is still usable.
     c.put("/after.txt", b"fine").await;
     assert_eq!(c.get("/after.txt").await, b"fine");
 
-    c.close().await;
+    c.disconnect().await;
     server.shutdown().await;
 }
 
 /// Reads one SFTP packet (type byte + body) from a raw stream.
 async fn read_raw_packet<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
-    let len = bounded("packet length", r.read_u32()).await.expect("reading a packet length");
+    let len = bounded("packet length", r.read_u32())
+        .await
+        .expect("reading a packet length");
     assert!(len > 0 && len < 1 << 20, "sane reply length {len}");
     let mut body = vec![0u8; len as usize];
-    bounded("packet body", r.read_exact(&mut body)).await.expect("reading a packet body");
+    bounded("packet body", r.read_exact(&mut body))
+        .await
+        .expect("reading a packet body");
     body
 }
 
@@ -182,7 +374,9 @@ async fn oversized_packet_is_answered_then_the_channel_closes() {
     let mut stream = channel.into_stream();
 
     // INIT → VERSION 3.
-    bounded("send init", stream.write_all(&[0, 0, 0, 5, 1, 0, 0, 0, 3])).await.unwrap();
+    bounded("send init", stream.write_all(&[0, 0, 0, 5, 1, 0, 0, 0, 3]))
+        .await
+        .unwrap();
     bounded("flush", stream.flush()).await.unwrap();
     let version = read_raw_packet(&mut stream).await;
     assert_eq!(version[0], 2, "VERSION packet");
@@ -195,25 +389,92 @@ async fn oversized_packet_is_answered_then_the_channel_closes() {
     packet.push(5); // SSH_FXP_READ
     packet.extend_from_slice(&id.to_be_bytes());
     packet.extend_from_slice(&[0u8; 1024]);
-    bounded("send oversized", stream.write_all(&packet)).await.unwrap();
+    bounded("send oversized", stream.write_all(&packet))
+        .await
+        .unwrap();
     bounded("flush", stream.flush()).await.unwrap();
 
     let reply = read_raw_packet(&mut stream).await;
-    assert_eq!(reply[0], 101, "a STATUS answers the oversized packet: {reply:?}");
-    assert_eq!(u32::from_be_bytes(reply[1..5].try_into().unwrap()), id, "with the request's id");
-    assert_eq!(u32::from_be_bytes(reply[5..9].try_into().unwrap()), StatusCode::BadMessage as u32, "BadMessage");
+    assert_eq!(
+        reply[0], 101,
+        "a STATUS answers the oversized packet: {reply:?}"
+    );
+    assert_eq!(
+        u32::from_be_bytes(reply[1..5].try_into().unwrap()),
+        id,
+        "with the request's id"
+    );
+    assert_eq!(
+        u32::from_be_bytes(reply[5..9].try_into().unwrap()),
+        StatusCode::BadMessage as u32,
+        "BadMessage"
+    );
 
     // Then the channel ends: EOF, nothing more.
     let mut rest = Vec::new();
-    let n = bounded("waiting for EOF", stream.read_to_end(&mut rest)).await.expect("reading to EOF");
+    let n = bounded("waiting for EOF", stream.read_to_end(&mut rest))
+        .await
+        .expect("reading to EOF");
     assert_eq!(n, 0, "nothing after the STATUS: {rest:?}");
     drop(stream);
-    let _ = ssh.disconnect(russh::Disconnect::ByApplication, "", "en").await;
+    let _ = ssh
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await;
 
     // The server still serves new sessions.
     let c = server.sftp("alice").await;
     c.put("/ok.txt", b"still serving").await;
     assert_eq!(c.get("/ok.txt").await, b"still serving");
-    c.close().await;
+    c.disconnect().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_append_writes_keep_their_order() {
+    // With APPEND the offset is ignored, so the server must apply WRITEs on
+    // the handle in the order they arrived (OpenSSH `reput` relies on it).
+    let server = start(&["alice"]).await;
+    let c = server.sftp("alice").await;
+    let head = pattern(1000, 3);
+    c.put("/log.bin", &head).await;
+    let flags = OpenFlags::WRITE | OpenFlags::APPEND;
+    let h = bounded(
+        "open append",
+        c.open("/log.bin", flags, FileAttributes::empty()),
+    )
+    .await
+    .unwrap()
+    .handle;
+    let chunk = 200 * 1024;
+    let tail = pattern(64 * chunk, 4);
+    // All 64 WRITEs are sent before any reply is awaited.
+    let writes = tail
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, piece)| c.write(h.as_str(), (head.len() + i * chunk) as u64, piece.to_vec()));
+    let results = bounded("64 pipelined appends", futures::future::join_all(writes)).await;
+    for (i, r) in results.into_iter().enumerate() {
+        r.unwrap_or_else(|e| panic!("append {i}: {e}"));
+    }
+    bounded("close", c.close(h.as_str()))
+        .await
+        .expect("close of the append handle");
+    let got = c.get("/log.bin").await;
+    assert_eq!(got.len(), head.len() + tail.len(), "every append landed");
+    assert!(
+        got[..head.len()] == head[..],
+        "the existing content is kept"
+    );
+    if let Some(at) = got[head.len()..]
+        .iter()
+        .zip(&tail)
+        .position(|(a, b)| a != b)
+    {
+        panic!(
+            "appended data out of order: first difference in chunk {} of 64",
+            at / chunk
+        );
+    }
+    c.disconnect().await;
     server.shutdown().await;
 }

@@ -2,7 +2,9 @@
 //! coalescing that turns many small client WRITEs into plugin-sized chunks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -21,21 +23,45 @@ pub struct HandleEntry {
     /// Requests on this handle dispatched and not yet finished; CLOSE waits
     /// for them so it sees every WRITE sent before it.
     inflight: watch::Sender<usize>,
+    /// WRITEs are applied in arrival order (appends and overlapping writes
+    /// depend on it): each gets a number when read off the wire and waits
+    /// until `write_turn` reaches it.
+    next_write: AtomicU64,
+    write_turn: watch::Sender<u64>,
 }
 
-/// Counts one request on a handle until dropped.
-pub struct InflightTicket(Arc<HandleEntry>);
+/// Counts one request on a handle until dropped; for a WRITE, also holds its
+/// place in the handle's write order.
+pub struct InflightTicket {
+    entry: Arc<HandleEntry>,
+    write_number: Option<u64>,
+}
+
+impl InflightTicket {
+    /// For a WRITE: waits until every earlier WRITE on the handle is done.
+    pub async fn wait_turn(&self) {
+        if let Some(number) = self.write_number {
+            let mut turn = self.entry.write_turn.subscribe();
+            let _ = turn.wait_for(|t| *t == number).await;
+        }
+    }
+}
 
 impl Drop for InflightTicket {
     fn drop(&mut self) {
-        self.0.inflight.send_modify(|n| *n -= 1);
+        if let Some(number) = self.write_number {
+            self.entry.write_turn.send_modify(|t| *t = number + 1);
+        }
+        self.entry.inflight.send_modify(|n| *n -= 1);
     }
 }
 
 impl HandleEntry {
-    pub fn ticket(self: &Arc<Self>) -> InflightTicket {
+    /// Taken in the reader loop, in arrival order.
+    pub fn ticket(self: &Arc<Self>, is_write: bool) -> InflightTicket {
         self.inflight.send_modify(|n| *n += 1);
-        InflightTicket(self.clone())
+        let write_number = is_write.then(|| self.next_write.fetch_add(1, Ordering::SeqCst));
+        InflightTicket { entry: self.clone(), write_number }
     }
 
     /// Waits until no other request on this handle is in flight.
@@ -70,7 +96,13 @@ impl HandleTable {
         }
         inner.next += 1;
         let name = format!("{:x}", inner.next);
-        let entry = Arc::new(HandleEntry { kind, path, inflight: watch::channel(0).0 });
+        let entry = Arc::new(HandleEntry {
+            kind,
+            path,
+            inflight: watch::channel(0).0,
+            next_write: AtomicU64::new(0),
+            write_turn: watch::channel(0).0,
+        });
         inner.open.insert(name.clone(), entry);
         Ok(name)
     }
@@ -104,10 +136,12 @@ pub struct WriteState {
     failed: Option<StorageError>,
     /// FSETSTAT before CLOSE: applied once the content is committed.
     pub deferred_attrs: Option<SetAttrs>,
+    /// Added before each backend call (benchmarking a slow backend).
+    backend_delay: Duration,
 }
 
 impl WriteState {
-    pub fn new(writer: Writer, chunk: usize, append: bool, start_size: u64, permissions: u32) -> Self {
+    pub fn new(writer: Writer, chunk: usize, append: bool, start_size: u64, permissions: u32, backend_delay: Duration) -> Self {
         Self {
             writer,
             buffer: Vec::with_capacity(chunk.min(1 << 20)),
@@ -118,6 +152,7 @@ impl WriteState {
             permissions,
             failed: None,
             deferred_attrs: None,
+            backend_delay,
         }
     }
 
@@ -148,6 +183,7 @@ impl WriteState {
         if self.buffer.is_empty() {
             return Ok(());
         }
+        delay(self.backend_delay).await;
         let result = self.writer.write_chunk(self.buffer_offset, &self.buffer).await;
         self.buffer_offset += self.buffer.len() as u64;
         self.buffer.clear();
@@ -163,6 +199,7 @@ impl WriteState {
             let _ = self.writer.abort().await;
             return Err(error);
         }
+        delay(self.backend_delay).await;
         self.writer.finish().await
     }
 
@@ -173,5 +210,11 @@ impl WriteState {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         FileInfo { kind: FileKind::File, size: self.high_water, permissions: self.permissions, modified: now, accessed: now }
+    }
+}
+
+async fn delay(by: Duration) {
+    if !by.is_zero() {
+        tokio::time::sleep(by).await;
     }
 }

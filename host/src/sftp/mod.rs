@@ -114,6 +114,9 @@ impl SftpSession {
             tokio::spawn(
                 async move {
                     let started = Instant::now();
+                    if let Some(ticket) = &ticket {
+                        ticket.wait_turn().await;
+                    }
                     let reply = this.handle(packet).await;
                     let span = tracing::Span::current();
                     span.record("micros", started.elapsed().as_micros() as u64);
@@ -138,13 +141,13 @@ impl SftpSession {
     fn ticket_for(&self, packet: &Packet) -> Option<handles::InflightTicket> {
         let handle = match packet {
             Packet::Read(p) => &p.handle,
-            Packet::Write(p) => &p.handle,
+            Packet::Write(p) => return self.handles.get(&p.handle).map(|entry| entry.ticket(true)),
             Packet::Fstat(p) => &p.handle,
             Packet::FSetStat(p) => &p.handle,
             Packet::ReadDir(p) => &p.handle,
             _ => return None,
         };
-        self.handles.get(handle).map(|entry| entry.ticket())
+        self.handles.get(handle).map(|entry| entry.ticket(false))
     }
 
     async fn abort_open_writers(&self) {

@@ -133,6 +133,7 @@ impl SftpSession {
                 options.append,
                 start_size,
                 options.permissions.unwrap_or(0o644),
+                self.settings.backend_delay,
             );
             HandleKind::Write(tokio::sync::Mutex::new(state))
         } else {
@@ -160,7 +161,6 @@ impl SftpSession {
             HandleKind::Read(_) | HandleKind::Dir(_) => Ok(ok(id)),
             HandleKind::Write(state) => {
                 let mut state = state.lock().await;
-                self.delay().await;
                 // The real result of the commit: a failed upload fails here.
                 state.commit().await.map_err(|e| fail(id, &e))?;
                 if let Some(attrs) = state.deferred_attrs.take() {

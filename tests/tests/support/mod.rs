@@ -59,7 +59,11 @@ pub struct UserSpec {
 
 impl UserSpec {
     pub fn new(name: &str) -> Self {
-        Self { name: name.into(), home: "/".into(), tenant: None }
+        Self {
+            name: name.into(),
+            home: "/".into(),
+            tenant: None,
+        }
     }
     pub fn home(mut self, home: &str) -> Self {
         self.home = home.into();
@@ -96,8 +100,15 @@ pub fn keygen(path: &Path) -> String {
         .stdin(Stdio::null())
         .output()
         .expect("running ssh-keygen");
-    assert!(out.status.success(), "ssh-keygen failed: {}", String::from_utf8_lossy(&out.stderr));
-    std::fs::read_to_string(path.with_extension("pub")).expect("reading the public key").trim().to_string()
+    assert!(
+        out.status.success(),
+        "ssh-keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(path.with_extension("pub"))
+        .expect("reading the public key")
+        .trim()
+        .to_string()
 }
 
 /// A running server and everything needed to talk to it.
@@ -116,8 +127,14 @@ pub async fn start(users: &[&str]) -> TestServer {
 }
 
 /// Starts a server with `users`; `tweak` may adjust the config last.
-pub async fn start_with(users: impl IntoIterator<Item = UserSpec>, tweak: impl FnOnce(&mut Config)) -> TestServer {
-    let dir = tempfile::Builder::new().prefix("wasftp-it-").tempdir().expect("tempdir");
+pub async fn start_with(
+    users: impl IntoIterator<Item = UserSpec>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestServer {
+    let dir = tempfile::Builder::new()
+        .prefix("wasftp-it-")
+        .tempdir()
+        .expect("tempdir");
     let mut config = Config::from_toml("").expect("empty config");
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.state_dir = Some(dir.path().join("state"));
@@ -129,7 +146,9 @@ pub async fn start_with(users: impl IntoIterator<Item = UserSpec>, tweak: impl F
         let password = format!("pw-{}-secret", spec.name);
         config.users.push(UserConfig {
             name: spec.name.clone(),
-            password_hash: Some(wasftp::auth::hash_password(&password).expect("hashing a password")),
+            password_hash: Some(
+                wasftp::auth::hash_password(&password).expect("hashing a password"),
+            ),
             authorized_keys: vec![public_key.clone()],
             authorized_keys_file: None,
             home: spec.home.clone(),
@@ -139,13 +158,26 @@ pub async fn start_with(users: impl IntoIterator<Item = UserSpec>, tweak: impl F
             uid: 1000,
             gid: 1000,
         });
-        test_users.push(TestUser { name: spec.name, password, key, public_key });
+        test_users.push(TestUser {
+            name: spec.name,
+            password,
+            key,
+            public_key,
+        });
     }
     tweak(&mut config);
-    let server = bounded("starting the server", wasftp::ServerBuilder::new(config).start())
-        .await
-        .expect("starting the server");
-    TestServer { addr: server.local_addr(), server: Some(server), dir, users: test_users }
+    let server = bounded(
+        "starting the server",
+        wasftp::ServerBuilder::new(config).start(),
+    )
+    .await
+    .expect("starting the server");
+    TestServer {
+        addr: server.local_addr(),
+        server: Some(server),
+        dir,
+        users: test_users,
+    }
 }
 
 /// What a child process did.
@@ -194,7 +226,11 @@ pub fn signal_group(pgid: u32, signal: i32) {
 /// killed if it is still running after `limit`.
 pub async fn run(mut cmd: tokio::process::Command, limit: Duration) -> CmdOutput {
     let started = std::time::Instant::now();
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
     let mut child = cmd.spawn().expect("spawning a client process");
     let pgid = child.id().expect("child pid");
     let mut stdout = child.stdout.take().unwrap();
@@ -227,7 +263,12 @@ pub async fn run(mut cmd: tokio::process::Command, limit: Duration) -> CmdOutput
     };
     let stdout = read(out_task).await;
     let stderr = read(err_task).await;
-    CmdOutput { status, stdout, stderr, elapsed: started.elapsed() }
+    CmdOutput {
+        status,
+        stdout,
+        stderr,
+        elapsed: started.elapsed(),
+    }
 }
 
 impl TestServer {
@@ -244,7 +285,10 @@ impl TestServer {
     }
 
     pub fn user(&self, name: &str) -> &TestUser {
-        self.users.iter().find(|u| u.name == name).unwrap_or_else(|| panic!("no test user {name}"))
+        self.users
+            .iter()
+            .find(|u| u.name == name)
+            .unwrap_or_else(|| panic!("no test user {name}"))
     }
 
     /// Waits (bounded) until no session is open, so a test starts clean.
@@ -303,19 +347,33 @@ impl TestServer {
         let batch_file = self.dir.path().join(format!("batch-{n}.txt"));
         std::fs::write(&batch_file, batch).expect("writing a batch file");
         let mut cmd = tokio::process::Command::new("sftp");
-        cmd.arg("-b").arg(&batch_file).arg("-P").arg(self.port().to_string());
+        cmd.arg("-b")
+            .arg(&batch_file)
+            .arg("-P")
+            .arg(self.port().to_string());
         cmd.args(self.openssh_options(user));
         cmd.arg(self.destination(user)).current_dir(cwd);
         cmd
     }
 
     /// Runs OpenSSH `sftp` in batch mode; `batch` is one command a line.
-    pub async fn sftp_batch(&self, user: &str, batch: &str, cwd: &Path, limit: Duration) -> CmdOutput {
+    pub async fn sftp_batch(
+        &self,
+        user: &str,
+        batch: &str,
+        cwd: &Path,
+        limit: Duration,
+    ) -> CmdOutput {
         run(self.sftp_command(user, batch, cwd), limit).await
     }
 
     /// An `ssh -p <port> <options> <extra...> user@127.0.0.1 <remote...>` command.
-    pub fn ssh_command(&self, user: &str, extra: &[&str], remote: &[&str]) -> tokio::process::Command {
+    pub fn ssh_command(
+        &self,
+        user: &str,
+        extra: &[&str],
+        remote: &[&str],
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new("ssh");
         cmd.arg("-p").arg(self.port().to_string());
         cmd.args(self.openssh_options(user));
@@ -327,14 +385,21 @@ impl TestServer {
 
     /// A connected, not yet authenticated russh client.
     pub async fn connect(&self) -> Handle<Client> {
-        let config = Arc::new(client::Config { inactivity_timeout: Some(Duration::from_secs(60)), ..Default::default() });
-        bounded("ssh connect", client::connect(config, self.addr, Client)).await.expect("ssh connect")
+        let config = Arc::new(client::Config {
+            inactivity_timeout: Some(Duration::from_secs(60)),
+            ..Default::default()
+        });
+        bounded("ssh connect", client::connect(config, self.addr, Client))
+            .await
+            .expect("ssh connect")
     }
 
     /// Whether the server accepts `password` for `user`.
     pub async fn password_accepted(&self, user: &str, password: &str) -> bool {
         let mut ssh = self.connect().await;
-        let result = bounded("password auth", ssh.authenticate_password(user, password)).await.expect("password auth");
+        let result = bounded("password auth", ssh.authenticate_password(user, password))
+            .await
+            .expect("password auth");
         result.success()
     }
 
@@ -342,19 +407,26 @@ impl TestServer {
     pub async fn key_accepted(&self, user: &str, key: &Path) -> bool {
         let mut ssh = self.connect().await;
         let key = russh::keys::load_secret_key(key, None).expect("loading a private key");
-        let result = bounded("key auth", ssh.authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None)))
-            .await
-            .expect("key auth");
+        let result = bounded(
+            "key auth",
+            ssh.authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None)),
+        )
+        .await
+        .expect("key auth");
         result.success()
     }
 
     /// Logs `user` in with their key.
     pub async fn login(&self, user: &str) -> Handle<Client> {
         let mut ssh = self.connect().await;
-        let key = russh::keys::load_secret_key(&self.user(user).key, None).expect("loading a private key");
-        let result = bounded("key auth", ssh.authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None)))
-            .await
-            .expect("key auth");
+        let key = russh::keys::load_secret_key(&self.user(user).key, None)
+            .expect("loading a private key");
+        let result = bounded(
+            "key auth",
+            ssh.authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key), None)),
+        )
+        .await
+        .expect("key auth");
         assert!(result.success(), "key login of {user} refused: {result:?}");
         ssh
     }
@@ -363,8 +435,13 @@ impl TestServer {
     pub async fn login_password(&self, user: &str) -> Handle<Client> {
         let mut ssh = self.connect().await;
         let password = self.user(user).password.clone();
-        let result = bounded("password auth", ssh.authenticate_password(user, password)).await.expect("password auth");
-        assert!(result.success(), "password login of {user} refused: {result:?}");
+        let result = bounded("password auth", ssh.authenticate_password(user, password))
+            .await
+            .expect("password auth");
+        assert!(
+            result.success(),
+            "password login of {user} refused: {result:?}"
+        );
         ssh
     }
 
@@ -388,15 +465,22 @@ pub struct Client;
 impl client::Handler for Client {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, _key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        _key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         Ok(true)
     }
 }
 
 /// Opens a session channel and starts the `sftp` subsystem on it.
 pub async fn sftp_channel(ssh: &Handle<Client>) -> russh::Channel<client::Msg> {
-    let channel = bounded("channel open", ssh.channel_open_session()).await.expect("opening a session channel");
-    bounded("subsystem request", channel.request_subsystem(true, "sftp")).await.expect("requesting the sftp subsystem");
+    let channel = bounded("channel open", ssh.channel_open_session())
+        .await
+        .expect("opening a session channel");
+    bounded("subsystem request", channel.request_subsystem(true, "sftp"))
+        .await
+        .expect("requesting the sftp subsystem");
     channel
 }
 
@@ -424,9 +508,14 @@ impl SftpClient {
     }
 
     /// Ends the SFTP session and the SSH connection.
-    pub async fn close(self) {
+    pub async fn disconnect(self) {
         let _ = self.sftp.close_session();
-        let _ = bounded("disconnect", self.ssh.disconnect(russh::Disconnect::ByApplication, "bye", "en")).await;
+        let _ = bounded(
+            "disconnect",
+            self.ssh
+                .disconnect(russh::Disconnect::ByApplication, "bye", "en"),
+        )
+        .await;
     }
 
     /// Creates or replaces `path` with `data`: pipelined WRITEs of `chunk` bytes.
@@ -436,10 +525,13 @@ impl SftpClient {
 
     pub async fn put_chunked(&self, path: &str, data: &[u8], chunk: usize, in_flight: usize) {
         let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
-        let handle = bounded("open for write", self.sftp.open(path, flags, FileAttributes::empty()))
-            .await
-            .unwrap_or_else(|e| panic!("open {path} for writing: {e}"))
-            .handle;
+        let handle = bounded(
+            "open for write",
+            self.sftp.open(path, flags, FileAttributes::empty()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("open {path} for writing: {e}"))
+        .handle;
         // 30 s plus a second per MiB: generous even for unoptimised builds.
         let limit = STEP + Duration::from_secs((data.len() >> 20) as u64);
         let all_writes = async {
@@ -447,8 +539,16 @@ impl SftpClient {
             let mut pieces = data.chunks(chunk).enumerate();
             loop {
                 while pending.len() < in_flight {
-                    let Some((i, piece)) = pieces.next() else { break };
-                    pending.push(write_at(&self.sftp, handle.clone(), i, (i * chunk) as u64, piece.to_vec()));
+                    let Some((i, piece)) = pieces.next() else {
+                        break;
+                    };
+                    pending.push(write_at(
+                        &self.sftp,
+                        handle.clone(),
+                        i,
+                        (i * chunk) as u64,
+                        piece.to_vec(),
+                    ));
                 }
                 match pending.next().await {
                     Some((i, result)) => {
@@ -460,21 +560,37 @@ impl SftpClient {
         };
         tokio::time::timeout(limit, all_writes)
             .await
-            .unwrap_or_else(|_| panic!("writing {path} ({} bytes) took over {limit:?}", data.len()));
-        bounded("close after write", self.sftp.close(handle)).await.unwrap_or_else(|e| panic!("close {path}: {e}"));
+            .unwrap_or_else(|_| {
+                panic!("writing {path} ({} bytes) took over {limit:?}", data.len())
+            });
+        bounded("close after write", self.sftp.close(handle))
+            .await
+            .unwrap_or_else(|e| panic!("close {path}: {e}"));
     }
 
     /// Reads all of `path` (sequential READs until EOF).
     pub async fn get(&self, path: &str) -> Vec<u8> {
-        let handle = bounded("open for read", self.sftp.open(path, OpenFlags::READ, FileAttributes::empty()))
-            .await
-            .unwrap_or_else(|e| panic!("open {path} for reading: {e}"))
-            .handle;
+        let handle = bounded(
+            "open for read",
+            self.sftp
+                .open(path, OpenFlags::READ, FileAttributes::empty()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("open {path} for reading: {e}"))
+        .handle;
         let mut out = Vec::new();
         loop {
-            match bounded("read", self.sftp.read(handle.as_str(), out.len() as u64, 64 * 1024)).await {
+            match bounded(
+                "read",
+                self.sftp.read(handle.as_str(), out.len() as u64, 64 * 1024),
+            )
+            .await
+            {
                 Ok(data) => {
-                    assert!(!data.data.is_empty(), "READ of {path} returned no data instead of EOF");
+                    assert!(
+                        !data.data.is_empty(),
+                        "READ of {path} returned no data instead of EOF"
+                    );
                     out.extend_from_slice(&data.data);
                 }
                 Err(SftpError::Status(s)) if s.status_code == StatusCode::Eof => break,
@@ -482,20 +598,28 @@ impl SftpClient {
             }
             assert!(out.len() <= 1 << 30, "{path}: reading never reached EOF");
         }
-        bounded("close after read", self.sftp.close(handle)).await.unwrap_or_else(|e| panic!("close {path}: {e}"));
+        bounded("close after read", self.sftp.close(handle))
+            .await
+            .unwrap_or_else(|e| panic!("close {path}: {e}"));
         out
     }
 
     /// One READ of `len` bytes at `offset` of `path`.
     pub async fn read_at(&self, path: &str, offset: u64, len: u32) -> Vec<u8> {
-        let handle = bounded("open for read", self.sftp.open(path, OpenFlags::READ, FileAttributes::empty()))
-            .await
-            .unwrap_or_else(|e| panic!("open {path} for reading: {e}"))
-            .handle;
+        let handle = bounded(
+            "open for read",
+            self.sftp
+                .open(path, OpenFlags::READ, FileAttributes::empty()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("open {path} for reading: {e}"))
+        .handle;
         let data = bounded("read", self.sftp.read(handle.as_str(), offset, len))
             .await
             .unwrap_or_else(|e| panic!("read {path} at {offset}: {e}"));
-        bounded("close after read", self.sftp.close(handle)).await.unwrap_or_else(|e| panic!("close {path}: {e}"));
+        bounded("close after read", self.sftp.close(handle))
+            .await
+            .unwrap_or_else(|e| panic!("close {path}: {e}"));
         data.data
     }
 
@@ -586,7 +710,8 @@ pub fn md5_hex(data: &[u8]) -> String {
 /// MD5 of a file, read in pieces.
 pub fn md5_file(path: &Path) -> String {
     use std::io::Read as _;
-    let mut file = std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut file =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
     let mut ctx = md5::Context::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -596,5 +721,5 @@ pub fn md5_file(path: &Path) -> String {
         }
         ctx.consume(&buf[..n]);
     }
-    format!("{:x}", ctx.compute())
+    format!("{:x}", ctx.finalize())
 }
