@@ -76,7 +76,7 @@ impl Session {
                 api.session().call_list_dir(store, me, path, cursor, limit).await
             })
             .await?;
-        validate::dir_page(&page, limit).map_err(|e| self.pinned.reject(e))?;
+        validate::dir_page(&page, cursor, limit).map_err(|e| self.pinned.reject(e))?;
         Ok(page)
     }
 

@@ -155,7 +155,7 @@ impl Instance {
             .memory_size(shared.settings.memory_limit)
             .instances(32)
             .tables(16)
-            .memories(4)
+            .memories(1)
             .table_elements(100_000)
             .trap_on_grow_failure(true)
             .build();

@@ -48,7 +48,7 @@ pub fn file_info(info: &FileInfo) -> Result<(), StorageError> {
     Ok(())
 }
 
-pub fn dir_page(page: &DirPage, limit: u32) -> Result<(), StorageError> {
+pub fn dir_page(page: &DirPage, cursor: Option<&str>, limit: u32) -> Result<(), StorageError> {
     let max = limit.clamp(1, MAX_PAGE_ENTRIES) as usize;
     if page.entries.len() > max {
         return Err(invalid(format!("{} entries in a page of at most {max}", page.entries.len())));
@@ -57,8 +57,12 @@ pub fn dir_page(page: &DirPage, limit: u32) -> Result<(), StorageError> {
         name(&entry.name)?;
         file_info(&entry.info)?;
     }
-    if let Some(cursor) = &page.next_cursor {
-        path(cursor)?;
+    if let Some(next) = &page.next_cursor {
+        path(next)?;
+        if cursor == Some(next.as_str()) {
+            // The same cursor again would keep a client listing forever.
+            return Err(invalid("a page whose next cursor is the cursor it was asked for".into()));
+        }
         if page.entries.is_empty() {
             // A cursor with no entries would let a plugin keep a client listing forever.
             return Err(invalid("empty page with a next cursor".into()));

@@ -74,6 +74,8 @@ impl HandleEntry {
 pub struct DirState {
     pub cursor: Option<String>,
     pub done: bool,
+    /// Entries sent so far on this handle.
+    pub sent: u64,
 }
 
 #[derive(Default)]

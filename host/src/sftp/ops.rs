@@ -19,6 +19,9 @@ use crate::plugin::{FileInfo, StorageError, WriteOptions, validate};
 /// Entries per READDIR reply: with names up to 1 KiB and their long names,
 /// a reply stays well under the packet maximum.
 const READDIR_BATCH: u32 = 64;
+/// Most entries one directory handle lists: a plugin cannot keep a client
+/// listing forever.
+const MAX_LISTING: u64 = 10_000_000;
 
 type Reply = Result<Packet, Packet>;
 
@@ -253,7 +256,7 @@ impl SftpSession {
         if info.kind != crate::plugin::FileKind::Directory {
             return Err(status(id, StatusCode::Failure, "not a directory"));
         }
-        let state = DirState { cursor: None, done: false };
+        let state = DirState { cursor: None, done: false, sent: 0 };
         self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(state)), path)
     }
 
@@ -272,7 +275,12 @@ impl SftpSession {
             .list_dir(&entry.path, state.cursor.as_deref(), READDIR_BATCH)
             .await
             .map_err(|e| fail(id, &e))?;
+        state.sent += page.entries.len() as u64;
         state.done = page.next_cursor.is_none();
+        if !state.done && state.sent >= MAX_LISTING {
+            tracing::warn!(path = %entry.path, "listing cut after {MAX_LISTING} entries");
+            state.done = true;
+        }
         state.cursor = page.next_cursor;
         if page.entries.is_empty() {
             return Err(status(id, StatusCode::Eof, "end of directory"));
