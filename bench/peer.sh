@@ -23,6 +23,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasftp-target}"
 if [ "$DELAY_MS" = 0 ] && [ ! -x /usr/sbin/sshd ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
 fi
+command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
 cargo build --release -q -p wasftp
 BIN="$CARGO_TARGET_DIR/release/wasftp"
 
@@ -109,10 +110,11 @@ bench_target() {
     for _ in $(seq "$RUNS"); do
       rm -rf "$WORK/got_big" "$WORK/got_small"; mkdir -p "$WORK/got_small"
       times+=("$(run_batch "$port" "$WORK/$case")")
+      if [ "$case" = get_big ]; then cmp -s "$WORK/local/big" "$WORK/got_big" || { echo "$name: downloaded file differs" >&2; exit 1; }; fi
+      if [ "$case" = get_small ]; then [ "$(ls "$WORK/got_small" | wc -l)" = "$SMALL_FILES" ] || { echo "$name: small files missing" >&2; exit 1; }; fi
     done
     echo "$name $case $(printf '%s\n' "${times[@]}" | median)"
   done
-  cmp "$WORK/local/big" "$WORK/got_big" 2>/dev/null || { get_check=$(run_batch "$port" "$WORK/get_big"); cmp "$WORK/local/big" "$WORK/got_big"; }
 }
 
 RESULTS="$WORK/results"
