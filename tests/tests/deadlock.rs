@@ -3,11 +3,11 @@
 //! the middle of a download must not keep its session alive past the idle
 //! timeout.
 
-mod support;
+mod server_support;
 
 use std::time::{Duration, Instant};
 
-use support::*;
+use server_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn openssh_download_256_mib() {

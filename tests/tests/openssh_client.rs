@@ -1,11 +1,11 @@
 //! The OpenSSH `sftp` client in batch mode against the real server: every
 //! everyday command, resumed transfers, and a 256 MiB round trip.
 
-mod support;
+mod server_support;
 
 use std::time::Duration;
 
-use support::*;
+use server_support::*;
 
 const BATCH_LIMIT: Duration = Duration::from_secs(60);
 

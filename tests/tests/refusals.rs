@@ -2,11 +2,11 @@
 //! not SFTP: exec, shell, direct-tcpip (-W / -L) and remote forwarding (-R).
 //! All must be refused, promptly.
 
-mod support;
+mod server_support;
 
 use std::time::Duration;
 
-use support::*;
+use server_support::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
 

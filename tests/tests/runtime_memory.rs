@@ -1,11 +1,11 @@
 //! The bundled memory plugin driven through the plugin runtime: every contract
 //! operation and its error cases, tenant isolation and session sharing.
 
-mod common;
+mod runtime_support;
 
 use std::collections::BTreeSet;
 
-use common::*;
+use runtime_support::*;
 use wasftp::plugin::{FileKind, InstanceScope, SetAttrs, StorageError, WriteOptions};
 
 macro_rules! assert_err {

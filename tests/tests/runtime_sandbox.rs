@@ -2,12 +2,12 @@
 //! deadlines, memory limits, traps, output validation, init failures, and
 //! isolation between tenants while one instance misbehaves.
 
-mod common;
+mod runtime_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use runtime_support::*;
 use wasftp::plugin::{InstanceScope, Plugin, PluginSettings, Runtime, RuntimeStats, Session, StorageError};
 
 const DEADLINE: Duration = Duration::from_millis(500);

@@ -1,12 +1,12 @@
 //! Many sessions at once, tenant isolation, and refused credentials.
 
-mod support;
+mod server_support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use russh_sftp::protocol::StatusCode;
-use support::*;
+use server_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_parallel_sessions() {

@@ -1,12 +1,12 @@
 //! Exact SFTP status codes for error cases, path confinement, commit failures
 //! reported on CLOSE, and the packet-size limit, through a Rust SFTP client.
 
-mod support;
+mod server_support;
 
 use std::time::Duration;
 
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
-use support::*;
+use server_support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn create_excl() -> OpenFlags {
