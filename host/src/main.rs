@@ -44,10 +44,20 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    match cli.command {
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::HashPassword { password } => {
             let password = match password {
                 Some(p) => p,
@@ -110,8 +120,11 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, passwor
     println!("wasftp listening on {}", server.local_addr());
 
     wait_for_signal().await;
-    tracing::info!("shutting down");
-    server.shutdown().await;
+    tracing::info!("shutting down (a second signal stops at once)");
+    tokio::select! {
+        _ = server.shutdown() => {}
+        _ = wait_for_signal() => tracing::warn!("second signal: stopping without waiting for sessions"),
+    }
     Ok(())
 }
 

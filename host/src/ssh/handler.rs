@@ -20,11 +20,18 @@ pub struct Connection {
     session_id: u64,
     principal: Option<Principal>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// How many SFTP sessions run on this connection.
+    sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl Connection {
-    pub fn new(shared: Arc<Shared>, peer: Option<SocketAddr>, session_id: u64) -> Self {
-        Self { shared, peer, session_id, principal: None, channels: HashMap::new() }
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: Option<SocketAddr>,
+        session_id: u64,
+        sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
+    ) -> Self {
+        Self { shared, peer, session_id, principal: None, channels: HashMap::new(), sftp_running }
     }
 
     fn accepted(&mut self, principal: Principal, method: &str) -> Auth {
@@ -52,8 +59,11 @@ impl Connection {
         ensure_home(&storage, &principal.home).await.map_err(|e| format!("preparing home {}: {e}", principal.home))?;
         let sftp = SftpSession::new(principal, self.session_id, storage, self.shared.sftp.clone());
         let shutdown = self.shared.shutdown.clone();
+        let running = self.sftp_running.clone();
+        running.send_modify(|n| *n += 1);
         tokio::spawn(async move {
             sftp.run(channel.into_stream(), shutdown).await;
+            running.send_modify(|n| *n -= 1);
         });
         Ok(())
     }

@@ -121,11 +121,32 @@ async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
     let watchdog = tokio::spawn(watchdog::watch(liveness.clone(), shared.idle_timeout, shared.force_close.clone()));
     shared.active.fetch_add(1, Ordering::SeqCst);
     metrics::gauge!("wasftp_sessions_active").increment(1.0);
-    let handler = handler::Connection::new(shared.clone(), Some(peer), session_id);
+    // SFTP sessions running on this connection; at shutdown the connection
+    // is closed as soon as they have finished.
+    let (sftp_running, _) = watch::channel(0usize);
+    let sftp_running = Arc::new(sftp_running);
+    let handler = handler::Connection::new(shared.clone(), Some(peer), session_id, sftp_running.clone());
     match russh::server::run_stream(shared.ssh.clone(), stream, handler).await {
-        Ok(session) => {
-            if let Err(e) = session.await {
-                tracing::debug!(session = session_id, "connection ended: {e}");
+        Ok(mut session) => {
+            let handle = session.handle();
+            let mut shutdown = shared.shutdown.clone();
+            let mut running = sftp_running.subscribe();
+            let drained = async {
+                stopped(&mut shutdown).await;
+                let _ = running.wait_for(|n| *n == 0).await;
+            };
+            tokio::select! {
+                ended = &mut session => {
+                    if let Err(e) = ended {
+                        tracing::debug!(session = session_id, "connection ended: {e}");
+                    }
+                }
+                _ = drained => {
+                    let _ = handle
+                        .disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), String::new())
+                        .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), session).await;
+                }
             }
         }
         Err(e) => tracing::debug!(session = session_id, %peer, "handshake failed: {e}"),
