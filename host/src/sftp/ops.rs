@@ -179,6 +179,9 @@ impl SftpSession {
         let HandleKind::Read(reader) = &entry.kind else {
             return Err(status(id, StatusCode::OpUnsupported, "handle not open for reading"));
         };
+        if len == 0 {
+            return Ok(Packet::Data(Data { id, data: Vec::new() }));
+        }
         self.delay().await;
         let data = reader.read(offset, len.min(MAX_READ)).await.map_err(|e| fail(id, &e))?;
         if data.is_empty() {
