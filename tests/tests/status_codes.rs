@@ -478,3 +478,48 @@ async fn pipelined_append_writes_keep_their_order() {
     c.disconnect().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn close_pipelined_behind_writes_commits_all_of_them() {
+    // A client may send CLOSE without waiting for its WRITE replies: the
+    // WRITEs read before the CLOSE must all land, and CLOSE must report it.
+    let server = start(&["alice"]).await;
+    let c = server.sftp("alice").await;
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+    let h = bounded("open", c.open("/piped.bin", flags, FileAttributes::empty()))
+        .await
+        .unwrap()
+        .handle;
+    let chunk = 64 * 1024;
+    let data = pattern(32 * chunk, 9);
+    let writes = data
+        .chunks(chunk)
+        .enumerate()
+        .map(|(i, piece)| c.write(h.as_str(), (i * chunk) as u64, piece.to_vec()));
+    let (results, closed) = bounded(
+        "32 writes and a close, all sent before any reply",
+        futures::future::join(futures::future::join_all(writes), c.close(h.as_str())),
+    )
+    .await;
+    for (i, r) in results.into_iter().enumerate() {
+        r.unwrap_or_else(|e| panic!("write {i}: {e}"));
+    }
+    closed.expect("close after pipelined writes");
+    assert!(c.get("/piped.bin").await == data, "every pipelined write was committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn write_at_the_largest_offset_is_refused_not_a_crash() {
+    let server = start(&["alice"]).await;
+    let c = server.sftp("alice").await;
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE;
+    let h = bounded("open", c.open("/edge.bin", flags, FileAttributes::empty()))
+        .await
+        .unwrap()
+        .handle;
+    let result = bounded("write near u64::MAX", c.write(h.as_str(), u64::MAX - 3, vec![1; 16])).await;
+    assert_eq!(status_code(result), StatusCode::Failure);
+    // The session is still served.
+    let small = bounded("write at 0", c.write(h.as_str(), 0, vec![7; 4])).await;
+    small.expect("a normal write still works");
+}

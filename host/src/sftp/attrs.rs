@@ -63,7 +63,7 @@ pub fn long_name(name: &str, info: &FileInfo, owner: &str, now: u64) -> String {
     let when = chrono::DateTime::from_timestamp(info.modified.min(i64::MAX as u64) as i64, 0).unwrap_or_default();
     // Like ls: the year instead of the time for dates over six months away.
     let six_months = 182 * 24 * 3600;
-    let date = if info.modified + six_months < now || info.modified > now + six_months {
+    let date = if info.modified.saturating_add(six_months) < now || info.modified > now.saturating_add(six_months) {
         when.format("%b %e  %Y")
     } else {
         when.format("%b %e %H:%M")
@@ -96,5 +96,8 @@ mod tests {
         assert!(line.contains(" 1234 "), "{line}");
         let dir = long_name("d", &info(FileKind::Directory, 0o755), "alice", 1_700_000_100);
         assert!(dir.starts_with("drwxr-xr-x"), "{dir}");
+        // A plugin's time is any u64: no overflow.
+        let far = FileInfo { modified: u64::MAX, ..info(FileKind::File, 0o644) };
+        assert!(long_name("f", &far, "alice", 1_700_000_100).ends_with(" f"));
     }
 }

@@ -38,6 +38,12 @@ pub struct InflightTicket {
 }
 
 impl InflightTicket {
+    /// The handle this request was counted on when it was read off the wire:
+    /// it stays usable after a later CLOSE removed the name from the table.
+    pub fn entry(&self) -> &Arc<HandleEntry> {
+        &self.entry
+    }
+
     /// For a WRITE: waits until every earlier WRITE on the handle is done.
     pub async fn wait_turn(&self) {
         if let Some(number) = self.write_number {
@@ -162,7 +168,11 @@ impl WriteState {
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
-        let contiguous = self.buffer_offset + self.buffer.len() as u64 == offset;
+        // A client offset near u64::MAX must not overflow the arithmetic below.
+        let Some(end) = offset.checked_add(data.len() as u64) else {
+            return Err(StorageError::InvalidInput("write beyond the largest file offset".into()));
+        };
+        let contiguous = self.buffer_offset.checked_add(self.buffer.len() as u64) == Some(offset);
         if !self.append && !self.buffer.is_empty() && !contiguous {
             self.flush().await?;
         }
@@ -170,7 +180,9 @@ impl WriteState {
             self.buffer_offset = offset;
         }
         self.buffer.extend_from_slice(data);
-        self.high_water = self.high_water.max(offset + data.len() as u64);
+        // Appended data lands at the end of the file, whatever its offset.
+        let end = if self.append { self.high_water.saturating_add(data.len() as u64) } else { end };
+        self.high_water = self.high_water.max(end);
         if self.buffer.len() >= self.chunk {
             self.flush().await?;
         }
@@ -187,7 +199,7 @@ impl WriteState {
         }
         delay(self.backend_delay).await;
         let result = self.writer.write_chunk(self.buffer_offset, &self.buffer).await;
-        self.buffer_offset += self.buffer.len() as u64;
+        self.buffer_offset = self.buffer_offset.saturating_add(self.buffer.len() as u64);
         self.buffer.clear();
         if let Err(error) = &result {
             self.failed = Some(error.clone());

@@ -117,7 +117,7 @@ impl SftpSession {
                     if let Some(ticket) = &ticket {
                         ticket.wait_turn().await;
                     }
-                    let reply = this.handle(packet).await;
+                    let reply = this.handle(packet, ticket.as_ref()).await;
                     let span = tracing::Span::current();
                     span.record("micros", started.elapsed().as_micros() as u64);
                     tracing::debug!("done");
@@ -145,6 +145,11 @@ impl SftpSession {
             Packet::Fstat(p) => &p.handle,
             Packet::FSetStat(p) => &p.handle,
             Packet::ReadDir(p) => &p.handle,
+            // fsync covers the WRITEs sent before it: it takes its place in their order.
+            Packet::Extended(p) if p.request == "fsync@openssh.com" => {
+                let handle = framing::WireReader::new(&p.data).utf8()?;
+                return self.handles.get(handle).map(|entry| entry.ticket(true));
+            }
             _ => return None,
         };
         self.handles.get(handle).map(|entry| entry.ticket(false))

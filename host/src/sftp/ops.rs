@@ -2,6 +2,7 @@
 //! a STATUS with a mapped code and a short message.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use russh_sftp::protocol::{
@@ -10,7 +11,7 @@ use russh_sftp::protocol::{
 
 use super::attrs::{long_name, to_attrs, to_set_attrs};
 use super::framing::{MAX_PACKET, MAX_READ, MAX_WRITE, WireReader};
-use super::handles::{DirState, HandleKind, WriteState};
+use super::handles::{DirState, HandleEntry, HandleKind, InflightTicket, WriteState};
 use super::status::{message_of, status_of};
 use super::{SftpSession, paths};
 use crate::config::SetstatPolicy;
@@ -42,30 +43,34 @@ fn now() -> u64 {
 }
 
 impl SftpSession {
-    pub(super) async fn handle(&self, packet: Packet) -> Packet {
+    /// `ticket` is the one taken for this request when it was read off the
+    /// wire, if it names an open handle.
+    pub(super) async fn handle(&self, packet: Packet, ticket: Option<&InflightTicket>) -> Packet {
         let span = tracing::Span::current();
         let id = packet.get_request_id();
         let (op, result) = match packet {
             Packet::Init(init) => ("init", Ok(self.init(init.version))),
             Packet::Open(p) => ("open", self.open(p.id, &p.filename, p.pflags, &p.attrs).await),
             Packet::Close(p) => ("close", self.close(p.id, &p.handle).await),
-            Packet::Read(p) => ("read", self.read(p.id, &p.handle, p.offset, p.len).await),
-            Packet::Write(p) => ("write", self.write(p.id, &p.handle, p.offset, &p.data).await),
+            Packet::Read(p) => ("read", self.read(p.id, &p.handle, ticket, p.offset, p.len).await),
+            Packet::Write(p) => ("write", self.write(p.id, &p.handle, ticket, p.offset, &p.data).await),
             Packet::Lstat(p) => ("lstat", self.stat(p.id, &p.path).await),
             Packet::Stat(p) => ("stat", self.stat(p.id, &p.path).await),
-            Packet::Fstat(p) => ("fstat", self.fstat(p.id, &p.handle).await),
+            Packet::Fstat(p) => ("fstat", self.fstat(p.id, &p.handle, ticket).await),
             Packet::SetStat(p) => ("setstat", self.setstat(p.id, &p.path, &p.attrs).await),
-            Packet::FSetStat(p) => ("fsetstat", self.fsetstat(p.id, &p.handle, &p.attrs).await),
+            Packet::FSetStat(p) => ("fsetstat", self.fsetstat(p.id, &p.handle, ticket, &p.attrs).await),
             Packet::OpenDir(p) => ("opendir", self.opendir(p.id, &p.path).await),
-            Packet::ReadDir(p) => ("readdir", self.readdir(p.id, &p.handle).await),
+            Packet::ReadDir(p) => ("readdir", self.readdir(p.id, &p.handle, ticket).await),
             Packet::Remove(p) => ("remove", self.remove(p.id, &p.filename).await),
             Packet::MkDir(p) => ("mkdir", self.mkdir(p.id, &p.path, &p.attrs).await),
             Packet::RmDir(p) => ("rmdir", self.rmdir(p.id, &p.path).await),
             Packet::RealPath(p) => ("realpath", self.realpath(p.id, &p.path)),
             Packet::Rename(p) => ("rename", self.rename(p.id, &p.oldpath, &p.newpath, false).await),
             Packet::ReadLink(p) => ("readlink", self.readlink(p.id, &p.path).await),
-            Packet::Symlink(p) => ("symlink", self.symlink(p.id, &p.linkpath, &p.targetpath).await),
-            Packet::Extended(p) => ("extended", self.extended(p.id, &p.request, &p.data).await),
+            // russh-sftp names the fields in draft order; OpenSSH (and every
+            // client following it) sends the target first, then the link.
+            Packet::Symlink(p) => ("symlink", self.symlink(p.id, &p.targetpath, &p.linkpath).await),
+            Packet::Extended(p) => ("extended", self.extended(p.id, &p.request, &p.data, ticket).await),
             _ => ("unexpected", Err(status(id, StatusCode::BadMessage, "not a request"))),
         };
         span.record("op", op);
@@ -142,18 +147,34 @@ impl SftpSession {
         } else {
             HandleKind::Read(self.storage.open_read(&path).await.map_err(|e| fail(id, &e))?)
         };
-        self.new_handle(id, kind, path)
+        self.new_handle(id, kind, path).await
     }
 
-    fn new_handle(&self, id: u32, kind: HandleKind, path: String) -> Reply {
+    async fn new_handle(&self, id: u32, kind: HandleKind, path: String) -> Reply {
         match self.handles.insert(kind, path, self.settings.max_handles) {
             Ok(handle) => Ok(Packet::Handle(Handle { id, handle })),
-            Err(_) => Err(status(id, StatusCode::Failure, "too many open handles")),
+            Err(kind) => {
+                // An upload that never gets a handle must leave nothing behind.
+                if let HandleKind::Write(state) = kind {
+                    let _ = state.into_inner().writer.abort().await;
+                }
+                Err(status(id, StatusCode::Failure, "too many open handles"))
+            }
         }
     }
 
     fn unknown_handle(id: u32) -> Packet {
         status(id, StatusCode::Failure, "unknown handle")
+    }
+
+    /// The handle a request works on. A request read before a CLOSE of its
+    /// handle holds the entry in its ticket, so it still runs (and CLOSE
+    /// waits for it) even when the CLOSE has already taken the name away.
+    fn entry(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>) -> Result<Arc<HandleEntry>, Packet> {
+        match ticket {
+            Some(ticket) => Ok(ticket.entry().clone()),
+            None => self.handles.get(handle).ok_or_else(|| Self::unknown_handle(id)),
+        }
     }
 
     async fn close(&self, id: u32, handle: &str) -> Reply {
@@ -174,8 +195,8 @@ impl SftpSession {
         }
     }
 
-    async fn read(&self, id: u32, handle: &str, offset: u64, len: u32) -> Reply {
-        let entry = self.handles.get(handle).ok_or_else(|| Self::unknown_handle(id))?;
+    async fn read(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>, offset: u64, len: u32) -> Reply {
+        let entry = self.entry(id, handle, ticket)?;
         let HandleKind::Read(reader) = &entry.kind else {
             return Err(status(id, StatusCode::OpUnsupported, "handle not open for reading"));
         };
@@ -191,13 +212,16 @@ impl SftpSession {
         Ok(Packet::Data(Data { id, data }))
     }
 
-    async fn write(&self, id: u32, handle: &str, offset: u64, data: &[u8]) -> Reply {
-        let entry = self.handles.get(handle).ok_or_else(|| Self::unknown_handle(id))?;
+    async fn write(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>, offset: u64, data: &[u8]) -> Reply {
+        let entry = self.entry(id, handle, ticket)?;
         let HandleKind::Write(state) = &entry.kind else {
             return Err(status(id, StatusCode::PermissionDenied, "handle not open for writing"));
         };
         if data.len() > MAX_WRITE as usize {
             return Err(status(id, StatusCode::BadMessage, "write larger than max-write-length"));
+        }
+        if offset.checked_add(data.len() as u64).is_none() {
+            return Err(status(id, StatusCode::Failure, "offset out of range"));
         }
         tracing::Span::current().record("bytes", data.len());
         let mut state = state.lock().await;
@@ -216,8 +240,8 @@ impl SftpSession {
         Packet::Attrs(Attrs { id, attrs: to_attrs(info, self.principal.uid, self.principal.gid) })
     }
 
-    async fn fstat(&self, id: u32, handle: &str) -> Reply {
-        let entry = self.handles.get(handle).ok_or_else(|| Self::unknown_handle(id))?;
+    async fn fstat(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>) -> Reply {
+        let entry = self.entry(id, handle, ticket)?;
         if let HandleKind::Write(state) = &entry.kind {
             return Ok(self.attrs_reply(id, &state.lock().await.provisional_info()));
         }
@@ -232,8 +256,8 @@ impl SftpSession {
         self.apply_set_info(id, &path, set).await
     }
 
-    async fn fsetstat(&self, id: u32, handle: &str, attrs: &FileAttributes) -> Reply {
-        let entry = self.handles.get(handle).ok_or_else(|| Self::unknown_handle(id))?;
+    async fn fsetstat(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>, attrs: &FileAttributes) -> Reply {
+        let entry = self.entry(id, handle, ticket)?;
         let Some(set) = to_set_attrs(attrs) else { return Ok(ok(id)) };
         if let HandleKind::Write(state) = &entry.kind {
             // The content is not visible yet: apply once CLOSE commits it.
@@ -260,11 +284,11 @@ impl SftpSession {
             return Err(status(id, StatusCode::Failure, "not a directory"));
         }
         let state = DirState { cursor: None, done: false, sent: 0 };
-        self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(state)), path)
+        self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(state)), path).await
     }
 
-    async fn readdir(&self, id: u32, handle: &str) -> Reply {
-        let entry = self.handles.get(handle).ok_or_else(|| Self::unknown_handle(id))?;
+    async fn readdir(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>) -> Reply {
+        let entry = self.entry(id, handle, ticket)?;
         let HandleKind::Dir(state) = &entry.kind else {
             return Err(status(id, StatusCode::Failure, "not a directory handle"));
         };
@@ -335,6 +359,9 @@ impl SftpSession {
     async fn rename(&self, id: u32, from: &str, to: &str, overwrite: bool) -> Reply {
         let from = self.resolve(id, from)?;
         let to = self.resolve(id, to)?;
+        if from == self.principal.home || to == self.principal.home {
+            return Err(status(id, StatusCode::PermissionDenied, "cannot rename the root"));
+        }
         self.delay().await;
         self.storage.rename(&from, &to, overwrite).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
@@ -347,23 +374,36 @@ impl SftpSession {
         let path = self.resolve(id, path)?;
         self.delay().await;
         let target = self.storage.read_link(&path).await.map_err(|e| fail(id, &e))?;
+        // Targets are stored in the plugin namespace: show them as the client sees them.
+        let target = paths::to_client(&self.principal.home, &target).unwrap_or(target);
         let file = File { filename: target.clone(), longname: target, attrs: FileAttributes::empty() };
         Ok(Packet::Name(Name { id, files: vec![file] }))
     }
 
-    /// OpenSSH sends SYMLINK's arguments in the opposite order to the draft;
-    /// russh-sftp names them as OpenSSH sends them.
+    /// The target is client input like any path: it is resolved (a relative
+    /// one against the link's directory), clamped to the user's root and
+    /// handed to the plugin as a plugin path, as the contract promises.
     async fn symlink(&self, id: u32, link: &str, target: &str) -> Reply {
         if !self.storage.capabilities().symlinks {
             return Err(status(id, StatusCode::OpUnsupported, "symbolic links are not supported"));
         }
+        let bad = || status(id, StatusCode::BadMessage, "bad path");
+        let link_client = paths::normalize(link).ok_or_else(bad)?;
+        let target_client = if target.starts_with('/') {
+            paths::normalize(target)
+        } else {
+            paths::normalize(&format!("{link_client}/../{target}"))
+        }
+        .ok_or_else(bad)?;
+        let target = paths::to_plugin(&self.principal.home, &target_client);
+        validate::path(&target).map_err(|_| status(id, StatusCode::BadMessage, "path too long"))?;
         let link = self.resolve(id, link)?;
         self.delay().await;
-        self.storage.make_link(target, &link).await.map_err(|e| fail(id, &e))?;
+        self.storage.make_link(&target, &link).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
-    async fn extended(&self, id: u32, request: &str, data: &[u8]) -> Reply {
+    async fn extended(&self, id: u32, request: &str, data: &[u8], ticket: Option<&InflightTicket>) -> Reply {
         let mut args = WireReader::new(data);
         let bad = || status(id, StatusCode::BadMessage, "malformed extended request");
         match request {
@@ -394,7 +434,7 @@ impl SftpSession {
             }
             "fsync@openssh.com" => {
                 let handle = args.utf8().ok_or_else(bad)?;
-                let entry = self.handles.get(handle).ok_or_else(|| Self::unknown_handle(id))?;
+                let entry = self.entry(id, handle, ticket)?;
                 if let HandleKind::Write(state) = &entry.kind {
                     // Everything sent so far reaches the plugin; it becomes
                     // visible at CLOSE, as the contract says.

@@ -29,6 +29,22 @@ pub fn to_plugin(root: &str, client: &str) -> String {
     }
 }
 
+/// Maps a plugin path back to what the client sees; `None` when it is not
+/// an absolute path under `root`.
+pub fn to_client(root: &str, plugin: &str) -> Option<String> {
+    if !plugin.starts_with('/') {
+        return None;
+    }
+    if root == "/" {
+        return Some(plugin.to_string());
+    }
+    match plugin.strip_prefix(root)? {
+        "" => Some("/".into()),
+        rest if rest.starts_with('/') => Some(rest.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +64,10 @@ mod tests {
         assert_eq!(to_plugin("/", "/x"), "/x");
         assert_eq!(to_plugin("/home/alice", "/"), "/home/alice");
         assert_eq!(to_plugin("/home/alice", "/x/y"), "/home/alice/x/y");
+        assert_eq!(to_client("/home/alice", "/home/alice/x/y").as_deref(), Some("/x/y"));
+        assert_eq!(to_client("/home/alice", "/home/alice").as_deref(), Some("/"));
+        assert_eq!(to_client("/home/alice", "/home/alicebob/x"), None);
+        assert_eq!(to_client("/home/alice", "x"), None);
+        assert_eq!(to_client("/", "/x").as_deref(), Some("/x"));
     }
 }

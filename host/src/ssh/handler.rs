@@ -14,6 +14,10 @@ use crate::auth::Principal;
 use crate::plugin::SessionContext;
 use crate::sftp::SftpSession;
 
+/// Most session channels open at once on one connection (OpenSSH's
+/// MaxSessions default).
+const MAX_CHANNELS: usize = 10;
+
 pub struct Connection {
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
@@ -123,6 +127,14 @@ impl russh::server::Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // Each SFTP channel opens a storage session (for session-scoped
+        // plugins a whole instance): bound them per connection, as
+        // max_sessions only bounds connections.
+        if self.channels.len() + *self.sftp_running.borrow() >= MAX_CHANNELS {
+            tracing::warn!(session = self.session_id, "refused channel: {MAX_CHANNELS} already open");
+            reply.reject(russh::ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
         Ok(())
