@@ -52,15 +52,15 @@ impl SftpSession {
             Packet::Init(init) => ("init", Ok(self.init(init.version))),
             Packet::Open(p) => ("open", self.open(p.id, &p.filename, p.pflags, &p.attrs).await),
             Packet::Close(p) => ("close", self.close(p.id, &p.handle).await),
-            Packet::Read(p) => ("read", self.read(p.id, &p.handle, ticket, p.offset, p.len).await),
-            Packet::Write(p) => ("write", self.write(p.id, &p.handle, ticket, p.offset, &p.data).await),
+            Packet::Read(p) => ("read", self.read(p.id, ticket, p.offset, p.len).await),
+            Packet::Write(p) => ("write", self.write(p.id, ticket, p.offset, &p.data).await),
             Packet::Lstat(p) => ("lstat", self.stat(p.id, &p.path).await),
             Packet::Stat(p) => ("stat", self.stat(p.id, &p.path).await),
-            Packet::Fstat(p) => ("fstat", self.fstat(p.id, &p.handle, ticket).await),
+            Packet::Fstat(p) => ("fstat", self.fstat(p.id, ticket).await),
             Packet::SetStat(p) => ("setstat", self.setstat(p.id, &p.path, &p.attrs).await),
-            Packet::FSetStat(p) => ("fsetstat", self.fsetstat(p.id, &p.handle, ticket, &p.attrs).await),
+            Packet::FSetStat(p) => ("fsetstat", self.fsetstat(p.id, ticket, &p.attrs).await),
             Packet::OpenDir(p) => ("opendir", self.opendir(p.id, &p.path).await),
-            Packet::ReadDir(p) => ("readdir", self.readdir(p.id, &p.handle, ticket).await),
+            Packet::ReadDir(p) => ("readdir", self.readdir(p.id, ticket).await),
             Packet::Remove(p) => ("remove", self.remove(p.id, &p.filename).await),
             Packet::MkDir(p) => ("mkdir", self.mkdir(p.id, &p.path, &p.attrs).await),
             Packet::RmDir(p) => ("rmdir", self.rmdir(p.id, &p.path).await),
@@ -170,11 +170,10 @@ impl SftpSession {
     /// The handle a request works on. A request read before a CLOSE of its
     /// handle holds the entry in its ticket, so it still runs (and CLOSE
     /// waits for it) even when the CLOSE has already taken the name away.
-    fn entry(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>) -> Result<Arc<HandleEntry>, Packet> {
-        match ticket {
-            Some(ticket) => Ok(ticket.entry().clone()),
-            None => self.handles.get(handle).ok_or_else(|| Self::unknown_handle(id)),
-        }
+    /// The handle a request was matched to when it was read off the wire
+    /// (`ticket_for`); no ticket means the handle was not open then.
+    fn entry(id: u32, ticket: Option<&InflightTicket>) -> Result<Arc<HandleEntry>, Packet> {
+        ticket.map(|t| t.entry().clone()).ok_or_else(|| Self::unknown_handle(id))
     }
 
     async fn close(&self, id: u32, handle: &str) -> Reply {
@@ -195,8 +194,8 @@ impl SftpSession {
         }
     }
 
-    async fn read(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>, offset: u64, len: u32) -> Reply {
-        let entry = self.entry(id, handle, ticket)?;
+    async fn read(&self, id: u32, ticket: Option<&InflightTicket>, offset: u64, len: u32) -> Reply {
+        let entry = Self::entry(id, ticket)?;
         let HandleKind::Read(reader) = &entry.kind else {
             return Err(status(id, StatusCode::OpUnsupported, "handle not open for reading"));
         };
@@ -212,8 +211,8 @@ impl SftpSession {
         Ok(Packet::Data(Data { id, data }))
     }
 
-    async fn write(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>, offset: u64, data: &[u8]) -> Reply {
-        let entry = self.entry(id, handle, ticket)?;
+    async fn write(&self, id: u32, ticket: Option<&InflightTicket>, offset: u64, data: &[u8]) -> Reply {
+        let entry = Self::entry(id, ticket)?;
         let HandleKind::Write(state) = &entry.kind else {
             return Err(status(id, StatusCode::PermissionDenied, "handle not open for writing"));
         };
@@ -240,8 +239,8 @@ impl SftpSession {
         Packet::Attrs(Attrs { id, attrs: to_attrs(info, self.principal.uid, self.principal.gid) })
     }
 
-    async fn fstat(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>) -> Reply {
-        let entry = self.entry(id, handle, ticket)?;
+    async fn fstat(&self, id: u32, ticket: Option<&InflightTicket>) -> Reply {
+        let entry = Self::entry(id, ticket)?;
         if let HandleKind::Write(state) = &entry.kind {
             return Ok(self.attrs_reply(id, &state.lock().await.provisional_info()));
         }
@@ -256,8 +255,8 @@ impl SftpSession {
         self.apply_set_info(id, &path, set).await
     }
 
-    async fn fsetstat(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>, attrs: &FileAttributes) -> Reply {
-        let entry = self.entry(id, handle, ticket)?;
+    async fn fsetstat(&self, id: u32, ticket: Option<&InflightTicket>, attrs: &FileAttributes) -> Reply {
+        let entry = Self::entry(id, ticket)?;
         let Some(set) = to_set_attrs(attrs) else { return Ok(ok(id)) };
         if let HandleKind::Write(state) = &entry.kind {
             // The content is not visible yet: apply once CLOSE commits it.
@@ -287,8 +286,8 @@ impl SftpSession {
         self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(state)), path).await
     }
 
-    async fn readdir(&self, id: u32, handle: &str, ticket: Option<&InflightTicket>) -> Reply {
-        let entry = self.entry(id, handle, ticket)?;
+    async fn readdir(&self, id: u32, ticket: Option<&InflightTicket>) -> Reply {
+        let entry = Self::entry(id, ticket)?;
         let HandleKind::Dir(state) = &entry.kind else {
             return Err(status(id, StatusCode::Failure, "not a directory handle"));
         };
@@ -433,8 +432,8 @@ impl SftpSession {
                 Ok(Packet::ExtendedReply(ExtendedReply { id, data: u64s(&fields) }))
             }
             "fsync@openssh.com" => {
-                let handle = args.utf8().ok_or_else(bad)?;
-                let entry = self.entry(id, handle, ticket)?;
+                args.utf8().ok_or_else(bad)?; // the handle was matched in `ticket_for`
+                let entry = Self::entry(id, ticket)?;
                 if let HandleKind::Write(state) = &entry.kind {
                     // Everything sent so far reaches the plugin; it becomes
                     // visible at CLOSE, as the contract says.

@@ -568,16 +568,16 @@ impl SftpClient {
             .unwrap_or_else(|e| panic!("close {path}: {e}"));
     }
 
+    async fn open_read(&self, path: &str) -> String {
+        bounded("open for read", self.sftp.open(path, OpenFlags::READ, FileAttributes::empty()))
+            .await
+            .unwrap_or_else(|e| panic!("open {path} for reading: {e}"))
+            .handle
+    }
+
     /// Reads all of `path` (sequential READs until EOF).
     pub async fn get(&self, path: &str) -> Vec<u8> {
-        let handle = bounded(
-            "open for read",
-            self.sftp
-                .open(path, OpenFlags::READ, FileAttributes::empty()),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("open {path} for reading: {e}"))
-        .handle;
+        let handle = self.open_read(path).await;
         let mut out = Vec::new();
         loop {
             match bounded(
@@ -606,14 +606,7 @@ impl SftpClient {
 
     /// One READ of `len` bytes at `offset` of `path`.
     pub async fn read_at(&self, path: &str, offset: u64, len: u32) -> Vec<u8> {
-        let handle = bounded(
-            "open for read",
-            self.sftp
-                .open(path, OpenFlags::READ, FileAttributes::empty()),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("open {path} for reading: {e}"))
-        .handle;
+        let handle = self.open_read(path).await;
         let data = bounded("read", self.sftp.read(handle.as_str(), offset, len))
             .await
             .unwrap_or_else(|e| panic!("read {path} at {offset}: {e}"));
