@@ -85,11 +85,17 @@ pub struct SftpOptions {
     pub setstat_unsupported: SetstatPolicy,
     /// Added to every backend call (benchmarking a slow backend). 0 = off.
     pub backend_delay_ms: u64,
+    /// Upload data one SSH connection may hold in the server's buffers, in
+    /// MiB; a WRITE past it waits for earlier chunks to reach the plugin.
+    pub upload_buffer_mib: usize,
+    /// Largest file a read-write handle may open, in MiB (it is spooled to
+    /// a temporary file under `state_dir`).
+    pub spool_max_mib: u64,
 }
 
 impl Default for SftpOptions {
     fn default() -> Self {
-        Self { setstat_unsupported: SetstatPolicy::Ignore, backend_delay_ms: 0 }
+        Self { setstat_unsupported: SetstatPolicy::Ignore, backend_delay_ms: 0, upload_buffer_mib: 64, spool_max_mib: 1024 }
     }
 }
 
@@ -206,6 +212,11 @@ impl Config {
         anyhow::ensure!((1..=1024).contains(&l.max_inflight), "limits.max_inflight must be 1..=1024");
         anyhow::ensure!(l.idle_timeout_secs > 0, "limits.idle_timeout_secs must be at least 1");
         anyhow::ensure!(l.max_auth_attempts > 0, "limits.max_auth_attempts must be at least 1");
+        anyhow::ensure!(
+            (1..=4096).contains(&self.sftp.upload_buffer_mib),
+            "sftp.upload_buffer_mib must be 1..=4096"
+        );
+        anyhow::ensure!(self.sftp.spool_max_mib > 0, "sftp.spool_max_mib must be at least 1");
         Ok(())
     }
 

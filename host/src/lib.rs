@@ -18,5 +18,6 @@ pub mod server;
 pub mod sftp;
 pub mod ssh;
 pub mod telemetry;
+pub mod vfs;
 
 pub use server::{RunningServer, ServerBuilder};

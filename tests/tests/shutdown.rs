@@ -83,8 +83,8 @@ async fn assert_connection_ended(c: &SftpClient, who: &str) {
     );
 }
 
-/// An upload that was opened and written but never closed: it stays invisible
-/// to another session of the same tenant, shutdown closes the listener at
+/// An upload that was opened and written but never closed: its content stays
+/// invisible to another session of the same tenant, shutdown closes the listener at
 /// once, returns within grace + 3 s, ends both connections, and the upload can
 /// no longer be committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -122,19 +122,11 @@ async fn open_upload_is_cut_and_never_committed() {
         handles.push(handle);
     }
 
-    // Not visible before CLOSE: the new file does not exist, the old one is intact.
-    assert_eq!(
-        status_code(bounded("stat", observer.stat("/new.bin")).await),
-        StatusCode::NoSuchFile
-    );
-    assert!(
-        !observer
-            .list("/")
-            .await
-            .expect("list")
-            .contains(&"new.bin".to_string()),
-        "an unfinished upload shows in the listing"
-    );
+    // Before CLOSE the new file shows as being uploaded (its size so far,
+    // no content yet); the old one keeps its content.
+    let attrs = bounded("stat", observer.stat("/new.bin")).await.expect("stat /new.bin");
+    assert_eq!(attrs.attrs.size, Some(data.len() as u64), "an upload in progress shows its size so far");
+    assert_eq!(observer.get("/new.bin").await, b"", "no content before CLOSE");
     let attrs = bounded("stat", observer.stat("/report.bin"))
         .await
         .expect("stat /report.bin");

@@ -69,14 +69,14 @@ impl Session {
 
     pub async fn list_dir(&self, path: &str, cursor: Option<&str>, limit: u32) -> Result<DirPage, StorageError> {
         let limit = limit.clamp(1, validate::MAX_PAGE_ENTRIES);
-        let page = self
+        let mut page = self
             .pinned
             .call("list-dir", async |live: &mut Live, me| {
                 let (store, api) = live.parts();
                 api.session().call_list_dir(store, me, path, cursor, limit).await
             })
             .await?;
-        validate::dir_page(&page, cursor, limit).map_err(|e| self.pinned.reject(e))?;
+        validate::dir_page(&mut page, cursor, limit).map_err(|e| self.pinned.reject(e))?;
         Ok(page)
     }
 
@@ -90,6 +90,11 @@ impl Session {
             .await?;
         validate::file_info(&info).map_err(|e| self.pinned.reject(e))?;
         Ok(info)
+    }
+
+    // SHIM until the contract gains link-info
+    pub async fn link_info(&self, path: &str) -> Result<FileInfo, StorageError> {
+        self.file_info(path).await
     }
 
     pub async fn open_read(&self, path: &str) -> Result<Reader, StorageError> {
@@ -258,6 +263,11 @@ impl Writer {
             .await?;
         validate::file_info(&info).map_err(|e| self.pinned.reject(e))?;
         Ok(info)
+    }
+
+    // SHIM until the contract gains set-size
+    pub async fn set_size(&self, _size: u64) -> Result<(), StorageError> {
+        Err(StorageError::Unsupported)
     }
 
     pub async fn abort(&self) -> Result<(), StorageError> {

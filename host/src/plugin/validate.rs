@@ -4,8 +4,9 @@
 use super::bindings::{Capabilities, DirPage, FileInfo};
 use super::error::StorageError;
 
-/// Longest file name a plugin may return (bytes).
-pub const MAX_NAME_LEN: usize = 1024;
+/// Longest file name (bytes), in a client's request and in a plugin's
+/// output alike: NAME_MAX, what clients expect.
+pub const MAX_NAME_LEN: usize = 255;
 /// Longest path (link target, cursor) a plugin may return (bytes).
 pub const MAX_PATH_LEN: usize = 4096;
 /// Most entries one `list-dir` page may hold, whatever limit was asked.
@@ -48,10 +49,17 @@ pub fn file_info(info: &FileInfo) -> Result<(), StorageError> {
     Ok(())
 }
 
-pub fn dir_page(page: &DirPage, cursor: Option<&str>, limit: u32) -> Result<(), StorageError> {
+/// Checks a page; entries whose name is longer than a client can use are
+/// left out (and logged) so the rest of the directory still lists.
+pub fn dir_page(page: &mut DirPage, cursor: Option<&str>, limit: u32) -> Result<(), StorageError> {
     let max = limit.clamp(1, MAX_PAGE_ENTRIES) as usize;
     if page.entries.len() > max {
         return Err(invalid(format!("{} entries in a page of at most {max}", page.entries.len())));
+    }
+    let listed = page.entries.len();
+    page.entries.retain(|entry| entry.name.len() <= MAX_NAME_LEN);
+    if page.entries.len() < listed {
+        tracing::warn!("left {} names longer than {MAX_NAME_LEN} bytes out of a listing", listed - page.entries.len());
     }
     for entry in &page.entries {
         name(&entry.name)?;
@@ -63,7 +71,7 @@ pub fn dir_page(page: &DirPage, cursor: Option<&str>, limit: u32) -> Result<(), 
             // The same cursor again would keep a client listing forever.
             return Err(invalid("a page whose next cursor is the cursor it was asked for".into()));
         }
-        if page.entries.is_empty() {
+        if listed == 0 {
             // A cursor with no entries would let a plugin keep a client listing forever.
             return Err(invalid("empty page with a next cursor".into()));
         }

@@ -60,6 +60,12 @@ impl<'a> WireReader<'a> {
         Some(value)
     }
 
+    pub fn u64(&mut self) -> Option<u64> {
+        let value = u64::from_be_bytes(self.0.get(..8)?.try_into().ok()?);
+        self.0 = &self.0[8..];
+        Some(value)
+    }
+
     pub fn utf8(&mut self) -> Option<&'a str> {
         std::str::from_utf8(self.string()?).ok()
     }

@@ -1,18 +1,18 @@
-//! Open file and directory handles of one SFTP session, and the write
-//! coalescing that turns many small client WRITEs into plugin-sized chunks.
+//! Open file and directory handles of one SFTP session, and the order in
+//! which requests on one handle run and are answered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::plugin::{FileInfo, FileKind, Reader, SetAttrs, StorageError, Writer};
+use crate::vfs::{FileReader, ReadWriteFile, Upload};
 
 pub enum HandleKind {
-    Read(Reader),
-    Write(tokio::sync::Mutex<WriteState>),
+    Read(FileReader),
+    Write(tokio::sync::Mutex<Upload>),
+    ReadWrite(tokio::sync::Mutex<ReadWriteFile>),
     Dir(tokio::sync::Mutex<DirState>),
 }
 
@@ -23,18 +23,68 @@ pub struct HandleEntry {
     /// Requests on this handle dispatched and not yet finished; CLOSE waits
     /// for them so it sees every WRITE sent before it.
     inflight: watch::Sender<usize>,
-    /// WRITEs are applied in arrival order (appends and overlapping writes
-    /// depend on it): each gets a number when read off the wire and waits
-    /// until `write_turn` reaches it.
-    next_write: AtomicU64,
-    write_turn: watch::Sender<u64>,
+    /// Requests that change or depend on the handle's state (WRITE, FSETSTAT,
+    /// fsync, READDIR, anything on a read-write handle) run one at a time in
+    /// arrival order, as `sftp-server` runs them.
+    run_order: Arc<Sequence>,
+    /// READs on a read-only handle run at once but are answered in arrival
+    /// order: OpenSSH's client before 9.4 truncates a download at the first
+    /// reply that comes out of order.
+    reply_order: Arc<Sequence>,
 }
 
-/// Counts one request on a handle until dropped; for a WRITE, also holds its
-/// place in the handle's write order.
+/// Numbers requests in arrival order (taken in the reader loop) and lets
+/// each wait until every earlier one is done.
+#[derive(Default)]
+pub struct Sequence {
+    next: AtomicU64,
+    turn: watch::Sender<u64>,
+}
+
+impl Sequence {
+    pub fn place(self: &Arc<Self>) -> Place {
+        Place { sequence: self.clone(), number: self.next.fetch_add(1, Ordering::SeqCst) }
+    }
+}
+
+/// One request's place in a [`Sequence`]; the next one's turn comes when it
+/// is dropped (also when the request's task is cancelled).
+pub struct Place {
+    sequence: Arc<Sequence>,
+    number: u64,
+}
+
+impl Place {
+    pub async fn wait_turn(&self) {
+        let mut turn = self.sequence.turn.subscribe();
+        let _ = turn.wait_for(|t| *t == self.number).await;
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let next = self.number + 1;
+        self.sequence.turn.send_modify(|t| *t = next);
+    }
+}
+
+/// How a request on a handle is sequenced with the others on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequencing {
+    /// Runs and is answered whenever it is ready (FSTAT of a read handle).
+    Free,
+    /// Runs after every earlier ordered request on the handle is done.
+    Run,
+    /// Runs at once; its reply waits for earlier replies of its kind.
+    Reply,
+}
+
+/// Counts one request on a handle until dropped, and holds its place in the
+/// handle's order.
 pub struct InflightTicket {
     entry: Arc<HandleEntry>,
-    write_number: Option<u64>,
+    run: Option<Place>,
+    reply: Option<Place>,
 }
 
 impl InflightTicket {
@@ -44,30 +94,40 @@ impl InflightTicket {
         &self.entry
     }
 
-    /// For a WRITE: waits until every earlier WRITE on the handle is done.
-    pub async fn wait_turn(&self) {
-        if let Some(number) = self.write_number {
-            let mut turn = self.entry.write_turn.subscribe();
-            let _ = turn.wait_for(|t| *t == number).await;
+    /// Before running: waits until every earlier ordered request is done.
+    pub async fn wait_run_turn(&self) {
+        if let Some(place) = &self.run {
+            place.wait_turn().await;
+        }
+    }
+
+    /// Before answering: waits until every earlier READ has been answered.
+    pub async fn wait_reply_turn(&self) {
+        if let Some(place) = &self.reply {
+            place.wait_turn().await;
         }
     }
 }
 
 impl Drop for InflightTicket {
     fn drop(&mut self) {
-        if let Some(number) = self.write_number {
-            self.entry.write_turn.send_modify(|t| *t = number + 1);
-        }
+        // Places first: a CLOSE woken by the count must find the order settled.
+        self.run.take();
+        self.reply.take();
         self.entry.inflight.send_modify(|n| *n -= 1);
     }
 }
 
 impl HandleEntry {
     /// Taken in the reader loop, in arrival order.
-    pub fn ticket(self: &Arc<Self>, is_write: bool) -> InflightTicket {
+    pub fn ticket(self: &Arc<Self>, sequencing: Sequencing) -> InflightTicket {
         self.inflight.send_modify(|n| *n += 1);
-        let write_number = is_write.then(|| self.next_write.fetch_add(1, Ordering::SeqCst));
-        InflightTicket { entry: self.clone(), write_number }
+        let (run, reply) = match sequencing {
+            Sequencing::Free => (None, None),
+            Sequencing::Run => (Some(self.run_order.place()), None),
+            Sequencing::Reply => (None, Some(self.reply_order.place())),
+        };
+        InflightTicket { entry: self.clone(), run, reply }
     }
 
     /// Waits until no other request on this handle is in flight.
@@ -82,6 +142,8 @@ pub struct DirState {
     pub done: bool,
     /// Entries sent so far on this handle.
     pub sent: u64,
+    /// Files being uploaded in this directory were listed (after the plugin's entries).
+    pub pending_listed: bool,
 }
 
 #[derive(Default)]
@@ -108,8 +170,8 @@ impl HandleTable {
             kind,
             path,
             inflight: watch::channel(0).0,
-            next_write: AtomicU64::new(0),
-            write_turn: watch::channel(0).0,
+            run_order: Default::default(),
+            reply_order: Default::default(),
         });
         inner.open.insert(name.clone(), entry);
         Ok(name)
@@ -126,109 +188,5 @@ impl HandleTable {
     /// Takes every handle (session end or shutdown).
     pub fn drain(&self) -> Vec<Arc<HandleEntry>> {
         self.inner.lock().expect("handle table lock").open.drain().map(|(_, e)| e).collect()
-    }
-}
-
-/// A writer and the bytes gathered for its next chunk.
-pub struct WriteState {
-    pub writer: Writer,
-    buffer: Vec<u8>,
-    buffer_offset: u64,
-    /// Bytes per plugin `write-chunk`.
-    chunk: usize,
-    append: bool,
-    /// Highest end offset written: the size FSTAT reports before commit.
-    high_water: u64,
-    permissions: u32,
-    /// The first failure; every later WRITE and the CLOSE report it.
-    failed: Option<StorageError>,
-    /// FSETSTAT before CLOSE: applied once the content is committed.
-    pub deferred_attrs: Option<SetAttrs>,
-    /// Added before each backend call (benchmarking a slow backend).
-    backend_delay: Duration,
-}
-
-impl WriteState {
-    pub fn new(writer: Writer, chunk: usize, append: bool, start_size: u64, permissions: u32, backend_delay: Duration) -> Self {
-        Self {
-            writer,
-            buffer: Vec::with_capacity(chunk.min(1 << 20)),
-            buffer_offset: 0,
-            chunk,
-            append,
-            high_water: start_size,
-            permissions,
-            failed: None,
-            deferred_attrs: None,
-            backend_delay,
-        }
-    }
-
-    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        if let Some(error) = &self.failed {
-            return Err(error.clone());
-        }
-        // A client offset near u64::MAX must not overflow the arithmetic below.
-        let Some(end) = offset.checked_add(data.len() as u64) else {
-            return Err(StorageError::InvalidInput("write beyond the largest file offset".into()));
-        };
-        let contiguous = self.buffer_offset.checked_add(self.buffer.len() as u64) == Some(offset);
-        if !self.append && !self.buffer.is_empty() && !contiguous {
-            self.flush().await?;
-        }
-        if self.buffer.is_empty() {
-            self.buffer_offset = offset;
-        }
-        self.buffer.extend_from_slice(data);
-        // Appended data lands at the end of the file, whatever its offset.
-        let end = if self.append { self.high_water.saturating_add(data.len() as u64) } else { end };
-        self.high_water = self.high_water.max(end);
-        if self.buffer.len() >= self.chunk {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Sends the gathered bytes to the plugin.
-    pub async fn flush(&mut self) -> Result<(), StorageError> {
-        if let Some(error) = &self.failed {
-            return Err(error.clone());
-        }
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        delay(self.backend_delay).await;
-        let result = self.writer.write_chunk(self.buffer_offset, &self.buffer).await;
-        self.buffer_offset = self.buffer_offset.saturating_add(self.buffer.len() as u64);
-        self.buffer.clear();
-        if let Err(error) = &result {
-            self.failed = Some(error.clone());
-        }
-        result
-    }
-
-    /// Flushes and commits: the result is what CLOSE reports.
-    pub async fn commit(&mut self) -> Result<FileInfo, StorageError> {
-        if let Err(error) = self.flush().await {
-            let _ = self.writer.abort().await;
-            return Err(error);
-        }
-        delay(self.backend_delay).await;
-        self.writer.finish().await
-    }
-
-    /// What FSTAT shows before the content is committed.
-    pub fn provisional_info(&self) -> FileInfo {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        FileInfo { kind: FileKind::File, size: self.high_water, permissions: self.permissions, modified: now, accessed: now }
-    }
-}
-
-async fn delay(by: Duration) {
-    if !by.is_zero() {
-        tokio::time::sleep(by).await;
     }
 }

@@ -1,11 +1,13 @@
 //! Our SFTP v3 request loop. One task reads and decodes requests; up to
 //! `max_inflight` are handled at once and each reply is written as soon as
 //! it is ready (SFTP matches replies by id). Requests on one handle keep
-//! their order where it matters: CLOSE waits for the handle's earlier requests.
+//! their order where it matters (see `handles::Sequencing`): CLOSE takes the
+//! handle away in arrival order and waits for the handle's earlier requests.
 
 mod attrs;
 mod framing;
 mod handles;
+mod names;
 mod ops;
 mod paths;
 mod status;
@@ -16,12 +18,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use russh_sftp::protocol::{Packet, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 
 use crate::auth::Principal;
 use crate::config::SetstatPolicy;
-use crate::plugin::Session;
+use crate::vfs::Files;
 
 pub use framing::{MAX_PACKET, MAX_READ, MAX_WRITE};
 
@@ -41,25 +43,55 @@ pub struct SftpSettings {
 pub struct SftpSession {
     pub(crate) principal: Principal,
     pub(crate) session_id: u64,
-    pub(crate) storage: Session,
+    pub(crate) files: Files,
     pub(crate) settings: SftpSettings,
     pub(crate) handles: handles::HandleTable,
+    /// Requests that name paths (and CLOSE, which commits one) run one at a
+    /// time in arrival order, as on `sftp-server`: a client may pipeline
+    /// CLOSE then RENAME of that file (sshfs does) and rightly expects the
+    /// rename to find it. Data requests on open handles are not held by it.
+    pub(crate) namespace_order: Arc<handles::Sequence>,
 }
 
 impl SftpSession {
-    pub fn new(principal: Principal, session_id: u64, storage: Session, settings: SftpSettings) -> Arc<Self> {
-        Arc::new(Self { principal, session_id, storage, settings, handles: Default::default() })
+    pub fn new(principal: Principal, session_id: u64, files: Files, settings: SftpSettings) -> Arc<Self> {
+        Arc::new(Self {
+            principal,
+            session_id,
+            files,
+            settings,
+            handles: Default::default(),
+            namespace_order: Default::default(),
+        })
     }
 
     /// Serves SFTP on `stream` until the client leaves or `shutdown` turns true.
+    ///
+    /// Three stages, so that reading requests never waits for replies to
+    /// leave: russh stops its whole connection loop (and with it our replies)
+    /// while a channel's input is not read, so a reader that waited for
+    /// replies to drain would deadlock with any client that pipelines deeply
+    /// (paramiko's `prefetch` queues a READ for every chunk of a file).
+    /// 1. This loop reads and decodes requests, takes their places in the
+    ///    orders they belong to, and queues them (bounded in bytes: past it,
+    ///    the client is slowed down by TCP, which only pipelined data can
+    ///    fill, and that drains without any reply being sent).
+    /// 2. `dispatch` starts them in arrival order, each once its reply fits
+    ///    in the reply budget and one of `max_inflight` slots is free.
+    /// 3. `write_replies` sends replies and gives their budget back.
     pub async fn run<S>(self: Arc<Self>, stream: S, mut shutdown: watch::Receiver<bool>)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (mut reader, writer) = tokio::io::split(stream);
-        let (replies, reply_rx) = mpsc::channel::<Bytes>(self.settings.max_inflight * 2);
+        let (replies, reply_rx) = mpsc::unbounded_channel::<Outgoing>();
         let writer_task = tokio::spawn(write_replies(writer, reply_rx));
-        let inflight = Arc::new(Semaphore::new(self.settings.max_inflight));
+        let (queue, queue_rx) = mpsc::unbounded_channel::<Queued>();
+        let dispatcher = tokio::spawn(self.clone().dispatch(queue_rx, replies.clone()));
+        let queue_budget = Arc::new(Semaphore::new(QUEUE_BYTES));
+        let answer = |packet: Packet| {
+            let _ = replies.send(Outgoing { bytes: encode(packet), budget: None });
+        };
 
         loop {
             let incoming = tokio::select! {
@@ -77,7 +109,7 @@ impl SftpSession {
                         "packet over the {MAX_PACKET}-byte maximum; closing the session"
                     );
                     if let Some(id) = id {
-                        let _ = replies.send(encode(ops::status(id, StatusCode::BadMessage, "packet too long"))).await;
+                        answer(ops::status(id, StatusCode::BadMessage, "packet too long"));
                     }
                     break;
                 }
@@ -86,7 +118,13 @@ impl SftpSession {
                     break;
                 }
             };
-            let Ok(permit) = inflight.clone().acquire_owned().await else { break };
+            let charge = (raw.len() + QUEUE_OVERHEAD) as u32;
+            let Ok(queued) = queue_budget.clone().acquire_many_owned(charge).await else { break };
+            // Names that are not UTF-8 would be mangled by decoding; refuse them.
+            if let Some(id) = names::non_utf8_name(&raw) {
+                answer(ops::status(id, StatusCode::Failure, "file names must be valid UTF-8"));
+                continue;
+            }
             let mut body = raw.clone();
             let packet = match Packet::try_from(&mut body) {
                 Ok(packet) => packet,
@@ -94,11 +132,38 @@ impl SftpSession {
                     // Framing is intact, so answer and go on.
                     let id = framing::raw_request_id(&raw).unwrap_or(0);
                     tracing::debug!(session = self.session_id, id, "undecodable packet: {e}");
-                    let _ = replies.send(encode(ops::status(id, StatusCode::BadMessage, "malformed packet"))).await;
+                    answer(ops::status(id, StatusCode::BadMessage, "malformed packet"));
                     continue;
                 }
             };
-            let ticket = self.ticket_for(&packet);
+            let target = self.target_of(&packet);
+            let namespace = is_namespace_request(&packet).then(|| self.namespace_order.place());
+            if queue.send(Queued { packet, target, namespace, _queued: queued }).is_err() {
+                break;
+            }
+        }
+
+        // Let queued and in-flight requests finish (bounded), then abort what was never closed.
+        drop(queue);
+        if tokio::time::timeout(self.settings.shutdown_grace, dispatcher).await.is_err() {
+            tracing::warn!(session = self.session_id, "requests still running at the end of the session");
+        }
+        self.abort_open_writers().await;
+        drop(replies);
+        let _ = writer_task.await;
+    }
+
+    /// Stage 2: starts queued requests in arrival order; returns once the
+    /// queue is closed and every request has finished.
+    async fn dispatch(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Queued>, replies: mpsc::UnboundedSender<Outgoing>) {
+        let inflight = Arc::new(Semaphore::new(self.settings.max_inflight));
+        let reply_budget = Arc::new(Semaphore::new(REPLY_BYTES));
+        while let Some(Queued { packet, target, namespace, _queued }) = queue.recv().await {
+            // Taken in arrival order: a READ answered after an earlier one
+            // never holds budget that the earlier one waits for.
+            let Ok(budget) = reply_budget.clone().acquire_many_owned(reply_charge(&packet)).await else { break };
+            let Ok(permit) = inflight.clone().acquire_owned().await else { break };
+            drop(_queued);
             let this = self.clone();
             let replies = replies.clone();
             let span = tracing::info_span!(
@@ -114,58 +179,148 @@ impl SftpSession {
             tokio::spawn(
                 async move {
                     let started = Instant::now();
-                    if let Some(ticket) = &ticket {
-                        ticket.wait_turn().await;
+                    if let Some(place) = &namespace {
+                        place.wait_turn().await;
                     }
-                    let reply = this.handle(packet, ticket.as_ref()).await;
+                    if let Target::Open(ticket) = &target {
+                        ticket.wait_run_turn().await;
+                    }
+                    let reply = this.handle(packet, &target).await;
+                    drop(namespace);
                     let span = tracing::Span::current();
                     span.record("micros", started.elapsed().as_micros() as u64);
                     tracing::debug!("done");
-                    drop(ticket);
-                    let _ = replies.send(encode(reply)).await;
+                    if let Target::Open(ticket) = &target {
+                        ticket.wait_reply_turn().await;
+                    }
+                    let _ = replies.send(Outgoing { bytes: encode(reply), budget: Some(budget) });
+                    drop(target);
                     drop(permit);
                 }
                 .instrument(span),
             );
         }
-
-        // Let in-flight requests finish (bounded), then abort what was never closed.
         let all = self.settings.max_inflight as u32;
-        let _ = tokio::time::timeout(self.settings.shutdown_grace, inflight.acquire_many(all)).await;
-        self.abort_open_writers().await;
-        drop(replies);
-        let _ = writer_task.await;
+        let _ = inflight.acquire_many(all).await;
     }
 
-    /// Requests on an open handle are counted so CLOSE can wait for them.
-    fn ticket_for(&self, packet: &Packet) -> Option<handles::InflightTicket> {
-        let handle = match packet {
-            Packet::Read(p) => &p.handle,
-            Packet::Write(p) => return self.handles.get(&p.handle).map(|entry| entry.ticket(true)),
-            Packet::Fstat(p) => &p.handle,
-            Packet::FSetStat(p) => &p.handle,
-            Packet::ReadDir(p) => &p.handle,
-            // fsync covers the WRITEs sent before it: it takes its place in their order.
-            Packet::Extended(p) if p.request == "fsync@openssh.com" => {
-                let handle = framing::WireReader::new(&p.data).utf8()?;
-                return self.handles.get(handle).map(|entry| entry.ticket(true));
+    /// The handle a request works on, matched when it is read off the wire:
+    /// requests on an open handle are counted (CLOSE waits for them) and
+    /// sequenced; a CLOSE takes the handle out of the table here, so a
+    /// request sent after it finds no handle.
+    fn target_of(&self, packet: &Packet) -> Target {
+        use handles::{HandleKind as Kind, Sequencing};
+        let (name, is_read, is_fstat) = match packet {
+            Packet::Close(p) => {
+                return self.handles.remove(&p.handle).map_or(Target::None, Target::Closing);
             }
-            _ => return None,
+            Packet::Read(p) => (p.handle.as_str(), true, false),
+            Packet::Write(p) => (p.handle.as_str(), false, false),
+            Packet::Fstat(p) => (p.handle.as_str(), false, true),
+            Packet::FSetStat(p) => (p.handle.as_str(), false, false),
+            Packet::ReadDir(p) => (p.handle.as_str(), false, false),
+            Packet::Extended(p) if p.request == "fsync@openssh.com" => {
+                match framing::WireReader::new(&p.data).utf8() {
+                    Some(handle) => (handle, false, false),
+                    None => return Target::None,
+                }
+            }
+            Packet::Extended(p) if p.request == "copy-data" => {
+                // The handle written to orders the copy among its WRITEs.
+                match copy_data_write_handle(&p.data) {
+                    Some(handle) => (handle, false, false),
+                    None => return Target::None,
+                }
+            }
+            _ => return Target::None,
         };
-        self.handles.get(handle).map(|entry| entry.ticket(false))
+        let Some(entry) = self.handles.get(name) else { return Target::None };
+        let sequencing = match (&entry.kind, is_read, is_fstat) {
+            // Downloads: reads run in parallel, answered in arrival order.
+            (Kind::Read(_), true, _) => Sequencing::Reply,
+            (Kind::Read(_), _, true) => Sequencing::Free,
+            _ => Sequencing::Run,
+        };
+        Target::Open(entry.ticket(sequencing))
     }
 
     async fn abort_open_writers(&self) {
         for entry in self.handles.drain() {
-            if let handles::HandleKind::Write(state) = &entry.kind {
-                let state = state.lock().await;
-                if let Err(e) = state.writer.abort().await {
+            let aborted = match &entry.kind {
+                handles::HandleKind::Write(upload) => Some(upload.lock().await.abort().await),
+                handles::HandleKind::ReadWrite(file) => Some(file.lock().await.abort().await),
+                _ => None,
+            };
+            if let Some(result) = aborted {
+                if let Err(e) = result {
                     tracing::debug!("abort of unfinished upload {}: {e}", entry.path);
                 }
                 tracing::info!(user = %self.principal.user, path = %entry.path, "unfinished upload aborted");
             }
         }
     }
+}
+
+/// Bytes of requests read and not yet started, per session; past it the
+/// reader waits. A READ request is ~40 bytes: paramiko's prefetch of a
+/// 10 GB file fits.
+const QUEUE_BYTES: usize = 16 << 20;
+/// What a queued request costs beyond its bytes (decoded form, places).
+const QUEUE_OVERHEAD: usize = 128;
+/// Bytes of replies started and not yet sent, per session.
+const REPLY_BYTES: usize = 16 << 20;
+
+/// A request read off the wire, waiting to start.
+struct Queued {
+    packet: Packet,
+    target: Target,
+    namespace: Option<handles::Place>,
+    _queued: OwnedSemaphorePermit,
+}
+
+/// A reply, and the budget it holds until it is sent.
+struct Outgoing {
+    bytes: Bytes,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+/// The most a request's reply can take.
+fn reply_charge(packet: &Packet) -> u32 {
+    match packet {
+        Packet::Read(p) => p.len.min(MAX_READ) + 64,
+        // READDIR_BATCH entries of a 255-byte name, a long name and attributes.
+        Packet::ReadDir(_) => 64 * 1024,
+        _ => 1024,
+    }
+}
+
+/// What a request's handle resolved to when it was read off the wire.
+pub(crate) enum Target {
+    /// No handle, or not a handle request.
+    None,
+    /// An open handle, with the request's place in its order.
+    Open(handles::InflightTicket),
+    /// A CLOSE: the handle it took out of the table.
+    Closing(Arc<handles::HandleEntry>),
+}
+
+/// Requests that work on names rather than on an open handle's data.
+fn is_namespace_request(packet: &Packet) -> bool {
+    match packet {
+        Packet::Read(_) | Packet::Write(_) | Packet::Fstat(_) | Packet::FSetStat(_) | Packet::ReadDir(_) => false,
+        Packet::Extended(p) => !matches!(p.request.as_str(), "fsync@openssh.com" | "copy-data" | "limits@openssh.com"),
+        _ => true,
+    }
+}
+
+/// The write handle of a `copy-data` request (read handle, offset, length,
+/// write handle, offset).
+fn copy_data_write_handle(data: &[u8]) -> Option<&str> {
+    let mut args = framing::WireReader::new(data);
+    args.string()?;
+    args.u64()?;
+    args.u64()?;
+    args.utf8()
 }
 
 fn encode(packet: Packet) -> Bytes {
@@ -176,13 +331,15 @@ fn encode(packet: Packet) -> Bytes {
 }
 
 /// Writes replies in completion order; flushes when the queue runs dry.
-async fn write_replies<W: AsyncWrite + Unpin>(mut writer: W, mut replies: mpsc::Receiver<Bytes>) {
+/// Each reply's budget is given back once it is written.
+async fn write_replies<W: AsyncWrite + Unpin>(mut writer: W, mut replies: mpsc::UnboundedReceiver<Outgoing>) {
     while let Some(reply) = replies.recv().await {
-        if writer.write_all(&reply).await.is_err() {
+        if writer.write_all(&reply.bytes).await.is_err() {
             return;
         }
+        drop(reply.budget);
         while let Ok(more) = replies.try_recv() {
-            if writer.write_all(&more).await.is_err() {
+            if writer.write_all(&more.bytes).await.is_err() {
                 return;
             }
         }

@@ -11,14 +11,15 @@ use russh_sftp::protocol::{
 
 use super::attrs::{long_name, to_attrs, to_set_attrs};
 use super::framing::{MAX_PACKET, MAX_READ, MAX_WRITE, WireReader};
-use super::handles::{DirState, HandleEntry, HandleKind, InflightTicket, WriteState};
+use super::handles::{DirState, HandleEntry, HandleKind};
 use super::status::{message_of, status_of};
-use super::{SftpSession, paths};
+use super::{SftpSession, Target, paths};
 use crate::config::SetstatPolicy;
-use crate::plugin::{FileInfo, StorageError, WriteOptions, validate};
+use crate::plugin::{FileInfo, SetAttrs, StorageError, WriteOptions, validate};
+use crate::vfs::FileReader;
 
-/// Entries per READDIR reply: with names up to 1 KiB and their long names,
-/// a reply stays well under the packet maximum.
+/// Entries per READDIR reply: with names up to 255 bytes and their long
+/// names, a reply stays well under the packet maximum.
 const READDIR_BATCH: u32 = 64;
 /// Most entries one directory handle lists: a plugin cannot keep a client
 /// listing forever.
@@ -43,24 +44,24 @@ fn now() -> u64 {
 }
 
 impl SftpSession {
-    /// `ticket` is the one taken for this request when it was read off the
-    /// wire, if it names an open handle.
-    pub(super) async fn handle(&self, packet: Packet, ticket: Option<&InflightTicket>) -> Packet {
+    /// `target` is the handle matched for this request when it was read off
+    /// the wire.
+    pub(super) async fn handle(&self, packet: Packet, target: &Target) -> Packet {
         let span = tracing::Span::current();
         let id = packet.get_request_id();
         let (op, result) = match packet {
             Packet::Init(init) => ("init", Ok(self.init(init.version))),
             Packet::Open(p) => ("open", self.open(p.id, &p.filename, p.pflags, &p.attrs).await),
-            Packet::Close(p) => ("close", self.close(p.id, &p.handle).await),
-            Packet::Read(p) => ("read", self.read(p.id, ticket, p.offset, p.len).await),
-            Packet::Write(p) => ("write", self.write(p.id, ticket, p.offset, &p.data).await),
-            Packet::Lstat(p) => ("lstat", self.stat(p.id, &p.path).await),
+            Packet::Close(p) => ("close", self.close(p.id, target).await),
+            Packet::Read(p) => ("read", self.read(p.id, target, p.offset, p.len).await),
+            Packet::Write(p) => ("write", self.write(p.id, target, p.offset, &p.data).await),
+            Packet::Lstat(p) => ("lstat", self.lstat(p.id, &p.path).await),
             Packet::Stat(p) => ("stat", self.stat(p.id, &p.path).await),
-            Packet::Fstat(p) => ("fstat", self.fstat(p.id, ticket).await),
+            Packet::Fstat(p) => ("fstat", self.fstat(p.id, target).await),
             Packet::SetStat(p) => ("setstat", self.setstat(p.id, &p.path, &p.attrs).await),
-            Packet::FSetStat(p) => ("fsetstat", self.fsetstat(p.id, ticket, &p.attrs).await),
+            Packet::FSetStat(p) => ("fsetstat", self.fsetstat(p.id, target, &p.attrs).await),
             Packet::OpenDir(p) => ("opendir", self.opendir(p.id, &p.path).await),
-            Packet::ReadDir(p) => ("readdir", self.readdir(p.id, ticket).await),
+            Packet::ReadDir(p) => ("readdir", self.readdir(p.id, target).await),
             Packet::Remove(p) => ("remove", self.remove(p.id, &p.filename).await),
             Packet::MkDir(p) => ("mkdir", self.mkdir(p.id, &p.path, &p.attrs).await),
             Packet::RmDir(p) => ("rmdir", self.rmdir(p.id, &p.path).await),
@@ -70,7 +71,7 @@ impl SftpSession {
             // russh-sftp names the fields in draft order; OpenSSH (and every
             // client following it) sends the target first, then the link.
             Packet::Symlink(p) => ("symlink", self.symlink(p.id, &p.targetpath, &p.linkpath).await),
-            Packet::Extended(p) => ("extended", self.extended(p.id, &p.request, &p.data, ticket).await),
+            Packet::Extended(p) => ("extended", self.extended(p.id, &p.request, &p.data, target).await),
             _ => ("unexpected", Err(status(id, StatusCode::BadMessage, "not a request"))),
         };
         span.record("op", op);
@@ -83,26 +84,32 @@ impl SftpSession {
         reply
     }
 
+    /// Extensions are advertised only when the plugin can keep their promise.
     fn init(&self, client_version: u32) -> Packet {
+        let caps = self.files.capabilities();
         let mut extensions = HashMap::new();
-        for (name, version) in [
-            ("posix-rename@openssh.com", "1"),
-            ("statvfs@openssh.com", "2"),
-            ("fsync@openssh.com", "1"),
-            ("limits@openssh.com", "1"),
-        ] {
+        let offered = [
+            ("posix-rename@openssh.com", "1", caps.atomic_rename),
+            ("statvfs@openssh.com", "2", true),
+            ("fsync@openssh.com", "1", false /*SHIM*/),
+            ("limits@openssh.com", "1", true),
+            ("hardlink@openssh.com", "1", caps.hard_links),
+            ("copy-data", "1", caps.copy),
+        ];
+        for (name, version, _) in offered.iter().filter(|(_, _, on)| *on) {
             extensions.insert(name.to_string(), version.to_string());
         }
-        if self.storage.capabilities().hard_links {
-            extensions.insert("hardlink@openssh.com".into(), "1".into());
-        }
         tracing::debug!(client_version, "sftp init");
-        Packet::Version(Version { version: 3, extensions })
+        Packet::Version(Version { version: client_version.min(3), extensions })
     }
 
     /// Client path → plugin path, recording it on the request span.
     fn resolve(&self, id: u32, client_path: &str) -> Result<String, Packet> {
         let client = paths::normalize(client_path).ok_or_else(|| status(id, StatusCode::BadMessage, "bad path"))?;
+        if paths::longest_segment(&client) > validate::MAX_NAME_LEN {
+            let message = format!("file name longer than {} bytes", validate::MAX_NAME_LEN);
+            return Err(status(id, StatusCode::Failure, &message));
+        }
         let plugin = paths::to_plugin(&self.principal.home, &client);
         validate::path(&plugin).map_err(|_| status(id, StatusCode::BadMessage, "path too long"))?;
         tracing::Span::current().record("path", plugin.as_str());
@@ -116,36 +123,28 @@ impl SftpSession {
         }
     }
 
+    /// OPEN as `sftp-server` reads the flags: READ and WRITE together give a
+    /// read-write handle, WRITE or APPEND alone an upload, anything else a
+    /// read-only handle.
     async fn open(&self, id: u32, path: &str, flags: OpenFlags, attrs: &FileAttributes) -> Reply {
         let path = self.resolve(id, path)?;
         self.delay().await;
-        let kind = if flags.contains(OpenFlags::WRITE) || flags.contains(OpenFlags::APPEND) {
-            let caps = self.storage.capabilities();
-            let options = WriteOptions {
-                create: flags.contains(OpenFlags::CREATE),
-                truncate: flags.contains(OpenFlags::TRUNCATE),
-                exclusive: flags.contains(OpenFlags::EXCLUDE),
-                append: flags.contains(OpenFlags::APPEND),
-                permissions: attrs.permissions.map(|p| p & 0o7777),
-            };
-            // The size before this write, so FSTAT and appends know where the file ends.
-            let start_size = if options.truncate {
-                0
-            } else {
-                self.storage.file_info(&path).await.map(|i| i.size).unwrap_or(0)
-            };
-            let writer = self.storage.begin_write(&path, options).await.map_err(|e| fail(id, &e))?;
-            let state = WriteState::new(
-                writer,
-                caps.write_chunk as usize,
-                options.append,
-                start_size,
-                options.permissions.unwrap_or(0o644),
-                self.settings.backend_delay,
-            );
-            HandleKind::Write(tokio::sync::Mutex::new(state))
+        let writes = flags.contains(OpenFlags::WRITE) || flags.contains(OpenFlags::APPEND);
+        let options = WriteOptions {
+            create: flags.contains(OpenFlags::CREATE),
+            truncate: flags.contains(OpenFlags::TRUNCATE),
+            exclusive: flags.contains(OpenFlags::EXCLUDE),
+            append: flags.contains(OpenFlags::APPEND),
+            permissions: attrs.permissions.map(|p| p & 0o7777),
+        };
+        let kind = if writes && flags.contains(OpenFlags::READ) {
+            let file = self.files.open_read_write(&path, options).await.map_err(|e| fail(id, &e))?;
+            HandleKind::ReadWrite(tokio::sync::Mutex::new(file))
+        } else if writes {
+            let upload = self.files.upload(&path, options).await.map_err(|e| fail(id, &e))?;
+            HandleKind::Write(tokio::sync::Mutex::new(upload))
         } else {
-            HandleKind::Read(self.storage.open_read(&path).await.map_err(|e| fail(id, &e))?)
+            HandleKind::Read(self.files.open_read(&path).await.map_err(|e| fail(id, &e))?)
         };
         self.new_handle(id, kind, path).await
     }
@@ -155,55 +154,76 @@ impl SftpSession {
             Ok(handle) => Ok(Packet::Handle(Handle { id, handle })),
             Err(kind) => {
                 // An upload that never gets a handle must leave nothing behind.
-                if let HandleKind::Write(state) = kind {
-                    let _ = state.into_inner().writer.abort().await;
+                match kind {
+                    HandleKind::Write(upload) => drop(upload.into_inner().abort().await),
+                    HandleKind::ReadWrite(file) => drop(file.into_inner().abort().await),
+                    HandleKind::Read(_) | HandleKind::Dir(_) => {}
                 }
                 Err(status(id, StatusCode::Failure, "too many open handles"))
             }
         }
     }
 
-    fn unknown_handle(id: u32) -> Packet {
-        status(id, StatusCode::Failure, "unknown handle")
+    fn invalid_handle(id: u32) -> Packet {
+        status(id, StatusCode::Failure, "invalid handle")
     }
 
-    /// The handle a request works on. A request read before a CLOSE of its
-    /// handle holds the entry in its ticket, so it still runs (and CLOSE
-    /// waits for it) even when the CLOSE has already taken the name away.
     /// The handle a request was matched to when it was read off the wire
-    /// (`ticket_for`); no ticket means the handle was not open then.
-    fn entry(id: u32, ticket: Option<&InflightTicket>) -> Result<Arc<HandleEntry>, Packet> {
-        ticket.map(|t| t.entry().clone()).ok_or_else(|| Self::unknown_handle(id))
+    /// (`target_of`); it stays usable after a later CLOSE took the name away.
+    fn entry(id: u32, target: &Target) -> Result<Arc<HandleEntry>, Packet> {
+        match target {
+            Target::Open(ticket) => Ok(ticket.entry().clone()),
+            Target::None | Target::Closing(_) => Err(Self::invalid_handle(id)),
+        }
     }
 
-    async fn close(&self, id: u32, handle: &str) -> Reply {
-        let entry = self.handles.remove(handle).ok_or_else(|| Self::unknown_handle(id))?;
+    async fn close(&self, id: u32, target: &Target) -> Reply {
+        let Target::Closing(entry) = target else { return Err(Self::invalid_handle(id)) };
         tracing::Span::current().record("path", entry.path.as_str());
         entry.quiesce().await;
-        match &entry.kind {
-            HandleKind::Read(_) | HandleKind::Dir(_) => Ok(ok(id)),
-            HandleKind::Write(state) => {
-                let mut state = state.lock().await;
+        let deferred = match &entry.kind {
+            HandleKind::Read(_) | HandleKind::Dir(_) => return Ok(ok(id)),
+            HandleKind::Write(upload) => {
+                let mut upload = upload.lock().await;
                 // The real result of the commit: a failed upload fails here.
-                state.commit().await.map_err(|e| fail(id, &e))?;
-                if let Some(attrs) = state.deferred_attrs.take() {
-                    self.apply_set_info(id, &entry.path, attrs).await?;
-                }
-                Ok(ok(id))
+                upload.commit().await.map_err(|e| fail(id, &e))?;
+                upload.deferred_attrs.take()
+            }
+            HandleKind::ReadWrite(file) => {
+                let mut file = file.lock().await;
+                file.commit().await.map_err(|e| fail(id, &e))?;
+                file.deferred_attrs.take()
+            }
+        };
+        // The content is committed: that is what CLOSE reports. Times or
+        // permissions that cannot be applied are logged, not turned into a
+        // failure the client would take for a lost upload.
+        if let Some(attrs) = deferred {
+            self.delay().await;
+            if let Err(e) = self.files.plugin().set_info(&entry.path, attrs).await {
+                tracing::warn!(path = %entry.path, "attributes set before CLOSE not applied: {e}");
             }
         }
+        Ok(ok(id))
     }
 
-    async fn read(&self, id: u32, ticket: Option<&InflightTicket>, offset: u64, len: u32) -> Reply {
-        let entry = Self::entry(id, ticket)?;
-        let HandleKind::Read(reader) = &entry.kind else {
-            return Err(status(id, StatusCode::OpUnsupported, "handle not open for reading"));
-        };
-        if len == 0 {
+    async fn read(&self, id: u32, target: &Target, offset: u64, len: u32) -> Reply {
+        let entry = Self::entry(id, target)?;
+        if len == 0 && !matches!(entry.kind, HandleKind::Dir(_)) {
             return Ok(Packet::Data(Data { id, data: Vec::new() }));
         }
-        self.delay().await;
-        let data = reader.read(offset, len.min(MAX_READ)).await.map_err(|e| fail(id, &e))?;
+        let len = len.min(MAX_READ);
+        let data = match &entry.kind {
+            HandleKind::Read(reader) => {
+                self.delay().await;
+                reader.read(offset, len).await
+            }
+            HandleKind::ReadWrite(file) => file.lock().await.read(offset, len).await,
+            HandleKind::Write(_) | HandleKind::Dir(_) => {
+                return Err(status(id, StatusCode::PermissionDenied, "handle not open for reading"));
+            }
+        };
+        let data = data.map_err(|e| fail(id, &e))?;
         if data.is_empty() {
             return Err(status(id, StatusCode::Eof, "end of file"));
         }
@@ -211,11 +231,8 @@ impl SftpSession {
         Ok(Packet::Data(Data { id, data }))
     }
 
-    async fn write(&self, id: u32, ticket: Option<&InflightTicket>, offset: u64, data: &[u8]) -> Reply {
-        let entry = Self::entry(id, ticket)?;
-        let HandleKind::Write(state) = &entry.kind else {
-            return Err(status(id, StatusCode::PermissionDenied, "handle not open for writing"));
-        };
+    async fn write(&self, id: u32, target: &Target, offset: u64, data: &[u8]) -> Reply {
+        let entry = Self::entry(id, target)?;
         if data.len() > MAX_WRITE as usize {
             return Err(status(id, StatusCode::BadMessage, "write larger than max-write-length"));
         }
@@ -223,15 +240,32 @@ impl SftpSession {
             return Err(status(id, StatusCode::Failure, "offset out of range"));
         }
         tracing::Span::current().record("bytes", data.len());
-        let mut state = state.lock().await;
-        state.write(offset, data).await.map_err(|e| fail(id, &e))?;
+        let written = match &entry.kind {
+            HandleKind::Write(upload) => upload.lock().await.write(offset, data).await,
+            HandleKind::ReadWrite(file) => file.lock().await.write(offset, data).await,
+            HandleKind::Read(_) | HandleKind::Dir(_) => {
+                return Err(status(id, StatusCode::PermissionDenied, "handle not open for writing"));
+            }
+        };
+        written.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
     async fn stat(&self, id: u32, path: &str) -> Reply {
         let path = self.resolve(id, path)?;
         self.delay().await;
-        let info = self.storage.file_info(&path).await.map_err(|e| fail(id, &e))?;
+        let info = self.files.stat(&path).await.map_err(|e| fail(id, &e))?;
+        Ok(self.attrs_reply(id, &info))
+    }
+
+    /// LSTAT describes a symbolic link itself, not what it points to.
+    async fn lstat(&self, id: u32, path: &str) -> Reply {
+        if !self.files.capabilities().symlinks {
+            return self.stat(id, path).await;
+        }
+        let path = self.resolve(id, path)?;
+        self.delay().await;
+        let info = self.files.link_stat(&path).await.map_err(|e| fail(id, &e))?;
         Ok(self.attrs_reply(id, &info))
     }
 
@@ -239,13 +273,16 @@ impl SftpSession {
         Packet::Attrs(Attrs { id, attrs: to_attrs(info, self.principal.uid, self.principal.gid) })
     }
 
-    async fn fstat(&self, id: u32, ticket: Option<&InflightTicket>) -> Reply {
-        let entry = Self::entry(id, ticket)?;
-        if let HandleKind::Write(state) = &entry.kind {
-            return Ok(self.attrs_reply(id, &state.lock().await.provisional_info()));
-        }
-        self.delay().await;
-        let info = self.storage.file_info(&entry.path).await.map_err(|e| fail(id, &e))?;
+    async fn fstat(&self, id: u32, target: &Target) -> Reply {
+        let entry = Self::entry(id, target)?;
+        let info = match &entry.kind {
+            HandleKind::Write(upload) => upload.lock().await.provisional_info(),
+            HandleKind::ReadWrite(file) => file.lock().await.info(),
+            HandleKind::Read(_) | HandleKind::Dir(_) => {
+                self.delay().await;
+                self.files.stat(&entry.path).await.map_err(|e| fail(id, &e))?
+            }
+        };
         Ok(self.attrs_reply(id, &info))
     }
 
@@ -255,20 +292,39 @@ impl SftpSession {
         self.apply_set_info(id, &path, set).await
     }
 
-    async fn fsetstat(&self, id: u32, ticket: Option<&InflightTicket>, attrs: &FileAttributes) -> Reply {
-        let entry = Self::entry(id, ticket)?;
-        let Some(set) = to_set_attrs(attrs) else { return Ok(ok(id)) };
-        if let HandleKind::Write(state) = &entry.kind {
-            // The content is not visible yet: apply once CLOSE commits it.
-            state.lock().await.deferred_attrs = Some(set);
-            return Ok(ok(id));
+    /// On a handle being written, a size change acts on the pending content
+    /// at once, in order with the WRITEs (as on an OpenSSH server); times and
+    /// permissions wait for the commit, as the content is not visible yet.
+    async fn fsetstat(&self, id: u32, target: &Target, attrs: &FileAttributes) -> Reply {
+        let entry = Self::entry(id, target)?;
+        let Some(mut set) = to_set_attrs(attrs) else { return Ok(ok(id)) };
+        let size = set.size.take();
+        match &entry.kind {
+            HandleKind::Write(upload) => {
+                let mut upload = upload.lock().await;
+                if let Some(size) = size {
+                    upload.set_size(size).await.map_err(|e| fail(id, &e))?;
+                }
+                defer(&mut upload.deferred_attrs, set);
+            }
+            HandleKind::ReadWrite(file) => {
+                let mut file = file.lock().await;
+                if let Some(size) = size {
+                    file.set_size(size).await.map_err(|e| fail(id, &e))?;
+                }
+                defer(&mut file.deferred_attrs, set);
+            }
+            HandleKind::Read(_) | HandleKind::Dir(_) => {
+                set.size = size;
+                return self.apply_set_info(id, &entry.path, set).await;
+            }
         }
-        self.apply_set_info(id, &entry.path, set).await
+        Ok(ok(id))
     }
 
     async fn apply_set_info(&self, id: u32, path: &str, set: crate::plugin::SetAttrs) -> Reply {
         self.delay().await;
-        match self.storage.set_info(path, set).await {
+        match self.files.plugin().set_info(path, set).await {
             Ok(()) => Ok(ok(id)),
             Err(StorageError::Unsupported) if self.settings.setstat_unsupported == SetstatPolicy::Ignore => Ok(ok(id)),
             Err(e) => Err(fail(id, &e)),
@@ -278,47 +334,66 @@ impl SftpSession {
     async fn opendir(&self, id: u32, path: &str) -> Reply {
         let path = self.resolve(id, path)?;
         self.delay().await;
-        let info = self.storage.file_info(&path).await.map_err(|e| fail(id, &e))?;
+        let info = self.files.stat(&path).await.map_err(|e| fail(id, &e))?;
         if info.kind != crate::plugin::FileKind::Directory {
             return Err(status(id, StatusCode::Failure, "not a directory"));
         }
-        let state = DirState { cursor: None, done: false, sent: 0 };
+        let state = DirState { cursor: None, done: false, sent: 0, pending_listed: false };
         self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(state)), path).await
     }
 
-    async fn readdir(&self, id: u32, ticket: Option<&InflightTicket>) -> Reply {
-        let entry = Self::entry(id, ticket)?;
+    async fn readdir(&self, id: u32, target: &Target) -> Reply {
+        let entry = Self::entry(id, target)?;
         let HandleKind::Dir(state) = &entry.kind else {
             return Err(status(id, StatusCode::Failure, "not a directory handle"));
         };
         let mut state = state.lock().await;
-        if state.done {
-            return Err(status(id, StatusCode::Eof, "end of directory"));
-        }
-        self.delay().await;
-        let page = self
-            .storage
-            .list_dir(&entry.path, state.cursor.as_deref(), READDIR_BATCH)
-            .await
-            .map_err(|e| fail(id, &e))?;
-        state.sent += page.entries.len() as u64;
-        state.done = page.next_cursor.is_none();
-        if !state.done && state.sent >= MAX_LISTING {
-            tracing::warn!(path = %entry.path, "listing cut after {MAX_LISTING} entries");
-            state.done = true;
-        }
-        state.cursor = page.next_cursor;
-        if page.entries.is_empty() {
+        let entries = if !state.done {
+            // A page whose every name was left out (too long) is skipped, a
+            // bounded number of times.
+            let mut entries = Vec::new();
+            for _ in 0..16 {
+                self.delay().await;
+                let page = self
+                    .files
+                    .list_page(&entry.path, state.cursor.as_deref(), READDIR_BATCH)
+                    .await
+                    .map_err(|e| fail(id, &e))?;
+                state.sent += page.entries.len().max(1) as u64;
+                state.done = page.next_cursor.is_none();
+                if !state.done && state.sent >= MAX_LISTING {
+                    tracing::warn!(path = %entry.path, "listing cut after {MAX_LISTING} entries");
+                    state.done = true;
+                }
+                state.cursor = page.next_cursor;
+                entries.extend(page.entries.into_iter().map(|e| (e.name, e.info)));
+                if !entries.is_empty() || state.done {
+                    break;
+                }
+            }
+            if entries.is_empty() && state.done {
+                state.pending_listed = true;
+                self.files.pending_in(&entry.path).await
+            } else {
+                entries
+            }
+        } else if !state.pending_listed {
+            // Files being uploaded here that the plugin does not show yet.
+            state.pending_listed = true;
+            self.files.pending_in(&entry.path).await
+        } else {
+            Vec::new()
+        };
+        if entries.is_empty() {
             return Err(status(id, StatusCode::Eof, "end of directory"));
         }
         let now = now();
-        let files = page
-            .entries
+        let files = entries
             .into_iter()
-            .map(|e| File {
-                longname: long_name(&e.name, &e.info, &self.principal.user, now),
-                attrs: to_attrs(&e.info, self.principal.uid, self.principal.gid),
-                filename: e.name,
+            .map(|(name, info)| File {
+                longname: long_name(&name, &info, &self.principal.user, now),
+                attrs: to_attrs(&info, self.principal.uid, self.principal.gid),
+                filename: name,
             })
             .collect();
         Ok(Packet::Name(Name { id, files }))
@@ -327,7 +402,7 @@ impl SftpSession {
     async fn remove(&self, id: u32, path: &str) -> Reply {
         let path = self.resolve(id, path)?;
         self.delay().await;
-        self.storage.remove_file(&path).await.map_err(|e| fail(id, &e))?;
+        self.files.plugin().remove_file(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
@@ -335,7 +410,7 @@ impl SftpSession {
         let path = self.resolve(id, path)?;
         self.delay().await;
         let permissions = attrs.permissions.map(|p| p & 0o7777);
-        self.storage.make_dir(&path, permissions).await.map_err(|e| fail(id, &e))?;
+        self.files.plugin().make_dir(&path, permissions).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
@@ -345,7 +420,7 @@ impl SftpSession {
             return Err(status(id, StatusCode::PermissionDenied, "cannot remove the root"));
         }
         self.delay().await;
-        self.storage.remove_dir(&path).await.map_err(|e| fail(id, &e))?;
+        self.files.plugin().remove_dir(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
@@ -362,19 +437,21 @@ impl SftpSession {
             return Err(status(id, StatusCode::PermissionDenied, "cannot rename the root"));
         }
         self.delay().await;
-        self.storage.rename(&from, &to, overwrite).await.map_err(|e| fail(id, &e))?;
+        self.files.plugin().rename(&from, &to, overwrite).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
     async fn readlink(&self, id: u32, path: &str) -> Reply {
-        if !self.storage.capabilities().symlinks {
+        if !self.files.capabilities().symlinks {
             return Err(status(id, StatusCode::OpUnsupported, "symbolic links are not supported"));
         }
         let path = self.resolve(id, path)?;
         self.delay().await;
-        let target = self.storage.read_link(&path).await.map_err(|e| fail(id, &e))?;
-        // Targets are stored in the plugin namespace: show them as the client sees them.
-        let target = paths::to_client(&self.principal.home, &target).unwrap_or(target);
+        let target = self.files.plugin().read_link(&path).await.map_err(|e| fail(id, &e))?;
+        // Targets are stored in the plugin namespace: show them as the client
+        // sees them, and never show where the user's root is.
+        let target = paths::to_client(&self.principal.home, &target)
+            .ok_or_else(|| status(id, StatusCode::PermissionDenied, "link points outside your root"))?;
         let file = File { filename: target.clone(), longname: target, attrs: FileAttributes::empty() };
         Ok(Packet::Name(Name { id, files: vec![file] }))
     }
@@ -383,7 +460,7 @@ impl SftpSession {
     /// one against the link's directory), clamped to the user's root and
     /// handed to the plugin as a plugin path, as the contract promises.
     async fn symlink(&self, id: u32, link: &str, target: &str) -> Reply {
-        if !self.storage.capabilities().symlinks {
+        if !self.files.capabilities().symlinks {
             return Err(status(id, StatusCode::OpUnsupported, "symbolic links are not supported"));
         }
         let bad = || status(id, StatusCode::BadMessage, "bad path");
@@ -398,15 +475,15 @@ impl SftpSession {
         validate::path(&target).map_err(|_| status(id, StatusCode::BadMessage, "path too long"))?;
         let link = self.resolve(id, link)?;
         self.delay().await;
-        self.storage.make_link(&target, &link).await.map_err(|e| fail(id, &e))?;
+        self.files.plugin().make_link(&target, &link).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
-    async fn extended(&self, id: u32, request: &str, data: &[u8], ticket: Option<&InflightTicket>) -> Reply {
+    async fn extended(&self, id: u32, request: &str, data: &[u8], target: &Target) -> Reply {
         let mut args = WireReader::new(data);
         let bad = || status(id, StatusCode::BadMessage, "malformed extended request");
         match request {
-            "posix-rename@openssh.com" => {
+            "posix-rename@openssh.com" if self.files.capabilities().atomic_rename => {
                 let from = args.utf8().ok_or_else(bad)?;
                 let to = args.utf8().ok_or_else(bad)?;
                 self.rename(id, from, to, true).await
@@ -414,7 +491,7 @@ impl SftpSession {
             "statvfs@openssh.com" => {
                 let path = self.resolve(id, args.utf8().ok_or_else(bad)?)?;
                 self.delay().await;
-                let space = self.storage.space(&path).await.map_err(|e| fail(id, &e))?;
+                let space = self.files.plugin().space(&path).await.map_err(|e| fail(id, &e))?;
                 let block = u64::from(space.block_size.max(1));
                 let fields = [
                     block,
@@ -431,15 +508,25 @@ impl SftpSession {
                 ];
                 Ok(Packet::ExtendedReply(ExtendedReply { id, data: u64s(&fields) }))
             }
-            "fsync@openssh.com" => {
-                args.utf8().ok_or_else(bad)?; // the handle was matched in `ticket_for`
-                let entry = Self::entry(id, ticket)?;
-                if let HandleKind::Write(state) = &entry.kind {
+            "fsync@openssh.com" if false /*SHIM*/ => {
+                args.utf8().ok_or_else(bad)?; // the handle was matched in `target_of`
+                let entry = Self::entry(id, target)?;
+                if let HandleKind::Write(upload) = &entry.kind {
                     // Everything sent so far reaches the plugin; it becomes
                     // visible at CLOSE, as the contract says.
-                    state.lock().await.flush().await.map_err(|e| fail(id, &e))?;
+                    upload.lock().await.flush().await.map_err(|e| fail(id, &e))?;
                 }
                 Ok(ok(id))
+            }
+            "copy-data" if self.files.capabilities().copy => {
+                let source = args.utf8().ok_or_else(bad)?;
+                let read_offset = args.u64().ok_or_else(bad)?;
+                let length = args.u64().ok_or_else(bad)?;
+                args.utf8().ok_or_else(bad)?; // the write handle was matched in `target_of`
+                let write_offset = args.u64().ok_or_else(bad)?;
+                let source = self.handles.get(source).ok_or_else(|| Self::invalid_handle(id))?;
+                let destination = Self::entry(id, target)?;
+                self.copy_data(id, &source, read_offset, length, &destination, write_offset).await
             }
             "limits@openssh.com" => {
                 let fields = [
@@ -450,16 +537,80 @@ impl SftpSession {
                 ];
                 Ok(Packet::ExtendedReply(ExtendedReply { id, data: u64s(&fields) }))
             }
-            "hardlink@openssh.com" if self.storage.capabilities().hard_links => {
+            "hardlink@openssh.com" if self.files.capabilities().hard_links => {
                 let from = self.resolve(id, args.utf8().ok_or_else(bad)?)?;
                 let to = self.resolve(id, args.utf8().ok_or_else(bad)?)?;
                 self.delay().await;
-                self.storage.hard_link(&from, &to).await.map_err(|e| fail(id, &e))?;
+                self.files.plugin().hard_link(&from, &to).await.map_err(|e| fail(id, &e))?;
                 Ok(ok(id))
             }
             _ => Err(status(id, StatusCode::OpUnsupported, "extension not supported")),
         }
     }
+}
+
+impl SftpSession {
+    /// `copy-data`: bytes from one open handle to another without a round
+    /// trip through the client. A whole file onto a fresh upload is copied
+    /// by the plugin itself (`copy-file`); anything else is streamed here.
+    async fn copy_data(
+        &self,
+        id: u32,
+        source: &Arc<HandleEntry>,
+        read_offset: u64,
+        length: u64,
+        destination: &Arc<HandleEntry>,
+        write_offset: u64,
+    ) -> Reply {
+        if Arc::ptr_eq(source, destination) {
+            return Err(status(id, StatusCode::Failure, "copy-data within one handle is not supported"));
+        }
+        if let (HandleKind::Read(FileReader::Plugin(_)), HandleKind::Write(upload)) = (&source.kind, &destination.kind) {
+            let mut upload = upload.lock().await;
+            if read_offset == 0 && length == 0 && write_offset == 0 && upload.is_untouched() {
+                self.delay().await;
+                self.files.plugin().copy_file(&source.path, &destination.path, true).await.map_err(|e| fail(id, &e))?;
+                upload.replaced_by_copy();
+                return Ok(ok(id));
+            }
+        }
+        let end = if length == 0 { u64::MAX } else { read_offset.saturating_add(length) };
+        let mut offset = read_offset;
+        let mut copied = 0u64;
+        while offset < end {
+            let want = (end - offset).min(u64::from(MAX_READ)) as u32;
+            let data = match &source.kind {
+                HandleKind::Read(reader) => reader.read(offset, want).await,
+                HandleKind::ReadWrite(file) => file.lock().await.read(offset, want).await,
+                _ => return Err(status(id, StatusCode::PermissionDenied, "copy-data source not open for reading")),
+            }
+            .map_err(|e| fail(id, &e))?;
+            if data.is_empty() {
+                break;
+            }
+            let at = write_offset.checked_add(copied).ok_or_else(|| status(id, StatusCode::Failure, "offset out of range"))?;
+            match &destination.kind {
+                HandleKind::Write(upload) => upload.lock().await.write(at, &data).await,
+                HandleKind::ReadWrite(file) => file.lock().await.write(at, &data).await,
+                _ => return Err(status(id, StatusCode::PermissionDenied, "copy-data destination not open for writing")),
+            }
+            .map_err(|e| fail(id, &e))?;
+            offset += data.len() as u64;
+            copied += data.len() as u64;
+        }
+        tracing::Span::current().record("bytes", copied);
+        Ok(ok(id))
+    }
+}
+
+/// Adds `set` to what waits for the commit (later values win).
+fn defer(deferred: &mut Option<SetAttrs>, set: SetAttrs) {
+    let mut merged = deferred.take().unwrap_or(SetAttrs { size: None, permissions: None, accessed: None, modified: None });
+    merged.permissions = set.permissions.or(merged.permissions);
+    merged.accessed = set.accessed.or(merged.accessed);
+    merged.modified = set.modified.or(merged.modified);
+    let empty = merged.permissions.is_none() && merged.accessed.is_none() && merged.modified.is_none();
+    *deferred = (!empty).then_some(merged);
 }
 
 fn u64s(values: &[u64]) -> Vec<u8> {

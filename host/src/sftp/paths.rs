@@ -20,6 +20,11 @@ pub fn normalize(client_path: &str) -> Option<String> {
     Some(format!("/{}", parts.join("/")))
 }
 
+/// Length in bytes of the longest name in a normalised path.
+pub fn longest_segment(path: &str) -> usize {
+    path.split('/').map(str::len).max().unwrap_or(0)
+}
+
 /// Maps a normalised client path into the plugin namespace under `root`.
 pub fn to_plugin(root: &str, client: &str) -> String {
     match (root, client) {

@@ -13,6 +13,7 @@ use super::Shared;
 use crate::auth::Principal;
 use crate::plugin::SessionContext;
 use crate::sftp::SftpSession;
+use crate::vfs::{ByteBudget, Files};
 
 /// Most session channels open at once on one connection (OpenSSH's
 /// MaxSessions default).
@@ -26,6 +27,8 @@ pub struct Connection {
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// How many SFTP sessions run on this connection.
     sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
+    /// Upload data this connection's SFTP sessions may hold, shared by its channels.
+    upload_budget: ByteBudget,
 }
 
 impl Connection {
@@ -35,7 +38,8 @@ impl Connection {
         session_id: u64,
         sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
     ) -> Self {
-        Self { shared, peer, session_id, principal: None, channels: HashMap::new(), sftp_running }
+        let upload_budget = ByteBudget::new(shared.upload_buffer_per_connection);
+        Self { shared, peer, session_id, principal: None, channels: HashMap::new(), sftp_running, upload_budget }
     }
 
     fn accepted(&mut self, principal: Principal, method: &str) -> Auth {
@@ -61,7 +65,9 @@ impl Connection {
         };
         let storage = plugin.open_session(context).await.map_err(|e| format!("opening storage: {e}"))?;
         ensure_home(&storage, &principal.home).await.map_err(|e| format!("preparing home {}: {e}", principal.home))?;
-        let sftp = SftpSession::new(principal, self.session_id, storage, self.shared.sftp.clone());
+        let pending = self.shared.pending_uploads.for_tenant(&principal.plugin, &principal.tenant);
+        let files = Files::new(storage, pending, self.upload_budget.clone(), self.shared.files.clone());
+        let sftp = SftpSession::new(principal, self.session_id, files, self.shared.sftp.clone());
         let shutdown = self.shared.shutdown.clone();
         let running = self.sftp_running.clone();
         running.send_modify(|n| *n += 1);

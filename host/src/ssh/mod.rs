@@ -18,12 +18,18 @@ use crate::auth::Users;
 use crate::config::Config;
 use crate::plugin::Plugin;
 use crate::sftp::SftpSettings;
+use crate::vfs::{FileSettings, TenantTables};
 
 /// What every connection shares.
 pub struct Shared {
     pub users: Arc<Users>,
     pub plugins: HashMap<String, Arc<Plugin>>,
     pub sftp: SftpSettings,
+    pub files: FileSettings,
+    /// Bytes of upload data one connection may hold in the server.
+    pub upload_buffer_per_connection: usize,
+    /// Files being uploaded, per tenant.
+    pub pending_uploads: TenantTables,
     pub ssh: Arc<russh::server::Config>,
     pub idle_timeout: Duration,
     /// Turns true when the server starts shutting down.
@@ -73,6 +79,13 @@ impl Shared {
                 backend_delay: Duration::from_millis(config.sftp.backend_delay_ms),
                 shutdown_grace: Duration::from_secs(limits.shutdown_grace_secs),
             },
+            files: FileSettings {
+                spool_dir: config.state_dir().join("spool"),
+                max_spool_bytes: config.sftp.spool_max_mib << 20,
+                backend_delay: Duration::from_millis(config.sftp.backend_delay_ms),
+            },
+            upload_buffer_per_connection: config.sftp.upload_buffer_mib << 20,
+            pending_uploads: TenantTables::default(),
             ssh: Arc::new(ssh),
             idle_timeout,
             shutdown,

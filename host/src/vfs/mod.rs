@@ -1,0 +1,154 @@
+//! Files as clients expect them, for every plugin, independent of the SFTP
+//! wire format: uploads coalesced into plugin-sized chunks within a byte
+//! budget, files being uploaded visible from OPEN, read-write handles over a
+//! spool. The SFTP layer speaks to storage through [`Files`].
+
+mod budget;
+mod pending;
+mod read_write;
+mod reader;
+mod upload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use budget::ByteBudget;
+pub use pending::{PendingUploads, TenantTables};
+pub use read_write::ReadWriteFile;
+pub use reader::FileReader;
+pub use upload::Upload;
+
+use crate::plugin::{Capabilities, DirPage, FileInfo, Session, StorageError, WriteOptions};
+
+/// Settings of the file layer for one connection.
+#[derive(Clone)]
+pub struct FileSettings {
+    /// Where read-write handles keep their spool files.
+    pub spool_dir: PathBuf,
+    /// Largest file a read-write handle may hold.
+    pub max_spool_bytes: u64,
+    /// Added before each backend call (benchmarking a slow backend).
+    pub backend_delay: Duration,
+}
+
+/// One storage session seen through the file layer.
+pub struct Files {
+    storage: Session,
+    pending: Arc<PendingUploads>,
+    budget: ByteBudget,
+    settings: FileSettings,
+}
+
+impl Files {
+    pub fn new(storage: Session, pending: Arc<PendingUploads>, budget: ByteBudget, settings: FileSettings) -> Self {
+        Self { storage, pending, budget, settings }
+    }
+
+    /// The plugin session, for calls the file layer adds nothing to.
+    pub fn plugin(&self) -> &Session {
+        &self.storage
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        self.storage.capabilities()
+    }
+
+    /// A file's info; a file being uploaded is shown with its size so far.
+    pub async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
+        match self.storage.file_info(path).await {
+            Err(StorageError::NotFound) => self.pending.info(path).ok_or(StorageError::NotFound),
+            other => other,
+        }
+    }
+
+    /// A path's own info: a symbolic link is described, not followed.
+    pub async fn link_stat(&self, path: &str) -> Result<FileInfo, StorageError> {
+        match self.storage.link_info(path).await {
+            Err(StorageError::NotFound) => self.pending.info(path).ok_or(StorageError::NotFound),
+            other => other,
+        }
+    }
+
+    pub async fn list_page(&self, dir: &str, cursor: Option<&str>, limit: u32) -> Result<DirPage, StorageError> {
+        self.storage.list_dir(dir, cursor, limit).await
+    }
+
+    /// Files being uploaded in `dir` that the plugin does not list yet: a
+    /// listing ends with them.
+    pub async fn pending_in(&self, dir: &str) -> Vec<(String, FileInfo)> {
+        let mut unlisted = Vec::new();
+        for (name, info) in self.pending.children(dir) {
+            let path = if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") };
+            if matches!(self.storage.file_info(&path).await, Err(StorageError::NotFound)) {
+                unlisted.push((name, info));
+            }
+        }
+        unlisted
+    }
+
+    pub async fn open_read(&self, path: &str) -> Result<FileReader, StorageError> {
+        match self.storage.open_read(path).await {
+            Err(StorageError::NotFound) if self.pending.info(path).is_some() => Ok(FileReader::Pending),
+            other => other.map(FileReader::Plugin),
+        }
+    }
+
+    /// Starts a write-only upload; the file is visible from now on.
+    pub async fn upload(&self, path: &str, options: WriteOptions) -> Result<Upload, StorageError> {
+        // The size before this write, so FSTAT and appends know where the file ends.
+        let start_size = if options.truncate { 0 } else { self.stat(path).await.map(|i| i.size).unwrap_or(0) };
+        delay(self.settings.backend_delay).await;
+        let writer = self.storage.begin_write(path, options).await?;
+        let permissions = options.permissions.unwrap_or(0o644);
+        Ok(Upload::new(upload::UploadParts {
+            writer,
+            chunk: self.capabilities().write_chunk as usize,
+            append: options.append,
+            start_size,
+            permissions,
+            placeholder: self.pending.register(path, permissions, start_size),
+            budget: self.budget.clone(),
+            backend_delay: self.settings.backend_delay,
+        }))
+    }
+
+    /// Opens a file for reading and writing (see [`ReadWriteFile`]).
+    pub async fn open_read_write(&self, path: &str, options: WriteOptions) -> Result<ReadWriteFile, StorageError> {
+        let existing = match self.storage.file_info(path).await {
+            Ok(info) => Some(info),
+            Err(StorageError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(info) = &existing {
+            if info.kind == crate::plugin::FileKind::Directory {
+                return Err(StorageError::IsADirectory);
+            }
+        }
+        // The base is opened first: the writer truncates (in its own pending
+        // content), the spool carries what is kept.
+        let base = match &existing {
+            Some(_) if !options.truncate => Some(self.storage.open_read(path).await?),
+            _ => None,
+        };
+        let writer = self.storage.begin_write(path, WriteOptions { truncate: true, append: false, ..options }).await?;
+        let permissions = options.permissions.or(existing.as_ref().map(|i| i.permissions)).unwrap_or(0o644);
+        let caps = self.capabilities();
+        ReadWriteFile::open(read_write::ReadWriteParts {
+            writer,
+            base,
+            created: existing.is_none() || options.truncate,
+            spool_dir: &self.settings.spool_dir,
+            max_size: self.settings.max_spool_bytes,
+            append: options.append,
+            permissions,
+            read_chunk: caps.read_chunk,
+            write_chunk: caps.write_chunk as usize,
+            placeholder: self.pending.register(path, permissions, 0),
+            backend_delay: self.settings.backend_delay,
+        })
+        .await
+    }
+}
+
+use upload::delay;

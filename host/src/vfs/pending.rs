@@ -1,0 +1,152 @@
+//! Files being uploaded, visible from OPEN to every session of the tenant.
+//!
+//! sshfs, rsync, git and most GUI clients stat a file right after creating
+//! it. A plugin only shows a file once its writer finishes, so the host keeps
+//! one table per tenant of the uploads in progress and answers for them while
+//! the plugin does not know the path yet. Only the placeholder is shared: the
+//! content stays invisible until CLOSE commits it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::plugin::{FileInfo, FileKind};
+
+/// The uploads in progress of one tenant of one plugin, by plugin path.
+#[derive(Default)]
+pub struct PendingUploads {
+    files: Mutex<HashMap<String, Placeholder>>,
+}
+
+struct Placeholder {
+    info: FileInfo,
+    /// Open handles writing this path; the entry goes with the last.
+    holders: usize,
+}
+
+impl PendingUploads {
+    /// Registers an upload of `path`; the placeholder lives as long as the guard.
+    pub fn register(self: &Arc<Self>, path: &str, permissions: u32, size: u64) -> PendingGuard {
+        let now = unix_now();
+        let mut files = self.files.lock().expect("pending table lock");
+        let entry = files.entry(path.to_string()).or_insert_with(|| Placeholder {
+            info: FileInfo { kind: FileKind::File, size, permissions, modified: now, accessed: now },
+            holders: 0,
+        });
+        entry.holders += 1;
+        entry.info.size = size;
+        PendingGuard { table: self.clone(), path: path.to_string() }
+    }
+
+    /// What a path being uploaded looks like, if it is being uploaded.
+    pub fn info(&self, path: &str) -> Option<FileInfo> {
+        self.files.lock().expect("pending table lock").get(path).map(|p| p.info.clone())
+    }
+
+    /// The uploads in progress directly inside `dir`, by name.
+    pub fn children(&self, dir: &str) -> Vec<(String, FileInfo)> {
+        let prefix = if dir.ends_with('/') { dir.to_string() } else { format!("{dir}/") };
+        let files = self.files.lock().expect("pending table lock");
+        files
+            .iter()
+            .filter_map(|(path, p)| {
+                let name = path.strip_prefix(&prefix)?;
+                (!name.is_empty() && !name.contains('/')).then(|| (name.to_string(), p.info.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Keeps a placeholder while an upload is open; dropping it removes the
+/// placeholder (the commit made the real file visible, or it failed).
+pub struct PendingGuard {
+    table: Arc<PendingUploads>,
+    path: String,
+}
+
+impl PendingGuard {
+    /// The size so far, as STAT from any session shows it.
+    pub fn set_size(&self, size: u64) {
+        let mut files = self.table.files.lock().expect("pending table lock");
+        if let Some(p) = files.get_mut(&self.path) {
+            p.info.size = size;
+            p.info.modified = unix_now();
+        }
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut files = self.table.files.lock().expect("pending table lock");
+        if let Some(p) = files.get_mut(&self.path) {
+            p.holders -= 1;
+            if p.holders == 0 {
+                files.remove(&self.path);
+            }
+        }
+    }
+}
+
+/// One pending-upload table per (plugin, tenant), shared by its sessions
+/// and dropped with the last of them.
+#[derive(Default)]
+pub struct TenantTables {
+    tables: Mutex<HashMap<(String, String), Weak<PendingUploads>>>,
+}
+
+impl TenantTables {
+    pub fn for_tenant(&self, plugin: &str, tenant: &str) -> Arc<PendingUploads> {
+        let mut tables = self.tables.lock().expect("tenant tables lock");
+        tables.retain(|_, table| table.strong_count() > 0);
+        let key = (plugin.to_string(), tenant.to_string());
+        if let Some(table) = tables.get(&key).and_then(Weak::upgrade) {
+            return table;
+        }
+        let table = Arc::new(PendingUploads::default());
+        tables.insert(key, Arc::downgrade(&table));
+        table
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_lives_while_any_upload_is_open() {
+        let table = Arc::new(PendingUploads::default());
+        let first = table.register("/d/a", 0o644, 0);
+        let second = table.register("/d/a", 0o644, 0);
+        first.set_size(7);
+        assert_eq!(table.info("/d/a").unwrap().size, 7);
+        drop(first);
+        assert!(table.info("/d/a").is_some());
+        drop(second);
+        assert!(table.info("/d/a").is_none());
+    }
+
+    #[test]
+    fn children_are_direct_only() {
+        let table = Arc::new(PendingUploads::default());
+        let _a = table.register("/d/a", 0o644, 0);
+        let _b = table.register("/d/e/b", 0o644, 0);
+        let _c = table.register("/c", 0o644, 0);
+        let names: Vec<_> = table.children("/d").into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a"]);
+        let mut root: Vec<_> = table.children("/").into_iter().map(|(n, _)| n).collect();
+        root.sort();
+        assert_eq!(root, ["c"]);
+    }
+
+    #[test]
+    fn tenants_get_their_own_table() {
+        let tables = TenantTables::default();
+        let alice = tables.for_tenant("memory", "alice");
+        let _guard = alice.register("/x", 0o644, 0);
+        assert!(tables.for_tenant("memory", "alice").info("/x").is_some());
+        assert!(tables.for_tenant("memory", "bob").info("/x").is_none());
+    }
+}

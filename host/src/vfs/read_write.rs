@@ -1,0 +1,183 @@
+//! A handle opened for READ and WRITE (paramiko "r+", sshfs, editors,
+//! `dd conv=notrunc`): the file's content is copied into a spool file when
+//! it is opened, reads and writes act on the spool, and CLOSE commits the
+//! whole spool through one writer, so the content changes atomically and
+//! every plugin (random-write or not) gets the same behaviour.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::pending::{PendingGuard, unix_now};
+use super::upload::delay;
+use crate::plugin::{FileInfo, FileKind, Reader, SetAttrs, StorageError, Writer};
+
+pub struct ReadWriteFile {
+    /// Opened with `truncate`, so the committed content is exactly the spool.
+    writer: Writer,
+    spool: Arc<File>,
+    size: u64,
+    /// Largest size the spool may reach.
+    max_size: u64,
+    /// Whether CLOSE has anything to commit.
+    changed: bool,
+    append: bool,
+    permissions: u32,
+    chunk: usize,
+    pub deferred_attrs: Option<SetAttrs>,
+    placeholder: PendingGuard,
+    backend_delay: Duration,
+}
+
+pub(super) struct ReadWriteParts<'a> {
+    pub writer: Writer,
+    /// The current content to start from; `None` for an empty file.
+    pub base: Option<Reader>,
+    /// Whether the file is new: CLOSE then creates it even if nothing was written.
+    pub created: bool,
+    pub spool_dir: &'a Path,
+    pub max_size: u64,
+    pub append: bool,
+    pub permissions: u32,
+    pub read_chunk: u32,
+    pub write_chunk: usize,
+    pub placeholder: PendingGuard,
+    pub backend_delay: Duration,
+}
+
+fn spool_error(e: std::io::Error) -> StorageError {
+    tracing::warn!("spool file: {e}");
+    StorageError::Io("the server's spool for read-write handles failed".into())
+}
+
+fn too_large(max: u64) -> StorageError {
+    StorageError::Io(format!("a file opened for reading and writing may hold at most {max} bytes"))
+}
+
+/// Runs blocking file I/O off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| spool_error(std::io::Error::other(e)))?.map_err(spool_error)
+}
+
+impl ReadWriteFile {
+    pub(super) async fn open(parts: ReadWriteParts<'_>) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(parts.spool_dir).map_err(spool_error)?;
+        let dir = parts.spool_dir.to_path_buf();
+        // Unlinked at once: nothing is left behind, whatever happens to the server.
+        let spool = Arc::new(blocking(move || tempfile::tempfile_in(dir)).await?);
+        let mut file = Self {
+            writer: parts.writer,
+            spool,
+            size: 0,
+            max_size: parts.max_size,
+            changed: parts.created,
+            append: parts.append,
+            permissions: parts.permissions,
+            chunk: parts.write_chunk,
+            deferred_attrs: None,
+            placeholder: parts.placeholder,
+            backend_delay: parts.backend_delay,
+        };
+        if let Some(base) = parts.base {
+            if let Err(e) = file.copy_in(&base, parts.read_chunk).await {
+                let _ = file.writer.abort().await;
+                return Err(e);
+            }
+        }
+        Ok(file)
+    }
+
+    async fn copy_in(&mut self, base: &Reader, chunk: u32) -> Result<(), StorageError> {
+        loop {
+            let data = base.read(self.size, chunk).await?;
+            if data.is_empty() {
+                return Ok(());
+            }
+            self.put(self.size, data).await?;
+        }
+    }
+
+    async fn put(&mut self, offset: u64, data: Vec<u8>) -> Result<(), StorageError> {
+        let end = offset.checked_add(data.len() as u64).filter(|end| *end <= self.max_size);
+        let Some(end) = end else { return Err(too_large(self.max_size)) };
+        let spool = self.spool.clone();
+        blocking(move || spool.write_all_at(&data, offset)).await?;
+        if end > self.size {
+            self.size = end;
+            self.placeholder.set_size(end);
+        }
+        Ok(())
+    }
+
+    pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
+        if offset >= self.size {
+            return Ok(Vec::new());
+        }
+        let len = (self.size - offset).min(u64::from(len)) as usize;
+        let spool = self.spool.clone();
+        blocking(move || {
+            let mut buf = vec![0; len];
+            spool.read_exact_at(&mut buf, offset)?;
+            Ok(buf)
+        })
+        .await
+    }
+
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        // Appended data lands at the end of the file, whatever its offset.
+        let offset = if self.append { self.size } else { offset };
+        self.put(offset, data.to_vec()).await?;
+        self.changed = true;
+        Ok(())
+    }
+
+    /// A size change acts on the content at once, in order with the WRITEs.
+    pub async fn set_size(&mut self, size: u64) -> Result<(), StorageError> {
+        if size > self.max_size {
+            return Err(too_large(self.max_size));
+        }
+        let spool = self.spool.clone();
+        blocking(move || spool.set_len(size)).await?;
+        self.size = size;
+        self.placeholder.set_size(size);
+        self.changed = true;
+        Ok(())
+    }
+
+    /// Commits the spool when anything changed; otherwise leaves the file as it was.
+    pub async fn commit(&mut self) -> Result<(), StorageError> {
+        if !self.changed {
+            return self.writer.abort().await;
+        }
+        let mut offset = 0;
+        while offset < self.size {
+            let len = (self.size - offset).min(self.chunk as u64) as u32;
+            let data = match self.read(offset, len).await {
+                Ok(data) => data,
+                Err(e) => {
+                    let _ = self.writer.abort().await;
+                    return Err(e);
+                }
+            };
+            delay(self.backend_delay).await;
+            if let Err(e) = self.writer.write_chunk(offset, &data).await {
+                let _ = self.writer.abort().await;
+                return Err(e);
+            }
+            offset += data.len() as u64;
+        }
+        delay(self.backend_delay).await;
+        self.writer.finish().await.map(drop)
+    }
+
+    pub async fn abort(&mut self) -> Result<(), StorageError> {
+        self.writer.abort().await
+    }
+
+    pub fn info(&self) -> FileInfo {
+        let now = unix_now();
+        FileInfo { kind: FileKind::File, size: self.size, permissions: self.permissions, modified: now, accessed: now }
+    }
+}

@@ -1,0 +1,20 @@
+//! What a read-only handle reads from.
+
+use crate::plugin::{Reader, StorageError};
+
+pub enum FileReader {
+    /// The plugin's reader, pinned to the version it opened.
+    Plugin(Reader),
+    /// A file still being uploaded: empty until its CLOSE commits it.
+    Pending,
+}
+
+impl FileReader {
+    /// Up to `len` bytes at `offset`; empty at end of file.
+    pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
+        match self {
+            Self::Plugin(reader) => reader.read(offset, len).await,
+            Self::Pending => Ok(Vec::new()),
+        }
+    }
+}

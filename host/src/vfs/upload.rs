@@ -1,0 +1,222 @@
+//! A write-only upload: many small client WRITEs coalesced into
+//! plugin-sized chunks, held within the connection's byte budget, committed
+//! at CLOSE.
+
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::budget::ByteBudget;
+use super::pending::{PendingGuard, unix_now};
+use crate::plugin::{FileInfo, FileKind, SetAttrs, StorageError, Writer};
+
+pub struct Upload {
+    pub(super) writer: Writer,
+    buffer: Vec<u8>,
+    buffer_offset: u64,
+    /// The budget bytes `buffer` holds; given back when it is flushed.
+    buffer_permit: Option<OwnedSemaphorePermit>,
+    budget: ByteBudget,
+    /// Bytes per plugin `write-chunk`.
+    chunk: usize,
+    append: bool,
+    /// Highest end offset written: the size FSTAT reports before commit.
+    high_water: u64,
+    permissions: u32,
+    /// The first failure; every later WRITE and the CLOSE report it.
+    failed: Option<StorageError>,
+    /// Whether any content was written or resized (a copy may then replace it).
+    touched: bool,
+    /// The plugin copied the whole file here (`copy-data`): CLOSE commits
+    /// nothing more.
+    copied: bool,
+    /// Times and permissions set before CLOSE: applied once the content is committed.
+    pub deferred_attrs: Option<SetAttrs>,
+    /// Keeps the file visible (with its size so far) until CLOSE.
+    placeholder: PendingGuard,
+    /// Added before each backend call (benchmarking a slow backend).
+    backend_delay: Duration,
+}
+
+pub(super) struct UploadParts {
+    pub writer: Writer,
+    pub chunk: usize,
+    pub append: bool,
+    pub start_size: u64,
+    pub permissions: u32,
+    pub placeholder: PendingGuard,
+    pub budget: ByteBudget,
+    pub backend_delay: Duration,
+}
+
+impl Upload {
+    pub(super) fn new(parts: UploadParts) -> Self {
+        Self {
+            writer: parts.writer,
+            buffer: Vec::new(),
+            buffer_offset: 0,
+            buffer_permit: None,
+            budget: parts.budget,
+            chunk: parts.chunk,
+            append: parts.append,
+            high_water: parts.start_size,
+            permissions: parts.permissions,
+            failed: None,
+            touched: false,
+            copied: false,
+            deferred_attrs: None,
+            placeholder: parts.placeholder,
+            backend_delay: parts.backend_delay,
+        }
+    }
+
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        if self.copied {
+            return Err(StorageError::Unsupported);
+        }
+        self.touched = true;
+        // A client offset near u64::MAX must not overflow the arithmetic below.
+        let Some(end) = offset.checked_add(data.len() as u64) else {
+            return Err(StorageError::InvalidInput("write beyond the largest file offset".into()));
+        };
+        let contiguous = self.buffer_offset.checked_add(self.buffer.len() as u64) == Some(offset);
+        if !self.append && !self.buffer.is_empty() && !contiguous {
+            self.flush().await?;
+        }
+        // Appended data lands at the end of the file, whatever its offset.
+        let end = if self.append { self.high_water.saturating_add(data.len() as u64) } else { end };
+        if end > self.high_water {
+            self.high_water = end;
+            self.placeholder.set_size(end);
+        }
+        if !self.reserve(data.len()).await? {
+            // The connection's budget is spent: this WRITE goes to the plugin as it is.
+            delay(self.backend_delay).await;
+            return self.record(self.writer.write_chunk(offset, data).await);
+        }
+        if self.buffer.is_empty() {
+            self.buffer_offset = offset;
+        }
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= self.chunk {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Takes `n` bytes of the connection's budget for the buffer. When the
+    /// budget is short, this upload's own buffer goes to the plugin first;
+    /// false when even then there is no room, and the data must not be held.
+    async fn reserve(&mut self, n: usize) -> Result<bool, StorageError> {
+        let permit = match self.budget.try_take(n) {
+            Some(permit) => permit,
+            None => {
+                self.flush().await?;
+                match self.budget.try_take(n) {
+                    Some(permit) => permit,
+                    None => return Ok(false),
+                }
+            }
+        };
+        match &mut self.buffer_permit {
+            Some(held) => held.merge(permit),
+            None => self.buffer_permit = Some(permit),
+        }
+        Ok(true)
+    }
+
+    /// Keeps the first failure: every later WRITE and the CLOSE report it.
+    fn record(&mut self, result: Result<(), StorageError>) -> Result<(), StorageError> {
+        if let Err(error) = &result {
+            self.failed.get_or_insert_with(|| error.clone());
+        }
+        result
+    }
+
+    /// Sends the gathered bytes to the plugin.
+    pub async fn flush(&mut self) -> Result<(), StorageError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        delay(self.backend_delay).await;
+        let result = self.writer.write_chunk(self.buffer_offset, &self.buffer).await;
+        self.buffer_offset = self.buffer_offset.saturating_add(self.buffer.len() as u64);
+        self.buffer.clear();
+        // Chunks vary in size; a buffer kept at its largest would pin memory
+        // outside the budget.
+        if self.buffer.capacity() > self.chunk {
+            self.buffer.shrink_to(self.chunk);
+        }
+        self.buffer_permit = None;
+        self.record(result)
+    }
+
+    /// Changes the pending content's size (shrinks it, or extends it with
+    /// zeros) in order with the WRITEs before and after it.
+    pub async fn set_size(&mut self, size: u64) -> Result<(), StorageError> {
+        if self.copied {
+            return Err(StorageError::Unsupported);
+        }
+        self.flush().await?;
+        self.touched = true;
+        delay(self.backend_delay).await;
+        if let Err(error) = self.writer.set_size(size).await {
+            // The content is no longer what the client sent: the upload must not commit.
+            if error != StorageError::Unsupported {
+                self.failed = Some(error.clone());
+            }
+            return Err(error);
+        }
+        self.high_water = size;
+        self.placeholder.set_size(size);
+        Ok(())
+    }
+
+    /// Nothing written yet onto empty content: a whole-file copy can stand in.
+    pub fn is_untouched(&self) -> bool {
+        !self.touched && !self.copied && self.high_water == 0 && self.failed.is_none()
+    }
+
+    /// The plugin copied the file into place: this writer has nothing to add.
+    pub fn replaced_by_copy(&mut self) {
+        self.copied = true;
+    }
+
+    /// Flushes and commits: the result is what CLOSE reports.
+    pub async fn commit(&mut self) -> Result<(), StorageError> {
+        if self.copied {
+            return self.writer.abort().await;
+        }
+        if let Err(error) = self.flush().await {
+            let _ = self.writer.abort().await;
+            return Err(error);
+        }
+        delay(self.backend_delay).await;
+        self.writer.finish().await.map(drop)
+    }
+
+    /// Gives up the upload: nothing of it becomes visible.
+    pub async fn abort(&mut self) -> Result<(), StorageError> {
+        self.buffer.clear();
+        self.buffer_permit = None;
+        self.writer.abort().await
+    }
+
+    /// What FSTAT shows before the content is committed.
+    pub fn provisional_info(&self) -> FileInfo {
+        let now = unix_now();
+        FileInfo { kind: FileKind::File, size: self.high_water, permissions: self.permissions, modified: now, accessed: now }
+    }
+}
+
+pub(super) async fn delay(by: Duration) {
+    if !by.is_zero() {
+        tokio::time::sleep(by).await;
+    }
+}

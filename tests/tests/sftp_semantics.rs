@@ -1,0 +1,250 @@
+//! What a request means, request by request, as OpenSSH's `sftp-server`
+//! answers it: checked at the byte level, with pipelining a client library
+//! would hide.
+
+mod server_support;
+mod wire_support;
+
+use server_support::*;
+use wire_support::*;
+
+const FX_OK: u32 = 0;
+const FX_EOF: u32 = 1;
+const FX_FAILURE: u32 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn init_answers_the_lower_version() {
+    let server = start(&["alice"]).await;
+    assert_eq!(Wire::open(&server, "alice", 2).await.version, 2, "a version 2 client gets version 2");
+    assert_eq!(Wire::open(&server, "alice", 6).await.version, 3, "a version 6 client gets version 3");
+    server.shutdown().await;
+}
+
+/// Requests pipelined behind a CLOSE find no handle: they are neither
+/// applied nor answered with success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_after_close_get_invalid_handle() {
+    let server = start(&["alice"]).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let handle = wire.open_file("/f", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    let write = |offset: u64, data: &[u8]| Body::new().string(&handle).u64(offset).string(data);
+    let first = wire.send(FXP_WRITE, write(0, b"first")).await;
+    let close = wire.send(FXP_CLOSE, Body::new().string(&handle)).await;
+    let late_write = wire.send(FXP_WRITE, write(5, b"late")).await;
+    let late_read = wire.send(FXP_READ, Body::new().string(&handle).u64(0).u32(10)).await;
+    let late_fstat = wire.send(FXP_FSTAT, Body::new().string(&handle)).await;
+    let mut replies = std::collections::HashMap::new();
+    for _ in 0..5 {
+        let reply = wire.recv().await;
+        replies.insert(reply.id, reply);
+    }
+    assert_eq!(replies[&first].status(), FX_OK);
+    assert_eq!(replies[&close].status(), FX_OK);
+    for id in [late_write, late_read, late_fstat] {
+        assert_eq!(replies[&id].status(), FX_FAILURE, "request {id} after CLOSE: {:?}", replies[&id]);
+        assert!(replies[&id].message().contains("invalid handle"), "{}", replies[&id].message());
+    }
+    let client = server.sftp("alice").await;
+    assert_eq!(client.get("/f").await, b"first", "the WRITE after CLOSE was not applied");
+    server.shutdown().await;
+}
+
+/// Replies to READs on one handle leave in the order the READs came, as
+/// OpenSSH's client before 9.4 needs; many are in flight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_replies_keep_request_order() {
+    let server = start(&["alice"]).await;
+    let content = pattern(4 << 20, 7);
+    server.sftp("alice").await.put("/big", &content).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let handle = wire.open_file("/big", FXF_READ).await;
+    for round in 0..4 {
+        let chunk = 32 * 1024;
+        let mut ids = Vec::new();
+        for i in 0..64u64 {
+            let offset = (round * 64 + i) * chunk % (4 << 20);
+            ids.push((wire.send(FXP_READ, Body::new().string(&handle).u64(offset).u32(chunk as u32)).await, offset));
+        }
+        for (id, offset) in ids {
+            let reply = wire.recv().await;
+            assert_eq!(reply.id, id, "replies come back in request order");
+            let at = offset as usize;
+            assert_eq!(reply.data(), &content[at..at + chunk as usize]);
+        }
+    }
+    server.shutdown().await;
+}
+
+/// Pipelined READDIRs on one handle are answered in order, each with the
+/// next entries: together they list the directory once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_readdirs_are_answered_in_order() {
+    let server = start(&["alice"]).await;
+    let client = server.sftp("alice").await;
+    client.sftp.mkdir("/d", russh_sftp::protocol::FileAttributes::empty()).await.unwrap();
+    for i in 0..300 {
+        client.put(&format!("/d/f{i:03}"), b"x").await;
+    }
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let handle = wire.call(FXP_OPENDIR, Body::new().string("/d")).await.handle();
+    let ids: Vec<u32> = {
+        let mut ids = Vec::new();
+        for _ in 0..12 {
+            ids.push(wire.send(FXP_READDIR, Body::new().string(&handle)).await);
+        }
+        ids
+    };
+    let mut names = Vec::new();
+    let mut ended = false;
+    for id in ids {
+        let reply = wire.recv().await;
+        assert_eq!(reply.id, id, "READDIR replies in request order");
+        if reply.kind == FXP_STATUS {
+            assert_eq!(reply.status(), FX_EOF);
+            ended = true;
+        } else {
+            assert!(!ended, "entries after EOF");
+            names.extend(reply.names());
+        }
+    }
+    let expected: Vec<String> = (0..300).map(|i| format!("f{i:03}")).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "every entry once");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn names_that_are_not_utf8_are_refused() {
+    let server = start(&["alice"]).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    for name in [&b"/caf\xe9"[..], &b"/caf\xc3"[..]] {
+        let reply = wire.call(FXP_OPEN, Body::new().string(name).u32(FXF_WRITE | FXF_CREAT).no_attrs()).await;
+        assert_eq!(reply.status(), FX_FAILURE, "{reply:?}");
+        assert!(reply.message().contains("UTF-8"), "{}", reply.message());
+        let reply = wire.call(FXP_MKDIR, Body::new().string(name).no_attrs()).await;
+        assert_eq!(reply.status(), FX_FAILURE);
+    }
+    // Nothing was created under a mangled name.
+    let names = server.sftp("alice").await.list("/").await.unwrap();
+    assert!(names.is_empty(), "{names:?}");
+    server.shutdown().await;
+}
+
+/// One bound for a name, on the way in and out: 255 bytes, like NAME_MAX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_names_are_refused_and_the_directory_still_lists() {
+    let server = start(&["alice"]).await;
+    let client = server.sftp("alice").await;
+    let longest = "n".repeat(255);
+    client.put(&format!("/{longest}"), b"ok").await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    for path in [format!("/{}", "n".repeat(256)), format!("/{}/x", "d".repeat(2000))] {
+        let reply = wire.call(FXP_OPEN, Body::new().string(&path).u32(FXF_WRITE | FXF_CREAT).no_attrs()).await;
+        assert_eq!(reply.status(), FX_FAILURE, "{reply:?}");
+        assert!(reply.message().contains("255"), "{}", reply.message());
+        let reply = wire.call(FXP_MKDIR, Body::new().string(&path).no_attrs()).await;
+        assert_eq!(reply.status(), FX_FAILURE);
+    }
+    assert_eq!(client.list("/").await.unwrap(), vec![longest.clone()]);
+    server.shutdown().await;
+}
+
+/// From OPEN on, a file being uploaded is visible to every session of the
+/// tenant (its size so far), while an existing file being overwritten keeps
+/// showing its old content until CLOSE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_being_uploaded_is_visible_from_open() {
+    let server = start(&["alice"]).await;
+    let other = server.sftp("alice").await;
+    other.put("/old", b"old content").await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+
+    let new = wire.open_file("/new", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    let reply = wire.call(FXP_STAT, Body::new().string("/new")).await;
+    assert_eq!(reply.size(), 0, "stat right after OPEN in the same session");
+    let info = bounded("stat", other.sftp.stat("/new")).await.expect("stat from another session");
+    assert_eq!(info.attrs.size, Some(0));
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&new).u64(0).string(b"hello")).await.status(), FX_OK);
+    let info = bounded("stat", other.sftp.stat("/new")).await.expect("stat from another session");
+    assert_eq!(info.attrs.size, Some(5), "the size so far");
+    assert!(other.list("/").await.unwrap().contains(&"new".to_string()), "listed while being uploaded");
+    assert_eq!(other.get("/new").await, b"", "read while being uploaded: nothing committed yet");
+
+    let old = wire.open_file("/old", FXF_WRITE | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&old).u64(0).string(b"new")).await.status(), FX_OK);
+    assert_eq!(other.get("/old").await, b"old content", "old content until CLOSE");
+
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&new)).await.status(), FX_OK);
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&old)).await.status(), FX_OK);
+    assert_eq!(other.get("/new").await, b"hello");
+    assert_eq!(other.get("/old").await, b"new");
+    let names = other.list("/").await.unwrap();
+    assert_eq!(names.iter().filter(|n| *n == "new").count(), 1, "listed once after commit: {names:?}");
+    server.shutdown().await;
+}
+
+/// A READ|WRITE handle reads the current content overlaid with its own
+/// writes, and commits at CLOSE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_write_handles_read_their_own_writes() {
+    let server = start(&["alice"]).await;
+    let other = server.sftp("alice").await;
+    other.put("/f", b"0123456789").await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let h = wire.open_file("/f", FXF_READ | FXF_WRITE).await;
+    let read = |h: &Vec<u8>, offset: u64, len: u32| Body::new().string(h).u64(offset).u32(len);
+    assert_eq!(wire.call(FXP_READ, read(&h, 0, 100)).await.data(), b"0123456789");
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(3).string(b"abc")).await.status(), FX_OK);
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(12).string(b"Z")).await.status(), FX_OK);
+    assert_eq!(wire.call(FXP_READ, read(&h, 0, 100)).await.data(), b"012abc6789\0\0Z");
+    assert_eq!(wire.call(FXP_FSTAT, Body::new().string(&h)).await.size(), 13);
+    assert_eq!(other.get("/f").await, b"0123456789", "nothing visible before CLOSE");
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+    assert_eq!(other.get("/f").await, b"012abc6789\0\0Z");
+
+    // Opened for reading and writing, closed untouched: the file is as it was.
+    let h = wire.open_file("/f", FXF_READ | FXF_WRITE).await;
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+    assert_eq!(other.get("/f").await, b"012abc6789\0\0Z");
+
+    // A new file opened READ|WRITE|CREAT exists after CLOSE even if empty.
+    let h = wire.open_file("/empty", FXF_READ | FXF_WRITE | FXF_CREAT).await;
+    assert_eq!(wire.call(FXP_READ, read(&h, 0, 10)).await.status(), FX_EOF);
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+    assert_eq!(other.get("/empty").await, b"");
+    server.shutdown().await;
+}
+
+/// One connection's upload buffers stay within its budget: with a budget
+/// smaller than what eight parallel uploads would buffer, every upload still
+/// completes intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_beyond_the_connection_budget_still_complete() {
+    let server = start_with([UserSpec::new("alice")], |c| c.sftp.upload_buffer_mib = 1).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let files: Vec<Vec<u8>> = (0..8).map(|i| pattern(3 << 20, i)).collect();
+    let mut handles = Vec::new();
+    for i in 0..files.len() {
+        handles.push(wire.open_file(&format!("/u{i}"), FXF_WRITE | FXF_CREAT | FXF_TRUNC).await);
+    }
+    let chunk = 200 * 1024;
+    for offset in (0..3 << 20).step_by(chunk) {
+        let mut ids = Vec::new();
+        for (h, data) in handles.iter().zip(&files) {
+            let end = (offset + chunk).min(data.len());
+            ids.push(wire.send(FXP_WRITE, Body::new().string(h).u64(offset as u64).string(&data[offset..end])).await);
+        }
+        for _ in ids {
+            assert_eq!(wire.recv().await.status(), FX_OK);
+        }
+    }
+    for h in &handles {
+        assert_eq!(wire.call(FXP_CLOSE, Body::new().string(h)).await.status(), FX_OK);
+    }
+    let client = server.sftp("alice").await;
+    for (i, data) in files.iter().enumerate() {
+        assert_eq!(md5_hex(&client.get(&format!("/u{i}")).await), md5_hex(data), "file {i}");
+    }
+    server.shutdown().await;
+}
