@@ -46,6 +46,8 @@ impl Guest for MemoryPlugin {
             hard_links: false,
             read_chunk: CHUNK,
             write_chunk: CHUNK,
+            // Everything is lost when the server stops.
+            durable_sync: false,
         }
     }
 
@@ -68,6 +70,11 @@ impl GuestSession for MemSession {
     }
 
     fn file_info(&self, path: String) -> Result<FileInfo> {
+        with_fs(|fs| fs.file_info(&path))
+    }
+
+    /// No symlinks here, so nothing to not follow.
+    fn link_info(&self, path: String) -> Result<FileInfo> {
         with_fs(|fs| fs.file_info(&path))
     }
 
