@@ -27,14 +27,27 @@ mod tests {
     use super::*;
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-        items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn memory_limit_is_read_from_its_reserved_key() {
         assert_eq!(memory_limit(&pairs(&[])), Ok(None));
-        assert_eq!(memory_limit(&pairs(&[("max-bytes", "1"), (MEMORY_LIMIT_BYTES, "268435456")])), Ok(Some(256 << 20)));
-        assert!(memory_limit(&pairs(&[(MEMORY_LIMIT_BYTES, "lots")])).unwrap_err().contains(MEMORY_LIMIT_BYTES));
+        assert_eq!(
+            memory_limit(&pairs(&[
+                ("max-bytes", "1"),
+                (MEMORY_LIMIT_BYTES, "268435456")
+            ])),
+            Ok(Some(256 << 20))
+        );
+        assert!(
+            memory_limit(&pairs(&[(MEMORY_LIMIT_BYTES, "lots")]))
+                .unwrap_err()
+                .contains(MEMORY_LIMIT_BYTES)
+        );
     }
 
     #[test]
