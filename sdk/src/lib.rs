@@ -26,6 +26,7 @@ pub mod bindings {
     });
 }
 
+pub mod config;
 pub mod error;
 pub mod log;
 pub mod path;
@@ -58,6 +59,6 @@ pub mod prelude {
     pub use crate::{
         Capabilities, DirEntry, DirPage, Error, FileInfo, FileKind, Guest, GuestReader,
         GuestSession, GuestWriter, InstanceScope, Reader, Session, SessionContext, SetAttrs,
-        SpaceInfo, WriteOptions, Writer, export_plugin, log, path,
+        SpaceInfo, WriteOptions, Writer, config, export_plugin, log, path,
     };
 }

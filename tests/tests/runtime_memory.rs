@@ -6,7 +6,7 @@ mod runtime_support;
 use std::collections::BTreeSet;
 
 use runtime_support::*;
-use wasftp::plugin::{FileKind, InstanceScope, SetAttrs, StorageError, WriteOptions};
+use wasftp::plugin::{FileKind, InstanceScope, Session, SetAttrs, StorageError, WriteOptions};
 
 macro_rules! assert_err {
     ($call:expr, $pat:pat) => {{
@@ -26,6 +26,7 @@ async fn capabilities_describe_a_tenant_scoped_full_backend() {
     assert!(matches!(caps.scope, InstanceScope::Tenant), "memory state lives in the tenant's instance");
     assert!(caps.random_write && caps.append && caps.copy && caps.set_info, "memory supports everything: {caps:?}");
     assert!(caps.read_chunk >= 4096 && caps.write_chunk >= 4096);
+    assert!(!caps.durable_sync, "memory content is lost when the server stops");
     assert!(!caps.name.is_empty());
     // The load probe plus nothing else so far.
     let before = wasftp::plugin::RuntimeStats::get(&rt.stats().instances_created);
@@ -197,6 +198,10 @@ async fn metadata_is_kept_and_set_info_changes_it() {
     assert_eq!((info.accessed, info.modified), (1_111_111, 3_333_333));
 
     assert_err!(s.set_info("/nope", SetAttrs { size: Some(1), permissions: None, accessed: None, modified: None }), StorageError::NotFound);
+    // Without symlinks, LSTAT's info is STAT's.
+    let (link, file) = (bounded(s.link_info("/f")).await.unwrap(), bounded(s.file_info("/f")).await.unwrap());
+    assert_eq!((link.size, link.permissions, link.modified), (file.size, file.permissions, file.modified));
+    assert_err!(s.link_info("/nope"), StorageError::NotFound);
     // Directory permissions and times.
     bounded(s.make_dir("/d", None)).await.unwrap();
     bounded(s.set_info("/d", SetAttrs { size: None, permissions: Some(0o700), accessed: None, modified: Some(42) })).await.unwrap();
@@ -563,4 +568,172 @@ async fn sessions_of_the_same_tenant_share_files() {
     drop(a);
     let c = memory_session(&plugin, "carol", "team").await;
     assert_eq!(get(&c, "/seen-by-bob").await, b"hi bob");
+}
+
+// Running out of memory: the client gets no-space, the tenant keeps everything.
+
+/// The memory cap of the exhaustion tests, and the quota it leaves by default
+/// (an eighth of the cap, at least 16 MiB, is kept for the plugin itself).
+const CAP_MIB: usize = 48;
+const QUOTA: u64 = 32 << 20;
+
+/// A tenant with a file and a second session, both made before the trouble.
+struct Tenant {
+    writer: Session,
+    other: Session,
+    kept: Vec<u8>,
+    /// (poisoned, instances created) when the tenant was ready.
+    counters: (u64, u64),
+}
+
+fn counters(rt: &wasftp::plugin::Runtime) -> (u64, u64) {
+    let stats = rt.stats();
+    (wasftp::plugin::RuntimeStats::get(&stats.poisoned), wasftp::plugin::RuntimeStats::get(&stats.instances_created))
+}
+
+async fn capped_tenant(rt: &wasftp::plugin::Runtime) -> Tenant {
+    let plugin = memory_plugin_capped(rt, CAP_MIB, &[]).await.expect("loading the capped memory plugin");
+    let writer = memory_session(&plugin, "alice", "acme").await;
+    let other = memory_session(&plugin, "bob", "acme").await;
+    let kept = pattern(300_000, 42);
+    put(&writer, "/kept", &kept).await;
+    put(&writer, "/small", b"tiny").await;
+    Tenant { writer, other, kept, counters: counters(rt) }
+}
+
+impl Tenant {
+    /// Same instance (not poisoned, not re-created), every file as it was,
+    /// both sessions still served.
+    async fn assert_untouched(&self, rt: &wasftp::plugin::Runtime) {
+        assert_eq!(counters(rt), self.counters, "the tenant's instance survived: (poisoned, instances created)");
+        assert_eq!(get(&self.writer, "/kept").await, self.kept);
+        assert_eq!(get(&self.other, "/kept").await, self.kept, "the tenant's other session still works");
+        assert_eq!(get(&self.other, "/small").await, b"tiny");
+        put(&self.other, "/after", b"still writable").await;
+        bounded(self.writer.remove_file("/after")).await.unwrap();
+    }
+}
+
+/// Creates `path` with `data` in 256 KiB chunks; the first error, after
+/// which the upload is aborted.
+async fn try_put(s: &Session, path: &str, data: &[u8]) -> Result<(), StorageError> {
+    let w = bounded(s.begin_write(path, opts(true, true, false, false))).await?;
+    let mut written = Ok(());
+    for (i, chunk) in data.chunks(256 * 1024).enumerate() {
+        written = bounded(w.write_chunk((i * 256 * 1024) as u64, chunk)).await;
+        if written.is_err() {
+            break;
+        }
+    }
+    match written {
+        Ok(()) => bounded(w.finish()).await.map(|_| ()),
+        Err(e) => {
+            bounded(w.abort()).await?;
+            Err(e)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_quota_follows_the_memory_cap() {
+    let rt = runtime();
+    let total = async |config: &[(&str, &str)]| {
+        let plugin = memory_plugin_capped(&rt, CAP_MIB, config).await.expect("loading");
+        let s = memory_session(&plugin, "alice", "acme").await;
+        bounded(s.space("/")).await.unwrap().total_bytes
+    };
+    assert_eq!(total(&[]).await, QUOTA, "no max-bytes: the cap minus the headroom");
+    assert_eq!(total(&[("max-bytes", "1G")]).await, QUOTA, "a max-bytes above the cap is clamped");
+    assert_eq!(total(&[("max-bytes", "1M")]).await, 1 << 20, "a smaller max-bytes is kept");
+
+    // Operators cannot pass the host's reserved keys.
+    let refused = memory_plugin_capped(&rt, CAP_MIB, &[("wasftp.memory-limit-bytes", "1")]).await;
+    let error = format!("{:#}", refused.err().expect("a reserved key is refused"));
+    assert!(error.contains("reserved"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_info_to_a_huge_size_is_no_space_and_the_tenant_keeps_everything() {
+    let rt = runtime();
+    let t = capped_tenant(&rt).await;
+    for size in [2_147_000_000, QUOTA + 1, u64::MAX] {
+        let huge = SetAttrs { size: Some(size), permissions: Some(0o600), accessed: None, modified: None };
+        assert_err!(t.writer.set_info("/small", huge), StorageError::NoSpace);
+    }
+    let info = bounded(t.writer.file_info("/small")).await.unwrap();
+    assert_eq!((info.size, info.permissions), (4, 0o644), "the refused request changed nothing");
+    t.assert_untouched(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_at_a_huge_offset_is_no_space_and_the_tenant_keeps_everything() {
+    let rt = runtime();
+    let t = capped_tenant(&rt).await;
+    let w = bounded(t.writer.begin_write("/far", opts(true, true, false, false))).await.unwrap();
+    for offset in [2_147_000_000, QUOTA, u64::MAX - 10] {
+        assert_err!(w.write_chunk(offset, b"far away"), StorageError::NoSpace);
+    }
+    // The same upload goes on within the quota.
+    bounded(w.write_chunk(0, b"near")).await.unwrap();
+    assert_eq!(bounded(w.finish()).await.unwrap().size, 4);
+    assert_eq!(get(&t.other, "/far").await, b"near");
+    t.assert_untouched(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_files_fill_the_quota_then_no_space() {
+    let rt = runtime();
+    let t = capped_tenant(&rt).await;
+    let file = |i: u64| pattern(4 << 20, 1000 + i);
+    let mut stored = 0u64;
+    let full = loop {
+        match try_put(&t.writer, &format!("/big-{stored}"), &file(stored)).await {
+            Ok(()) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 20, "{stored} files of 4 MiB fit a {CAP_MIB} MiB cap");
+    };
+    assert_eq!(full, StorageError::NoSpace);
+    assert_eq!(stored, QUOTA / (4 << 20) - 1, "the quota, less what the tenant held, is usable");
+    let space = bounded(t.other.space("/")).await.unwrap();
+    assert!(space.free_bytes < 4 << 20, "space says it is full: {space:?}");
+    assert!(!names(&t.other, "/").await.contains(&format!("big-{stored}")), "the refused upload left nothing");
+    for i in 0..stored {
+        assert!(get(&t.other, &format!("/big-{i}")).await == file(i), "big-{i} is intact");
+    }
+    // Freeing a file makes room again.
+    bounded(t.other.remove_file("/big-0")).await.unwrap();
+    try_put(&t.writer, "/big-again", &file(99)).await.expect("room after a removal");
+    t.assert_untouched(&rt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filling_a_sparse_file_then_outgrowing_the_quota_is_no_space() {
+    let rt = runtime();
+    let t = capped_tenant(&rt).await;
+    const SIZE: u64 = 20 << 20;
+    const PIECE: usize = 1 << 20;
+    let w = bounded(t.writer.begin_write("/sparse", opts(true, true, false, false))).await.unwrap();
+    // The last bytes first: the rest is a hole, then filled piece by piece.
+    bounded(w.write_chunk(SIZE - 4, b"tail")).await.unwrap();
+    for off in (0..SIZE - 4).step_by(PIECE) {
+        let len = (PIECE as u64).min(SIZE - 4 - off) as usize;
+        bounded(w.write_chunk(off, &pattern(len, off))).await.unwrap();
+    }
+    assert_eq!(bounded(w.finish()).await.unwrap().size, SIZE);
+    let r = bounded(t.other.open_read("/sparse")).await.unwrap();
+    assert_eq!(bounded(r.read(3 * PIECE as u64, 100)).await.unwrap(), pattern(100, 3 * PIECE as u64));
+    assert_eq!(bounded(r.read(SIZE - 4, 100)).await.unwrap(), b"tail");
+    drop(r);
+
+    // A second sparse file that does not fit, whichever way it is built.
+    let w = bounded(t.writer.begin_write("/sparse-2", opts(true, true, false, false))).await.unwrap();
+    assert_err!(w.write_chunk(SIZE - 4, b"tail"), StorageError::NoSpace);
+    bounded(w.abort()).await.unwrap();
+    // A copy shares the content; growing it would need a private copy.
+    bounded(t.writer.copy_file("/sparse", "/copy", false)).await.unwrap();
+    let grow = SetAttrs { size: Some(SIZE + 1), permissions: None, accessed: None, modified: None };
+    assert_err!(t.writer.set_info("/copy", grow), StorageError::NoSpace);
+    assert_eq!(bounded(t.other.file_info("/copy")).await.unwrap().size, SIZE);
+    t.assert_untouched(&rt).await;
 }

@@ -115,11 +115,16 @@ async fn memory_bomb_hits_the_limit_and_the_host_survives() {
     let s = session(&plugin, "bomber").await;
     let poisoned = stat(&rt.stats().poisoned);
 
+    let refused = stat(&rt.stats().memory_grow_refused);
+
     let started = Instant::now();
     let r = bounded(s.file_info("/bomb")).await;
     let msg = assert_plugin_failed(&r, "file-info /bomb");
-    // It ran out of memory well before the 5 s deadline.
+    // It ran out of memory well before the 5 s deadline: the cap refused the
+    // growth, the guest's infallible allocation aborted, and that trapped.
     assert!(started.elapsed() < Duration::from_secs(4), "the bomb was stopped by time, not memory: {msg}");
+    assert!(msg.contains("out of memory"), "the trap is explained: {msg}");
+    assert!(stat(&rt.stats().memory_grow_refused) > refused, "the cap held");
     assert_eq!(stat(&rt.stats().poisoned), poisoned + 1);
 
     let s2 = session(&plugin, "after-bomb").await;
@@ -130,6 +135,27 @@ async fn memory_bomb_hits_the_limit_and_the_host_survives() {
         assert_plugin_failed(&bounded(s.file_info("/bomb")).await, "repeated bomb");
     }
     assert_ok(&session(&plugin, "still-fine").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allocation_failure_the_guest_handles_is_an_error_not_a_trap() {
+    let rt = runtime();
+    let plugin = hostile(&rt, Duration::from_secs(5)).await;
+    let s = session(&plugin, "careful").await;
+    let poisoned = stat(&rt.stats().poisoned);
+    let created = stat(&rt.stats().instances_created);
+
+    // Each round fills memory up to the cap, gets -1 from memory.grow,
+    // frees everything and answers no-space; the instance lives on.
+    for round in 0..3 {
+        let refused = stat(&rt.stats().memory_grow_refused);
+        let r = bounded(s.file_info("/bomb-fallible")).await;
+        assert!(matches!(r, Err(StorageError::NoSpace)), "round {round}: {r:?}");
+        assert!(stat(&rt.stats().memory_grow_refused) > refused, "round {round}: the cap was reached");
+        assert_ok(&s).await;
+    }
+    assert_eq!(stat(&rt.stats().poisoned), poisoned, "no trap, no poisoned instance");
+    assert_eq!(stat(&rt.stats().instances_created), created, "the same instance served every call");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

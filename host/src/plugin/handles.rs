@@ -45,6 +45,13 @@ impl Drop for Pinned {
     }
 }
 
+/// Whether a path's final symlink is followed (STAT) or described (LSTAT).
+#[derive(Clone, Copy)]
+enum Follow {
+    FinalLink,
+    NotFinalLink,
+}
+
 /// A storage session for one authenticated user.
 pub struct Session {
     pinned: Pinned,
@@ -81,11 +88,28 @@ impl Session {
     }
 
     pub async fn file_info(&self, path: &str) -> Result<FileInfo, StorageError> {
+        self.info(path, Follow::FinalLink).await
+    }
+
+    /// Like `file_info`, but a final symlink is described, not followed
+    /// (LSTAT). Only meaningful when the plugin declares `symlinks`.
+    pub async fn link_info(&self, path: &str) -> Result<FileInfo, StorageError> {
+        self.info(path, Follow::NotFinalLink).await
+    }
+
+    async fn info(&self, path: &str, follow: Follow) -> Result<FileInfo, StorageError> {
+        let op = match follow {
+            Follow::FinalLink => "file-info",
+            Follow::NotFinalLink => "link-info",
+        };
         let info = self
             .pinned
-            .call("file-info", async |live: &mut Live, me| {
+            .call(op, async |live: &mut Live, me| {
                 let (store, api) = live.parts();
-                api.session().call_file_info(store, me, path).await
+                match follow {
+                    Follow::FinalLink => api.session().call_file_info(store, me, path).await,
+                    Follow::NotFinalLink => api.session().call_link_info(store, me, path).await,
+                }
             })
             .await?;
         validate::file_info(&info).map_err(|e| self.pinned.reject(e))?;

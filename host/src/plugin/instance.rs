@@ -8,12 +8,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{ResourceAny, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{self, BackendExports, LogLevel};
 use super::error::StorageError;
 use super::guest_output::{self, GuestStderr};
+use super::limits::StoreCaps;
 use super::PluginShared;
 
 /// Extra wall-clock time past the epoch deadline before a call is abandoned:
@@ -23,7 +24,7 @@ const WALL_CLOCK_GRACE: Duration = Duration::from_secs(1);
 pub struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: StoreCaps,
     plugin: Arc<str>,
     call_started: Instant,
     call_budget: Duration,
@@ -100,14 +101,16 @@ impl Instance {
         let generation = slot.generation;
         let live = slot.live.as_mut().expect("instance is live");
         live.store.data_mut().call_started = Instant::now();
+        live.store.data_mut().limits.take_refused();
         live.store.set_epoch_deadline(1);
         let budget = self.shared.settings.call_deadline + WALL_CLOCK_GRACE;
         let outcome = tokio::time::timeout(budget, f(live)).await;
         match outcome {
             Ok(Ok(value)) => Ok((value, generation)),
             Ok(Err(error)) => {
+                let why = describe_trap(&error, &mut live.store.data_mut().limits);
                 slot.live = None;
-                Err(self.poisoned(op, describe_trap(&error)))
+                Err(self.poisoned(op, why))
             }
             Err(_) => {
                 slot.live = None;
@@ -151,14 +154,8 @@ impl Instance {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(shared.settings.memory_limit)
-            .instances(32)
-            .tables(16)
-            .memories(1)
-            .table_elements(100_000)
-            .trap_on_grow_failure(true)
-            .build();
+        // A refused memory.grow answers -1 to the guest, never a trap.
+        let limits = StoreCaps::new(shared.settings.memory_limit, shared.stats.clone());
         let state = StoreState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -184,12 +181,12 @@ impl Instance {
         let started = async {
             let bindings = shared.pre.instantiate_async(&mut store).await?;
             store.data_mut().call_started = Instant::now();
-            let init = bindings.wasftp_storage_backend().call_init(&mut store, &shared.settings.config).await?;
+            let init = bindings.wasftp_storage_backend().call_init(&mut store, &shared.init_config).await?;
             wasmtime::Result::Ok((bindings, init))
         };
         let (bindings, init) = match tokio::time::timeout(budget, started).await {
             Ok(Ok(done)) => done,
-            Ok(Err(error)) => return Err(self.poisoned("instantiate", describe_trap(&error))),
+            Ok(Err(error)) => return Err(self.poisoned("instantiate", describe_trap(&error, &mut store.data_mut().limits))),
             Err(_) => return Err(self.poisoned("instantiate", format!("no answer within {budget:?}"))),
         };
         if let Err(message) = init {
@@ -203,13 +200,19 @@ impl Instance {
     }
 }
 
-fn describe_trap(error: &wasmtime::Error) -> String {
+/// Why a call failed, for logs. A trap right after a refused `memory.grow` is
+/// the guest giving up on a failed allocation: say it ran out of memory.
+fn describe_trap(error: &wasmtime::Error, limits: &mut StoreCaps) -> String {
+    let out_of_memory = limits.take_refused();
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => "deadline exceeded (interrupted)".into(),
+        Some(trap) if out_of_memory => {
+            format!("out of memory (growth past the {} MiB cap refused), then trapped: {trap}", limits.memory_limit() >> 20)
+        }
         Some(trap) => format!("trapped: {trap}"),
         None => {
             let text = format!("{error:#}");
-            if text.contains("memory") && text.contains("limit") {
+            if out_of_memory || (text.contains("memory") && text.contains("limit")) {
                 "memory limit reached".into()
             } else {
                 format!("trapped: {}", super::error::bounded(text))

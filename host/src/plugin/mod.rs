@@ -6,7 +6,9 @@ mod engine;
 mod error;
 mod guest_output;
 mod handles;
+mod init_config;
 mod instance;
+mod limits;
 pub mod bundled;
 pub mod validate;
 
@@ -57,6 +59,8 @@ pub struct RuntimeStats {
     pub timeouts: AtomicU64,
     /// Outputs rejected by validation.
     pub invalid_outputs: AtomicU64,
+    /// Guest `memory.grow` calls refused at the memory cap (answered -1).
+    pub memory_grow_refused: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -103,11 +107,13 @@ impl Runtime {
             format!("plugin {name} needs imports wasftp does not grant (only the storage contract, logging and WASI without authority)")
         })?;
         let pre = bindings::PluginPre::new(pre).with_context(|| format!("plugin {name} does not export the wasftp:storage contract"))?;
+        let init_config = anyhow::Context::with_context(init_config::build(&settings), || format!("plugin {name}"))?;
         let shared = Arc::new(PluginShared {
             name: name.into(),
             pre,
             engine: self.engine.engine.clone(),
             settings,
+            init_config,
             stats: self.stats.clone(),
         });
         let probe = Instance::new(shared.clone(), "probe".into());
@@ -136,6 +142,8 @@ pub(crate) struct PluginShared {
     pre: bindings::PluginPre<StoreState>,
     engine: Engine,
     settings: PluginSettings,
+    /// What `init` gets: `settings.config` plus the host's reserved keys.
+    init_config: Vec<(String, String)>,
     stats: Arc<RuntimeStats>,
 }
 

@@ -1,8 +1,12 @@
 //! The in-memory filesystem, independent of the component bindings so it can
-//! be unit-tested natively. File content is an `Rc<Vec<u8>>`: readers pin a
-//! snapshot by cloning the `Rc`, mutation goes through `Rc::make_mut`
-//! (copy-on-write only while a reader still holds the old version), and a
-//! committed writer moves its buffer in without copying.
+//! be unit-tested natively. File content is an `Rc<Blob>`: readers pin a
+//! snapshot by cloning the `Rc`, a change copies the content only while
+//! someone else still holds that version ([`unshare`]), and a committed
+//! writer moves its buffer in without copying.
+//!
+//! Content and tree entries are charged to one [`Budget`] before they are
+//! allocated, so running out of quota or memory is `no-space` and never an
+//! allocation failure that would trap the instance (and lose the tenant).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -15,6 +19,9 @@ use wasftp_sdk::{
     invalid,
 };
 
+use crate::blob::{Blob, unshare};
+use crate::budget::{Budget, Charge};
+
 pub const DEFAULT_FILE_PERMS: u32 = 0o644;
 pub const DEFAULT_DIR_PERMS: u32 = 0o755;
 pub const DEFAULT_LIST_LIMIT: usize = 1000;
@@ -23,8 +30,15 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 const UNLIMITED_FREE: u64 = 1 << 40;
 const FREE_FILES: u64 = 1 << 32;
 const BLOCK_SIZE: u32 = 4096;
+/// Longest entry name: the host's bound on names a plugin returns, so every
+/// name stored here can be listed (and a listing page stays small).
+pub const MAX_NAME_LEN: usize = 1024;
+/// What a tree entry costs besides its name (node, map slot, allocator
+/// overhead), over-estimated so that many empty files or directories are
+/// bounded by the quota too.
+pub const ENTRY_COST: u64 = 128;
 
-pub type Content = Rc<Vec<u8>>;
+pub type Content = Rc<Blob>;
 
 pub fn now() -> u64 {
     SystemTime::now()
@@ -45,27 +59,28 @@ struct Node {
     perms: u32,
     mtime: u64,
     atime: u64,
+    /// The entry's own cost ([`entry_charge`]); content is charged by its blob.
+    charge: Charge,
 }
 
 impl Node {
-    fn new_dir(perms: u32) -> Self {
+    fn new(kind: Kind, perms: u32, charge: Charge) -> Self {
         let t = now();
         Node {
-            kind: Kind::Dir(BTreeMap::new()),
+            kind,
             perms: perms & 0o7777,
             mtime: t,
             atime: t,
+            charge,
         }
     }
 
-    fn new_file(data: Content, perms: u32) -> Self {
-        let t = now();
-        Node {
-            kind: Kind::File(data),
-            perms: perms & 0o7777,
-            mtime: t,
-            atime: t,
-        }
+    fn new_dir(perms: u32, charge: Charge) -> Self {
+        Self::new(Kind::Dir(BTreeMap::new()), perms, charge)
+    }
+
+    fn new_file(data: Content, perms: u32, charge: Charge) -> Self {
+        Self::new(Kind::File(data), perms, charge)
     }
 
     fn info(&self) -> FileInfo {
@@ -86,13 +101,16 @@ impl Node {
         matches!(self.kind, Kind::Dir(_))
     }
 
-    /// Bytes held by this node and everything below it.
+    /// Charges of this node and everything below it, each content counted
+    /// once however many files share it.
     #[cfg(test)]
-    fn bytes(&self) -> u64 {
-        match &self.kind {
-            Kind::File(d) => d.len() as u64,
-            Kind::Dir(c) => c.values().map(Node::bytes).sum(),
-        }
+    fn charged(&self, seen: &mut std::collections::HashSet<*const Blob>) -> u64 {
+        let below = match &self.kind {
+            Kind::File(d) if seen.insert(Rc::as_ptr(d)) => d.charged(),
+            Kind::File(_) => 0,
+            Kind::Dir(c) => c.values().map(|n| n.charged(seen)).sum(),
+        };
+        self.charge.bytes() + below
     }
 
     fn count(&self) -> u64 {
@@ -103,56 +121,15 @@ impl Node {
     }
 }
 
-/// Parses the plugin configuration.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// Total byte quota over all file content.
-    pub max_bytes: Option<u64>,
-}
-
-impl Config {
-    pub fn parse(pairs: &[(String, String)]) -> std::result::Result<Self, String> {
-        let mut cfg = Config::default();
-        for (key, value) in pairs {
-            match key.as_str() {
-                "max-bytes" => {
-                    cfg.max_bytes = Some(parse_bytes(value).ok_or_else(|| {
-                        format!("config key `max-bytes`: invalid byte size {value:?}")
-                    })?)
-                }
-                other => return Err(format!("unknown config key `{other}`")),
-            }
-        }
-        Ok(cfg)
-    }
-}
-
-/// `1234`, `64K`, `10M`, `2G`, `1T` (binary multiples, optional `B`/`iB`).
-fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let upper = s.to_ascii_uppercase();
-    let t = upper
-        .strip_suffix("IB")
-        .or_else(|| upper.strip_suffix('B'))
-        .unwrap_or(&upper);
-    let (digits, mult) = match t.chars().last()? {
-        'K' => (&t[..t.len() - 1], 1u64 << 10),
-        'M' => (&t[..t.len() - 1], 1 << 20),
-        'G' => (&t[..t.len() - 1], 1 << 30),
-        'T' => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    digits.trim().parse::<u64>().ok()?.checked_mul(mult)
-}
-
 /// A write in progress: private until [`Fs::commit`].
 #[derive(Debug)]
 pub struct PendingWrite {
     path: String,
     opts: WriteOptions,
     /// Full new content, or (in append mode without truncate) the bytes to
-    /// add to whatever the file holds at commit time.
-    buf: Vec<u8>,
+    /// add to whatever the file holds at commit time. Without truncate it
+    /// starts as the current version, copied when first changed.
+    buf: Content,
     /// Permission bits if the file gets created.
     perms: u32,
 }
@@ -169,9 +146,9 @@ impl PendingWrite {
 #[derive(Debug)]
 pub struct Fs {
     root: Node,
-    /// Sum of the sizes of all files.
-    used: u64,
-    config: Config,
+    /// Every entry and every content held, including uploads in progress and
+    /// versions pinned by readers.
+    budget: Budget,
 }
 
 impl Default for Fs {
@@ -231,42 +208,37 @@ fn children_mut(node: &mut Node) -> &mut BTreeMap<String, Node> {
     }
 }
 
-fn try_resize(buf: &mut Vec<u8>, len: usize) -> Result<()> {
-    if len > buf.len() {
-        buf.try_reserve(len - buf.len())
-            .map_err(|_| Error::NoSpace)?;
+/// The cost of an entry named `name`, reserved before it is created.
+fn entry_charge(budget: &Budget, name: &str) -> Result<Charge> {
+    check_name_len(name)?;
+    budget.charge(ENTRY_COST + name.len() as u64)
+}
+
+fn check_name_len(name: &str) -> Result<()> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid(format!("name longer than {MAX_NAME_LEN} bytes")));
     }
-    buf.resize(len, 0);
     Ok(())
 }
 
 impl Fs {
     pub fn new() -> Self {
+        let budget = Budget::unlimited();
         Fs {
-            root: Node::new_dir(DEFAULT_DIR_PERMS),
-            used: 0,
-            config: Config::default(),
+            root: Node::new_dir(DEFAULT_DIR_PERMS, budget.nothing()),
+            budget,
         }
     }
 
-    pub fn configure(&mut self, config: Config) {
-        self.config = config;
+    /// The byte quota over entries and content; `None` for no limit. A lower
+    /// quota than what is held refuses growth and keeps every file.
+    pub fn set_quota(&mut self, quota: Option<u64>) {
+        self.budget.set_limit(quota.unwrap_or(u64::MAX));
     }
 
+    /// Bytes charged: entries, content, uploads in progress, pinned versions.
     pub fn used_bytes(&self) -> u64 {
-        self.used
-    }
-
-    /// Fails with no-space when replacing `old` bytes by `new` bytes would
-    /// exceed the quota.
-    fn check_quota(&self, old: u64, new: u64) -> Result<()> {
-        if let Some(max) = self.config.max_bytes
-            && new > old
-            && self.used.saturating_sub(old).saturating_add(new) > max
-        {
-            return Err(Error::NoSpace);
-        }
-        Ok(())
+        self.budget.held()
     }
 
     pub fn file_info(&self, p: &str) -> Result<FileInfo> {
@@ -329,9 +301,10 @@ impl Fs {
         if children.contains_key(name) {
             return Err(Error::AlreadyExists);
         }
+        let charge = entry_charge(&self.budget, name)?;
         children.insert(
             name.to_string(),
-            Node::new_dir(perms.unwrap_or(DEFAULT_DIR_PERMS)),
+            Node::new_dir(perms.unwrap_or(DEFAULT_DIR_PERMS), charge),
         );
         dir.mtime = now();
         Ok(())
@@ -363,29 +336,27 @@ impl Fs {
         let (parent, name) = split(&p);
         let dir = dir_mut(&mut self.root, parent)?;
         let children = children_mut(dir);
-        let size = match &children.get(name).ok_or(Error::NotFound)?.kind {
-            Kind::Dir(_) => return Err(Error::IsADirectory),
-            Kind::File(d) => d.len() as u64,
-        };
+        if let Kind::Dir(_) = &children.get(name).ok_or(Error::NotFound)?.kind {
+            return Err(Error::IsADirectory);
+        }
+        // Its charges go with it (content: once no reader pins it).
         children.remove(name);
         dir.mtime = now();
-        self.used -= size;
         Ok(())
     }
 
-    /// Checks whether `dst` may be replaced by a node of kind `src_is_dir`;
-    /// returns the bytes it holds (to release) if it exists.
-    fn check_replace(&self, dst: &str, src_is_dir: bool, overwrite: bool) -> Result<Option<u64>> {
+    /// Checks whether `dst` may be replaced by a node of kind `src_is_dir`.
+    fn check_replace(&self, dst: &str, src_is_dir: bool, overwrite: bool) -> Result<()> {
         match lookup(&self.root, dst) {
-            Err(Error::NotFound) => Ok(None),
+            Err(Error::NotFound) => Ok(()),
             Err(e) => Err(e),
             Ok(_) if !overwrite => Err(Error::AlreadyExists),
             Ok(node) => match (&node.kind, src_is_dir) {
-                (Kind::File(d), false) => Ok(Some(d.len() as u64)),
+                (Kind::File(_), false) => Ok(()),
                 (Kind::File(_), true) => Err(Error::NotADirectory),
                 (Kind::Dir(_), false) => Err(Error::IsADirectory),
                 (Kind::Dir(c), true) if !c.is_empty() => Err(Error::NotEmpty),
-                (Kind::Dir(_), true) => Ok(Some(0)),
+                (Kind::Dir(_), true) => Ok(()),
             },
         }
     }
@@ -411,7 +382,12 @@ impl Fs {
         }
         let (dst_parent, dst_name) = split(&dst);
         dir_mut(&mut self.root, dst_parent)?;
-        let released = self.check_replace(&dst, src_is_dir, overwrite)?;
+        self.check_replace(&dst, src_is_dir, overwrite)?;
+        check_name_len(dst_name)?;
+        // The entry's cost follows its new name; the last step that can fail.
+        lookup_mut(&mut self.root, &src)?
+            .charge
+            .resize(ENTRY_COST + dst_name.len() as u64)?;
 
         let (src_parent, src_name) = split(&src);
         let sdir = dir_mut(&mut self.root, src_parent)?;
@@ -420,7 +396,6 @@ impl Fs {
         let ddir = dir_mut(&mut self.root, dst_parent).expect("checked above");
         children_mut(ddir).insert(dst_name.to_string(), node);
         ddir.mtime = now();
-        self.used -= released.unwrap_or(0);
         Ok(())
     }
 
@@ -443,36 +418,29 @@ impl Fs {
         }
         let (dst_parent, dst_name) = split(&dst);
         dir_mut(&mut self.root, dst_parent)?;
-        let released = self.check_replace(&dst, false, overwrite)?.unwrap_or(0);
-        let size = data.len() as u64;
-        self.check_quota(released, size)?;
+        self.check_replace(&dst, false, overwrite)?;
+        let charge = entry_charge(&self.budget, dst_name)?;
         let ddir = dir_mut(&mut self.root, dst_parent).expect("checked above");
-        // Sharing the Rc is safe: every mutation is copy-on-write.
-        children_mut(ddir).insert(dst_name.to_string(), Node::new_file(data, perms));
+        // The copy shares the content (no new bytes until one of them changes:
+        // every change unshares first, and is charged then).
+        children_mut(ddir).insert(dst_name.to_string(), Node::new_file(data, perms, charge));
         ddir.mtime = now();
-        self.used = self.used - released + size;
         Ok(())
     }
 
+    /// A size change is charged and allocated before anything else changes;
+    /// `no-space` leaves the file as it was.
     pub fn set_info(&mut self, p: &str, attrs: &SetAttrs) -> Result<()> {
         let p = norm(p)?;
-        let node = lookup(&self.root, &p)?;
-        let mut growth = None;
+        let node = lookup_mut(&mut self.root, &p)?;
         if let Some(size) = attrs.size {
-            let Kind::File(d) = &node.kind else {
+            let Kind::File(d) = &mut node.kind else {
                 return Err(Error::IsADirectory);
             };
-            let size_usize = usize::try_from(size).map_err(|_| Error::NoSpace)?;
-            self.check_quota(d.len() as u64, size)?;
-            growth = Some((d.len() as u64, size, size_usize));
-        }
-        let node = lookup_mut(&mut self.root, &p)?;
-        if let (Some((old, new, new_usize)), Kind::File(d)) = (growth, &mut node.kind)
-            && old != new
-        {
-            try_resize(Rc::make_mut(d), new_usize)?;
-            node.mtime = now();
-            self.used = self.used - old + new;
+            if size != d.len() as u64 {
+                unshare(d, size)?.set_len(size)?;
+                node.mtime = now();
+            }
         }
         if let Some(perms) = attrs.permissions {
             node.perms = perms & 0o7777;
@@ -488,9 +456,11 @@ impl Fs {
 
     pub fn space(&self, p: &str) -> Result<SpaceInfo> {
         lookup(&self.root, &norm(p)?)?;
-        let (total, free) = match self.config.max_bytes {
-            Some(max) => (max.max(self.used), max.saturating_sub(self.used)),
-            None => (self.used + UNLIMITED_FREE, UNLIMITED_FREE),
+        let (limit, used) = (self.budget.limit(), self.budget.held());
+        let (total, free) = if limit == u64::MAX {
+            (used + UNLIMITED_FREE, UNLIMITED_FREE)
+        } else {
+            (limit.max(used), limit.saturating_sub(used))
         };
         let files = self.root.count();
         Ok(SpaceInfo {
@@ -516,18 +486,16 @@ impl Fs {
         let buf = match existing.map(|n| &n.kind) {
             Some(Kind::Dir(_)) => return Err(Error::IsADirectory),
             Some(Kind::File(_)) if opts.exclusive => return Err(Error::AlreadyExists),
-            Some(Kind::File(d)) if !opts.truncate && !opts.append => {
-                let mut buf = Vec::new();
-                buf.try_reserve_exact(d.len()).map_err(|_| Error::NoSpace)?;
-                buf.extend_from_slice(d);
-                buf
-            }
-            Some(Kind::File(_)) => Vec::new(),
+            // Starts from this version; copied (and charged) when first changed.
+            Some(Kind::File(d)) if !opts.truncate && !opts.append => d.clone(),
+            Some(Kind::File(_)) => Rc::new(Blob::new(&self.budget)),
             None if !opts.create => return Err(Error::NotFound),
             None => {
                 // The parent must exist now (and again at commit).
-                dir_mut_ref(&self.root, split(&p).0)?;
-                Vec::new()
+                let (parent, name) = split(&p);
+                dir_mut_ref(&self.root, parent)?;
+                check_name_len(name)?;
+                Rc::new(Blob::new(&self.budget))
             }
         };
         let perms = opts.permissions.unwrap_or(DEFAULT_FILE_PERMS) & 0o7777;
@@ -539,108 +507,71 @@ impl Fs {
         })
     }
 
-    /// Size of the file at the target path now (0 when missing).
-    fn current_size(&self, p: &str) -> u64 {
-        match lookup(&self.root, p) {
-            Ok(Node {
-                kind: Kind::File(d),
-                ..
-            }) => d.len() as u64,
-            _ => 0,
-        }
-    }
-
+    /// Charged and allocated before anything is written: `no-space` leaves
+    /// the pending content as it was.
     pub fn write_chunk(&self, w: &mut PendingWrite, offset: u64, data: &[u8]) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        if w.opts.append {
-            let current = self.current_size(&w.path);
-            let base = if w.appends_to_current() { current } else { 0 };
-            let new_len = (w.buf.len() + data.len()) as u64;
-            self.check_quota(current, base + new_len)?;
-            w.buf.try_reserve(data.len()).map_err(|_| Error::NoSpace)?;
-            w.buf.extend_from_slice(data);
-            return Ok(());
-        }
+        // Appended bytes follow the ones gathered so far, whatever the offset.
+        let offset = if w.opts.append {
+            w.buf.len() as u64
+        } else {
+            offset
+        };
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(Error::NoSpace)?;
-        let end_usize = usize::try_from(end).map_err(|_| Error::NoSpace)?;
-        let start = offset as usize; // end fits, so offset does
-        if end_usize > w.buf.len() {
-            self.check_quota(self.current_size(&w.path), end)?;
-            try_resize(&mut w.buf, end_usize)?;
-        }
-        w.buf[start..end_usize].copy_from_slice(data);
-        Ok(())
+        let len = end.max(w.buf.len() as u64);
+        unshare(&mut w.buf, len)?.write_at(offset, data)
     }
 
     /// Makes the pending content visible and returns the new file-info.
     pub fn commit(&mut self, w: PendingWrite) -> Result<FileInfo> {
         let (parent, name) = split(&w.path);
-        let (exists, old) = match dir_mut(&mut self.root, parent)?.kind {
-            Kind::Dir(ref c) => match c.get(name) {
-                Some(Node {
-                    kind: Kind::Dir(_), ..
-                }) => return Err(Error::IsADirectory),
-                Some(Node {
-                    kind: Kind::File(d),
-                    ..
-                }) => (true, d.len() as u64),
-                None => (false, 0),
-            },
-            Kind::File(_) => unreachable!(),
-        };
-        if exists && w.opts.exclusive {
-            return Err(Error::AlreadyExists);
-        }
-        if !exists && !w.opts.create {
-            return Err(Error::NotFound);
-        }
-        let appending = w.appends_to_current() && exists;
-        let new_size = if appending {
-            old + w.buf.len() as u64
-        } else {
-            w.buf.len() as u64
-        };
-        self.check_quota(old, new_size)?;
-
         let dir = dir_mut(&mut self.root, parent)?;
         let children = children_mut(dir);
+        let appending = w.appends_to_current();
         let t = now();
         let info = match children.get_mut(name) {
+            Some(Node {
+                kind: Kind::Dir(_), ..
+            }) => return Err(Error::IsADirectory),
+            Some(_) if w.opts.exclusive => return Err(Error::AlreadyExists),
             Some(node) => {
                 let Kind::File(d) = &mut node.kind else {
-                    unreachable!()
+                    unreachable!("matched above")
                 };
                 if appending {
-                    let content = Rc::make_mut(d);
-                    content
-                        .try_reserve(w.buf.len())
-                        .map_err(|_| Error::NoSpace)?;
-                    content.extend_from_slice(&w.buf);
+                    let old = d.len() as u64;
+                    unshare(d, old + w.buf.len() as u64)?.write_at(old, &w.buf)?;
                 } else {
-                    *d = Rc::new(w.buf);
+                    *d = w.buf;
                 }
+                keep_only_what_is_used(d);
                 node.mtime = t;
                 node.info()
             }
+            None if !w.opts.create => return Err(Error::NotFound),
             None => {
-                let node = Node::new_file(Rc::new(w.buf), w.perms);
+                let charge = entry_charge(&self.budget, name)?;
+                let mut data = w.buf;
+                keep_only_what_is_used(&mut data);
+                let node = Node::new_file(data, w.perms, charge);
                 let info = node.info();
                 children.insert(name.to_string(), node);
                 dir.mtime = t;
                 info
             }
         };
-        self.used = self.used - old + new_size;
         Ok(info)
     }
 
+    /// What the budget should hold when nothing outside the tree (a reader,
+    /// a writer) pins content.
     #[cfg(test)]
     fn recount(&self) -> u64 {
-        self.root.bytes()
+        self.root.charged(&mut Default::default())
     }
 }
 
@@ -653,16 +584,28 @@ fn dir_mut_ref<'a>(root: &'a Node, p: &str) -> Result<&'a Node> {
     }
 }
 
-/// Reads from a pinned snapshot; empty at or after the end.
-pub fn read_at(data: &[u8], offset: u64, len: u32) -> Vec<u8> {
+/// Committed content holds no spare capacity (upload growth is amortised).
+fn keep_only_what_is_used(content: &mut Content) {
+    if let Some(blob) = Rc::get_mut(content) {
+        blob.shrink_to_fit();
+    }
+}
+
+/// Reads from a pinned snapshot; empty at or after the end. The reply buffer
+/// is allocated fallibly: a large read that does not fit is `no-space`.
+pub fn read_at(data: &[u8], offset: u64, len: u32) -> Result<Vec<u8>> {
     let Ok(start) = usize::try_from(offset) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     if start >= data.len() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let end = start.saturating_add(len as usize).min(data.len());
-    data[start..end].to_vec()
+    let mut out = Vec::new();
+    out.try_reserve_exact(end - start)
+        .map_err(|_| Error::NoSpace)?;
+    out.extend_from_slice(&data[start..end]);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,13 +1,17 @@
 //! wasftp bundled plugin: an in-memory filesystem, one instance per tenant.
 //! The semantics live in [`fs`]; this file adapts them to the bindings.
 
+pub mod blob;
+pub mod budget;
+pub mod config;
 pub mod fs;
 
 use std::cell::RefCell;
 
 use wasftp_sdk::prelude::*;
 
-use fs::{Config, Content, Fs, PendingWrite};
+use config::Config;
+use fs::{Content, Fs, PendingWrite};
 
 thread_local! {
     static FS: RefCell<Fs> = RefCell::new(Fs::new());
@@ -28,7 +32,17 @@ impl Guest for MemoryPlugin {
 
     fn init(config: Vec<(String, String)>) -> std::result::Result<(), String> {
         let config = Config::parse(&config)?;
-        with_fs(|fs| fs.configure(config));
+        let quota = config.quota();
+        if quota.clamped {
+            log::warn(&format!(
+                "memory: max-bytes {:?} is more than a memory limit of {:?} bytes leaves for files; using {:?}",
+                config.max_bytes, config.memory_limit, quota.bytes
+            ));
+        }
+        if quota.bytes == Some(0) {
+            log::warn("memory: the memory limit leaves no room for files; every write will fail");
+        }
+        with_fs(|fs| fs.set_quota(quota.bytes));
         Ok(())
     }
 
@@ -46,6 +60,8 @@ impl Guest for MemoryPlugin {
             hard_links: false,
             read_chunk: CHUNK,
             write_chunk: CHUNK,
+            // Everything is lost when the server stops.
+            durable_sync: false,
         }
     }
 
@@ -68,6 +84,11 @@ impl GuestSession for MemSession {
     }
 
     fn file_info(&self, path: String) -> Result<FileInfo> {
+        with_fs(|fs| fs.file_info(&path))
+    }
+
+    /// No symlinks here, so nothing to not follow.
+    fn link_info(&self, path: String) -> Result<FileInfo> {
         with_fs(|fs| fs.file_info(&path))
     }
 
@@ -131,7 +152,7 @@ pub struct MemReader {
 
 impl GuestReader for MemReader {
     fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
-        Ok(fs::read_at(&self.data, offset, len))
+        fs::read_at(&self.data, offset, len)
     }
 }
 

@@ -35,6 +35,17 @@ pub async fn memory_plugin(rt: &Runtime) -> Arc<Plugin> {
     bounded(rt.load("memory", bytes, PluginSettings::default())).await.expect("loading the memory plugin")
 }
 
+/// The memory plugin with a memory cap of `limit_mib` MiB and `config` for its `init`.
+pub async fn memory_plugin_capped(rt: &Runtime, limit_mib: usize, config: &[(&str, &str)]) -> anyhow::Result<Arc<Plugin>> {
+    let bytes = wasftp::plugin::bundled::get("memory").expect("the memory plugin is bundled");
+    let settings = PluginSettings {
+        memory_limit: limit_mib << 20,
+        config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..PluginSettings::default()
+    };
+    bounded(rt.load("memory", bytes, settings)).await
+}
+
 pub async fn memory_session(plugin: &Plugin, user: &str, tenant: &str) -> Session {
     bounded(plugin.open_session(ctx(user, tenant))).await.expect("opening a memory session")
 }

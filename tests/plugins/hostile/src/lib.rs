@@ -35,12 +35,27 @@ fn spin() -> ! {
     }
 }
 
-/// Allocates and touches 1 MiB chunks until the host stops the instance.
+/// Allocates and touches 1 MiB chunks until an allocation fails, which
+/// aborts (Rust's default): the instance traps.
 fn bomb() -> ! {
     let mut hoard: Vec<Vec<u8>> = Vec::new();
     loop {
         hoard.push(black_box(vec![0xA5u8; MIB]));
         black_box(&hoard);
+    }
+}
+
+/// Allocates 1 MiB chunks fallibly until one fails, then frees them all and
+/// answers no-space: the instance survives.
+fn fallible_bomb() -> Result<FileInfo> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = Vec::new();
+        if chunk.try_reserve_exact(MIB).is_err() || hoard.try_reserve(1).is_err() {
+            return Err(Error::NoSpace);
+        }
+        chunk.resize(MIB, 0xA5);
+        hoard.push(black_box(chunk));
     }
 }
 
@@ -75,6 +90,7 @@ impl Guest for Hostile {
             hard_links: false,
             read_chunk: 4096,
             write_chunk: 4096,
+            durable_sync: false,
         }
     }
 
@@ -103,12 +119,14 @@ impl GuestSession for HostileSession {
         })
     }
 
-    /// `/spin` loops, `/bomb` allocates without bound, `/panic` panics,
-    /// `/ok` is a 42-byte file.
+    /// `/spin` loops, `/bomb` allocates without bound, `/bomb-fallible` too
+    /// but answers no-space when memory runs out, `/panic` panics, `/ok` is a
+    /// 42-byte file.
     fn file_info(&self, path: String) -> Result<FileInfo> {
         match path.as_str() {
             "/spin" => spin(),
             "/bomb" => bomb(),
+            "/bomb-fallible" => fallible_bomb(),
             "/panic" => panic!("hostile plugin: panic in file-info"),
             "/ok" => Ok(ok_info(FileKind::File, 42)),
             _ => Err(Error::NotFound),
@@ -121,6 +139,10 @@ impl GuestSession for HostileSession {
             "/huge-read" => Ok(Reader::new(HostileReader)),
             _ => Err(Error::NotFound),
         }
+    }
+
+    fn link_info(&self, path: String) -> Result<FileInfo> {
+        self.file_info(path)
     }
 
     fn begin_write(&self, _path: String, _options: WriteOptions) -> Result<Writer> {
