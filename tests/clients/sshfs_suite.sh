@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$WORK"
 mkdir -p mnt local
 sshfs -p "$WASFTP_PORT" "$WASFTP_USER@127.0.0.1:/" mnt \
-  -o "ssh_command=ssh $SSH_OPTS" -o ServerAliveInterval=15
+  -o "ssh_command=ssh $SSH_OPTS" -o ServerAliveInterval=15 -o idmap=user
 trap 'cd "$WORK"; fusermount3 -u mnt 2>/dev/null || umount -l mnt 2>/dev/null || true' EXIT
 M="$WORK/mnt"
 
@@ -60,7 +60,7 @@ mkdir "$M/repo"
 step "git clone into the mount"
 git "${git_id[@]}" clone -q "$M/repo" local/clone-out
 git "${git_id[@]}" clone -q local/clone-out "$M/cloned"
-( cd "$M/cloned" && git "${git_id[@]}" fsck -q && test "$(git log --oneline | wc -l)" -eq 1 )
+( cd "$M/cloned" && git "${git_id[@]}" fsck --no-progress && test "$(git log --oneline | wc -l)" -eq 1 )
 diff -r local/tree/x "$M/cloned/x"
 
 step "mv across directories"

@@ -116,11 +116,6 @@ impl Session {
         Ok(info)
     }
 
-    // SHIM until the contract gains link-info
-    pub async fn link_info(&self, path: &str) -> Result<FileInfo, StorageError> {
-        self.file_info(path).await
-    }
-
     pub async fn open_read(&self, path: &str) -> Result<Reader, StorageError> {
         let resource = self
             .pinned
@@ -289,9 +284,14 @@ impl Writer {
         Ok(info)
     }
 
-    // SHIM until the contract gains set-size
-    pub async fn set_size(&self, _size: u64) -> Result<(), StorageError> {
-        Err(StorageError::Unsupported)
+    /// Cuts or zero-extends the pending content (truncate on an open upload).
+    pub async fn set_size(&self, size: u64) -> Result<(), StorageError> {
+        self.pinned
+            .call("set-size", async |live: &mut Live, me| {
+                let (store, api) = live.parts();
+                api.writer().call_set_size(store, me, size).await
+            })
+            .await
     }
 
     pub async fn abort(&self) -> Result<(), StorageError> {

@@ -15,7 +15,7 @@ use super::handles::{DirState, HandleEntry, HandleKind};
 use super::status::{message_of, status_of};
 use super::{SftpSession, Target, paths};
 use crate::config::SetstatPolicy;
-use crate::plugin::{FileInfo, SetAttrs, StorageError, WriteOptions, validate};
+use crate::plugin::{FileInfo, StorageError, WriteOptions, validate};
 use crate::vfs::FileReader;
 
 /// Entries per READDIR reply: with names up to 255 bytes and their long
@@ -91,7 +91,7 @@ impl SftpSession {
         let offered = [
             ("posix-rename@openssh.com", "1", caps.atomic_rename),
             ("statvfs@openssh.com", "2", true),
-            ("fsync@openssh.com", "1", false /*SHIM*/),
+            ("fsync@openssh.com", "1", caps.durable_sync),
             ("limits@openssh.com", "1", true),
             ("hardlink@openssh.com", "1", caps.hard_links),
             ("copy-data", "1", caps.copy),
@@ -187,12 +187,12 @@ impl SftpSession {
                 let mut upload = upload.lock().await;
                 // The real result of the commit: a failed upload fails here.
                 upload.commit().await.map_err(|e| fail(id, &e))?;
-                upload.deferred_attrs.take()
+                upload.take_deferred_attrs()
             }
             HandleKind::ReadWrite(file) => {
                 let mut file = file.lock().await;
                 file.commit().await.map_err(|e| fail(id, &e))?;
-                file.deferred_attrs.take()
+                file.take_deferred_attrs()
             }
         };
         // The content is committed: that is what CLOSE reports. Times or
@@ -305,14 +305,14 @@ impl SftpSession {
                 if let Some(size) = size {
                     upload.set_size(size).await.map_err(|e| fail(id, &e))?;
                 }
-                defer(&mut upload.deferred_attrs, set);
+                upload.defer_attrs(set);
             }
             HandleKind::ReadWrite(file) => {
                 let mut file = file.lock().await;
                 if let Some(size) = size {
                     file.set_size(size).await.map_err(|e| fail(id, &e))?;
                 }
-                defer(&mut file.deferred_attrs, set);
+                file.defer_attrs(set);
             }
             HandleKind::Read(_) | HandleKind::Dir(_) => {
                 set.size = size;
@@ -324,7 +324,7 @@ impl SftpSession {
 
     async fn apply_set_info(&self, id: u32, path: &str, set: crate::plugin::SetAttrs) -> Reply {
         self.delay().await;
-        match self.files.plugin().set_info(path, set).await {
+        match self.files.set_info(path, set).await {
             Ok(()) => Ok(ok(id)),
             Err(StorageError::Unsupported) if self.settings.setstat_unsupported == SetstatPolicy::Ignore => Ok(ok(id)),
             Err(e) => Err(fail(id, &e)),
@@ -508,7 +508,7 @@ impl SftpSession {
                 ];
                 Ok(Packet::ExtendedReply(ExtendedReply { id, data: u64s(&fields) }))
             }
-            "fsync@openssh.com" if false /*SHIM*/ => {
+            "fsync@openssh.com" if self.files.capabilities().durable_sync => {
                 args.utf8().ok_or_else(bad)?; // the handle was matched in `target_of`
                 let entry = Self::entry(id, target)?;
                 if let HandleKind::Write(upload) = &entry.kind {
@@ -601,16 +601,6 @@ impl SftpSession {
         tracing::Span::current().record("bytes", copied);
         Ok(ok(id))
     }
-}
-
-/// Adds `set` to what waits for the commit (later values win).
-fn defer(deferred: &mut Option<SetAttrs>, set: SetAttrs) {
-    let mut merged = deferred.take().unwrap_or(SetAttrs { size: None, permissions: None, accessed: None, modified: None });
-    merged.permissions = set.permissions.or(merged.permissions);
-    merged.accessed = set.accessed.or(merged.accessed);
-    merged.modified = set.modified.or(merged.modified);
-    let empty = merged.permissions.is_none() && merged.accessed.is_none() && merged.modified.is_none();
-    *deferred = (!empty).then_some(merged);
 }
 
 fn u64s(values: &[u64]) -> Vec<u8> {

@@ -19,7 +19,7 @@ pub use read_write::ReadWriteFile;
 pub use reader::FileReader;
 pub use upload::Upload;
 
-use crate::plugin::{Capabilities, DirPage, FileInfo, Session, StorageError, WriteOptions};
+use crate::plugin::{Capabilities, DirPage, FileInfo, Session, SetAttrs, StorageError, WriteOptions};
 
 /// Settings of the file layer for one connection.
 #[derive(Clone)]
@@ -66,6 +66,15 @@ impl Files {
     pub async fn link_stat(&self, path: &str) -> Result<FileInfo, StorageError> {
         match self.storage.link_info(path).await {
             Err(StorageError::NotFound) => self.pending.info(path).ok_or(StorageError::NotFound),
+            other => other,
+        }
+    }
+
+    /// SETSTAT by path. On a file being uploaded, times and permissions wait
+    /// for its commit; its size can only change through its handle.
+    pub async fn set_info(&self, path: &str, set: SetAttrs) -> Result<(), StorageError> {
+        match self.storage.set_info(path, set).await {
+            Err(StorageError::NotFound) if set.size.is_none() && self.pending.defer_attrs(path, set) => Ok(()),
             other => other,
         }
     }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::plugin::{FileInfo, FileKind};
+use crate::plugin::{FileInfo, FileKind, SetAttrs};
 
 /// The uploads in progress of one tenant of one plugin, by plugin path.
 #[derive(Default)]
@@ -21,6 +21,9 @@ struct Placeholder {
     info: FileInfo,
     /// Open handles writing this path; the entry goes with the last.
     holders: usize,
+    /// Times and permissions set by path while the upload runs (sed -i does
+    /// chmod on its new file before closing it): applied after the commit.
+    deferred: Option<SetAttrs>,
 }
 
 impl PendingUploads {
@@ -31,6 +34,7 @@ impl PendingUploads {
         let entry = files.entry(path.to_string()).or_insert_with(|| Placeholder {
             info: FileInfo { kind: FileKind::File, size, permissions, modified: now, accessed: now },
             holders: 0,
+            deferred: None,
         });
         entry.holders += 1;
         entry.info.size = size;
@@ -40,6 +44,21 @@ impl PendingUploads {
     /// What a path being uploaded looks like, if it is being uploaded.
     pub fn info(&self, path: &str) -> Option<FileInfo> {
         self.files.lock().expect("pending table lock").get(path).map(|p| p.info.clone())
+    }
+
+    /// Keeps times and permissions set on a path being uploaded for its
+    /// commit; false when no upload of `path` is in progress.
+    pub fn defer_attrs(&self, path: &str, set: SetAttrs) -> bool {
+        let mut files = self.files.lock().expect("pending table lock");
+        let Some(p) = files.get_mut(path) else { return false };
+        if let Some(permissions) = set.permissions {
+            p.info.permissions = permissions;
+        }
+        if let Some(modified) = set.modified {
+            p.info.modified = modified;
+        }
+        merge_attrs(&mut p.deferred, set);
+        true
     }
 
     /// The uploads in progress directly inside `dir`, by name.
@@ -72,6 +91,25 @@ impl PendingGuard {
             p.info.modified = unix_now();
         }
     }
+}
+
+impl PendingGuard {
+    /// What was set by path while the upload ran, for its commit.
+    pub fn take_deferred(&self) -> Option<SetAttrs> {
+        let mut files = self.table.files.lock().expect("pending table lock");
+        files.get_mut(&self.path).and_then(|p| p.deferred.take())
+    }
+}
+
+/// Adds times and permissions in `set` to `deferred` (later values win;
+/// a size is never deferred).
+pub fn merge_attrs(deferred: &mut Option<SetAttrs>, set: SetAttrs) {
+    let mut merged = deferred.take().unwrap_or(SetAttrs { size: None, permissions: None, accessed: None, modified: None });
+    merged.permissions = set.permissions.or(merged.permissions);
+    merged.accessed = set.accessed.or(merged.accessed);
+    merged.modified = set.modified.or(merged.modified);
+    let empty = merged.permissions.is_none() && merged.accessed.is_none() && merged.modified.is_none();
+    *deferred = (!empty).then_some(merged);
 }
 
 impl Drop for PendingGuard {

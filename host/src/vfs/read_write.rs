@@ -26,7 +26,7 @@ pub struct ReadWriteFile {
     append: bool,
     permissions: u32,
     chunk: usize,
-    pub deferred_attrs: Option<SetAttrs>,
+    deferred_attrs: Option<SetAttrs>,
     placeholder: PendingGuard,
     backend_delay: Duration,
 }
@@ -170,6 +170,22 @@ impl ReadWriteFile {
         }
         delay(self.backend_delay).await;
         self.writer.finish().await.map(drop)
+    }
+
+    /// Keeps times and permissions for after the commit: the content they
+    /// describe is not visible yet.
+    pub fn defer_attrs(&mut self, set: SetAttrs) {
+        super::pending::merge_attrs(&mut self.deferred_attrs, set);
+    }
+
+    /// Times and permissions to apply now that the content is committed,
+    /// set on this handle or by path from any session.
+    pub fn take_deferred_attrs(&mut self) -> Option<SetAttrs> {
+        let mut all = self.deferred_attrs.take();
+        if let Some(by_path) = self.placeholder.take_deferred() {
+            super::pending::merge_attrs(&mut all, by_path);
+        }
+        all
     }
 
     pub async fn abort(&mut self) -> Result<(), StorageError> {

@@ -31,7 +31,7 @@ pub struct Upload {
     /// nothing more.
     copied: bool,
     /// Times and permissions set before CLOSE: applied once the content is committed.
-    pub deferred_attrs: Option<SetAttrs>,
+    deferred_attrs: Option<SetAttrs>,
     /// Keeps the file visible (with its size so far) until CLOSE.
     placeholder: PendingGuard,
     /// Added before each backend call (benchmarking a slow backend).
@@ -202,6 +202,22 @@ impl Upload {
     }
 
     /// Gives up the upload: nothing of it becomes visible.
+    /// Keeps times and permissions for after the commit: the content they
+    /// describe is not visible yet.
+    pub fn defer_attrs(&mut self, set: SetAttrs) {
+        super::pending::merge_attrs(&mut self.deferred_attrs, set);
+    }
+
+    /// Times and permissions to apply now that the content is committed,
+    /// set on this handle or by path from any session.
+    pub fn take_deferred_attrs(&mut self) -> Option<SetAttrs> {
+        let mut all = self.deferred_attrs.take();
+        if let Some(by_path) = self.placeholder.take_deferred() {
+            super::pending::merge_attrs(&mut all, by_path);
+        }
+        all
+    }
+
     pub async fn abort(&mut self) -> Result<(), StorageError> {
         self.buffer.clear();
         self.buffer_permit = None;

@@ -526,6 +526,15 @@ impl Fs {
         unshare(&mut w.buf, len)?.write_at(offset, data)
     }
 
+    /// Cuts or zero-extends the pending content. An append writer holds only
+    /// the bytes it adds, not the file, so it cannot be resized.
+    pub fn set_pending_size(&self, w: &mut PendingWrite, size: u64) -> Result<()> {
+        if w.opts.append {
+            return Err(Error::Unsupported);
+        }
+        unshare(&mut w.buf, size)?.set_len(size)
+    }
+
     /// Makes the pending content visible and returns the new file-info.
     pub fn commit(&mut self, w: PendingWrite) -> Result<FileInfo> {
         let (parent, name) = split(&w.path);

@@ -172,6 +172,12 @@ impl GuestWriter for MemWriter {
         with_fs(|fs| fs.write_chunk(w, offset, &data))
     }
 
+    fn set_size(&self, size: u64) -> Result<()> {
+        let mut pending = self.pending.borrow_mut();
+        let w = pending.as_mut().ok_or_else(closed)?;
+        with_fs(|fs| fs.set_pending_size(w, size))
+    }
+
     fn finish(&self) -> Result<FileInfo> {
         let w = self.pending.borrow_mut().take().ok_or_else(closed)?;
         with_fs(|fs| fs.commit(w))

@@ -199,6 +199,9 @@ impl GuestWriter for HostileWriter {
     fn write_chunk(&self, _offset: u64, _data: Vec<u8>) -> Result<()> {
         Err(Error::Unsupported)
     }
+    fn set_size(&self, _size: u64) -> Result<()> {
+        Err(Error::Unsupported)
+    }
     fn finish(&self) -> Result<FileInfo> {
         Err(Error::Unsupported)
     }
