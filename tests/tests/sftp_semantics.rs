@@ -11,6 +11,7 @@ use wire_support::*;
 const FX_OK: u32 = 0;
 const FX_EOF: u32 = 1;
 const FX_FAILURE: u32 = 4;
+const FX_OP_UNSUPPORTED: u32 = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn init_answers_the_lower_version() {
@@ -246,5 +247,59 @@ async fn uploads_beyond_the_connection_budget_still_complete() {
     for (i, data) in files.iter().enumerate() {
         assert_eq!(md5_hex(&client.get(&format!("/u{i}")).await), md5_hex(data), "file {i}");
     }
+    server.shutdown().await;
+}
+
+/// CLOSE reports the commit: times that cannot be applied afterwards are
+/// logged, not turned into a failure the client would take for a lost upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn close_succeeds_when_only_deferred_times_fail() {
+    let server = start_with([UserSpec::new("alice")], |c| {
+        c.sftp.setstat_unsupported = wasftp::config::SetstatPolicy::Strict;
+        let memory = c.plugins.get_mut("memory").expect("the memory plugin");
+        memory.config.insert("set-info".into(), "off".into());
+    })
+    .await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let h = wire.open_file("/f", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"kept")).await.status(), FX_OK);
+    // FSETSTAT with an mtime (flags: ACMODTIME): accepted for the commit.
+    let times = Body::new().string(&h).u32(0x8).u32(1_000_000).u32(1_000_000);
+    assert_eq!(wire.call(FXP_FSETSTAT, times).await.status(), FX_OK);
+    let close = wire.call(FXP_CLOSE, Body::new().string(&h)).await;
+    assert_eq!(close.status(), FX_OK, "the content was committed: {}", close.message());
+    assert_eq!(server.sftp("alice").await.get("/f").await, b"kept");
+    server.shutdown().await;
+}
+
+/// An extension is announced only when the plugin can keep its promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extensions_follow_the_plugin_capabilities() {
+    // memory: atomic rename and copy, not durable, no hard links.
+    let server = start(&["alice"]).await;
+    let wire = Wire::open(&server, "alice", 3).await;
+    for name in ["posix-rename@openssh.com", "copy-data", "statvfs@openssh.com", "limits@openssh.com"] {
+        assert!(wire.extensions.iter().any(|e| e == name), "{name} announced: {:?}", wire.extensions);
+    }
+    for name in ["fsync@openssh.com", "hardlink@openssh.com"] {
+        assert!(!wire.extensions.iter().any(|e| e == name), "{name} not announced: {:?}", wire.extensions);
+    }
+    server.shutdown().await;
+
+    // A plugin without atomic rename or copy: neither is announced nor served.
+    let server = start_with([UserSpec::new("eve")], |c| {
+        c.plugins.insert(
+            "hostile".into(),
+            wasftp::config::PluginConfig { source: env!("WASFTP_HOSTILE_PLUGIN").into(), ..Default::default() },
+        );
+        c.users[0].plugin = "hostile".into();
+    })
+    .await;
+    let mut wire = Wire::open(&server, "eve", 3).await;
+    for name in ["posix-rename@openssh.com", "copy-data", "fsync@openssh.com"] {
+        assert!(!wire.extensions.iter().any(|e| e == name), "{name} not announced: {:?}", wire.extensions);
+    }
+    let rename = Body::new().string("posix-rename@openssh.com").string("/a").string("/b");
+    assert_eq!(wire.call(FXP_EXTENDED, rename).await.status(), FX_OP_UNSUPPORTED);
     server.shutdown().await;
 }

@@ -18,6 +18,9 @@ pub struct Config {
     pub max_bytes: Option<u64>,
     /// The instance's memory cap, from the host's reserved key.
     pub memory_limit: Option<u64>,
+    /// `set-info = "off"`: behave like a store that keeps no times or
+    /// permissions of its own (set-info answers unsupported).
+    pub no_set_info: bool,
 }
 
 /// The quota in force and how it was decided.
@@ -41,6 +44,13 @@ impl Config {
                     cfg.max_bytes = Some(parse_bytes(value).ok_or_else(|| {
                         format!("config key `max-bytes`: invalid byte size {value:?}")
                     })?)
+                }
+                "set-info" => {
+                    cfg.no_set_info = match value.as_str() {
+                        "on" => false,
+                        "off" => true,
+                        _ => return Err(format!("config key `set-info`: \"on\" or \"off\", not {value:?}")),
+                    }
                 }
                 key if reserved::is_reserved(key) => {}
                 other => return Err(format!("unknown config key `{other}`")),
@@ -112,6 +122,9 @@ mod tests {
         assert!(p("max-bytes", "lots").unwrap_err().contains("max-bytes"));
         assert!(p("max-bytes", "").is_err());
         assert!(p("colour", "blue").unwrap_err().contains("colour"));
+        assert!(p("set-info", "off").unwrap().no_set_info);
+        assert!(!p("set-info", "on").unwrap().no_set_info);
+        assert!(p("set-info", "maybe").is_err());
         assert_eq!(parse(&[]).unwrap(), Config::default());
     }
 
@@ -149,6 +162,7 @@ mod tests {
         let cfg = |max: u64| Config {
             max_bytes: Some(max),
             memory_limit: Some(64 << 20),
+            ..Config::default()
         };
         let clamped = cfg(1 << 30).quota();
         assert_eq!((clamped.bytes, clamped.clamped), (Some(48 << 20), true));
@@ -156,7 +170,7 @@ mod tests {
         assert_eq!((kept.bytes, kept.clamped), (Some(10 << 20), false));
         let no_cap = Config {
             max_bytes: Some(5),
-            memory_limit: None,
+            ..Config::default()
         };
         assert_eq!(no_cap.quota().bytes, Some(5));
     }

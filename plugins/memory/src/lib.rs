@@ -15,6 +15,8 @@ use fs::{Content, Fs, PendingWrite};
 
 thread_local! {
     static FS: RefCell<Fs> = RefCell::new(Fs::new());
+    /// Whether set-info is served (config `set-info`).
+    static SET_INFO: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
 fn with_fs<T>(f: impl FnOnce(&mut Fs) -> T) -> T {
@@ -43,6 +45,7 @@ impl Guest for MemoryPlugin {
             log::warn("memory: the memory limit leaves no room for files; every write will fail");
         }
         with_fs(|fs| fs.set_quota(quota.bytes));
+        SET_INFO.set(!config.no_set_info);
         Ok(())
     }
 
@@ -55,7 +58,7 @@ impl Guest for MemoryPlugin {
             append: true,
             atomic_rename: true,
             copy: true,
-            set_info: true,
+            set_info: SET_INFO.get(),
             symlinks: false,
             hard_links: false,
             read_chunk: CHUNK,
@@ -125,6 +128,9 @@ impl GuestSession for MemSession {
     }
 
     fn set_info(&self, path: String, attrs: SetAttrs) -> Result<()> {
+        if !SET_INFO.get() {
+            return Err(Error::Unsupported);
+        }
         with_fs(|fs| fs.set_info(&path, &attrs))
     }
 

@@ -14,10 +14,13 @@ pub const FXP_CLOSE: u8 = 4;
 pub const FXP_READ: u8 = 5;
 pub const FXP_WRITE: u8 = 6;
 pub const FXP_FSTAT: u8 = 8;
+pub const FXP_SETSTAT: u8 = 9;
+pub const FXP_FSETSTAT: u8 = 10;
 pub const FXP_OPENDIR: u8 = 11;
 pub const FXP_READDIR: u8 = 12;
 pub const FXP_MKDIR: u8 = 14;
 pub const FXP_STAT: u8 = 17;
+pub const FXP_EXTENDED: u8 = 200;
 pub const FXP_STATUS: u8 = 101;
 pub const FXP_HANDLE: u8 = 102;
 pub const FXP_DATA: u8 = 103;
@@ -142,6 +145,8 @@ pub struct Wire {
     next_id: u32,
     /// The version the server answered INIT with.
     pub version: u32,
+    /// The extensions it announced, by name.
+    pub extensions: Vec<String>,
 }
 
 impl Wire {
@@ -149,13 +154,25 @@ impl Wire {
     pub async fn open(server: &TestServer, user: &str, version: u32) -> Self {
         let ssh = server.login(user).await;
         let channel = sftp_channel(&ssh).await;
-        let mut wire = Self { stream: channel.into_stream(), _ssh: ssh, next_id: 1, version: 0 };
+        let mut wire = Self { stream: channel.into_stream(), _ssh: ssh, next_id: 1, version: 0, extensions: Vec::new() };
         let mut init = vec![0, 0, 0, 5, 1];
         init.extend_from_slice(&version.to_be_bytes());
         wire.write_raw(&init).await;
         let reply = wire.read_raw().await;
         assert_eq!(reply[0], 2, "VERSION expected: {reply:?}");
         wire.version = u32::from_be_bytes(reply[1..5].try_into().unwrap());
+        let mut rest = &reply[5..];
+        while rest.len() >= 4 {
+            let mut field = || {
+                let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+                let value = String::from_utf8_lossy(&rest[4..4 + len]).into_owned();
+                rest = &rest[4 + len..];
+                value
+            };
+            let name = field();
+            let _version = field();
+            wire.extensions.push(name);
+        }
         wire
     }
 
