@@ -52,7 +52,8 @@ pub struct Limits {
     /// of the address holding the most.
     pub max_unauthenticated: usize,
     /// Most connections not yet authenticated from one address (sshd's
-    /// PerSourceMaxStartups); more from it are refused.
+    /// PerSourceMaxStartups); more from it are refused. Clients that open
+    /// many connections at once (rclone: transfers + checkers) need room.
     pub max_unauthenticated_per_ip: usize,
     /// Failed logins from one address, within `auth_ban_secs`, after which
     /// the address is refused for `auth_ban_secs`. 0 = never.
@@ -80,7 +81,7 @@ impl Default for Limits {
             max_sessions: 1024,
             login_grace_secs: 30,
             max_unauthenticated: 100,
-            max_unauthenticated_per_ip: 10,
+            max_unauthenticated_per_ip: 32,
             max_auth_failures_per_ip: 10,
             auth_ban_secs: 600,
             password_check_threads: 0,
