@@ -233,7 +233,11 @@ impl Config {
         anyhow::ensure!(l.idle_timeout_secs > 0, "limits.idle_timeout_secs must be at least 1");
         anyhow::ensure!(l.max_auth_attempts > 0, "limits.max_auth_attempts must be at least 1");
         anyhow::ensure!(l.login_grace_secs > 0, "limits.login_grace_secs must be at least 1");
-        anyhow::ensure!(l.max_unauthenticated > 0, "limits.max_unauthenticated must be at least 1");
+        // The gate scans the waiting connections when it is full.
+        anyhow::ensure!(
+            (1..=65_536).contains(&l.max_unauthenticated),
+            "limits.max_unauthenticated must be 1..=65536"
+        );
         anyhow::ensure!(
             (1..=l.max_unauthenticated).contains(&l.max_unauthenticated_per_ip),
             "limits.max_unauthenticated_per_ip must be 1..=max_unauthenticated"

@@ -129,6 +129,7 @@ async fn one_address_gets_only_its_share_and_is_told_why() {
     let local = tempfile::tempdir().unwrap();
     let cmd = server.sftp_command_with("alice", &["-o", "BindAddress=127.0.0.2"], "ls\n", local.path());
     let out = run(cmd, Duration::from_secs(30)).await;
+    eprintln!("OpenSSH from the full address: {}", out.stderr.trim());
     assert!(!out.success() && !out.timed_out(), "sftp from the full address fails: {out}");
 
     drop((held, other, fifth, filler));
@@ -195,6 +196,7 @@ async fn only_logins_count_against_max_sessions_and_the_next_is_told_why() {
     // The third login is refused with SSH_MSG_DISCONNECT "too many connections".
     let local = tempfile::tempdir().unwrap();
     let out = server.sftp_batch("alice", "ls\n", local.path(), Duration::from_secs(30)).await;
+    eprintln!("OpenSSH past max_sessions: {}", out.stderr.trim());
     assert!(!out.success() && !out.timed_out(), "a login past max_sessions fails: {out}");
     assert!(out.stderr.contains("too many connections"), "the client is told why: {out}");
     assert_eq!(server.server().authenticated_sessions(), 2, "the refused login took no slot");
