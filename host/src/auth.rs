@@ -2,15 +2,18 @@
 //! authorized_keys lines. What a successful login yields is a `Principal`:
 //! the session context the plugin will see.
 
+mod password_checks;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use argon2::Argon2;
 use russh::keys::PublicKey;
 
 use crate::config::{Config, UserConfig};
+use password_checks::{PasswordChecks, StoredHash};
 
 /// An authenticated user and where their session goes.
 #[derive(Debug, Clone)]
@@ -26,7 +29,7 @@ pub struct Principal {
 
 struct UserEntry {
     principal: Principal,
-    password_hash: Option<String>,
+    password_hash: Option<Arc<StoredHash>>,
     keys: Vec<PublicKey>,
 }
 
@@ -34,7 +37,8 @@ struct UserEntry {
 pub struct Users {
     users: HashMap<String, UserEntry>,
     /// Verified against for unknown users, so timing does not tell who exists.
-    decoy_hash: String,
+    decoy_hash: Arc<StoredHash>,
+    password_checks: PasswordChecks,
 }
 
 impl Users {
@@ -43,31 +47,30 @@ impl Users {
         for user in &config.users {
             users.insert(user.name.clone(), UserEntry::from_config(user)?);
         }
-        Ok(Arc::new(Self { users, decoy_hash: hash_password("decoy-password-never-matches")? }))
+        let decoy_hash = Arc::new(StoredHash::parse(&hash_password("decoy-password-never-matches")?)?);
+        let password_checks = PasswordChecks::new(config.limits.password_check_threads)?;
+        Ok(Arc::new(Self { users, decoy_hash, password_checks }))
     }
 
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
     }
 
+    /// Threads verifying passwords (each keeps one argon2 buffer).
+    pub fn password_check_threads(&self) -> usize {
+        self.password_checks.threads()
+    }
+
     /// Checks a password in constant time (argon2 verification); runs the
-    /// same work for unknown users.
-    pub async fn check_password(self: &Arc<Self>, user: &str, password: &str) -> Option<Principal> {
-        let this = self.clone();
-        let user = user.to_string();
-        let password = password.to_string();
-        tokio::task::spawn_blocking(move || {
-            let entry = this.users.get(&user);
-            let hash = entry.and_then(|e| e.password_hash.as_deref()).unwrap_or(&this.decoy_hash);
-            let ok = verify_password(hash, &password);
-            match entry {
-                Some(entry) if ok && entry.password_hash.is_some() => Some(entry.principal.clone()),
-                _ => None,
-            }
-        })
-        .await
-        .ok()
-        .flatten()
+    /// same work for unknown users. Waits for a free verification thread.
+    pub async fn check_password(&self, user: &str, password: &str) -> Option<Principal> {
+        let entry = self.users.get(user);
+        let hash = entry.and_then(|e| e.password_hash.clone()).unwrap_or_else(|| self.decoy_hash.clone());
+        let ok = self.password_checks.verify(hash, password).await;
+        match entry {
+            Some(entry) if ok && entry.password_hash.is_some() => Some(entry.principal.clone()),
+            _ => None,
+        }
     }
 
     /// Whether `key` is one of the user's authorized keys.
@@ -79,10 +82,12 @@ impl Users {
 
 impl UserEntry {
     fn from_config(user: &UserConfig) -> anyhow::Result<Self> {
-        if let Some(hash) = &user.password_hash {
-            PasswordHash::new(hash)
-                .map_err(|e| anyhow::anyhow!("user {}: password_hash is not an argon2 PHC string: {e}", user.name))?;
-        }
+        let password_hash = match &user.password_hash {
+            Some(hash) => Some(Arc::new(StoredHash::parse(hash).map_err(|e| {
+                anyhow::anyhow!("user {}: password_hash is not a usable argon2 PHC string: {e}", user.name)
+            })?)),
+            None => None,
+        };
         let mut keys = Vec::new();
         for line in &user.authorized_keys {
             keys.extend(parse_authorized_key(line).with_context(|| format!("user {}: authorized_keys", user.name))?);
@@ -109,7 +114,7 @@ impl UserEntry {
                 uid: user.uid,
                 gid: user.gid,
             },
-            password_hash: user.password_hash.clone(),
+            password_hash,
             keys,
         })
     }
@@ -135,22 +140,15 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
 }
 
-fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .map(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hash_then_verify() {
+    fn hash_is_argon2id() {
         let hash = hash_password("s3cret").unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password(&hash, "s3cret"));
-        assert!(!verify_password(&hash, "s3creT"));
+        assert!(StoredHash::parse(&hash).is_ok());
     }
 
     #[test]

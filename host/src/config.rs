@@ -41,8 +41,28 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Most SSH connections at once; more are refused.
+    /// Most authenticated SSH connections at once; a login past it is
+    /// disconnected with "too many connections".
     pub max_sessions: usize,
+    /// A connection that has not authenticated after this long is closed
+    /// (sshd's LoginGraceTime).
+    pub login_grace_secs: u64,
+    /// Most connections not yet authenticated, from all addresses (sshd's
+    /// MaxStartups). When full, a new connection displaces the oldest one
+    /// of the address holding the most.
+    pub max_unauthenticated: usize,
+    /// Most connections not yet authenticated from one address (sshd's
+    /// PerSourceMaxStartups); more from it are refused. Clients that open
+    /// many connections at once (rclone: transfers + checkers) need room.
+    pub max_unauthenticated_per_ip: usize,
+    /// Failed logins from one address, within `auth_ban_secs`, after which
+    /// the address is refused for `auth_ban_secs`. 0 = never.
+    pub max_auth_failures_per_ip: u32,
+    /// How long failures are remembered and an address is refused.
+    pub auth_ban_secs: u64,
+    /// Password verifications (argon2, ~19 MiB each) running at once; the
+    /// rest wait within the login grace time. 0 = the number of cores, at most 4.
+    pub password_check_threads: usize,
     /// A session with no traffic for this long is closed.
     pub idle_timeout_secs: u64,
     /// Most open file and directory handles per SFTP session.
@@ -58,7 +78,13 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_sessions: 64,
+            max_sessions: 1024,
+            login_grace_secs: 30,
+            max_unauthenticated: 100,
+            max_unauthenticated_per_ip: 32,
+            max_auth_failures_per_ip: 10,
+            auth_ban_secs: 600,
+            password_check_threads: 0,
             idle_timeout_secs: 600,
             max_handles: 256,
             max_inflight: 64,
@@ -212,6 +238,18 @@ impl Config {
         anyhow::ensure!((1..=1024).contains(&l.max_inflight), "limits.max_inflight must be 1..=1024");
         anyhow::ensure!(l.idle_timeout_secs > 0, "limits.idle_timeout_secs must be at least 1");
         anyhow::ensure!(l.max_auth_attempts > 0, "limits.max_auth_attempts must be at least 1");
+        anyhow::ensure!(l.login_grace_secs > 0, "limits.login_grace_secs must be at least 1");
+        // The gate scans the waiting connections when it is full.
+        anyhow::ensure!(
+            (1..=65_536).contains(&l.max_unauthenticated),
+            "limits.max_unauthenticated must be 1..=65536"
+        );
+        anyhow::ensure!(
+            (1..=l.max_unauthenticated).contains(&l.max_unauthenticated_per_ip),
+            "limits.max_unauthenticated_per_ip must be 1..=max_unauthenticated"
+        );
+        anyhow::ensure!(l.auth_ban_secs > 0, "limits.auth_ban_secs must be at least 1");
+        anyhow::ensure!(l.password_check_threads <= 64, "limits.password_check_threads must be 0..=64");
         anyhow::ensure!(
             (1..=4096).contains(&self.sftp.upload_buffer_mib),
             "sftp.upload_buffer_mib must be 1..=4096"
@@ -243,7 +281,8 @@ mod tests {
     fn empty_config_has_defaults_and_memory_plugin() {
         let config = Config::from_toml("").unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:2222");
-        assert_eq!(config.limits.max_sessions, 64);
+        assert_eq!(config.limits.max_sessions, 1024);
+        assert_eq!(config.limits.login_grace_secs, 30);
         assert!(config.plugins.contains_key("memory"));
     }
 
@@ -252,6 +291,18 @@ mod tests {
         let err = Config::from_toml("[limits]\nmax_sesions = 3\n").unwrap_err().to_string();
         assert!(err.contains("max_sesions"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn connection_limits_are_validated() {
+        let err = Config::from_toml("[limits]\nlogin_grace_secs = 0\n").unwrap_err().to_string();
+        assert!(err.contains("login_grace_secs"), "{err}");
+        let err = Config::from_toml("[limits]\nmax_unauthenticated = 5\nmax_unauthenticated_per_ip = 6\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_unauthenticated_per_ip"), "{err}");
+        let config = Config::from_toml("[limits]\nmax_auth_failures_per_ip = 0\nauth_ban_secs = 5\n").unwrap();
+        assert_eq!(config.limits.max_auth_failures_per_ip, 0);
     }
 
     #[test]

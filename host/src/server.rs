@@ -57,7 +57,7 @@ impl ServerBuilder {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (force_tx, force_rx) = watch::channel(false);
         let shared = Arc::new(Shared::new(&config, users, plugins, keys, shutdown_rx, force_rx));
-        let accept = tokio::spawn(ssh::accept_loop(shared.clone(), listener, config.limits.max_sessions));
+        let accept = tokio::spawn(ssh::accept_loop(shared.clone(), listener));
         tracing::info!(%local_addr, "wasftp listening");
         Ok(RunningServer {
             local_addr,
@@ -112,9 +112,24 @@ impl RunningServer {
         &self.fingerprints
     }
 
-    /// Open SSH connections right now.
+    /// Open SSH connections right now, logged in or not.
     pub fn active_sessions(&self) -> usize {
         self.shared.active.load(Ordering::SeqCst)
+    }
+
+    /// Connections that have not logged in yet.
+    pub fn unauthenticated_connections(&self) -> usize {
+        self.shared.gate.unauthenticated()
+    }
+
+    /// Logged-in connections (what `max_sessions` bounds).
+    pub fn authenticated_sessions(&self) -> usize {
+        self.shared.gate.authenticated()
+    }
+
+    /// Threads verifying passwords; each keeps one argon2 buffer.
+    pub fn password_check_threads(&self) -> usize {
+        self.shared.users.password_check_threads()
     }
 
     pub fn runtime(&self) -> &Runtime {

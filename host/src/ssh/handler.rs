@@ -3,13 +3,15 @@
 //! is refused.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 
 use super::Shared;
+use super::channel_stream::ChannelReader;
+use super::limits::Ticket;
 use crate::auth::Principal;
 use crate::plugin::SessionContext;
 use crate::sftp::SftpSession;
@@ -21,8 +23,12 @@ const MAX_CHANNELS: usize = 10;
 
 pub struct Connection {
     shared: Arc<Shared>,
-    peer: Option<SocketAddr>,
+    peer: SocketAddr,
+    /// The peer's address as failed logins are counted (IPv4-mapped IPv6 as IPv4).
+    ip: IpAddr,
     session_id: u64,
+    /// This connection's place in the gate; becomes a session slot at login.
+    ticket: Arc<Ticket>,
     principal: Option<Principal>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// How many SFTP sessions run on this connection.
@@ -34,24 +40,46 @@ pub struct Connection {
 impl Connection {
     pub fn new(
         shared: Arc<Shared>,
-        peer: Option<SocketAddr>,
+        peer: SocketAddr,
         session_id: u64,
+        ticket: Arc<Ticket>,
         sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
     ) -> Self {
-        let upload_budget = ByteBudget::new(shared.upload_buffer_per_connection);
-        Self { shared, peer, session_id, principal: None, channels: HashMap::new(), sftp_running, upload_budget }
+        let shared_budget = shared.upload_buffer_per_connection;
+        Self {
+            shared,
+            peer,
+            ip: peer.ip().to_canonical(),
+            session_id,
+            ticket,
+            principal: None,
+            channels: HashMap::new(),
+            sftp_running,
+            upload_budget: ByteBudget::new(shared_budget),
+        }
     }
 
     fn accepted(&mut self, principal: Principal, method: &str) -> Auth {
-        tracing::info!(user = %principal.user, peer = ?self.peer, session = self.session_id, method, "login");
+        tracing::info!(user = %principal.user, peer = %self.peer, session = self.session_id, method, "login");
         self.principal = Some(principal);
         Auth::Accept
     }
 
     fn rejected(&self, user: &str, method: &str) -> Auth {
-        tracing::warn!(user, peer = ?self.peer, session = self.session_id, method, "failed login");
+        tracing::warn!(user, peer = %self.peer, session = self.session_id, method, "failed login");
         metrics::counter!("wasftp_failed_logins_total").increment(1);
-        Auth::Reject { proceed_with_methods: Some(allowed_methods()), partial_success: false }
+        self.shared.failed_logins.record_failure(self.ip);
+        reject()
+    }
+
+    /// An address past its failure threshold gets no more tries, not even
+    /// on a connection opened before the ban; no password is verified.
+    fn banned(&self) -> bool {
+        let banned = self.shared.failed_logins.is_banned(self.ip);
+        if banned {
+            tracing::debug!(peer = %self.peer, session = self.session_id, "login attempt from a banned address");
+        }
+        banned
     }
 
     async fn start_sftp(&mut self, channel_id: ChannelId) -> Result<(), String> {
@@ -71,8 +99,16 @@ impl Connection {
         let shutdown = self.shared.shutdown.clone();
         let running = self.sftp_running.clone();
         running.send_modify(|n| *n += 1);
+        let (read_half, write_half) = channel.split();
+        let stream = tokio::io::join(ChannelReader::new(read_half), write_half.make_writer());
         tokio::spawn(async move {
-            sftp.run(channel.into_stream(), shutdown).await;
+            sftp.run(stream, shutdown.clone()).await;
+            // As sshd once sftp-server has exited: the exit status (OpenSSH's
+            // scp fails without it), after the EOF the stream sent, then CLOSE.
+            if !*shutdown.borrow() {
+                let _ = write_half.exit_status(0).await;
+            }
+            let _ = write_half.close().await;
             running.send_modify(|n| *n -= 1);
         });
         Ok(())
@@ -81,6 +117,10 @@ impl Connection {
 
 pub fn allowed_methods() -> MethodSet {
     MethodSet::from(&[MethodKind::PublicKey, MethodKind::Password][..])
+}
+
+fn reject() -> Auth {
+    Auth::Reject { proceed_with_methods: Some(allowed_methods()), partial_success: false }
 }
 
 /// Creates the user's root in the plugin when it is not `/`.
@@ -102,10 +142,13 @@ impl russh::server::Handler for Connection {
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         tracing::debug!(user, "auth probe");
-        Ok(Auth::Reject { proceed_with_methods: Some(allowed_methods()), partial_success: false })
+        Ok(reject())
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.banned() {
+            return Ok(reject());
+        }
         match self.shared.users.check_password(user, password).await {
             Some(principal) => Ok(self.accepted(principal, "password")),
             None => Ok(self.rejected(user, "password")),
@@ -113,18 +156,37 @@ impl russh::server::Handler for Connection {
     }
 
     async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
-        // Only keys we would accept proceed to a signature check.
+        if self.banned() {
+            return Ok(reject());
+        }
+        // Only keys we would accept proceed to a signature check. Offers are
+        // not failures: OpenSSH offers every key it has.
         match self.shared.users.check_key(user, offer.public_key) {
             Some(_) => Ok(Auth::Accept),
-            None => Ok(Auth::Reject { proceed_with_methods: Some(allowed_methods()), partial_success: false }),
+            None => Ok(reject()),
         }
     }
 
     async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        if self.banned() {
+            return Ok(reject());
+        }
         match self.shared.users.check_key(user, key.public_key) {
             Some(principal) => Ok(self.accepted(principal, "publickey")),
             None => Ok(self.rejected(user, "publickey")),
         }
+    }
+
+    /// Only now does the connection take one of `max_sessions`; past it, the
+    /// client is told why before the connection closes.
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        if let Err(full) = self.ticket.authenticate() {
+            tracing::warn!(peer = %self.peer, session = self.session_id, "refused login: {} sessions already open", full.0);
+            metrics::counter!("wasftp_connections_refused_total", "reason" => "max_sessions").increment(1);
+            self.principal = None;
+            session.disconnect(russh::Disconnect::TooManyConnections, "too many connections", "")?;
+        }
+        Ok(())
     }
 
     async fn channel_open_session(

@@ -1,8 +1,12 @@
-//! The SSH front end: russh configuration, the accept loop with its session
-//! limit, and per-connection watchdogs.
+//! The SSH front end: russh configuration, the accept loop with its
+//! connection gate, and per-connection watchdogs.
 
+mod algorithms;
+mod channel_stream;
+mod failed_logins;
 mod handler;
 pub mod host_keys;
+mod limits;
 mod watchdog;
 
 use std::collections::HashMap;
@@ -12,7 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::auth::Users;
 use crate::config::Config;
@@ -32,6 +36,11 @@ pub struct Shared {
     pub pending_uploads: TenantTables,
     pub ssh: Arc<russh::server::Config>,
     pub idle_timeout: Duration,
+    /// A connection must authenticate within this.
+    pub login_grace: Duration,
+    /// Unauthenticated connections and session slots.
+    pub gate: Arc<limits::ConnectionGate>,
+    pub failed_logins: failed_logins::FailedLogins,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     /// Turns true when remaining connections must be cut (grace is over).
@@ -59,6 +68,7 @@ impl Shared {
             auth_rejection_time_initial: Some(Duration::from_millis(0)),
             keys,
             max_auth_attempts: limits.max_auth_attempts,
+            preferred: algorithms::preferred(),
             // Large enough that 64 in-flight 255 KiB reads never fill it (the
             // default of 100 deadlocks OpenSSH downloads).
             channel_buffer_size: 1024,
@@ -88,6 +98,12 @@ impl Shared {
             pending_uploads: TenantTables::default(),
             ssh: Arc::new(ssh),
             idle_timeout,
+            login_grace: Duration::from_secs(limits.login_grace_secs),
+            gate: limits::ConnectionGate::new(limits.max_unauthenticated, limits.max_unauthenticated_per_ip, limits.max_sessions),
+            failed_logins: failed_logins::FailedLogins::new(
+                limits.max_auth_failures_per_ip,
+                Duration::from_secs(limits.auth_ban_secs),
+            ),
             shutdown,
             force_close,
             active: AtomicUsize::new(0),
@@ -96,9 +112,10 @@ impl Shared {
     }
 }
 
-/// Accepts connections until shutdown; at most `max_sessions` at once.
-pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, max_sessions: usize) {
-    let sessions = Arc::new(Semaphore::new(max_sessions));
+/// Accepts connections until shutdown. Each must get through the gate
+/// (unauthenticated caps) and log in within the grace time; logged-in
+/// sessions are bounded when they authenticate.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -113,32 +130,59 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, max_session
                 continue;
             }
         };
-        let Ok(permit) = sessions.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "refused connection: {max_sessions} sessions already open");
-            drop(tcp);
+        let ip = peer.ip().to_canonical();
+        if shared.failed_logins.is_banned(ip) {
+            refuse(tcp, peer, "banned", "Too many failed logins from your address; try again later");
             continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            serve_connection(shared, tcp, peer).await;
-            drop(permit);
-        });
+        }
+        let liveness = watchdog::Liveness::new();
+        match shared.gate.admit(ip, liveness.clone()) {
+            Ok(ticket) => {
+                tokio::spawn(serve_connection(shared.clone(), tcp, peer, liveness, Arc::new(ticket)));
+            }
+            Err(refusal) => refuse(tcp, peer, "per_source_limit", refusal.message()),
+        }
     }
     tracing::info!("stopped accepting connections");
 }
 
-async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr) {
+/// Closes a connection before the SSH version exchange with one line saying
+/// why, as sshd does ("Exceeded MaxStartups"); lines before the version are
+/// allowed (RFC 4253 4.2). Never waits: a flood of refused connections must
+/// cost nothing.
+fn refuse(tcp: TcpStream, peer: SocketAddr, reason: &'static str, message: &str) {
+    use std::io::{Read as _, Write as _};
+    tracing::debug!(%peer, reason, "refused connection: {message}");
+    metrics::counter!("wasftp_connections_refused_total", "reason" => reason).increment(1);
+    // A plain non-blocking socket: the write is one syscall (tokio's
+    // try_write would wait for a readiness event a fresh socket has not had).
+    let Ok(mut tcp) = tcp.into_std() else { return };
+    // Whatever the client sent already (its version line) is read first, so
+    // closing sends FIN after the line rather than a reset that may discard it.
+    let mut sink = [0u8; 512];
+    let _ = tcp.read(&mut sink);
+    let _ = tcp.write(format!("{message}\r\n").as_bytes());
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    liveness: Arc<watchdog::Liveness>,
+    ticket: Arc<limits::Ticket>,
+) {
     let _ = tcp.set_nodelay(true);
     let session_id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    let (stream, liveness) = watchdog::WatchedStream::new(tcp);
+    let stream = watchdog::WatchedStream::new(tcp, liveness.clone());
     let watchdog = tokio::spawn(watchdog::watch(liveness.clone(), shared.idle_timeout, shared.force_close.clone()));
+    let grace = tokio::spawn(limits::enforce_login_grace(ticket.clone(), liveness.clone(), shared.login_grace, session_id));
     shared.active.fetch_add(1, Ordering::SeqCst);
     metrics::gauge!("wasftp_sessions_active").increment(1.0);
     // SFTP sessions running on this connection; at shutdown the connection
     // is closed as soon as they have finished.
     let (sftp_running, _) = watch::channel(0usize);
     let sftp_running = Arc::new(sftp_running);
-    let handler = handler::Connection::new(shared.clone(), Some(peer), session_id, sftp_running.clone());
+    let handler = handler::Connection::new(shared.clone(), peer, session_id, ticket, sftp_running.clone());
     match russh::server::run_stream(shared.ssh.clone(), stream, handler).await {
         Ok(mut session) => {
             let handle = session.handle();
@@ -166,6 +210,7 @@ async fn serve_connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr)
     }
     liveness.kill();
     watchdog.abort();
+    grace.abort();
     shared.active.fetch_sub(1, Ordering::SeqCst);
     metrics::gauge!("wasftp_sessions_active").decrement(1.0);
     tracing::debug!(session = session_id, "connection closed");

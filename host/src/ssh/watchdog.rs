@@ -25,6 +25,17 @@ pub struct Liveness {
 }
 
 impl Liveness {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            started: Instant::now(),
+            last_read: AtomicU64::new(0),
+            last_write: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            read_waker: AtomicWaker::new(),
+            write_waker: AtomicWaker::new(),
+        })
+    }
+
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -53,16 +64,9 @@ pub struct WatchedStream<S> {
 }
 
 impl<S> WatchedStream<S> {
-    pub fn new(inner: S) -> (Self, Arc<Liveness>) {
-        let liveness = Arc::new(Liveness {
-            started: Instant::now(),
-            last_read: AtomicU64::new(0),
-            last_write: AtomicU64::new(0),
-            killed: AtomicBool::new(false),
-            read_waker: AtomicWaker::new(),
-            write_waker: AtomicWaker::new(),
-        });
-        (Self { inner, liveness: liveness.clone() }, liveness)
+    /// Wraps `inner`; `liveness` records its traffic and can kill it.
+    pub fn new(inner: S, liveness: Arc<Liveness>) -> Self {
+        Self { inner, liveness }
     }
 }
 

@@ -356,6 +356,34 @@ impl TestServer {
         cmd
     }
 
+    /// Like [`Self::sftp_command`], with `extra` options (`-o Ciphers=...`)
+    /// before the destination.
+    pub fn sftp_command_with(
+        &self,
+        user: &str,
+        extra: &[&str],
+        batch: &str,
+        cwd: &Path,
+    ) -> tokio::process::Command {
+        let batch_file = tempfile::Builder::new()
+            .prefix("batch-")
+            .tempfile_in(self.dir.path())
+            .expect("a batch file")
+            .into_temp_path()
+            .keep()
+            .expect("keeping the batch file");
+        std::fs::write(&batch_file, batch).expect("writing a batch file");
+        let mut cmd = tokio::process::Command::new("sftp");
+        cmd.arg("-b")
+            .arg(&batch_file)
+            .arg("-P")
+            .arg(self.port().to_string());
+        cmd.args(self.openssh_options(user));
+        cmd.args(extra);
+        cmd.arg(self.destination(user)).current_dir(cwd);
+        cmd
+    }
+
     /// Runs OpenSSH `sftp` in batch mode; `batch` is one command a line.
     pub async fn sftp_batch(
         &self,
