@@ -38,7 +38,7 @@ impl PendingUploads {
         });
         entry.holders += 1;
         entry.info.size = size;
-        PendingGuard { table: self.clone(), path: path.to_string() }
+        PendingGuard { table: self.clone(), path: path.to_string(), released: false }
     }
 
     /// What a path being uploaded looks like, if it is being uploaded.
@@ -80,11 +80,15 @@ impl PendingUploads {
 pub struct PendingGuard {
     table: Arc<PendingUploads>,
     path: String,
+    released: bool,
 }
 
 impl PendingGuard {
     /// The size so far, as STAT from any session shows it.
     pub fn set_size(&self, size: u64) {
+        if self.released {
+            return;
+        }
         let mut files = self.table.files.lock().expect("pending table lock");
         if let Some(p) = files.get_mut(&self.path) {
             p.info.size = size;
@@ -94,10 +98,21 @@ impl PendingGuard {
 }
 
 impl PendingGuard {
-    /// What was set by path while the upload ran, for its commit.
-    pub fn take_deferred(&self) -> Option<SetAttrs> {
+    /// Ends the placeholder once the upload is committed or given up, before
+    /// the client hears of it: a request that follows sees the plugin's
+    /// answer, not the placeholder. Returns what was set by path meanwhile.
+    pub fn release(&mut self) -> Option<SetAttrs> {
+        if std::mem::replace(&mut self.released, true) {
+            return None;
+        }
         let mut files = self.table.files.lock().expect("pending table lock");
-        files.get_mut(&self.path).and_then(|p| p.deferred.take())
+        let p = files.get_mut(&self.path)?;
+        let deferred = p.deferred.take();
+        p.holders -= 1;
+        if p.holders == 0 {
+            files.remove(&self.path);
+        }
+        deferred
     }
 }
 
@@ -114,13 +129,7 @@ pub fn merge_attrs(deferred: &mut Option<SetAttrs>, set: SetAttrs) {
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        let mut files = self.table.files.lock().expect("pending table lock");
-        if let Some(p) = files.get_mut(&self.path) {
-            p.holders -= 1;
-            if p.holders == 0 {
-                files.remove(&self.path);
-            }
-        }
+        self.release();
     }
 }
 

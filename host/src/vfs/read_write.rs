@@ -148,6 +148,12 @@ impl ReadWriteFile {
 
     /// Commits the spool when anything changed; otherwise leaves the file as it was.
     pub async fn commit(&mut self) -> Result<(), StorageError> {
+        let result = self.commit_content().await;
+        self.end_placeholder();
+        result
+    }
+
+    async fn commit_content(&mut self) -> Result<(), StorageError> {
         if !self.changed {
             return self.writer.abort().await;
         }
@@ -181,15 +187,22 @@ impl ReadWriteFile {
     /// Times and permissions to apply now that the content is committed,
     /// set on this handle or by path from any session.
     pub fn take_deferred_attrs(&mut self) -> Option<SetAttrs> {
-        let mut all = self.deferred_attrs.take();
-        if let Some(by_path) = self.placeholder.take_deferred() {
-            super::pending::merge_attrs(&mut all, by_path);
-        }
-        all
+        self.deferred_attrs.take()
     }
 
+    /// The upload is over (committed or not): the placeholder goes, and
+    /// what was set by path meanwhile joins this handle's deferred attributes.
+    fn end_placeholder(&mut self) {
+        if let Some(by_path) = self.placeholder.release() {
+            super::pending::merge_attrs(&mut self.deferred_attrs, by_path);
+        }
+    }
+
+    /// Gives up: the file stays as it was.
     pub async fn abort(&mut self) -> Result<(), StorageError> {
-        self.writer.abort().await
+        let result = self.writer.abort().await;
+        self.end_placeholder();
+        result
     }
 
     pub fn info(&self) -> FileInfo {

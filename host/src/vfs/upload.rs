@@ -190,6 +190,12 @@ impl Upload {
 
     /// Flushes and commits: the result is what CLOSE reports.
     pub async fn commit(&mut self) -> Result<(), StorageError> {
+        let result = self.commit_content().await;
+        self.end_placeholder();
+        result
+    }
+
+    async fn commit_content(&mut self) -> Result<(), StorageError> {
         if self.copied {
             return self.writer.abort().await;
         }
@@ -201,7 +207,6 @@ impl Upload {
         self.writer.finish().await.map(drop)
     }
 
-    /// Gives up the upload: nothing of it becomes visible.
     /// Keeps times and permissions for after the commit: the content they
     /// describe is not visible yet.
     pub fn defer_attrs(&mut self, set: SetAttrs) {
@@ -211,17 +216,24 @@ impl Upload {
     /// Times and permissions to apply now that the content is committed,
     /// set on this handle or by path from any session.
     pub fn take_deferred_attrs(&mut self) -> Option<SetAttrs> {
-        let mut all = self.deferred_attrs.take();
-        if let Some(by_path) = self.placeholder.take_deferred() {
-            super::pending::merge_attrs(&mut all, by_path);
-        }
-        all
+        self.deferred_attrs.take()
     }
 
+    /// The upload is over (committed or not): the placeholder goes, and
+    /// what was set by path meanwhile joins this handle's deferred attributes.
+    fn end_placeholder(&mut self) {
+        if let Some(by_path) = self.placeholder.release() {
+            super::pending::merge_attrs(&mut self.deferred_attrs, by_path);
+        }
+    }
+
+    /// Gives up the upload: nothing of it becomes visible.
     pub async fn abort(&mut self) -> Result<(), StorageError> {
         self.buffer.clear();
         self.buffer_permit = None;
-        self.writer.abort().await
+        let result = self.writer.abort().await;
+        self.end_placeholder();
+        result
     }
 
     /// What FSTAT shows before the content is committed.
