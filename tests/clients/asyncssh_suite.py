@@ -5,7 +5,6 @@ WASFTP_PASSWORD). Every case runs under a timeout. Exit status 0 only when
 every case passed.
 """
 import asyncio
-import hashlib
 import os
 import sys
 import tempfile
@@ -14,21 +13,9 @@ import traceback
 
 import asyncssh
 
+from common import data, md5
+
 TIMEOUT = 120
-
-
-def data(size, seed):
-    """Deterministic bytes that differ between seeds and offsets."""
-    block = hashlib.sha256(str(seed).encode()).digest() * 2048
-    out = bytearray()
-    while len(out) < size:
-        out += block
-        block = hashlib.sha256(block[:64]).digest() * 2048
-    return bytes(out[:size])
-
-
-def md5(b):
-    return hashlib.md5(b).hexdigest()
 
 
 async def case_put_get_deep(sftp, local):

@@ -4,7 +4,6 @@ Connection details come from the environment (WASFTP_PORT, WASFTP_USER,
 WASFTP_PASSWORD). Every socket operation has a timeout, so a stalled server
 fails a case instead of hanging it. Exit status 0 only when every case passed.
 """
-import hashlib
 import io
 import os
 import sys
@@ -12,6 +11,8 @@ import time
 import traceback
 
 import paramiko
+
+from common import data, md5
 
 TIMEOUT = 30
 
@@ -23,20 +24,6 @@ def connect():
     sftp = paramiko.SFTPClient.from_transport(transport)
     sftp.get_channel().settimeout(TIMEOUT)
     return transport, sftp
-
-
-def data(size, seed):
-    """Deterministic bytes that differ between seeds and offsets."""
-    block = hashlib.sha256(str(seed).encode()).digest() * 2048
-    out = bytearray()
-    while len(out) < size:
-        out += block
-        block = hashlib.sha256(block[:64]).digest() * 2048
-    return bytes(out[:size])
-
-
-def md5(b):
-    return hashlib.md5(b).hexdigest()
 
 
 def case_put_pipelined(sftp):

@@ -5,15 +5,12 @@ mod server_support;
 
 use std::time::Duration;
 
-use client_support::python;
-use server_support::*;
+use client_support::python_cases;
 
 const LIMIT: Duration = Duration::from_secs(240);
 
 async fn cases(cases: &[&str]) {
-    let server = start(&["alice"]).await;
-    python(&server, "alice", "asyncssh_suite.py", cases, LIMIT).await.assert_success(&format!("asyncssh {cases:?}"));
-    server.shutdown().await;
+    python_cases("asyncssh_suite.py", cases, LIMIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,15 +5,12 @@ mod server_support;
 
 use std::time::Duration;
 
-use client_support::python;
-use server_support::*;
+use client_support::python_cases;
 
 const LIMIT: Duration = Duration::from_secs(240);
 
 async fn cases(cases: &[&str]) {
-    let server = start(&["alice"]).await;
-    python(&server, "alice", "paramiko_suite.py", cases, LIMIT).await.assert_success(&format!("paramiko {cases:?}"));
-    server.shutdown().await;
+    python_cases("paramiko_suite.py", cases, LIMIT).await;
 }
 
 /// `SFTPClient.put` pipelines its WRITEs; it stalled in about one try of three.

@@ -187,12 +187,12 @@ impl SftpSession {
                 let mut upload = upload.lock().await;
                 // The real result of the commit: a failed upload fails here.
                 upload.commit().await.map_err(|e| fail(id, &e))?;
-                upload.take_deferred_attrs()
+                upload.pending().take_deferred_attrs()
             }
             HandleKind::ReadWrite(file) => {
                 let mut file = file.lock().await;
                 file.commit().await.map_err(|e| fail(id, &e))?;
-                file.take_deferred_attrs()
+                file.pending().take_deferred_attrs()
             }
         };
         // The content is committed: that is what CLOSE reports. Times or
@@ -305,14 +305,14 @@ impl SftpSession {
                 if let Some(size) = size {
                     upload.set_size(size).await.map_err(|e| fail(id, &e))?;
                 }
-                upload.defer_attrs(set);
+                upload.pending().defer_attrs(set);
             }
             HandleKind::ReadWrite(file) => {
                 let mut file = file.lock().await;
                 if let Some(size) = size {
                     file.set_size(size).await.map_err(|e| fail(id, &e))?;
                 }
-                file.defer_attrs(set);
+                file.pending().defer_attrs(set);
             }
             HandleKind::Read(_) | HandleKind::Dir(_) => {
                 set.size = size;

@@ -38,7 +38,7 @@ impl PendingUploads {
         });
         entry.holders += 1;
         entry.info.size = size;
-        PendingGuard { table: self.clone(), path: path.to_string(), released: false }
+        PendingGuard { table: self.clone(), path: path.to_string(), released: false, deferred: None }
     }
 
     /// What a path being uploaded looks like, if it is being uploaded.
@@ -75,12 +75,15 @@ impl PendingUploads {
     }
 }
 
-/// Keeps a placeholder while an upload is open; dropping it removes the
-/// placeholder (the commit made the real file visible, or it failed).
+/// One open upload's part in the table: keeps its placeholder until the
+/// upload ends (dropping it ends it too), and the times and permissions to
+/// apply once the content is committed.
 pub struct PendingGuard {
     table: Arc<PendingUploads>,
     path: String,
     released: bool,
+    /// Set on the upload's handle (FSETSTAT) or by path while it ran.
+    deferred: Option<SetAttrs>,
 }
 
 impl PendingGuard {
@@ -98,21 +101,34 @@ impl PendingGuard {
 }
 
 impl PendingGuard {
+    /// Keeps times and permissions for after the commit: the content they
+    /// describe is not visible yet.
+    pub fn defer_attrs(&mut self, set: SetAttrs) {
+        merge_attrs(&mut self.deferred, set);
+    }
+
+    /// Times and permissions to apply now that the content is committed.
+    pub fn take_deferred_attrs(&mut self) -> Option<SetAttrs> {
+        self.deferred.take()
+    }
+
     /// Ends the placeholder once the upload is committed or given up, before
     /// the client hears of it: a request that follows sees the plugin's
-    /// answer, not the placeholder. Returns what was set by path meanwhile.
-    pub fn release(&mut self) -> Option<SetAttrs> {
+    /// answer, not the placeholder. What was set by path meanwhile joins the
+    /// deferred attributes.
+    pub fn release(&mut self) {
         if std::mem::replace(&mut self.released, true) {
-            return None;
+            return;
         }
         let mut files = self.table.files.lock().expect("pending table lock");
-        let p = files.get_mut(&self.path)?;
-        let deferred = p.deferred.take();
+        let Some(p) = files.get_mut(&self.path) else { return };
+        if let Some(by_path) = p.deferred.take() {
+            merge_attrs(&mut self.deferred, by_path);
+        }
         p.holders -= 1;
         if p.holders == 0 {
             files.remove(&self.path);
         }
-        deferred
     }
 }
 

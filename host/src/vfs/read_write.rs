@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::pending::{PendingGuard, unix_now};
 use super::upload::delay;
-use crate::plugin::{FileInfo, FileKind, Reader, SetAttrs, StorageError, Writer};
+use crate::plugin::{FileInfo, FileKind, Reader, StorageError, Writer};
 
 pub struct ReadWriteFile {
     /// Opened with `truncate`, so the committed content is exactly the spool.
@@ -26,7 +26,6 @@ pub struct ReadWriteFile {
     append: bool,
     permissions: u32,
     chunk: usize,
-    deferred_attrs: Option<SetAttrs>,
     placeholder: PendingGuard,
     backend_delay: Duration,
 }
@@ -76,7 +75,6 @@ impl ReadWriteFile {
             append: parts.append,
             permissions: parts.permissions,
             chunk: parts.write_chunk,
-            deferred_attrs: None,
             placeholder: parts.placeholder,
             backend_delay: parts.backend_delay,
         };
@@ -149,7 +147,7 @@ impl ReadWriteFile {
     /// Commits the spool when anything changed; otherwise leaves the file as it was.
     pub async fn commit(&mut self) -> Result<(), StorageError> {
         let result = self.commit_content().await;
-        self.end_placeholder();
+        self.placeholder.release();
         result
     }
 
@@ -178,30 +176,15 @@ impl ReadWriteFile {
         self.writer.finish().await.map(drop)
     }
 
-    /// Keeps times and permissions for after the commit: the content they
-    /// describe is not visible yet.
-    pub fn defer_attrs(&mut self, set: SetAttrs) {
-        super::pending::merge_attrs(&mut self.deferred_attrs, set);
-    }
-
-    /// Times and permissions to apply now that the content is committed,
-    /// set on this handle or by path from any session.
-    pub fn take_deferred_attrs(&mut self) -> Option<SetAttrs> {
-        self.deferred_attrs.take()
-    }
-
-    /// The upload is over (committed or not): the placeholder goes, and
-    /// what was set by path meanwhile joins this handle's deferred attributes.
-    fn end_placeholder(&mut self) {
-        if let Some(by_path) = self.placeholder.release() {
-            super::pending::merge_attrs(&mut self.deferred_attrs, by_path);
-        }
+    /// The upload's placeholder and the attributes waiting for its commit.
+    pub fn pending(&mut self) -> &mut PendingGuard {
+        &mut self.placeholder
     }
 
     /// Gives up: the file stays as it was.
     pub async fn abort(&mut self) -> Result<(), StorageError> {
         let result = self.writer.abort().await;
-        self.end_placeholder();
+        self.placeholder.release();
         result
     }
 

@@ -8,7 +8,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::budget::ByteBudget;
 use super::pending::{PendingGuard, unix_now};
-use crate::plugin::{FileInfo, FileKind, SetAttrs, StorageError, Writer};
+use crate::plugin::{FileInfo, FileKind, StorageError, Writer};
 
 pub struct Upload {
     pub(super) writer: Writer,
@@ -30,8 +30,6 @@ pub struct Upload {
     /// The plugin copied the whole file here (`copy-data`): CLOSE commits
     /// nothing more.
     copied: bool,
-    /// Times and permissions set before CLOSE: applied once the content is committed.
-    deferred_attrs: Option<SetAttrs>,
     /// Keeps the file visible (with its size so far) until CLOSE.
     placeholder: PendingGuard,
     /// Added before each backend call (benchmarking a slow backend).
@@ -64,7 +62,6 @@ impl Upload {
             failed: None,
             touched: false,
             copied: false,
-            deferred_attrs: None,
             placeholder: parts.placeholder,
             backend_delay: parts.backend_delay,
         }
@@ -191,7 +188,7 @@ impl Upload {
     /// Flushes and commits: the result is what CLOSE reports.
     pub async fn commit(&mut self) -> Result<(), StorageError> {
         let result = self.commit_content().await;
-        self.end_placeholder();
+        self.placeholder.release();
         result
     }
 
@@ -207,24 +204,9 @@ impl Upload {
         self.writer.finish().await.map(drop)
     }
 
-    /// Keeps times and permissions for after the commit: the content they
-    /// describe is not visible yet.
-    pub fn defer_attrs(&mut self, set: SetAttrs) {
-        super::pending::merge_attrs(&mut self.deferred_attrs, set);
-    }
-
-    /// Times and permissions to apply now that the content is committed,
-    /// set on this handle or by path from any session.
-    pub fn take_deferred_attrs(&mut self) -> Option<SetAttrs> {
-        self.deferred_attrs.take()
-    }
-
-    /// The upload is over (committed or not): the placeholder goes, and
-    /// what was set by path meanwhile joins this handle's deferred attributes.
-    fn end_placeholder(&mut self) {
-        if let Some(by_path) = self.placeholder.release() {
-            super::pending::merge_attrs(&mut self.deferred_attrs, by_path);
-        }
+    /// The upload's placeholder and the attributes waiting for its commit.
+    pub fn pending(&mut self) -> &mut PendingGuard {
+        &mut self.placeholder
     }
 
     /// Gives up the upload: nothing of it becomes visible.
@@ -232,7 +214,7 @@ impl Upload {
         self.buffer.clear();
         self.buffer_permit = None;
         let result = self.writer.abort().await;
-        self.end_placeholder();
+        self.placeholder.release();
         result
     }
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::server_support::{CmdOutput, TestServer, run};
+use super::server_support::{CmdOutput, TestServer, run, start};
 
 /// The folder of the client scripts (`tests/clients`).
 pub fn scripts_dir() -> PathBuf {
@@ -23,6 +23,14 @@ pub async fn python(server: &TestServer, user: &str, script: &str, cases: &[&str
         .env("WASFTP_PASSWORD", &server.user(user).password)
         .env("WASFTP_KEY", &server.user(user).key);
     run(cmd, limit).await
+}
+
+/// Starts a server with user `alice`, runs the named cases of a Python
+/// client suite against it, and fails the test unless they all pass.
+pub async fn python_cases(script: &str, cases: &[&str], limit: Duration) {
+    let server = start(&["alice"]).await;
+    python(&server, "alice", script, cases, limit).await.assert_success(&format!("{script} {cases:?}"));
+    server.shutdown().await;
 }
 
 /// Runs `tests/clients/<script>` with bash in a fresh working directory
