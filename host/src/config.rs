@@ -112,7 +112,7 @@ pub struct SftpOptions {
     /// Added to every backend call (benchmarking a slow backend). 0 = off.
     pub backend_delay_ms: u64,
     /// Upload data one SSH connection may hold in the server's buffers, in
-    /// MiB; a WRITE past it waits for earlier chunks to reach the plugin.
+    /// MiB; past it a WRITE goes to the plugin as it is, unbuffered.
     pub upload_buffer_mib: usize,
     /// Largest file a read-write handle may open, in MiB (it is spooled to
     /// a temporary file under `state_dir`).

@@ -250,8 +250,8 @@ async fn uploads_beyond_the_connection_budget_still_complete() {
     server.shutdown().await;
 }
 
-/// CLOSE reports the commit: times that cannot be applied afterwards are
-/// logged, not turned into a failure the client would take for a lost upload.
+/// CLOSE reports the commit, never a failure to set times that the client
+/// would take for a lost upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn close_succeeds_when_only_deferred_times_fail() {
     let server = start_with([UserSpec::new("alice")], |c| {
@@ -263,9 +263,11 @@ async fn close_succeeds_when_only_deferred_times_fail() {
     let mut wire = Wire::open(&server, "alice", 3).await;
     let h = wire.open_file("/f", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
     assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"kept")).await.status(), FX_OK);
-    // FSETSTAT with an mtime (flags: ACMODTIME): accepted for the commit.
+    // FSETSTAT with an mtime (flags: ACMODTIME) on storage that keeps no
+    // times, under the strict policy: refused now, while the client can
+    // still tell, not at CLOSE.
     let times = Body::new().string(&h).u32(0x8).u32(1_000_000).u32(1_000_000);
-    assert_eq!(wire.call(FXP_FSETSTAT, times).await.status(), FX_OK);
+    assert_eq!(wire.call(FXP_FSETSTAT, times).await.status(), FX_OP_UNSUPPORTED);
     let close = wire.call(FXP_CLOSE, Body::new().string(&h)).await;
     assert_eq!(close.status(), FX_OK, "the content was committed: {}", close.message());
     assert_eq!(server.sftp("alice").await.get("/f").await, b"kept");
@@ -301,5 +303,67 @@ async fn extensions_follow_the_plugin_capabilities() {
     }
     let rename = Body::new().string("posix-rename@openssh.com").string("/a").string("/b");
     assert_eq!(wire.call(FXP_EXTENDED, rename).await.status(), FX_OP_UNSUPPORTED);
+    server.shutdown().await;
+}
+
+/// O_EXCL sees uploads in progress (lock files: git's index.lock), and a
+/// directory holding one is not empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_in_progress_count_for_exclusive_create_rmdir_and_rename() {
+    let server = start(&["alice"]).await;
+    server.sftp("alice").await.sftp.mkdir("/d", russh_sftp::protocol::FileAttributes::empty()).await.unwrap();
+    let mut a = Wire::open(&server, "alice", 3).await;
+    let mut b = Wire::open(&server, "alice", 3).await;
+    let excl = FXF_WRITE | FXF_CREAT | FXF_EXCL;
+    let lock = a.open_file("/d/index.lock", excl).await;
+    let second = b.call(FXP_OPEN, Body::new().string("/d/index.lock").u32(excl).no_attrs()).await;
+    assert_eq!(second.status(), FX_FAILURE, "a second exclusive create fails while the first is open");
+    let rmdir = b.call(FXP_RMDIR, Body::new().string("/d")).await;
+    assert_eq!(rmdir.status(), FX_FAILURE, "the directory is not empty");
+    let rename = b.call(FXP_RENAME, Body::new().string("/d/index.lock").string("/d/index")).await;
+    assert_eq!(rename.status(), FX_FAILURE);
+    assert!(rename.message().contains("being uploaded"), "{}", rename.message());
+
+    assert_eq!(a.call(FXP_WRITE, Body::new().string(&lock).u64(0).string(b"A")).await.status(), FX_OK);
+    assert_eq!(a.call(FXP_CLOSE, Body::new().string(&lock)).await.status(), FX_OK);
+    assert_eq!(a.call(FXP_RENAME, Body::new().string("/d/index.lock").string("/d/index")).await.status(), FX_OK);
+    // Released: the next writer takes the lock.
+    let again = b.open_file("/d/index.lock", excl).await;
+    assert_eq!(b.call(FXP_CLOSE, Body::new().string(&again)).await.status(), FX_OK);
+    server.shutdown().await;
+}
+
+/// An empty WRITE past the end changes nothing (as pwrite of 0 bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_write_changes_nothing() {
+    let server = start(&["alice"]).await;
+    server.sftp("alice").await.put("/f", b"abc").await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    for flags in [FXF_READ | FXF_WRITE, FXF_WRITE] {
+        let h = wire.open_file("/f", flags).await;
+        assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(1000).string(b"")).await.status(), FX_OK);
+        assert_eq!(wire.call(FXP_FSTAT, Body::new().string(&h)).await.size(), 3);
+        assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+    }
+    assert_eq!(server.sftp("alice").await.get("/f").await, b"abc");
+    server.shutdown().await;
+}
+
+/// Many files being uploaded in one directory are listed in replies of a
+/// bounded size: 300 names of 250 bytes do not fit in one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_uploads_in_progress_list_in_bounded_replies() {
+    let server = start(&["alice"]).await;
+    let mut writers = vec![Wire::open(&server, "alice", 3).await, Wire::open(&server, "alice", 3).await];
+    let mut expected = Vec::new();
+    for i in 0..300 {
+        let name = format!("{i:03}{}", "x".repeat(247));
+        let w = &mut writers[i % 2];
+        w.open_file(&format!("/{name}"), FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+        expected.push(name);
+    }
+    let mut names = server.sftp("alice").await.list("/").await.expect("listing while 300 uploads are open");
+    names.sort();
+    assert_eq!(names, expected);
     server.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! Open file and directory handles of one SFTP session, and the order in
 //! which requests on one handle run and are answered.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,11 +20,11 @@ pub struct HandleEntry {
     pub kind: HandleKind,
     /// Path in the plugin namespace.
     pub path: String,
-    /// Requests on this handle dispatched and not yet finished; CLOSE waits
-    /// for them so it sees every WRITE sent before it.
+    /// Requests on this handle read off the wire and not yet finished; CLOSE
+    /// waits for them so it sees every WRITE sent before it.
     inflight: watch::Sender<usize>,
     /// Requests that change or depend on the handle's state (WRITE, FSETSTAT,
-    /// fsync, READDIR, anything on a read-write handle) run one at a time in
+    /// copy-data into it, READDIR, anything on a read-write handle) run one at a time in
     /// arrival order, as `sftp-server` runs them.
     run_order: Arc<Sequence>,
     /// READs on a read-only handle run at once but are answered in arrival
@@ -39,16 +39,33 @@ pub struct HandleEntry {
 pub struct Sequence {
     next: AtomicU64,
     turn: watch::Sender<u64>,
+    /// Places dropped before their turn (their task ended early): the turn
+    /// passes over them when it gets there, never moving back.
+    done_early: Mutex<BTreeSet<u64>>,
 }
 
 impl Sequence {
     pub fn place(self: &Arc<Self>) -> Place {
         Place { sequence: self.clone(), number: self.next.fetch_add(1, Ordering::SeqCst) }
     }
+
+    fn done(&self, number: u64) {
+        let mut early = self.done_early.lock().expect("sequence lock");
+        let turn = *self.turn.borrow();
+        if number != turn {
+            early.insert(number);
+            return;
+        }
+        let mut next = number + 1;
+        while early.remove(&next) {
+            next += 1;
+        }
+        self.turn.send_replace(next);
+    }
 }
 
 /// One request's place in a [`Sequence`]; the next one's turn comes when it
-/// is dropped (also when the request's task is cancelled).
+/// is dropped (also when the request's task ends early).
 pub struct Place {
     sequence: Arc<Sequence>,
     number: u64,
@@ -63,8 +80,7 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        let next = self.number + 1;
-        self.sequence.turn.send_modify(|t| *t = next);
+        self.sequence.done(self.number);
     }
 }
 
@@ -142,8 +158,9 @@ pub struct DirState {
     pub done: bool,
     /// Entries sent so far on this handle.
     pub sent: u64,
-    /// Files being uploaded in this directory were listed (after the plugin's entries).
-    pub pending_listed: bool,
+    /// Files being uploaded in this directory, listed after the plugin's
+    /// entries (`None` until the plugin's listing ends).
+    pub pending: Option<Vec<(String, crate::plugin::FileInfo)>>,
 }
 
 #[derive(Default)]
@@ -188,5 +205,28 @@ impl HandleTable {
     /// Takes every handle (session end or shutdown).
     pub fn drain(&self) -> Vec<Arc<HandleEntry>> {
         self.inner.lock().expect("handle table lock").open.drain().map(|(_, e)| e).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_place_dropped_early_does_not_hold_the_turn_back() {
+        let sequence = Arc::new(Sequence::default());
+        let first = sequence.place();
+        let second = sequence.place();
+        let third = sequence.place();
+        drop(second); // its task ended before its turn
+        drop(first);
+        tokio::time::timeout(std::time::Duration::from_secs(1), third.wait_turn())
+            .await
+            .expect("the third place gets its turn");
+        drop(third);
+        let fourth = sequence.place();
+        tokio::time::timeout(std::time::Duration::from_secs(1), fourth.wait_turn())
+            .await
+            .expect("and the turn moves on");
     }
 }

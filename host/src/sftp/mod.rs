@@ -5,6 +5,7 @@
 //! handle away in arrival order and waits for the handle's earlier requests.
 
 mod attrs;
+mod budgets;
 mod framing;
 mod handles;
 mod names;
@@ -25,6 +26,7 @@ use crate::auth::Principal;
 use crate::config::SetstatPolicy;
 use crate::vfs::Files;
 
+pub use budgets::ConnectionBudgets;
 pub use framing::{MAX_PACKET, MAX_READ, MAX_WRITE};
 
 /// Per-session settings of the SFTP layer.
@@ -51,10 +53,18 @@ pub struct SftpSession {
     /// CLOSE then RENAME of that file (sshfs does) and rightly expects the
     /// rename to find it. Data requests on open handles are not held by it.
     pub(crate) namespace_order: Arc<handles::Sequence>,
+    /// Queue and reply budgets of the connection this session runs on.
+    budgets: ConnectionBudgets,
 }
 
 impl SftpSession {
-    pub fn new(principal: Principal, session_id: u64, files: Files, settings: SftpSettings) -> Arc<Self> {
+    pub fn new(
+        principal: Principal,
+        session_id: u64,
+        files: Files,
+        settings: SftpSettings,
+        budgets: ConnectionBudgets,
+    ) -> Arc<Self> {
         Arc::new(Self {
             principal,
             session_id,
@@ -62,20 +72,17 @@ impl SftpSession {
             settings,
             handles: Default::default(),
             namespace_order: Default::default(),
+            budgets,
         })
     }
 
     /// Serves SFTP on `stream` until the client leaves or `shutdown` turns true.
     ///
-    /// Three stages, so that reading requests never waits for replies to
-    /// leave: russh stops its whole connection loop (and with it our replies)
-    /// while a channel's input is not read, so a reader that waited for
-    /// replies to drain would deadlock with any client that pipelines deeply
-    /// (paramiko's `prefetch` queues a READ for every chunk of a file).
+    /// Three stages, so that reading requests does not wait for replies to
+    /// leave (see `budgets` for why that would deadlock under russh):
     /// 1. This loop reads and decodes requests, takes their places in the
-    ///    orders they belong to, and queues them (bounded in bytes: past it,
-    ///    the client is slowed down by TCP, which only pipelined data can
-    ///    fill, and that drains without any reply being sent).
+    ///    orders they belong to, and queues them within the connection's
+    ///    queue budget.
     /// 2. `dispatch` starts them in arrival order, each once its reply fits
     ///    in the reply budget and one of `max_inflight` slots is free.
     /// 3. `write_replies` sends replies and gives their budget back.
@@ -85,18 +92,20 @@ impl SftpSession {
     {
         let (mut reader, writer) = tokio::io::split(stream);
         let (replies, reply_rx) = mpsc::unbounded_channel::<Outgoing>();
-        let writer_task = tokio::spawn(write_replies(writer, reply_rx));
-        let (queue, queue_rx) = mpsc::unbounded_channel::<Queued>();
+        let mut writer_task = tokio::spawn(write_replies(writer, reply_rx));
+        let (queue, queue_rx) = mpsc::unbounded_channel::<Request>();
         let dispatcher = tokio::spawn(self.clone().dispatch(queue_rx, replies.clone()));
-        let queue_budget = Arc::new(Semaphore::new(QUEUE_BYTES));
-        let answer = |packet: Packet| {
-            let _ = replies.send(Outgoing { bytes: encode(packet), budget: None });
+        // A request refused before it is queued is answered at once; its
+        // budget goes with the answer, so a client that floods bad requests
+        // without reading replies still meets the bound.
+        let answer = |packet: Packet, held: budgets::Queued| {
+            let _ = replies.send(Outgoing { bytes: encode(packet), _held: Held::Queue(held.answered()) });
         };
 
         loop {
             let incoming = tokio::select! {
                 incoming = framing::read_packet(&mut reader) => incoming,
-                _ = crate::ssh::stopped(&mut shutdown) => break,
+                _ = stopped(&mut shutdown) => break,
             };
             let raw = match incoming {
                 Ok(framing::Incoming::Packet(raw)) => raw,
@@ -109,7 +118,8 @@ impl SftpSession {
                         "packet over the {MAX_PACKET}-byte maximum; closing the session"
                     );
                     if let Some(id) = id {
-                        answer(ops::status(id, StatusCode::BadMessage, "packet too long"));
+                        let reply = ops::status(id, StatusCode::BadMessage, "packet too long");
+                        let _ = replies.send(Outgoing { bytes: encode(reply), _held: Held::Nothing });
                     }
                     break;
                 }
@@ -118,11 +128,25 @@ impl SftpSession {
                     break;
                 }
             };
-            let charge = (raw.len() + QUEUE_OVERHEAD) as u32;
-            let Ok(queued) = queue_budget.clone().acquire_many_owned(charge).await else { break };
+            let queued = tokio::select! {
+                queued = self.budgets.queue(raw.len() + QUEUE_OVERHEAD) => queued,
+                _ = stopped(&mut shutdown) => break,
+            };
+            let queued = match queued {
+                Ok(queued) => queued,
+                Err(budgets::QueueRefusal::Full) => {
+                    tracing::warn!(
+                        user = %self.principal.user,
+                        session = self.session_id,
+                        "client keeps sending requests without reading replies; closing the session"
+                    );
+                    break;
+                }
+                Err(budgets::QueueRefusal::Closed) => break,
+            };
             // Names that are not UTF-8 would be mangled by decoding; refuse them.
             if let Some(id) = names::non_utf8_name(&raw) {
-                answer(ops::status(id, StatusCode::Failure, "file names must be valid UTF-8"));
+                answer(ops::status(id, StatusCode::Failure, "file names must be valid UTF-8"), queued);
                 continue;
             }
             let mut body = raw.clone();
@@ -132,13 +156,13 @@ impl SftpSession {
                     // Framing is intact, so answer and go on.
                     let id = framing::raw_request_id(&raw).unwrap_or(0);
                     tracing::debug!(session = self.session_id, id, "undecodable packet: {e}");
-                    answer(ops::status(id, StatusCode::BadMessage, "malformed packet"));
+                    answer(ops::status(id, StatusCode::BadMessage, "malformed packet"), queued);
                     continue;
                 }
             };
             let target = self.target_of(&packet);
             let namespace = is_namespace_request(&packet).then(|| self.namespace_order.place());
-            if queue.send(Queued { packet, target, namespace, _queued: queued }).is_err() {
+            if queue.send(Request { packet, target, namespace, queued }).is_err() {
                 break;
             }
         }
@@ -150,20 +174,22 @@ impl SftpSession {
         }
         self.abort_open_writers().await;
         drop(replies);
-        let _ = writer_task.await;
+        // A client that reads nothing more must not keep this task forever.
+        if tokio::time::timeout(self.settings.shutdown_grace, &mut writer_task).await.is_err() {
+            writer_task.abort();
+        }
     }
 
     /// Stage 2: starts queued requests in arrival order; returns once the
     /// queue is closed and every request has finished.
-    async fn dispatch(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Queued>, replies: mpsc::UnboundedSender<Outgoing>) {
+    async fn dispatch(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Request>, replies: mpsc::UnboundedSender<Outgoing>) {
         let inflight = Arc::new(Semaphore::new(self.settings.max_inflight));
-        let reply_budget = Arc::new(Semaphore::new(REPLY_BYTES));
-        while let Some(Queued { packet, target, namespace, _queued }) = queue.recv().await {
+        while let Some(Request { packet, target, namespace, queued }) = queue.recv().await {
             // Taken in arrival order: a READ answered after an earlier one
             // never holds budget that the earlier one waits for.
-            let Ok(budget) = reply_budget.clone().acquire_many_owned(reply_charge(&packet)).await else { break };
+            let Some(budget) = self.budgets.reply(reply_charge(&packet)).await else { break };
             let Ok(permit) = inflight.clone().acquire_owned().await else { break };
-            drop(_queued);
+            drop(queued);
             let this = self.clone();
             let replies = replies.clone();
             let span = tracing::info_span!(
@@ -193,7 +219,7 @@ impl SftpSession {
                     if let Target::Open(ticket) = &target {
                         ticket.wait_reply_turn().await;
                     }
-                    let _ = replies.send(Outgoing { bytes: encode(reply), budget: Some(budget) });
+                    let _ = replies.send(Outgoing { bytes: encode(reply), _held: Held::Reply(budget) });
                     drop(target);
                     drop(permit);
                 }
@@ -219,12 +245,6 @@ impl SftpSession {
             Packet::Fstat(p) => (p.handle.as_str(), false, true),
             Packet::FSetStat(p) => (p.handle.as_str(), false, false),
             Packet::ReadDir(p) => (p.handle.as_str(), false, false),
-            Packet::Extended(p) if p.request == "fsync@openssh.com" => {
-                match framing::WireReader::new(&p.data).utf8() {
-                    Some(handle) => (handle, false, false),
-                    None => return Target::None,
-                }
-            }
             Packet::Extended(p) if p.request == "copy-data" => {
                 // The handle written to orders the copy among its WRITEs.
                 match copy_data_write_handle(&p.data) {
@@ -261,27 +281,33 @@ impl SftpSession {
     }
 }
 
-/// Bytes of requests read and not yet started, per session; past it the
-/// reader waits. A READ request is ~40 bytes: paramiko's prefetch of a
-/// 10 GB file fits.
-const QUEUE_BYTES: usize = 16 << 20;
 /// What a queued request costs beyond its bytes (decoded form, places).
-const QUEUE_OVERHEAD: usize = 128;
-/// Bytes of replies started and not yet sent, per session.
-const REPLY_BYTES: usize = 16 << 20;
+const QUEUE_OVERHEAD: usize = 160;
 
 /// A request read off the wire, waiting to start.
-struct Queued {
+struct Request {
     packet: Packet,
     target: Target,
     namespace: Option<handles::Place>,
-    _queued: OwnedSemaphorePermit,
+    queued: budgets::Queued,
 }
 
 /// A reply, and the budget it holds until it is sent.
 struct Outgoing {
     bytes: Bytes,
-    budget: Option<OwnedSemaphorePermit>,
+    _held: Held,
+}
+
+/// Budget a reply keeps until it is written (held only to be dropped then).
+enum Held {
+    Nothing,
+    Reply(#[allow(dead_code)] OwnedSemaphorePermit),
+    Queue(#[allow(dead_code)] budgets::Queued),
+}
+
+/// Resolves once `flag` turns true (or its sender is gone).
+async fn stopped(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
 }
 
 /// The most a request's reply can take.
@@ -308,7 +334,7 @@ pub(crate) enum Target {
 fn is_namespace_request(packet: &Packet) -> bool {
     match packet {
         Packet::Read(_) | Packet::Write(_) | Packet::Fstat(_) | Packet::FSetStat(_) | Packet::ReadDir(_) => false,
-        Packet::Extended(p) => !matches!(p.request.as_str(), "fsync@openssh.com" | "copy-data" | "limits@openssh.com"),
+        Packet::Extended(p) => !matches!(p.request.as_str(), "copy-data" | "limits@openssh.com"),
         _ => true,
     }
 }
@@ -337,7 +363,8 @@ async fn write_replies<W: AsyncWrite + Unpin>(mut writer: W, mut replies: mpsc::
         if writer.write_all(&reply.bytes).await.is_err() {
             return;
         }
-        drop(reply.budget);
+        // Its budget goes back now that it is written.
+        drop(reply);
         while let Ok(more) = replies.try_recv() {
             if writer.write_all(&more.bytes).await.is_err() {
                 return;

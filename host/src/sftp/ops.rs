@@ -91,7 +91,6 @@ impl SftpSession {
         let offered = [
             ("posix-rename@openssh.com", "1", caps.atomic_rename),
             ("statvfs@openssh.com", "2", true),
-            ("fsync@openssh.com", "1", caps.durable_sync),
             ("limits@openssh.com", "1", true),
             ("hardlink@openssh.com", "1", caps.hard_links),
             ("copy-data", "1", caps.copy),
@@ -239,6 +238,13 @@ impl SftpSession {
         if offset.checked_add(data.len() as u64).is_none() {
             return Err(status(id, StatusCode::Failure, "offset out of range"));
         }
+        if data.is_empty() {
+            // As pwrite(2) of nothing: the file does not change, not even its size.
+            return match &entry.kind {
+                HandleKind::Write(_) | HandleKind::ReadWrite(_) => Ok(ok(id)),
+                _ => Err(status(id, StatusCode::PermissionDenied, "handle not open for writing")),
+            };
+        }
         tracing::Span::current().record("bytes", data.len());
         let written = match &entry.kind {
             HandleKind::Write(upload) => upload.lock().await.write(offset, data).await,
@@ -299,6 +305,12 @@ impl SftpSession {
         let entry = Self::entry(id, target)?;
         let Some(mut set) = to_set_attrs(attrs) else { return Ok(ok(id)) };
         let size = set.size.take();
+        let defers = set.permissions.is_some() || set.accessed.is_some() || set.modified.is_some();
+        let writing = matches!(entry.kind, HandleKind::Write(_) | HandleKind::ReadWrite(_));
+        if writing && defers && !self.files.capabilities().set_info && self.settings.setstat_unsupported == SetstatPolicy::Strict {
+            // Said now, not after the commit when the client can no longer tell.
+            return Err(status(id, StatusCode::OpUnsupported, "the storage keeps no times or permissions"));
+        }
         match &entry.kind {
             HandleKind::Write(upload) => {
                 let mut upload = upload.lock().await;
@@ -338,7 +350,7 @@ impl SftpSession {
         if info.kind != crate::plugin::FileKind::Directory {
             return Err(status(id, StatusCode::Failure, "not a directory"));
         }
-        let state = DirState { cursor: None, done: false, sent: 0, pending_listed: false };
+        let state = DirState { cursor: None, done: false, sent: 0, pending: None };
         self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(state)), path).await
     }
 
@@ -348,10 +360,10 @@ impl SftpSession {
             return Err(status(id, StatusCode::Failure, "not a directory handle"));
         };
         let mut state = state.lock().await;
-        let entries = if !state.done {
+        let mut entries = Vec::new();
+        if !state.done {
             // A page whose every name was left out (too long) is skipped, a
             // bounded number of times.
-            let mut entries = Vec::new();
             for _ in 0..16 {
                 self.delay().await;
                 let page = self
@@ -371,19 +383,17 @@ impl SftpSession {
                     break;
                 }
             }
-            if entries.is_empty() && state.done {
-                state.pending_listed = true;
-                self.files.pending_in(&entry.path).await
-            } else {
-                entries
+        }
+        if entries.is_empty() && state.done {
+            // Files being uploaded here that the plugin does not show yet,
+            // a batch at a time.
+            if state.pending.is_none() {
+                state.pending = Some(self.files.pending_in(&entry.path).await);
             }
-        } else if !state.pending_listed {
-            // Files being uploaded here that the plugin does not show yet.
-            state.pending_listed = true;
-            self.files.pending_in(&entry.path).await
-        } else {
-            Vec::new()
-        };
+            let pending = state.pending.as_mut().expect("just filled");
+            let take = pending.len().min(READDIR_BATCH as usize);
+            entries.extend(pending.drain(..take));
+        }
         if entries.is_empty() {
             return Err(status(id, StatusCode::Eof, "end of directory"));
         }
@@ -402,7 +412,7 @@ impl SftpSession {
     async fn remove(&self, id: u32, path: &str) -> Reply {
         let path = self.resolve(id, path)?;
         self.delay().await;
-        self.files.plugin().remove_file(&path).await.map_err(|e| fail(id, &e))?;
+        self.files.remove_file(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
@@ -420,7 +430,7 @@ impl SftpSession {
             return Err(status(id, StatusCode::PermissionDenied, "cannot remove the root"));
         }
         self.delay().await;
-        self.files.plugin().remove_dir(&path).await.map_err(|e| fail(id, &e))?;
+        self.files.remove_dir(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
@@ -437,7 +447,7 @@ impl SftpSession {
             return Err(status(id, StatusCode::PermissionDenied, "cannot rename the root"));
         }
         self.delay().await;
-        self.files.plugin().rename(&from, &to, overwrite).await.map_err(|e| fail(id, &e))?;
+        self.files.rename(&from, &to, overwrite).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
@@ -450,8 +460,9 @@ impl SftpSession {
         let target = self.files.plugin().read_link(&path).await.map_err(|e| fail(id, &e))?;
         // Targets are stored in the plugin namespace: show them as the client
         // sees them, and never show where the user's root is.
-        let target = paths::to_client(&self.principal.home, &target)
-            .ok_or_else(|| status(id, StatusCode::PermissionDenied, "link points outside your root"))?;
+        let outside = || status(id, StatusCode::PermissionDenied, "link points outside your root");
+        let target = paths::normalize_absolute(&target).ok_or_else(outside)?;
+        let target = paths::to_client(&self.principal.home, &target).ok_or_else(outside)?;
         let file = File { filename: target.clone(), longname: target, attrs: FileAttributes::empty() };
         Ok(Packet::Name(Name { id, files: vec![file] }))
     }
@@ -507,16 +518,6 @@ impl SftpSession {
                     validate::MAX_NAME_LEN as u64,
                 ];
                 Ok(Packet::ExtendedReply(ExtendedReply { id, data: u64s(&fields) }))
-            }
-            "fsync@openssh.com" if self.files.capabilities().durable_sync => {
-                args.utf8().ok_or_else(bad)?; // the handle was matched in `target_of`
-                let entry = Self::entry(id, target)?;
-                if let HandleKind::Write(upload) = &entry.kind {
-                    // Everything sent so far reaches the plugin; it becomes
-                    // visible at CLOSE, as the contract says.
-                    upload.lock().await.flush().await.map_err(|e| fail(id, &e))?;
-                }
-                Ok(ok(id))
             }
             "copy-data" if self.files.capabilities().copy => {
                 let source = args.utf8().ok_or_else(bad)?;

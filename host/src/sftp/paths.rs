@@ -20,6 +20,25 @@ pub fn normalize(client_path: &str) -> Option<String> {
     Some(format!("/{}", parts.join("/")))
 }
 
+/// A plugin's absolute path with `.` and `..` resolved; `None` when it is
+/// not absolute or climbs above `/` (it could then name anything).
+pub fn normalize_absolute(path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            name => parts.push(name),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
 /// Length in bytes of the longest name in a normalised path.
 pub fn longest_segment(path: &str) -> usize {
     path.split('/').map(str::len).max().unwrap_or(0)
@@ -62,6 +81,14 @@ mod tests {
         assert_eq!(normalize("").unwrap(), "/");
         assert_eq!(normalize("a//b/./c/").unwrap(), "/a/b/c");
         assert!(normalize("a\0b").is_none());
+    }
+
+    #[test]
+    fn plugin_link_targets_are_resolved_before_confinement() {
+        assert_eq!(normalize_absolute("/home/alice/../bob/x").as_deref(), Some("/home/bob/x"));
+        assert_eq!(to_client("/home/alice", &normalize_absolute("/home/alice/../bob/x").unwrap()), None);
+        assert_eq!(normalize_absolute("/../etc"), None);
+        assert_eq!(normalize_absolute("relative"), None);
     }
 
     #[test]

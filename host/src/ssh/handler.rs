@@ -14,7 +14,7 @@ use super::channel_stream::ChannelReader;
 use super::limits::Ticket;
 use crate::auth::Principal;
 use crate::plugin::SessionContext;
-use crate::sftp::SftpSession;
+use crate::sftp::{ConnectionBudgets, SftpSession};
 use crate::vfs::{ByteBudget, Files};
 
 /// Most session channels open at once on one connection (OpenSSH's
@@ -35,6 +35,8 @@ pub struct Connection {
     sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
     /// Upload data this connection's SFTP sessions may hold, shared by its channels.
     upload_budget: ByteBudget,
+    /// Requests queued and replies unsent, shared by its channels.
+    sftp_budgets: ConnectionBudgets,
 }
 
 impl Connection {
@@ -56,6 +58,7 @@ impl Connection {
             channels: HashMap::new(),
             sftp_running,
             upload_budget: ByteBudget::new(shared_budget),
+            sftp_budgets: ConnectionBudgets::default(),
         }
     }
 
@@ -93,9 +96,10 @@ impl Connection {
         };
         let storage = plugin.open_session(context).await.map_err(|e| format!("opening storage: {e}"))?;
         ensure_home(&storage, &principal.home).await.map_err(|e| format!("preparing home {}: {e}", principal.home))?;
-        let pending = self.shared.pending_uploads.for_tenant(&principal.plugin, &principal.tenant);
+        let pending = self.shared.pending_uploads.for_view(&principal.plugin, &principal.tenant, &principal.attributes);
         let files = Files::new(storage, pending, self.upload_budget.clone(), self.shared.files.clone());
-        let sftp = SftpSession::new(principal, self.session_id, files, self.shared.sftp.clone());
+        let sftp =
+            SftpSession::new(principal, self.session_id, files, self.shared.sftp.clone(), self.sftp_budgets.clone());
         let shutdown = self.shared.shutdown.clone();
         let running = self.sftp_running.clone();
         running.send_modify(|n| *n += 1);

@@ -69,9 +69,10 @@ impl Shared {
             keys,
             max_auth_attempts: limits.max_auth_attempts,
             preferred: algorithms::preferred(),
-            // Large enough that 64 in-flight 255 KiB reads never fill it (the
-            // default of 100 deadlocks OpenSSH downloads).
-            channel_buffer_size: 1024,
+            // Messages russh holds for a channel we have not read yet (each
+            // up to a max packet); the SFTP reader drains it except when it
+            // applies backpressure (see sftp/budgets.rs).
+            channel_buffer_size: 256,
             window_size: 8 << 20,
             maximum_packet_size: 65535,
             inactivity_timeout: Some(idle_timeout),

@@ -10,26 +10,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Clone)]
 pub struct ByteBudget {
     bytes: Arc<Semaphore>,
-    total: usize,
 }
 
 impl ByteBudget {
     pub fn new(total: usize) -> Self {
-        let total = total.min(Semaphore::MAX_PERMITS);
-        Self { bytes: Arc::new(Semaphore::new(total)), total }
-    }
-
-    pub fn total(&self) -> usize {
-        self.total
+        Self { bytes: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))) }
     }
 
     /// Takes `n` bytes at once if they are free.
     pub fn try_take(&self, n: usize) -> Option<OwnedSemaphorePermit> {
         self.bytes.clone().try_acquire_many_owned(u32::try_from(n).ok()?).ok()
-    }
-
-    /// Bytes free right now.
-    pub fn available(&self) -> usize {
-        self.bytes.available_permits()
     }
 }

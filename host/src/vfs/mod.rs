@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use budget::ByteBudget;
-pub use pending::{PendingUploads, TenantTables};
+pub use pending::{PendingGuard, PendingUploads, TenantTables};
 pub use read_write::ReadWriteFile;
 pub use reader::FileReader;
 pub use upload::Upload;
@@ -70,6 +70,34 @@ impl Files {
         }
     }
 
+    /// REMOVE: a file still being uploaded (and not in the plugin yet) is
+    /// refused clearly rather than reported missing.
+    pub async fn remove_file(&self, path: &str) -> Result<(), StorageError> {
+        self.unless_pending(path, self.storage.remove_file(path).await)
+    }
+
+    /// RENAME of a file still being uploaded is refused the same way.
+    pub async fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<(), StorageError> {
+        self.unless_pending(from, self.storage.rename(from, to, overwrite).await)
+    }
+
+    /// RMDIR: a directory holding uploads in progress is not empty.
+    pub async fn remove_dir(&self, path: &str) -> Result<(), StorageError> {
+        if !self.pending.children(path).is_empty() {
+            return Err(StorageError::NotEmpty);
+        }
+        self.storage.remove_dir(path).await
+    }
+
+    fn unless_pending(&self, path: &str, result: Result<(), StorageError>) -> Result<(), StorageError> {
+        match result {
+            Err(StorageError::NotFound) if self.pending.info(path).is_some() => {
+                Err(StorageError::Io("the file is still being uploaded (open for writing)".into()))
+            }
+            other => other,
+        }
+    }
+
     /// SETSTAT by path. On a file being uploaded, times and permissions wait
     /// for its commit; its size can only change through its handle.
     pub async fn set_info(&self, path: &str, set: SetAttrs) -> Result<(), StorageError> {
@@ -107,19 +135,27 @@ impl Files {
     pub async fn upload(&self, path: &str, options: WriteOptions) -> Result<Upload, StorageError> {
         // The size before this write, so FSTAT and appends know where the file ends.
         let start_size = if options.truncate { 0 } else { self.stat(path).await.map(|i| i.size).unwrap_or(0) };
+        let permissions = options.permissions.unwrap_or(0o644);
+        let placeholder = self.placeholder(path, permissions, start_size, options)?;
         delay(self.settings.backend_delay).await;
         let writer = self.storage.begin_write(path, options).await?;
-        let permissions = options.permissions.unwrap_or(0o644);
         Ok(Upload::new(upload::UploadParts {
             writer,
             chunk: self.capabilities().write_chunk as usize,
             append: options.append,
             start_size,
             permissions,
-            placeholder: self.pending.register(path, permissions, start_size),
+            placeholder,
             budget: self.budget.clone(),
             backend_delay: self.settings.backend_delay,
         }))
+    }
+
+    /// The placeholder of a new upload; an exclusive create fails while
+    /// another upload of the path is in progress.
+    fn placeholder(&self, path: &str, permissions: u32, size: u64, options: WriteOptions) -> Result<PendingGuard, StorageError> {
+        let exclusive = options.create && options.exclusive;
+        self.pending.register(path, permissions, size, exclusive).ok_or(StorageError::AlreadyExists)
     }
 
     /// Opens a file for reading and writing (see [`ReadWriteFile`]).
@@ -133,7 +169,12 @@ impl Files {
             if info.kind == crate::plugin::FileKind::Directory {
                 return Err(StorageError::IsADirectory);
             }
+            if !options.truncate && info.size > self.settings.max_spool_bytes {
+                return Err(read_write::too_large(self.settings.max_spool_bytes));
+            }
         }
+        let permissions = options.permissions.or(existing.as_ref().map(|i| i.permissions)).unwrap_or(0o644);
+        let placeholder = self.placeholder(path, permissions, 0, options)?;
         // The base is opened first: the writer truncates (in its own pending
         // content), the spool carries what is kept.
         let base = match &existing {
@@ -141,7 +182,6 @@ impl Files {
             _ => None,
         };
         let writer = self.storage.begin_write(path, WriteOptions { truncate: true, append: false, ..options }).await?;
-        let permissions = options.permissions.or(existing.as_ref().map(|i| i.permissions)).unwrap_or(0o644);
         let caps = self.capabilities();
         ReadWriteFile::open(read_write::ReadWriteParts {
             writer,
@@ -153,7 +193,7 @@ impl Files {
             permissions,
             read_chunk: caps.read_chunk,
             write_chunk: caps.write_chunk as usize,
-            placeholder: self.pending.register(path, permissions, 0),
+            placeholder,
             backend_delay: self.settings.backend_delay,
         })
         .await

@@ -27,10 +27,15 @@ struct Placeholder {
 }
 
 impl PendingUploads {
-    /// Registers an upload of `path`; the placeholder lives as long as the guard.
-    pub fn register(self: &Arc<Self>, path: &str, permissions: u32, size: u64) -> PendingGuard {
+    /// Registers an upload of `path`; the placeholder lives as long as the
+    /// guard. `exclusive` (O_EXCL): refused while another upload of the path
+    /// is in progress, which the plugin cannot know of yet (lock files).
+    pub fn register(self: &Arc<Self>, path: &str, permissions: u32, size: u64, exclusive: bool) -> Option<PendingGuard> {
         let now = unix_now();
         let mut files = self.files.lock().expect("pending table lock");
+        if exclusive && files.contains_key(path) {
+            return None;
+        }
         let entry = files.entry(path.to_string()).or_insert_with(|| Placeholder {
             info: FileInfo { kind: FileKind::File, size, permissions, modified: now, accessed: now },
             holders: 0,
@@ -38,7 +43,7 @@ impl PendingUploads {
         });
         entry.holders += 1;
         entry.info.size = size;
-        PendingGuard { table: self.clone(), path: path.to_string(), released: false, deferred: None }
+        Some(PendingGuard { table: self.clone(), path: path.to_string(), released: false, deferred: None })
     }
 
     /// What a path being uploaded looks like, if it is being uploaded.
@@ -149,18 +154,20 @@ impl Drop for PendingGuard {
     }
 }
 
-/// One pending-upload table per (plugin, tenant), shared by its sessions
-/// and dropped with the last of them.
+/// One pending-upload table per view of a plugin's namespace, shared by the
+/// sessions that see the same files and dropped with the last of them. A view
+/// is a tenant of a plugin with the session attributes it passes (a plugin
+/// may map the same path to different objects per attribute, e.g. a prefix).
 #[derive(Default)]
 pub struct TenantTables {
-    tables: Mutex<HashMap<(String, String), Weak<PendingUploads>>>,
+    tables: Mutex<HashMap<(String, String, Vec<(String, String)>), Weak<PendingUploads>>>,
 }
 
 impl TenantTables {
-    pub fn for_tenant(&self, plugin: &str, tenant: &str) -> Arc<PendingUploads> {
+    pub fn for_view(&self, plugin: &str, tenant: &str, attributes: &[(String, String)]) -> Arc<PendingUploads> {
         let mut tables = self.tables.lock().expect("tenant tables lock");
         tables.retain(|_, table| table.strong_count() > 0);
-        let key = (plugin.to_string(), tenant.to_string());
+        let key = (plugin.to_string(), tenant.to_string(), attributes.to_vec());
         if let Some(table) = tables.get(&key).and_then(Weak::upgrade) {
             return table;
         }
@@ -181,8 +188,9 @@ mod tests {
     #[test]
     fn placeholder_lives_while_any_upload_is_open() {
         let table = Arc::new(PendingUploads::default());
-        let first = table.register("/d/a", 0o644, 0);
-        let second = table.register("/d/a", 0o644, 0);
+        let first = table.register("/d/a", 0o644, 0, false).unwrap();
+        assert!(table.register("/d/a", 0o644, 0, true).is_none(), "O_EXCL sees the upload in progress");
+        let second = table.register("/d/a", 0o644, 0, false).unwrap();
         first.set_size(7);
         assert_eq!(table.info("/d/a").unwrap().size, 7);
         drop(first);
@@ -194,9 +202,9 @@ mod tests {
     #[test]
     fn children_are_direct_only() {
         let table = Arc::new(PendingUploads::default());
-        let _a = table.register("/d/a", 0o644, 0);
-        let _b = table.register("/d/e/b", 0o644, 0);
-        let _c = table.register("/c", 0o644, 0);
+        let _a = table.register("/d/a", 0o644, 0, false);
+        let _b = table.register("/d/e/b", 0o644, 0, false);
+        let _c = table.register("/c", 0o644, 0, false);
         let names: Vec<_> = table.children("/d").into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["a"]);
         let mut root: Vec<_> = table.children("/").into_iter().map(|(n, _)| n).collect();
@@ -207,9 +215,11 @@ mod tests {
     #[test]
     fn tenants_get_their_own_table() {
         let tables = TenantTables::default();
-        let alice = tables.for_tenant("memory", "alice");
-        let _guard = alice.register("/x", 0o644, 0);
-        assert!(tables.for_tenant("memory", "alice").info("/x").is_some());
-        assert!(tables.for_tenant("memory", "bob").info("/x").is_none());
+        let alice = tables.for_view("memory", "alice", &[]);
+        let _guard = alice.register("/x", 0o644, 0, false);
+        assert!(tables.for_view("memory", "alice", &[]).info("/x").is_some());
+        assert!(tables.for_view("memory", "bob", &[]).info("/x").is_none());
+        let prefixed = [("prefix".to_string(), "p/".to_string())];
+        assert!(tables.for_view("memory", "alice", &prefixed).info("/x").is_none());
     }
 }

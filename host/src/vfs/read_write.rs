@@ -51,7 +51,7 @@ fn spool_error(e: std::io::Error) -> StorageError {
     StorageError::Io("the server's spool for read-write handles failed".into())
 }
 
-fn too_large(max: u64) -> StorageError {
+pub(super) fn too_large(max: u64) -> StorageError {
     StorageError::Io(format!("a file opened for reading and writing may hold at most {max} bytes"))
 }
 

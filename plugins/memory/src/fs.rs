@@ -30,9 +30,9 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 const UNLIMITED_FREE: u64 = 1 << 40;
 const FREE_FILES: u64 = 1 << 32;
 const BLOCK_SIZE: u32 = 4096;
-/// Longest entry name: the host's bound on names a plugin returns, so every
-/// name stored here can be listed (and a listing page stays small).
-pub const MAX_NAME_LEN: usize = 1024;
+/// Longest entry name: NAME_MAX, the host's bound on names in requests and
+/// in listings, so every name stored here can be listed.
+pub const MAX_NAME_LEN: usize = 255;
 /// What a tree entry costs besides its name (node, map slot, allocator
 /// overhead), over-estimated so that many empty files or directories are
 /// bounded by the quota too.

@@ -19,6 +19,8 @@ pub const FXP_FSETSTAT: u8 = 10;
 pub const FXP_OPENDIR: u8 = 11;
 pub const FXP_READDIR: u8 = 12;
 pub const FXP_MKDIR: u8 = 14;
+pub const FXP_RMDIR: u8 = 15;
+pub const FXP_RENAME: u8 = 18;
 pub const FXP_STAT: u8 = 17;
 pub const FXP_EXTENDED: u8 = 200;
 pub const FXP_STATUS: u8 = 101;
@@ -31,6 +33,7 @@ pub const FXF_READ: u32 = 1;
 pub const FXF_WRITE: u32 = 2;
 pub const FXF_CREAT: u32 = 8;
 pub const FXF_TRUNC: u32 = 0x10;
+pub const FXF_EXCL: u32 = 0x20;
 
 /// A request body under construction: the type and id come first.
 pub struct Body(Vec<u8>);
