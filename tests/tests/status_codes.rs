@@ -311,7 +311,7 @@ async fn commit_failure_is_reported_on_close() {
         "the failed commit changed nothing"
     );
 
-    // 2. The parent directory disappears before CLOSE.
+    // 2. The parent directory goes away before CLOSE.
     bounded("mkdir", c.mkdir("/tmpdir", FileAttributes::empty()))
         .await
         .expect("mkdir");
@@ -325,10 +325,12 @@ async fn commit_failure_is_reported_on_close() {
     bounded("write", c.write(h.as_str(), 0, vec![7u8; 100_000]))
         .await
         .expect("write");
-    // Nothing is committed yet, so the directory is empty and can go.
-    bounded("rmdir", c.rmdir("/tmpdir"))
+    // The upload in progress makes the directory non-empty, as on a real
+    // file system; it can still be renamed away.
+    assert_eq!(status_code(bounded("rmdir", c.rmdir("/tmpdir")).await), StatusCode::Failure);
+    bounded("rename", c.rename("/tmpdir", "/moved"))
         .await
-        .expect("rmdir of the (still empty) parent");
+        .expect("rename of the parent");
     let code = status_code(bounded("close", c.close(h.as_str())).await);
     assert_ne!(
         code,
@@ -344,6 +346,7 @@ async fn commit_failure_is_reported_on_close() {
         status_code(bounded("stat", c.stat("/tmpdir")).await),
         StatusCode::NoSuchFile
     );
+    assert!(c.list("/moved").await.expect("list").is_empty(), "nothing was committed");
 
     // The session is still usable.
     c.put("/after.txt", b"fine").await;
