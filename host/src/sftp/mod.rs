@@ -208,7 +208,7 @@ impl SftpSession {
                     if let Some(place) = &namespace {
                         place.wait_turn().await;
                     }
-                    if let Target::Open(ticket) = &target {
+                    if let Some(ticket) = target.ticket() {
                         ticket.wait_run_turn().await;
                     }
                     let reply = this.handle(packet, &target).await;
@@ -216,7 +216,7 @@ impl SftpSession {
                     let span = tracing::Span::current();
                     span.record("micros", started.elapsed().as_micros() as u64);
                     tracing::debug!("done");
-                    if let Target::Open(ticket) = &target {
+                    if let Some(ticket) = target.ticket() {
                         ticket.wait_reply_turn().await;
                     }
                     let _ = replies.send(Outgoing { bytes: encode(reply), _held: Held::Reply(budget) });
@@ -245,13 +245,7 @@ impl SftpSession {
             Packet::Fstat(p) => (p.handle.as_str(), false, true),
             Packet::FSetStat(p) => (p.handle.as_str(), false, false),
             Packet::ReadDir(p) => (p.handle.as_str(), false, false),
-            Packet::Extended(p) if p.request == "copy-data" => {
-                // The handle written to orders the copy among its WRITEs.
-                match copy_data_write_handle(&p.data) {
-                    Some(handle) => (handle, false, false),
-                    None => return Target::None,
-                }
-            }
+            Packet::Extended(p) if p.request == "copy-data" => return self.copy_target(&p.data),
             _ => return Target::None,
         };
         let Some(entry) = self.handles.get(name) else { return Target::None };
@@ -262,6 +256,25 @@ impl SftpSession {
             _ => Sequencing::Run,
         };
         Target::Open(entry.ticket(sequencing))
+    }
+
+    /// `copy-data` is ordered among the WRITEs of the handle it writes to,
+    /// and holds the handle it reads from (counted, so a CLOSE of it
+    /// pipelined behind the copy waits for it).
+    fn copy_target(&self, data: &[u8]) -> Target {
+        use handles::Sequencing;
+        let mut args = framing::WireReader::new(data);
+        let handles = (|| {
+            let source = args.utf8()?;
+            args.u64()?;
+            args.u64()?;
+            Some((source, args.utf8()?))
+        })();
+        let Some((source, destination)) = handles else { return Target::None };
+        let (Some(source), Some(destination)) = (self.handles.get(source), self.handles.get(destination)) else {
+            return Target::None;
+        };
+        Target::Copy { destination: destination.ticket(Sequencing::Run), source: source.ticket(Sequencing::Free) }
     }
 
     async fn abort_open_writers(&self) {
@@ -328,6 +341,18 @@ pub(crate) enum Target {
     Open(handles::InflightTicket),
     /// A CLOSE: the handle it took out of the table.
     Closing(Arc<handles::HandleEntry>),
+    /// A `copy-data`: the handle written to (ordered) and the one read from.
+    Copy { destination: handles::InflightTicket, source: handles::InflightTicket },
+}
+
+impl Target {
+    /// The ticket that orders the request on its handle.
+    fn ticket(&self) -> Option<&handles::InflightTicket> {
+        match self {
+            Target::Open(ticket) | Target::Copy { destination: ticket, .. } => Some(ticket),
+            Target::None | Target::Closing(_) => None,
+        }
+    }
 }
 
 /// Requests that work on names rather than on an open handle's data.
@@ -337,16 +362,6 @@ fn is_namespace_request(packet: &Packet) -> bool {
         Packet::Extended(p) => !matches!(p.request.as_str(), "copy-data" | "limits@openssh.com"),
         _ => true,
     }
-}
-
-/// The write handle of a `copy-data` request (read handle, offset, length,
-/// write handle, offset).
-fn copy_data_write_handle(data: &[u8]) -> Option<&str> {
-    let mut args = framing::WireReader::new(data);
-    args.string()?;
-    args.u64()?;
-    args.u64()?;
-    args.utf8()
 }
 
 fn encode(packet: Packet) -> Bytes {

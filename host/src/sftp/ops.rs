@@ -171,7 +171,7 @@ impl SftpSession {
     /// (`target_of`); it stays usable after a later CLOSE took the name away.
     fn entry(id: u32, target: &Target) -> Result<Arc<HandleEntry>, Packet> {
         match target {
-            Target::Open(ticket) => Ok(ticket.entry().clone()),
+            Target::Open(ticket) | Target::Copy { destination: ticket, .. } => Ok(ticket.entry().clone()),
             Target::None | Target::Closing(_) => Err(Self::invalid_handle(id)),
         }
     }
@@ -520,13 +520,13 @@ impl SftpSession {
                 Ok(Packet::ExtendedReply(ExtendedReply { id, data: u64s(&fields) }))
             }
             "copy-data" if self.files.capabilities().copy => {
-                let source = args.utf8().ok_or_else(bad)?;
+                args.utf8().ok_or_else(bad)?; // both handles were matched in `target_of`
                 let read_offset = args.u64().ok_or_else(bad)?;
                 let length = args.u64().ok_or_else(bad)?;
-                args.utf8().ok_or_else(bad)?; // the write handle was matched in `target_of`
+                args.utf8().ok_or_else(bad)?;
                 let write_offset = args.u64().ok_or_else(bad)?;
-                let source = self.handles.get(source).ok_or_else(|| Self::invalid_handle(id))?;
-                let destination = Self::entry(id, target)?;
+                let Target::Copy { destination, source } = target else { return Err(Self::invalid_handle(id)) };
+                let (source, destination) = (source.entry().clone(), destination.entry().clone());
                 self.copy_data(id, &source, read_offset, length, &destination, write_offset).await
             }
             "limits@openssh.com" => {
