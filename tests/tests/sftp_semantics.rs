@@ -367,3 +367,59 @@ async fn many_uploads_in_progress_list_in_bounded_replies() {
     assert_eq!(names, expected);
     server.shutdown().await;
 }
+
+/// FUSE sends a file's RELEASE (our CLOSE) in the background, so sshfs may
+/// pass on the next RENAME, REMOVE or OPEN of a file before its CLOSE. As on
+/// `sftp-server`, where the file is on disk from OPEN, each finds the file
+/// with its content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_sent_just_before_close_finds_the_file() {
+    let server = start(&["alice"]).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let new = FXF_WRITE | FXF_CREAT | FXF_TRUNC;
+
+    // RENAME, then the CLOSE.
+    let h = wire.open_file("/f", new).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"renamed")).await.status(), FX_OK);
+    let rename = wire.send(FXP_RENAME, Body::new().string("/f").string("/g")).await;
+    let close = wire.send(FXP_CLOSE, Body::new().string(&h)).await;
+    for _ in 0..2 {
+        let reply = wire.recv().await;
+        assert!(reply.id == rename || reply.id == close);
+        assert_eq!(reply.status(), FX_OK, "{}", reply.message());
+    }
+
+    // OPEN for reading, then the CLOSE.
+    let h = wire.open_file("/r", new).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"fresh")).await.status(), FX_OK);
+    let open = wire.send(FXP_OPEN, Body::new().string("/r").u32(FXF_READ).no_attrs()).await;
+    let close = wire.send(FXP_CLOSE, Body::new().string(&h)).await;
+    let mut reader = None;
+    for _ in 0..2 {
+        let reply = wire.recv().await;
+        if reply.id == open {
+            reader = Some(reply.handle());
+        } else {
+            assert_eq!((reply.id, reply.status()), (close, FX_OK));
+        }
+    }
+    let reader = reader.expect("the OPEN was answered");
+    assert_eq!(wire.call(FXP_READ, Body::new().string(&reader).u64(0).u32(100)).await.data(), b"fresh");
+
+    // REMOVE, then the CLOSE: the file is gone.
+    let h = wire.open_file("/x", new).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"x")).await.status(), FX_OK);
+    let remove = wire.send(FXP_REMOVE, Body::new().string("/x")).await;
+    let close = wire.send(FXP_CLOSE, Body::new().string(&h)).await;
+    for _ in 0..2 {
+        let reply = wire.recv().await;
+        assert!(reply.id == remove || reply.id == close);
+        assert_eq!(reply.status(), FX_OK, "{}", reply.message());
+    }
+
+    let client = server.sftp("alice").await;
+    assert_eq!(client.get("/g").await, b"renamed");
+    assert_eq!(status_code(bounded("stat", client.stat("/f")).await), russh_sftp::protocol::StatusCode::NoSuchFile);
+    assert_eq!(status_code(bounded("stat", client.stat("/x")).await), russh_sftp::protocol::StatusCode::NoSuchFile);
+    server.shutdown().await;
+}

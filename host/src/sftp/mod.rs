@@ -48,10 +48,9 @@ pub struct SftpSession {
     pub(crate) files: Files,
     pub(crate) settings: SftpSettings,
     pub(crate) handles: handles::HandleTable,
-    /// Requests that name paths (and CLOSE, which commits one) run one at a
-    /// time in arrival order, as on `sftp-server`: a client may pipeline
-    /// CLOSE then RENAME of that file (sshfs does) and rightly expects the
-    /// rename to find it. Data requests on open handles are not held by it.
+    /// Requests that name paths run one at a time in arrival order, as on
+    /// `sftp-server` (MKDIR then OPEN inside it, pipelined). Requests on open
+    /// handles are not held by it.
     pub(crate) namespace_order: Arc<handles::Sequence>,
     /// Queue and reply budgets of the connection this session runs on.
     budgets: ConnectionBudgets,
@@ -358,7 +357,12 @@ impl Target {
 /// Requests that work on names rather than on an open handle's data.
 fn is_namespace_request(packet: &Packet) -> bool {
     match packet {
-        Packet::Read(_) | Packet::Write(_) | Packet::Fstat(_) | Packet::FSetStat(_) | Packet::ReadDir(_) => false,
+        // CLOSE is ordered by its handle (it waits for the requests before it
+        // on that handle); a path request that needs the file committed
+        // waits for it in the file layer (see `vfs::Files::settle`).
+        Packet::Close(_) | Packet::Read(_) | Packet::Write(_) | Packet::Fstat(_) | Packet::FSetStat(_) | Packet::ReadDir(_) => {
+            false
+        }
         Packet::Extended(p) => !matches!(p.request.as_str(), "copy-data" | "limits@openssh.com"),
         _ => true,
     }

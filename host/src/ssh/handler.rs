@@ -97,7 +97,7 @@ impl Connection {
         let storage = plugin.open_session(context).await.map_err(|e| format!("opening storage: {e}"))?;
         ensure_home(&storage, &principal.home).await.map_err(|e| format!("preparing home {}: {e}", principal.home))?;
         let pending = self.shared.pending_uploads.for_view(&principal.plugin, &principal.tenant, &principal.attributes);
-        let files = Files::new(storage, pending, self.upload_budget.clone(), self.shared.files.clone());
+        let files = Files::new(storage, pending, self.upload_budget.clone(), self.shared.files.clone(), self.session_id);
         let sftp =
             SftpSession::new(principal, self.session_id, files, self.shared.sftp.clone(), self.sftp_budgets.clone());
         let shutdown = self.shared.shutdown.clone();

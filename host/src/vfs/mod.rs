@@ -38,11 +38,29 @@ pub struct Files {
     pending: Arc<PendingUploads>,
     budget: ByteBudget,
     settings: FileSettings,
+    /// Which session this is, for the uploads it holds.
+    session: u64,
 }
 
+/// How long a request on a path waits for this session's own upload of it
+/// to be closed (see [`PendingUploads::settle`]).
+const SETTLE: Duration = Duration::from_secs(2);
+
 impl Files {
-    pub fn new(storage: Session, pending: Arc<PendingUploads>, budget: ByteBudget, settings: FileSettings) -> Self {
-        Self { storage, pending, budget, settings }
+    pub fn new(
+        storage: Session,
+        pending: Arc<PendingUploads>,
+        budget: ByteBudget,
+        settings: FileSettings,
+        session: u64,
+    ) -> Self {
+        Self { storage, pending, budget, settings, session }
+    }
+
+    /// Lets a CLOSE of this session's upload of `path` that is on its way
+    /// land first.
+    async fn settle(&self, path: &str) {
+        self.pending.settle(path, self.session, SETTLE).await;
     }
 
     /// The plugin session, for calls the file layer adds nothing to.
@@ -73,16 +91,22 @@ impl Files {
     /// REMOVE: a file still being uploaded (and not in the plugin yet) is
     /// refused clearly rather than reported missing.
     pub async fn remove_file(&self, path: &str) -> Result<(), StorageError> {
+        self.settle(path).await;
         self.unless_pending(path, self.storage.remove_file(path).await)
     }
 
     /// RENAME of a file still being uploaded is refused the same way.
     pub async fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<(), StorageError> {
+        self.settle(from).await;
+        self.settle(to).await;
         self.unless_pending(from, self.storage.rename(from, to, overwrite).await)
     }
 
     /// RMDIR: a directory holding uploads in progress is not empty.
     pub async fn remove_dir(&self, path: &str) -> Result<(), StorageError> {
+        for (name, _) in self.pending.children(path) {
+            self.settle(&child(path, &name)).await;
+        }
         if !self.pending.children(path).is_empty() {
             return Err(StorageError::NotEmpty);
         }
@@ -116,7 +140,7 @@ impl Files {
     pub async fn pending_in(&self, dir: &str) -> Vec<(String, FileInfo)> {
         let mut unlisted = Vec::new();
         for (name, info) in self.pending.children(dir) {
-            let path = if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") };
+            let path = child(dir, &name);
             if matches!(self.storage.file_info(&path).await, Err(StorageError::NotFound)) {
                 unlisted.push((name, info));
             }
@@ -125,6 +149,7 @@ impl Files {
     }
 
     pub async fn open_read(&self, path: &str) -> Result<FileReader, StorageError> {
+        self.settle(path).await;
         match self.storage.open_read(path).await {
             Err(StorageError::NotFound) if self.pending.info(path).is_some() => Ok(FileReader::Pending),
             other => other.map(FileReader::Plugin),
@@ -133,6 +158,7 @@ impl Files {
 
     /// Starts a write-only upload; the file is visible from now on.
     pub async fn upload(&self, path: &str, options: WriteOptions) -> Result<Upload, StorageError> {
+        self.settle(path).await;
         // The size before this write, so FSTAT and appends know where the file ends.
         let start_size = if options.truncate { 0 } else { self.stat(path).await.map(|i| i.size).unwrap_or(0) };
         let permissions = options.permissions.unwrap_or(0o644);
@@ -155,11 +181,12 @@ impl Files {
     /// another upload of the path is in progress.
     fn placeholder(&self, path: &str, permissions: u32, size: u64, options: WriteOptions) -> Result<PendingGuard, StorageError> {
         let exclusive = options.create && options.exclusive;
-        self.pending.register(path, permissions, size, exclusive).ok_or(StorageError::AlreadyExists)
+        self.pending.register(path, permissions, size, exclusive, self.session).ok_or(StorageError::AlreadyExists)
     }
 
     /// Opens a file for reading and writing (see [`ReadWriteFile`]).
     pub async fn open_read_write(&self, path: &str, options: WriteOptions) -> Result<ReadWriteFile, StorageError> {
+        self.settle(path).await;
         let existing = match self.storage.file_info(path).await {
             Ok(info) => Some(info),
             Err(StorageError::NotFound) => None,
@@ -201,3 +228,7 @@ impl Files {
 }
 
 use upload::delay;
+
+fn child(dir: &str, name: &str) -> String {
+    if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") }
+}

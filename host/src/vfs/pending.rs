@@ -9,18 +9,23 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use tokio::sync::watch;
+
 use crate::plugin::{FileInfo, FileKind, SetAttrs};
 
 /// The uploads in progress of one tenant of one plugin, by plugin path.
 #[derive(Default)]
 pub struct PendingUploads {
     files: Mutex<HashMap<String, Placeholder>>,
+    /// Bumped whenever an upload ends, for those waiting on one.
+    ended: watch::Sender<u64>,
 }
 
 struct Placeholder {
     info: FileInfo,
-    /// Open handles writing this path; the entry goes with the last.
-    holders: usize,
+    /// Open handles writing this path, by the session holding each; the
+    /// entry goes with the last.
+    holders: Vec<u64>,
     /// Times and permissions set by path while the upload runs (sed -i does
     /// chmod on its new file before closing it): applied after the commit.
     deferred: Option<SetAttrs>,
@@ -30,7 +35,14 @@ impl PendingUploads {
     /// Registers an upload of `path`; the placeholder lives as long as the
     /// guard. `exclusive` (O_EXCL): refused while another upload of the path
     /// is in progress, which the plugin cannot know of yet (lock files).
-    pub fn register(self: &Arc<Self>, path: &str, permissions: u32, size: u64, exclusive: bool) -> Option<PendingGuard> {
+    pub fn register(
+        self: &Arc<Self>,
+        path: &str,
+        permissions: u32,
+        size: u64,
+        exclusive: bool,
+        session: u64,
+    ) -> Option<PendingGuard> {
         let now = unix_now();
         let mut files = self.files.lock().expect("pending table lock");
         if exclusive && files.contains_key(path) {
@@ -38,12 +50,35 @@ impl PendingUploads {
         }
         let entry = files.entry(path.to_string()).or_insert_with(|| Placeholder {
             info: FileInfo { kind: FileKind::File, size, permissions, modified: now, accessed: now },
-            holders: 0,
+            holders: Vec::new(),
             deferred: None,
         });
-        entry.holders += 1;
+        entry.holders.push(session);
         entry.info.size = size;
-        Some(PendingGuard { table: self.clone(), path: path.to_string(), released: false, deferred: None })
+        Some(PendingGuard { table: self.clone(), path: path.to_string(), session, released: false, deferred: None })
+    }
+
+    /// Waits (at most `limit`) until `session` holds no upload of `path`.
+    ///
+    /// FUSE sends a file's RELEASE (our CLOSE) in the background: sshfs may
+    /// pass on the next RENAME, REMOVE or OPEN of that file before it. On
+    /// `sftp-server` the file is already there; here its content is only
+    /// committed at CLOSE, so such a request waits for the CLOSE that is on
+    /// its way (a session's own uploads only: another session's upload in
+    /// progress is not waited for).
+    pub async fn settle(&self, path: &str, session: u64, limit: std::time::Duration) {
+        let mut ended = self.ended.subscribe();
+        let held = || {
+            self.files.lock().expect("pending table lock").get(path).is_some_and(|p| p.holders.contains(&session))
+        };
+        let _ = tokio::time::timeout(limit, async {
+            while held() {
+                if ended.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     /// What a path being uploaded looks like, if it is being uploaded.
@@ -86,6 +121,7 @@ impl PendingUploads {
 pub struct PendingGuard {
     table: Arc<PendingUploads>,
     path: String,
+    session: u64,
     released: bool,
     /// Set on the upload's handle (FSETSTAT) or by path while it ran.
     deferred: Option<SetAttrs>,
@@ -130,10 +166,14 @@ impl PendingGuard {
         if let Some(by_path) = p.deferred.take() {
             merge_attrs(&mut self.deferred, by_path);
         }
-        p.holders -= 1;
-        if p.holders == 0 {
+        if let Some(at) = p.holders.iter().position(|s| *s == self.session) {
+            p.holders.swap_remove(at);
+        }
+        if p.holders.is_empty() {
             files.remove(&self.path);
         }
+        drop(files);
+        self.table.ended.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -188,9 +228,9 @@ mod tests {
     #[test]
     fn placeholder_lives_while_any_upload_is_open() {
         let table = Arc::new(PendingUploads::default());
-        let first = table.register("/d/a", 0o644, 0, false).unwrap();
-        assert!(table.register("/d/a", 0o644, 0, true).is_none(), "O_EXCL sees the upload in progress");
-        let second = table.register("/d/a", 0o644, 0, false).unwrap();
+        let first = table.register("/d/a", 0o644, 0, false, 1).unwrap();
+        assert!(table.register("/d/a", 0o644, 0, true, 1).is_none(), "O_EXCL sees the upload in progress");
+        let second = table.register("/d/a", 0o644, 0, false, 1).unwrap();
         first.set_size(7);
         assert_eq!(table.info("/d/a").unwrap().size, 7);
         drop(first);
@@ -202,9 +242,9 @@ mod tests {
     #[test]
     fn children_are_direct_only() {
         let table = Arc::new(PendingUploads::default());
-        let _a = table.register("/d/a", 0o644, 0, false);
-        let _b = table.register("/d/e/b", 0o644, 0, false);
-        let _c = table.register("/c", 0o644, 0, false);
+        let _a = table.register("/d/a", 0o644, 0, false, 1);
+        let _b = table.register("/d/e/b", 0o644, 0, false, 1);
+        let _c = table.register("/c", 0o644, 0, false, 1);
         let names: Vec<_> = table.children("/d").into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["a"]);
         let mut root: Vec<_> = table.children("/").into_iter().map(|(n, _)| n).collect();
@@ -216,7 +256,7 @@ mod tests {
     fn tenants_get_their_own_table() {
         let tables = TenantTables::default();
         let alice = tables.for_view("memory", "alice", &[]);
-        let _guard = alice.register("/x", 0o644, 0, false);
+        let _guard = alice.register("/x", 0o644, 0, false, 1);
         assert!(tables.for_view("memory", "alice", &[]).info("/x").is_some());
         assert!(tables.for_view("memory", "bob", &[]).info("/x").is_none());
         let prefixed = [("prefix".to_string(), "p/".to_string())];

@@ -18,6 +18,7 @@ pub const FXP_SETSTAT: u8 = 9;
 pub const FXP_FSETSTAT: u8 = 10;
 pub const FXP_OPENDIR: u8 = 11;
 pub const FXP_READDIR: u8 = 12;
+pub const FXP_REMOVE: u8 = 13;
 pub const FXP_MKDIR: u8 = 14;
 pub const FXP_RMDIR: u8 = 15;
 pub const FXP_RENAME: u8 = 18;
@@ -98,7 +99,7 @@ impl Reply {
         assert_eq!(self.kind, FXP_NAME, "expected NAME, got {self:?}");
         let count = u32::from_be_bytes(self.body[..4].try_into().unwrap());
         let mut rest = &self.body[4..];
-        let mut take_string = |rest: &mut &[u8]| {
+        let take_string = |rest: &mut &[u8]| {
             let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
             let s = String::from_utf8_lossy(&rest[4..4 + len]).into_owned();
             *rest = &rest[4 + len..];
