@@ -329,7 +329,13 @@ async fn uploads_in_progress_count_for_exclusive_create_rmdir_and_rename() {
     assert_eq!(a.call(FXP_RENAME, Body::new().string("/d/index.lock").string("/d/index")).await.status(), FX_OK);
     // Released: the next writer takes the lock.
     let again = b.open_file("/d/index.lock", excl).await;
+    assert_eq!(b.call(FXP_WRITE, Body::new().string(&again).u64(0).string(b"B")).await.status(), FX_OK);
+    // REMOVE while it is open, as unlink(2): the name goes, the CLOSE keeps nothing.
+    assert_eq!(a.call(FXP_REMOVE, Body::new().string("/d/index.lock")).await.status(), FX_OK);
     assert_eq!(b.call(FXP_CLOSE, Body::new().string(&again)).await.status(), FX_OK);
+    let client = server.sftp("alice").await;
+    assert_eq!(client.list("/d").await.unwrap(), vec!["index".to_string()]);
+    assert_eq!(client.get("/d/index").await, b"A");
     server.shutdown().await;
 }
 

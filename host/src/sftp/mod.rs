@@ -248,6 +248,7 @@ impl SftpSession {
             _ => return Target::None,
         };
         let Some(entry) = self.handles.get(name) else { return Target::None };
+        announce_size(&self.files, &entry, packet);
         let sequencing = match (&entry.kind, is_read, is_fstat) {
             // Downloads: reads run in parallel, answered in arrival order.
             (Kind::Read(_), true, _) => Sequencing::Reply,
@@ -351,6 +352,29 @@ impl Target {
             Target::Open(ticket) | Target::Copy { destination: ticket, .. } => Some(ticket),
             Target::None | Target::Closing(_) => None,
         }
+    }
+}
+
+/// A WRITE or truncate on an upload changes the size a STAT shows as soon as
+/// it is read off the wire, as it would on `sftp-server`, which runs one
+/// request at a time.
+fn announce_size(files: &Files, entry: &handles::HandleEntry, packet: &Packet) {
+    use handles::HandleKind as Kind;
+    if !matches!(entry.kind, Kind::Write(_) | Kind::ReadWrite(_)) {
+        return;
+    }
+    match packet {
+        Packet::Write(p) if !p.data.is_empty() => {
+            if let Some(end) = p.offset.checked_add(p.data.len() as u64) {
+                files.announce_size(&entry.path, end, false);
+            }
+        }
+        Packet::FSetStat(p) => {
+            if let Some(size) = p.attrs.size {
+                files.announce_size(&entry.path, size, true);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -57,6 +57,12 @@ impl Files {
         Self { storage, pending, budget, settings, session }
     }
 
+    /// A WRITE or truncate for the upload of `path` was just read off the
+    /// wire (see [`PendingUploads::announce_size`]).
+    pub fn announce_size(&self, path: &str, size: u64, exact: bool) {
+        self.pending.announce_size(path, size, exact);
+    }
+
     /// Lets a CLOSE of this session's upload of `path` that is on its way
     /// land first.
     async fn settle(&self, path: &str) {
@@ -88,15 +94,33 @@ impl Files {
         }
     }
 
-    /// REMOVE: a file still being uploaded (and not in the plugin yet) is
-    /// refused clearly rather than reported missing.
+    /// REMOVE, as unlink(2): a file still being uploaded loses its name at
+    /// once and its upload commits nothing.
     pub async fn remove_file(&self, path: &str) -> Result<(), StorageError> {
         self.settle(path).await;
-        self.unless_pending(path, self.storage.remove_file(path).await)
+        let removed = self.storage.remove_file(path).await;
+        match removed {
+            Err(StorageError::NotFound) if self.pending.unlink(path) => Ok(()),
+            Ok(()) => {
+                self.pending.unlink(path);
+                Ok(())
+            }
+            other => other,
+        }
     }
 
-    /// RENAME of a file still being uploaded is refused the same way.
+    /// RENAME of a new file still being uploaded is refused clearly rather
+    /// than reported missing.
     pub async fn rename(&self, from: &str, to: &str, overwrite: bool) -> Result<(), StorageError> {
+        // FUSE (sshfs) removes a file that is still open by renaming it to a
+        // hidden name, and removes that at the last close: for a file still
+        // being uploaded, that is its removal (see `remove_file`).
+        if is_fuse_hidden(to) && self.pending.unlink(from) {
+            return match self.storage.remove_file(from).await {
+                Ok(()) | Err(StorageError::NotFound) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
         self.settle(from).await;
         self.settle(to).await;
         self.unless_pending(from, self.storage.rename(from, to, overwrite).await)
@@ -228,6 +252,11 @@ impl Files {
 }
 
 use upload::delay;
+
+/// The name FUSE gives a removed file that is still open.
+fn is_fuse_hidden(path: &str) -> bool {
+    path.rsplit('/').next().is_some_and(|name| name.starts_with(".fuse_hidden"))
+}
 
 fn child(dir: &str, name: &str) -> String {
     if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") }

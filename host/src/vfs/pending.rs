@@ -19,9 +19,13 @@ pub struct PendingUploads {
     files: Mutex<HashMap<String, Placeholder>>,
     /// Bumped whenever an upload ends, for those waiting on one.
     ended: watch::Sender<u64>,
+    /// Numbers placeholders, so an upload can tell its own from a new one
+    /// at the same path after its file was removed.
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 struct Placeholder {
+    id: u64,
     info: FileInfo,
     /// Open handles writing this path, by the session holding each; the
     /// entry goes with the last.
@@ -48,14 +52,17 @@ impl PendingUploads {
         if exclusive && files.contains_key(path) {
             return None;
         }
+        let next_id = &self.next_id;
         let entry = files.entry(path.to_string()).or_insert_with(|| Placeholder {
+            id: next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             info: FileInfo { kind: FileKind::File, size, permissions, modified: now, accessed: now },
             holders: Vec::new(),
             deferred: None,
         });
         entry.holders.push(session);
         entry.info.size = size;
-        Some(PendingGuard { table: self.clone(), path: path.to_string(), session, released: false, deferred: None })
+        let id = entry.id;
+        Some(PendingGuard { table: self.clone(), path: path.to_string(), id, session, released: false, deferred: None })
     }
 
     /// Waits (at most `limit`) until `session` holds no upload of `path`.
@@ -84,6 +91,29 @@ impl PendingUploads {
     /// What a path being uploaded looks like, if it is being uploaded.
     pub fn info(&self, path: &str) -> Option<FileInfo> {
         self.files.lock().expect("pending table lock").get(path).map(|p| p.info.clone())
+    }
+
+    /// REMOVE of a file being uploaded, as unlink(2) of an open file: the
+    /// name goes at once and the uploads still open keep writing to nothing
+    /// (their CLOSE commits nothing). False when no upload of `path` runs.
+    pub fn unlink(&self, path: &str) -> bool {
+        let removed = self.files.lock().expect("pending table lock").remove(path).is_some();
+        if removed {
+            self.ended.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        removed
+    }
+
+    /// A WRITE or truncate was read off the wire for an upload of `path`:
+    /// the size shows at once, so a STAT that arrives after it (and may run
+    /// before it is applied) sees it, as on `sftp-server`. `exact` for a
+    /// truncate; a WRITE only grows the size.
+    pub fn announce_size(&self, path: &str, size: u64, exact: bool) {
+        let mut files = self.files.lock().expect("pending table lock");
+        if let Some(p) = files.get_mut(path) {
+            p.info.size = if exact { size } else { p.info.size.max(size) };
+            p.info.modified = unix_now();
+        }
     }
 
     /// Keeps times and permissions set on a path being uploaded for its
@@ -121,6 +151,8 @@ impl PendingUploads {
 pub struct PendingGuard {
     table: Arc<PendingUploads>,
     path: String,
+    /// The placeholder this upload registered.
+    id: u64,
     session: u64,
     released: bool,
     /// Set on the upload's handle (FSETSTAT) or by path while it ran.
@@ -128,14 +160,26 @@ pub struct PendingGuard {
 }
 
 impl PendingGuard {
-    /// The size so far, as STAT from any session shows it.
-    pub fn set_size(&self, size: u64) {
+    /// Whether this upload's placeholder is still the one at its path.
+    fn current(&self) -> bool {
+        let files = self.table.files.lock().expect("pending table lock");
+        files.get(&self.path).is_some_and(|p| p.id == self.id)
+    }
+
+    /// The file was removed while this upload ran: there is nothing to commit.
+    pub fn unlinked(&self) -> bool {
+        !self.released && !self.current()
+    }
+
+    /// The size so far, as STAT from any session shows it: `exact` after a
+    /// truncate, otherwise it only grows (later WRITEs may be announced).
+    pub fn set_size(&self, size: u64, exact: bool) {
         if self.released {
             return;
         }
         let mut files = self.table.files.lock().expect("pending table lock");
-        if let Some(p) = files.get_mut(&self.path) {
-            p.info.size = size;
+        if let Some(p) = files.get_mut(&self.path).filter(|p| p.id == self.id) {
+            p.info.size = if exact { size } else { p.info.size.max(size) };
             p.info.modified = unix_now();
         }
     }
@@ -162,7 +206,7 @@ impl PendingGuard {
             return;
         }
         let mut files = self.table.files.lock().expect("pending table lock");
-        let Some(p) = files.get_mut(&self.path) else { return };
+        let Some(p) = files.get_mut(&self.path).filter(|p| p.id == self.id) else { return };
         if let Some(by_path) = p.deferred.take() {
             merge_attrs(&mut self.deferred, by_path);
         }
@@ -237,6 +281,22 @@ mod tests {
         assert!(table.info("/d/a").is_some());
         drop(second);
         assert!(table.info("/d/a").is_none());
+    }
+
+    #[test]
+    fn an_unlinked_upload_knows_it_and_a_new_one_is_not_confused() {
+        let table = Arc::new(PendingUploads::default());
+        let mut old = table.register("/f", 0o644, 0, false, 1).unwrap();
+        assert!(!old.unlinked());
+        assert!(table.unlink("/f"));
+        assert!(table.info("/f").is_none(), "the name goes at once");
+        let new = table.register("/f", 0o644, 3, false, 1).unwrap();
+        assert!(old.unlinked(), "the old upload has nothing to commit");
+        assert!(!new.unlinked());
+        old.set_size(99, true);
+        assert_eq!(table.info("/f").unwrap().size, 3, "the old upload does not touch the new placeholder");
+        old.release();
+        assert!(table.info("/f").is_some(), "nor end it");
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl ReadWriteFile {
         blocking(move || spool.write_all_at(&data, offset)).await?;
         if end > self.size {
             self.size = end;
-            self.placeholder.set_size(end);
+            self.placeholder.set_size(end, false);
         }
         Ok(())
     }
@@ -139,7 +139,7 @@ impl ReadWriteFile {
         let spool = self.spool.clone();
         blocking(move || spool.set_len(size)).await?;
         self.size = size;
-        self.placeholder.set_size(size);
+        self.placeholder.set_size(size, true);
         self.changed = true;
         Ok(())
     }
@@ -152,6 +152,10 @@ impl ReadWriteFile {
     }
 
     async fn commit_content(&mut self) -> Result<(), StorageError> {
+        if self.placeholder.unlinked() {
+            // Removed while open, as unlink(2) of an open file: nothing to keep.
+            return self.writer.abort().await;
+        }
         if !self.changed {
             return self.writer.abort().await;
         }

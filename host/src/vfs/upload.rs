@@ -87,7 +87,7 @@ impl Upload {
         let end = if self.append { self.high_water.saturating_add(data.len() as u64) } else { end };
         if end > self.high_water {
             self.high_water = end;
-            self.placeholder.set_size(end);
+            self.placeholder.set_size(end, false);
         }
         if !self.reserve(data.len()).await? {
             // The connection's budget is spent: this WRITE goes to the plugin as it is.
@@ -171,7 +171,7 @@ impl Upload {
             return Err(error);
         }
         self.high_water = size;
-        self.placeholder.set_size(size);
+        self.placeholder.set_size(size, true);
         Ok(())
     }
 
@@ -193,6 +193,10 @@ impl Upload {
     }
 
     async fn commit_content(&mut self) -> Result<(), StorageError> {
+        if self.placeholder.unlinked() {
+            // Removed while open, as unlink(2) of an open file: nothing to keep.
+            return self.writer.abort().await;
+        }
         if self.copied {
             return self.writer.abort().await;
         }
