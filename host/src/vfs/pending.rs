@@ -275,7 +275,7 @@ mod tests {
         let first = table.register("/d/a", 0o644, 0, false, 1).unwrap();
         assert!(table.register("/d/a", 0o644, 0, true, 1).is_none(), "O_EXCL sees the upload in progress");
         let second = table.register("/d/a", 0o644, 0, false, 1).unwrap();
-        first.set_size(7);
+        first.set_size(7, false);
         assert_eq!(table.info("/d/a").unwrap().size, 7);
         drop(first);
         assert!(table.info("/d/a").is_some());
