@@ -16,6 +16,18 @@ pub enum HandleKind {
     Dir(tokio::sync::Mutex<DirState>),
 }
 
+impl HandleKind {
+    /// Gives up an upload the handle holds (nothing of it becomes visible);
+    /// `None` for a handle that uploads nothing.
+    pub async fn abort_upload(&self) -> Option<Result<(), crate::plugin::StorageError>> {
+        match self {
+            HandleKind::Write(upload) => Some(upload.lock().await.abort().await),
+            HandleKind::ReadWrite(file) => Some(file.lock().await.abort().await),
+            HandleKind::Read(_) | HandleKind::Dir(_) => None,
+        }
+    }
+}
+
 pub struct HandleEntry {
     pub kind: HandleKind,
     /// Path in the plugin namespace.

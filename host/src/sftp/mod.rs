@@ -279,12 +279,7 @@ impl SftpSession {
 
     async fn abort_open_writers(&self) {
         for entry in self.handles.drain() {
-            let aborted = match &entry.kind {
-                handles::HandleKind::Write(upload) => Some(upload.lock().await.abort().await),
-                handles::HandleKind::ReadWrite(file) => Some(file.lock().await.abort().await),
-                _ => None,
-            };
-            if let Some(result) = aborted {
+            if let Some(result) = entry.kind.abort_upload().await {
                 if let Err(e) = result {
                     tracing::debug!("abort of unfinished upload {}: {e}", entry.path);
                 }

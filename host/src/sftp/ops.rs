@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use russh_sftp::protocol::{
     Attrs, Data, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode, Version,
@@ -39,9 +38,6 @@ fn fail(id: u32, error: &StorageError) -> Packet {
     status(id, status_of(error), &message_of(error))
 }
 
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 impl SftpSession {
     /// `target` is the handle matched for this request when it was read off
@@ -153,11 +149,7 @@ impl SftpSession {
             Ok(handle) => Ok(Packet::Handle(Handle { id, handle })),
             Err(kind) => {
                 // An upload that never gets a handle must leave nothing behind.
-                match kind {
-                    HandleKind::Write(upload) => drop(upload.into_inner().abort().await),
-                    HandleKind::ReadWrite(file) => drop(file.into_inner().abort().await),
-                    HandleKind::Read(_) | HandleKind::Dir(_) => {}
-                }
+                let _ = kind.abort_upload().await;
                 Err(status(id, StatusCode::Failure, "too many open handles"))
             }
         }
@@ -397,7 +389,7 @@ impl SftpSession {
         if entries.is_empty() {
             return Err(status(id, StatusCode::Eof, "end of directory"));
         }
-        let now = now();
+        let now = crate::vfs::unix_now();
         let files = entries
             .into_iter()
             .map(|(name, info)| File {

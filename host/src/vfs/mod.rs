@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use budget::ByteBudget;
-pub use pending::{PendingGuard, PendingUploads, TenantTables};
+pub use pending::{PendingGuard, PendingUploads, TenantTables, unix_now};
 pub use read_write::ReadWriteFile;
 pub use reader::FileReader;
 pub use upload::Upload;

@@ -152,11 +152,9 @@ impl ReadWriteFile {
     }
 
     async fn commit_content(&mut self) -> Result<(), StorageError> {
-        if self.placeholder.unlinked() {
-            // Removed while open, as unlink(2) of an open file: nothing to keep.
-            return self.writer.abort().await;
-        }
-        if !self.changed {
+        // Removed while open (as unlink(2) of an open file), or untouched:
+        // the file stays as the plugin has it.
+        if self.placeholder.unlinked() || !self.changed {
             return self.writer.abort().await;
         }
         let mut offset = 0;

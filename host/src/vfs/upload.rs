@@ -193,11 +193,9 @@ impl Upload {
     }
 
     async fn commit_content(&mut self) -> Result<(), StorageError> {
-        if self.placeholder.unlinked() {
-            // Removed while open, as unlink(2) of an open file: nothing to keep.
-            return self.writer.abort().await;
-        }
-        if self.copied {
+        // Removed while open (as unlink(2) of an open file), or copied into
+        // place by the plugin: this writer has nothing to keep.
+        if self.placeholder.unlinked() || self.copied {
             return self.writer.abort().await;
         }
         if let Err(error) = self.flush().await {
