@@ -57,6 +57,12 @@ mkdir "$M/repo"
   && git "${git_id[@]}" add -A && git "${git_id[@]}" commit -q -m first \
   && git "${git_id[@]}" log --oneline | grep -q first && git status --porcelain | wc -l | grep -qx 0 )
 
+step "git clone into the mount"
+git "${git_id[@]}" clone -q "$M/repo" local/clone-out
+git "${git_id[@]}" clone -q local/clone-out "$M/cloned"
+( cd "$M/cloned" && git "${git_id[@]}" fsck --no-progress && test "$(git log --oneline | wc -l)" -eq 1 )
+diff -r local/tree/x "$M/cloned/x"
+
 step "mv across directories"
 mkdir -p "$M/d1" "$M/d2"
 echo moved > "$M/d1/m.txt"
@@ -65,6 +71,6 @@ test ! -e "$M/d1/m.txt"
 test "$(cat "$M/d2/m.txt")" = moved
 
 step "rm -r"
-rm -r "$M/untar" "$M/repo" "$M/d1" "$M/d2"
+rm -r "$M/untar" "$M/repo" "$M/cloned" "$M/d1" "$M/d2"
 test ! -e "$M/untar"
 echo "sshfs ok"

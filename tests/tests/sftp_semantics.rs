@@ -429,3 +429,78 @@ async fn a_request_sent_just_before_close_finds_the_file() {
     assert_eq!(status_code(bounded("stat", client.stat("/x")).await), russh_sftp::protocol::StatusCode::NoSuchFile);
     server.shutdown().await;
 }
+
+/// A STAT racing the CLOSE that commits the file (sshfs: the kernel looks a
+/// file up again while its RELEASE is still on the way) finds the file,
+/// whichever of the commit and the lookup wins: it is never between the
+/// placeholder and the plugin's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stat_racing_the_commit_always_finds_the_file() {
+    let server = start(&["alice"]).await;
+    // Several sessions of the tenant at once: the race needs the commit to
+    // land while a STAT's task waits to run again.
+    let mut sessions = Vec::new();
+    for s in 0..4 {
+        let mut wire = Wire::open(&server, "alice", 3).await;
+        sessions.push(tokio::spawn(async move {
+            let mut missing = Vec::new();
+            for i in 0..800 {
+                let path = format!("/race{s}-{i}");
+                let h = wire.open_file(&path, FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+                assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"data")).await.status(), FX_OK);
+                let mut ids = Vec::new();
+                for kind in [FXP_STAT, FXP_LSTAT, FXP_STAT, FXP_LSTAT] {
+                    ids.push(wire.send(kind, Body::new().string(&path)).await);
+                }
+                let close = wire.send(FXP_CLOSE, Body::new().string(&h)).await;
+                for kind in [FXP_STAT, FXP_LSTAT] {
+                    ids.push(wire.send(kind, Body::new().string(&path)).await);
+                }
+                for _ in 0..ids.len() + 1 {
+                    let reply = wire.recv().await;
+                    if reply.id == close {
+                        assert_eq!(reply.status(), FX_OK, "{}", reply.message());
+                    } else if reply.kind != FXP_ATTRS {
+                        missing.push((path.clone(), reply.message()));
+                    }
+                }
+            }
+            missing
+        }));
+    }
+    for session in sessions {
+        let missing = session.await.expect("session task");
+        assert!(missing.is_empty(), "a STAT sent around CLOSE missed the file: {missing:?}");
+    }
+    server.shutdown().await;
+}
+
+/// A file being uploaded when a listing starts is listed, even when its
+/// commit lands after the plugin's page went by and before the listing
+/// reaches the uploads in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listing_keeps_a_file_committed_while_it_runs() {
+    let server = start(&["alice"]).await;
+    let client = server.sftp("alice").await;
+    client.sftp.mkdir("/d", russh_sftp::protocol::FileAttributes::empty()).await.unwrap();
+    client.put("/d/old", b"x").await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let h = wire.open_file("/d/new", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"data")).await.status(), FX_OK);
+
+    let dir = wire.call(FXP_OPENDIR, Body::new().string("/d")).await.handle();
+    let mut names = wire.call(FXP_READDIR, Body::new().string(&dir)).await.names();
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+    loop {
+        let reply = wire.call(FXP_READDIR, Body::new().string(&dir)).await;
+        if reply.kind == FXP_STATUS {
+            assert_eq!(reply.status(), FX_EOF, "{}", reply.message());
+            break;
+        }
+        names.extend(reply.names());
+    }
+    names.retain(|n| n != "." && n != "..");
+    names.sort();
+    assert_eq!(names, ["new", "old"], "each file once");
+    server.shutdown().await;
+}

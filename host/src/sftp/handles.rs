@@ -170,6 +170,8 @@ pub struct DirState {
     pub done: bool,
     /// Entries sent so far on this handle.
     pub sent: u64,
+    /// The uploads in this directory when the listing started.
+    pub uploads: crate::vfs::ListingUploads,
     /// Files being uploaded in this directory, listed after the plugin's
     /// entries (`None` until the plugin's listing ends).
     pub pending: Option<Vec<(String, crate::plugin::FileInfo)>>,

@@ -342,7 +342,8 @@ impl SftpSession {
         if info.kind != crate::plugin::FileKind::Directory {
             return Err(status(id, StatusCode::Failure, "not a directory"));
         }
-        let state = DirState { cursor: None, done: false, sent: 0, pending: None };
+        let uploads = self.files.uploads_at_listing_start(&path);
+        let state = DirState { cursor: None, done: false, sent: 0, uploads, pending: None };
         self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(state)), path).await
     }
 
@@ -370,6 +371,9 @@ impl SftpSession {
                     state.done = true;
                 }
                 state.cursor = page.next_cursor;
+                for e in &page.entries {
+                    state.uploads.listed(&e.name);
+                }
                 entries.extend(page.entries.into_iter().map(|e| (e.name, e.info)));
                 if !entries.is_empty() || state.done {
                     break;
@@ -380,7 +384,7 @@ impl SftpSession {
             // Files being uploaded here that the plugin does not show yet,
             // a batch at a time.
             if state.pending.is_none() {
-                state.pending = Some(self.files.pending_in(&entry.path).await);
+                state.pending = Some(self.files.uploads_unlisted(&entry.path, &state.uploads).await);
             }
             let pending = state.pending.as_mut().expect("just filled");
             let take = pending.len().min(READDIR_BATCH as usize);

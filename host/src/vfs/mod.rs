@@ -4,6 +4,7 @@
 //! spool. The SFTP layer speaks to storage through [`Files`].
 
 mod budget;
+mod listing;
 mod pending;
 mod read_write;
 mod reader;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use budget::ByteBudget;
+pub use listing::ListingUploads;
 pub use pending::{PendingGuard, PendingUploads, TenantTables, unix_now};
 pub use read_write::ReadWriteFile;
 pub use reader::FileReader;
@@ -80,17 +82,38 @@ impl Files {
 
     /// A file's info; a file being uploaded is shown with its size so far.
     pub async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
-        match self.storage.file_info(path).await {
-            Err(StorageError::NotFound) => self.pending.info(path).ok_or(StorageError::NotFound),
-            other => other,
+        match self.on_path(path, || self.storage.file_info(path)).await {
+            Answer::Plugin(result) => result,
+            Answer::Uploading(info) => Ok(info),
         }
     }
 
     /// A path's own info: a symbolic link is described, not followed.
     pub async fn link_stat(&self, path: &str) -> Result<FileInfo, StorageError> {
-        match self.storage.link_info(path).await {
-            Err(StorageError::NotFound) => self.pending.info(path).ok_or(StorageError::NotFound),
-            other => other,
+        match self.on_path(path, || self.storage.link_info(path)).await {
+            Answer::Plugin(result) => result,
+            Answer::Uploading(info) => Ok(info),
+        }
+    }
+
+    /// A plugin call on `path`, answered by the upload in progress there
+    /// when the plugin does not know the path yet. The commit of an upload
+    /// may land between the plugin's "not found" and the look at the table
+    /// (the placeholder ends once the plugin has the file): then the plugin
+    /// is asked again, so the file is never missing from both.
+    async fn on_path<T, F>(&self, path: &str, call: impl Fn() -> F) -> Answer<T>
+    where
+        F: std::future::Future<Output = Result<T, StorageError>>,
+    {
+        let was_uploading = self.pending.info(path).is_some();
+        let result = call().await;
+        if !matches!(result, Err(StorageError::NotFound)) {
+            return Answer::Plugin(result);
+        }
+        match self.pending.info(path) {
+            Some(info) => Answer::Uploading(info),
+            None if was_uploading => Answer::Plugin(call().await),
+            None => Answer::Plugin(result),
         }
     }
 
@@ -98,14 +121,16 @@ impl Files {
     /// once and its upload commits nothing.
     pub async fn remove_file(&self, path: &str) -> Result<(), StorageError> {
         self.settle(path).await;
-        let removed = self.storage.remove_file(path).await;
-        match removed {
-            Err(StorageError::NotFound) if self.pending.unlink(path) => Ok(()),
-            Ok(()) => {
+        match self.on_path(path, || self.storage.remove_file(path)).await {
+            Answer::Plugin(Ok(())) => {
+                // An overwrite in progress of the removed file commits nothing.
                 self.pending.unlink(path);
                 Ok(())
             }
-            other => other,
+            Answer::Plugin(other) => other,
+            Answer::Uploading(_) if self.pending.unlink(path) => Ok(()),
+            // Committed since: the plugin has the file now.
+            Answer::Uploading(_) => self.storage.remove_file(path).await,
         }
     }
 
@@ -123,7 +148,10 @@ impl Files {
         }
         self.settle(from).await;
         self.settle(to).await;
-        self.unless_pending(from, self.storage.rename(from, to, overwrite).await)
+        match self.on_path(from, || self.storage.rename(from, to, overwrite)).await {
+            Answer::Plugin(result) => result,
+            Answer::Uploading(_) => Err(StorageError::Io("the file is still being uploaded (open for writing)".into())),
+        }
     }
 
     /// RMDIR: a directory holding uploads in progress is not empty.
@@ -137,21 +165,13 @@ impl Files {
         self.storage.remove_dir(path).await
     }
 
-    fn unless_pending(&self, path: &str, result: Result<(), StorageError>) -> Result<(), StorageError> {
-        match result {
-            Err(StorageError::NotFound) if self.pending.info(path).is_some() => {
-                Err(StorageError::Io("the file is still being uploaded (open for writing)".into()))
-            }
-            other => other,
-        }
-    }
-
     /// SETSTAT by path. On a file being uploaded, times and permissions wait
     /// for its commit; its size can only change through its handle.
     pub async fn set_info(&self, path: &str, set: SetAttrs) -> Result<(), StorageError> {
-        match self.storage.set_info(path, set).await {
-            Err(StorageError::NotFound) if set.size.is_none() && self.pending.defer_attrs(path, set) => Ok(()),
-            other => other,
+        match self.on_path(path, || self.storage.set_info(path, set)).await {
+            Answer::Uploading(_) if set.size.is_none() && self.pending.defer_attrs(path, set) => Ok(()),
+            Answer::Uploading(_) => Err(StorageError::NotFound),
+            Answer::Plugin(result) => result,
         }
     }
 
@@ -159,24 +179,11 @@ impl Files {
         self.storage.list_dir(dir, cursor, limit).await
     }
 
-    /// Files being uploaded in `dir` that the plugin does not list yet: a
-    /// listing ends with them.
-    pub async fn pending_in(&self, dir: &str) -> Vec<(String, FileInfo)> {
-        let mut unlisted = Vec::new();
-        for (name, info) in self.pending.children(dir) {
-            let path = child(dir, &name);
-            if matches!(self.storage.file_info(&path).await, Err(StorageError::NotFound)) {
-                unlisted.push((name, info));
-            }
-        }
-        unlisted
-    }
-
     pub async fn open_read(&self, path: &str) -> Result<FileReader, StorageError> {
         self.settle(path).await;
-        match self.storage.open_read(path).await {
-            Err(StorageError::NotFound) if self.pending.info(path).is_some() => Ok(FileReader::Pending),
-            other => other.map(FileReader::Plugin),
+        match self.on_path(path, || self.storage.open_read(path)).await {
+            Answer::Plugin(result) => result.map(FileReader::Plugin),
+            Answer::Uploading(_) => Ok(FileReader::Pending),
         }
     }
 
@@ -252,6 +259,13 @@ impl Files {
 }
 
 use upload::delay;
+
+/// What a plugin call on a path came to (see [`Files::on_path`]).
+enum Answer<T> {
+    Plugin(Result<T, StorageError>),
+    /// The plugin does not know the path: a file is being uploaded there.
+    Uploading(FileInfo),
+}
 
 /// The name FUSE gives a removed file that is still open.
 fn is_fuse_hidden(path: &str) -> bool {

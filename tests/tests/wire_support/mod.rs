@@ -13,6 +13,7 @@ pub const FXP_OPEN: u8 = 3;
 pub const FXP_CLOSE: u8 = 4;
 pub const FXP_READ: u8 = 5;
 pub const FXP_WRITE: u8 = 6;
+pub const FXP_LSTAT: u8 = 7;
 pub const FXP_FSTAT: u8 = 8;
 pub const FXP_SETSTAT: u8 = 9;
 pub const FXP_FSETSTAT: u8 = 10;
