@@ -504,3 +504,28 @@ async fn a_listing_keeps_a_file_committed_while_it_runs() {
     assert_eq!(names, ["new", "old"], "each file once");
     server.shutdown().await;
 }
+
+/// A REMOVE from another session while an upload of the file is committing
+/// (its content on the way into the plugin) waits for the commit and then
+/// removes the file: it never answers OK for a file that then appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_remove_during_a_commit_removes_the_committed_file() {
+    // Each backend call waits this long: the commit's flush and finish take
+    // two of them, the REMOVE reaches the plugin after one.
+    let server = start_with([UserSpec::new("alice")], |config| config.sftp.backend_delay_ms = 500).await;
+    let mut writer = Wire::open(&server, "alice", 3).await;
+    let mut remover = Wire::open(&server, "alice", 3).await;
+    let h = writer.open_file("/f", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(writer.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"data")).await.status(), FX_OK);
+
+    let close = writer.send(FXP_CLOSE, Body::new().string(&h)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let removed = remover.call(FXP_REMOVE, Body::new().string("/f")).await;
+    assert_eq!(removed.status(), FX_OK, "{}", removed.message());
+    let closed = writer.recv().await;
+    assert_eq!((closed.id, closed.status()), (close, FX_OK), "{}", closed.message());
+
+    let stat = remover.call(FXP_STAT, Body::new().string("/f")).await;
+    assert_eq!(stat.kind, FXP_STATUS, "the removed file came back after its commit");
+    server.shutdown().await;
+}

@@ -172,8 +172,8 @@ pub struct DirState {
     pub sent: u64,
     /// The uploads in this directory when the listing started.
     pub uploads: crate::vfs::ListingUploads,
-    /// Files being uploaded in this directory, listed after the plugin's
-    /// entries (`None` until the plugin's listing ends).
+    /// Files being uploaded here that the plugin did not list, sent after
+    /// its entries (`None` until the plugin's listing ends).
     pub pending: Option<Vec<(String, crate::plugin::FileInfo)>>,
 }
 

@@ -37,25 +37,34 @@ impl Files {
     /// The files a listing of `dir` must add after the plugin's entries.
     pub async fn uploads_unlisted(&self, dir: &str, seen: &ListingUploads) -> Vec<(String, FileInfo)> {
         let mut extra = Vec::new();
-        let now: Vec<String> = self.pending.children(dir).into_iter().map(|(name, _)| name).collect();
-        for name in seen.unlisted.iter().chain(now.iter().filter(|n| !seen.at_start.contains(*n))) {
-            let path = child(dir, name);
-            let found = match self.on_path(&path, || self.storage.file_info(&path)).await {
-                // An upload that began after the listing: shown if the plugin
-                // does not know the path (an overwrite was listed already).
-                Answer::Uploading(info) => Some(info),
-                // Being uploaded at the start and not listed: whatever it is now.
-                Answer::Plugin(Ok(info)) if seen.unlisted.contains(name) => Some(info),
-                Answer::Plugin(Ok(_) | Err(StorageError::NotFound)) => None,
-                Answer::Plugin(Err(e)) => {
-                    tracing::debug!(path, error = %e, "upload left out of a listing");
-                    None
-                }
-            };
-            if let Some(info) = found {
+        // Being uploaded at the start and not listed: whatever each is now.
+        for name in &seen.unlisted {
+            if let Some(info) = self.lookup(&child(dir, name)).await {
                 extra.push((name.clone(), info));
             }
         }
+        // Begun since: shown while the plugin does not know the path (an
+        // overwrite of a listed file is listed already).
+        for (name, _) in self.pending.children(dir) {
+            if seen.at_start.contains(&name) {
+                continue;
+            }
+            let path = child(dir, &name);
+            if let Answer::Uploading(info) = self.plugin_or_upload(&path, || self.storage.file_info(&path)).await {
+                extra.push((name, info));
+            }
+        }
         extra
+    }
+
+    async fn lookup(&self, path: &str) -> Option<FileInfo> {
+        match self.plugin_or_upload(path, || self.storage.file_info(path)).await {
+            Answer::Uploading(info) | Answer::Plugin(Ok(info)) => Some(info),
+            Answer::Plugin(Err(StorageError::NotFound)) => None,
+            Answer::Plugin(Err(e)) => {
+                tracing::debug!(path, error = %e, "upload left out of a listing");
+                None
+            }
+        }
     }
 }

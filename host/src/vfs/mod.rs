@@ -17,6 +17,7 @@ use std::time::Duration;
 pub use budget::ByteBudget;
 pub use listing::ListingUploads;
 pub use pending::{PendingGuard, PendingUploads, TenantTables, unix_now};
+use pending::Unlink;
 pub use read_write::ReadWriteFile;
 pub use reader::FileReader;
 pub use upload::Upload;
@@ -47,6 +48,10 @@ pub struct Files {
 /// How long a request on a path waits for this session's own upload of it
 /// to be closed (see [`PendingUploads::settle`]).
 const SETTLE: Duration = Duration::from_secs(2);
+
+/// How long a REMOVE waits for an upload of its file that is committing
+/// (its plugin calls have their own deadlines).
+const COMMIT_WAIT: Duration = Duration::from_secs(120);
 
 impl Files {
     pub fn new(
@@ -82,7 +87,7 @@ impl Files {
 
     /// A file's info; a file being uploaded is shown with its size so far.
     pub async fn stat(&self, path: &str) -> Result<FileInfo, StorageError> {
-        match self.on_path(path, || self.storage.file_info(path)).await {
+        match self.plugin_or_upload(path, || self.storage.file_info(path)).await {
             Answer::Plugin(result) => result,
             Answer::Uploading(info) => Ok(info),
         }
@@ -90,7 +95,7 @@ impl Files {
 
     /// A path's own info: a symbolic link is described, not followed.
     pub async fn link_stat(&self, path: &str) -> Result<FileInfo, StorageError> {
-        match self.on_path(path, || self.storage.link_info(path)).await {
+        match self.plugin_or_upload(path, || self.storage.link_info(path)).await {
             Answer::Plugin(result) => result,
             Answer::Uploading(info) => Ok(info),
         }
@@ -101,7 +106,7 @@ impl Files {
     /// may land between the plugin's "not found" and the look at the table
     /// (the placeholder ends once the plugin has the file): then the plugin
     /// is asked again, so the file is never missing from both.
-    async fn on_path<T, F>(&self, path: &str, call: impl Fn() -> F) -> Answer<T>
+    async fn plugin_or_upload<T, F>(&self, path: &str, call: impl Fn() -> F) -> Answer<T>
     where
         F: std::future::Future<Output = Result<T, StorageError>>,
     {
@@ -121,17 +126,26 @@ impl Files {
     /// once and its upload commits nothing.
     pub async fn remove_file(&self, path: &str) -> Result<(), StorageError> {
         self.settle(path).await;
-        match self.on_path(path, || self.storage.remove_file(path)).await {
-            Answer::Plugin(Ok(())) => {
-                // An overwrite in progress of the removed file commits nothing.
-                self.pending.unlink(path);
-                Ok(())
+        // Each turn either ends, or follows an upload of the path that ended
+        // or finished committing meanwhile; a few turns are plenty.
+        for _ in 0..4 {
+            match self.plugin_or_upload(path, || self.storage.remove_file(path)).await {
+                Answer::Plugin(Ok(())) => {
+                    // An overwrite in progress of the removed file commits
+                    // nothing (one already committing lands after the removal).
+                    let _ = self.pending.unlink(path);
+                    return Ok(());
+                }
+                Answer::Plugin(other) => return other,
+                Answer::Uploading(_) => match self.pending.unlink(path) {
+                    Unlink::Removed => return Ok(()),
+                    // Committed or given up since: the plugin knows.
+                    Unlink::Absent => {}
+                    Unlink::Committing => self.pending.wait_commits(path, COMMIT_WAIT).await,
+                },
             }
-            Answer::Plugin(other) => other,
-            Answer::Uploading(_) if self.pending.unlink(path) => Ok(()),
-            // Committed since: the plugin has the file now.
-            Answer::Uploading(_) => self.storage.remove_file(path).await,
         }
+        Err(StorageError::Io("the file kept being replaced while it was removed".into()))
     }
 
     /// RENAME of a new file still being uploaded is refused clearly rather
@@ -140,15 +154,22 @@ impl Files {
         // FUSE (sshfs) removes a file that is still open by renaming it to a
         // hidden name, and removes that at the last close: for a file still
         // being uploaded, that is its removal (see `remove_file`).
-        if is_fuse_hidden(to) && self.pending.unlink(from) {
-            return match self.storage.remove_file(from).await {
-                Ok(()) | Err(StorageError::NotFound) => Ok(()),
-                Err(e) => Err(e),
-            };
+        if is_fuse_hidden(to) {
+            match self.pending.unlink(from) {
+                Unlink::Removed => {
+                    return match self.storage.remove_file(from).await {
+                        Ok(()) | Err(StorageError::NotFound) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                }
+                // Once it lands, it is an ordinary rename.
+                Unlink::Committing => self.pending.wait_commits(from, COMMIT_WAIT).await,
+                Unlink::Absent => {}
+            }
         }
         self.settle(from).await;
         self.settle(to).await;
-        match self.on_path(from, || self.storage.rename(from, to, overwrite)).await {
+        match self.plugin_or_upload(from, || self.storage.rename(from, to, overwrite)).await {
             Answer::Plugin(result) => result,
             Answer::Uploading(_) => Err(StorageError::Io("the file is still being uploaded (open for writing)".into())),
         }
@@ -168,9 +189,10 @@ impl Files {
     /// SETSTAT by path. On a file being uploaded, times and permissions wait
     /// for its commit; its size can only change through its handle.
     pub async fn set_info(&self, path: &str, set: SetAttrs) -> Result<(), StorageError> {
-        match self.on_path(path, || self.storage.set_info(path, set)).await {
+        match self.plugin_or_upload(path, || self.storage.set_info(path, set)).await {
             Answer::Uploading(_) if set.size.is_none() && self.pending.defer_attrs(path, set) => Ok(()),
-            Answer::Uploading(_) => Err(StorageError::NotFound),
+            // Committed since, or a size (only through the upload's handle).
+            Answer::Uploading(_) => self.storage.set_info(path, set).await,
             Answer::Plugin(result) => result,
         }
     }
@@ -181,7 +203,7 @@ impl Files {
 
     pub async fn open_read(&self, path: &str) -> Result<FileReader, StorageError> {
         self.settle(path).await;
-        match self.on_path(path, || self.storage.open_read(path)).await {
+        match self.plugin_or_upload(path, || self.storage.open_read(path)).await {
             Answer::Plugin(result) => result.map(FileReader::Plugin),
             Answer::Uploading(_) => Ok(FileReader::Pending),
         }
@@ -260,7 +282,7 @@ impl Files {
 
 use upload::delay;
 
-/// What a plugin call on a path came to (see [`Files::on_path`]).
+/// What a plugin call on a path came to (see [`Files::plugin_or_upload`]).
 enum Answer<T> {
     Plugin(Result<T, StorageError>),
     /// The plugin does not know the path: a file is being uploaded there.

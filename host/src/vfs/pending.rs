@@ -33,6 +33,21 @@ struct Placeholder {
     /// Times and permissions set by path while the upload runs (sed -i does
     /// chmod on its new file before closing it): applied after the commit.
     deferred: Option<SetAttrs>,
+    /// Holders past the point of no return: their content is on its way
+    /// into the plugin, so the name can no longer be taken from them.
+    committing: usize,
+}
+
+/// What [`PendingUploads::unlink`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unlink {
+    /// The name is gone; the uploads still open commit nothing.
+    Removed,
+    /// No upload of the path is in progress.
+    Absent,
+    /// An upload of the path is committing: once it lands, the file is the
+    /// plugin's to remove (see [`PendingUploads::wait_commits`]).
+    Committing,
 }
 
 impl PendingUploads {
@@ -58,11 +73,20 @@ impl PendingUploads {
             info: FileInfo { kind: FileKind::File, size, permissions, modified: now, accessed: now },
             holders: Vec::new(),
             deferred: None,
+            committing: 0,
         });
         entry.holders.push(session);
         entry.info.size = size;
         let id = entry.id;
-        Some(PendingGuard { table: self.clone(), path: path.to_string(), id, session, released: false, deferred: None })
+        Some(PendingGuard {
+            table: self.clone(),
+            path: path.to_string(),
+            id,
+            session,
+            released: false,
+            committing: false,
+            deferred: None,
+        })
     }
 
     /// Waits (at most `limit`) until `session` holds no upload of `path`.
@@ -95,13 +119,32 @@ impl PendingUploads {
 
     /// REMOVE of a file being uploaded, as unlink(2) of an open file: the
     /// name goes at once and the uploads still open keep writing to nothing
-    /// (their CLOSE commits nothing). False when no upload of `path` runs.
-    pub fn unlink(&self, path: &str) -> bool {
-        let removed = self.files.lock().expect("pending table lock").remove(path).is_some();
-        if removed {
-            self.ended.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        removed
+    /// (their CLOSE commits nothing), unless one is already committing.
+    pub fn unlink(&self, path: &str) -> Unlink {
+        let mut files = self.files.lock().expect("pending table lock");
+        match files.get(path) {
+            None => return Unlink::Absent,
+            Some(p) if p.committing > 0 => return Unlink::Committing,
+            Some(_) => files.remove(path),
+        };
+        drop(files);
+        self.ended.send_modify(|n| *n = n.wrapping_add(1));
+        Unlink::Removed
+    }
+
+    /// Waits (at most `limit`) until no upload of `path` is committing.
+    pub async fn wait_commits(&self, path: &str, limit: std::time::Duration) {
+        let mut ended = self.ended.subscribe();
+        let committing =
+            || self.files.lock().expect("pending table lock").get(path).is_some_and(|p| p.committing > 0);
+        let _ = tokio::time::timeout(limit, async {
+            while committing() {
+                if ended.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     /// A WRITE or truncate was read off the wire for an upload of `path`:
@@ -155,20 +198,27 @@ pub struct PendingGuard {
     id: u64,
     session: u64,
     released: bool,
+    /// Counted in its placeholder's `committing`.
+    committing: bool,
     /// Set on the upload's handle (FSETSTAT) or by path while it ran.
     deferred: Option<SetAttrs>,
 }
 
 impl PendingGuard {
-    /// Whether this upload's placeholder is still the one at its path.
-    fn current(&self) -> bool {
-        let files = self.table.files.lock().expect("pending table lock");
-        files.get(&self.path).is_some_and(|p| p.id == self.id)
-    }
-
-    /// The file was removed while this upload ran: there is nothing to commit.
-    pub fn unlinked(&self) -> bool {
-        !self.released && !self.current()
+    /// The upload is about to hand its content to the plugin: from now on
+    /// a REMOVE waits for the commit instead of taking the name. False when
+    /// the file was removed while the upload ran: there is nothing to commit.
+    pub fn begin_commit(&mut self) -> bool {
+        if self.released {
+            return false;
+        }
+        let mut files = self.table.files.lock().expect("pending table lock");
+        let Some(p) = files.get_mut(&self.path).filter(|p| p.id == self.id) else { return false };
+        if !self.committing {
+            p.committing += 1;
+            self.committing = true;
+        }
+        true
     }
 
     /// The size so far, as STAT from any session shows it: `exact` after a
@@ -212,6 +262,9 @@ impl PendingGuard {
         }
         if let Some(at) = p.holders.iter().position(|s| *s == self.session) {
             p.holders.swap_remove(at);
+        }
+        if self.committing {
+            p.committing -= 1;
         }
         if p.holders.is_empty() {
             files.remove(&self.path);
@@ -287,16 +340,36 @@ mod tests {
     fn an_unlinked_upload_knows_it_and_a_new_one_is_not_confused() {
         let table = Arc::new(PendingUploads::default());
         let mut old = table.register("/f", 0o644, 0, false, 1).unwrap();
-        assert!(!old.unlinked());
-        assert!(table.unlink("/f"));
+        assert_eq!(table.unlink("/f"), Unlink::Removed);
         assert!(table.info("/f").is_none(), "the name goes at once");
-        let new = table.register("/f", 0o644, 3, false, 1).unwrap();
-        assert!(old.unlinked(), "the old upload has nothing to commit");
-        assert!(!new.unlinked());
+        assert_eq!(table.unlink("/f"), Unlink::Absent);
+        let mut new = table.register("/f", 0o644, 3, false, 1).unwrap();
+        assert!(!old.begin_commit(), "the old upload has nothing to commit");
         old.set_size(99, true);
         assert_eq!(table.info("/f").unwrap().size, 3, "the old upload does not touch the new placeholder");
         old.release();
         assert!(table.info("/f").is_some(), "nor end it");
+        assert!(new.begin_commit());
+        new.release();
+        assert!(table.info("/f").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_committing_upload_keeps_its_name_until_it_lands() {
+        let table = Arc::new(PendingUploads::default());
+        let mut upload = table.register("/f", 0o644, 0, false, 1).unwrap();
+        assert!(upload.begin_commit());
+        assert_eq!(table.unlink("/f"), Unlink::Committing, "the content is on its way");
+        assert!(table.info("/f").is_some());
+        let waiter = {
+            let table = table.clone();
+            tokio::spawn(async move { table.wait_commits("/f", std::time::Duration::from_secs(10)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "waits while the commit runs");
+        upload.release();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.expect("woken").unwrap();
+        assert_eq!(table.unlink("/f"), Unlink::Absent);
     }
 
     #[test]

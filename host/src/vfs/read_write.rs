@@ -154,7 +154,7 @@ impl ReadWriteFile {
     async fn commit_content(&mut self) -> Result<(), StorageError> {
         // Removed while open (as unlink(2) of an open file), or untouched:
         // the file stays as the plugin has it.
-        if self.placeholder.unlinked() || !self.changed {
+        if !self.changed || !self.placeholder.begin_commit() {
             return self.writer.abort().await;
         }
         let mut offset = 0;

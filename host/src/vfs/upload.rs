@@ -195,7 +195,7 @@ impl Upload {
     async fn commit_content(&mut self) -> Result<(), StorageError> {
         // Removed while open (as unlink(2) of an open file), or copied into
         // place by the plugin: this writer has nothing to keep.
-        if self.placeholder.unlinked() || self.copied {
+        if self.copied || !self.placeholder.begin_commit() {
             return self.writer.abort().await;
         }
         if let Err(error) = self.flush().await {
