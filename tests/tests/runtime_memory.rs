@@ -278,7 +278,7 @@ async fn writer_is_invisible_until_finish_and_abort_leaves_nothing() {
     bounded(w.write_chunk(0, b"pending")).await.unwrap();
     assert_err!(s.file_info("/new"), StorageError::NotFound);
     assert_err!(other.file_info("/new"), StorageError::NotFound);
-    assert_err!(s.open_read("/new"), StorageError::NotFound);
+    assert_err!(s.open_read("/new", None), StorageError::NotFound);
     assert!(!names(&s, "/").await.contains(&"new".to_string()));
     bounded(w.finish()).await.unwrap();
     assert_eq!(get(&other, "/new").await, b"pending");
@@ -348,7 +348,7 @@ async fn reader_keeps_its_snapshot_while_another_session_overwrites() {
     let v1 = pattern(200_000, 7);
     let v2 = pattern(150_000, 8);
     put(&a, "/f", &v1).await;
-    let reader = bounded(a.open_read("/f")).await.unwrap();
+    let reader = bounded(a.open_read("/f", None)).await.unwrap();
     let first = bounded(reader.read(0, 1000)).await.unwrap();
     assert_eq!(first, v1[..1000]);
 
@@ -358,16 +358,35 @@ async fn reader_keeps_its_snapshot_while_another_session_overwrites() {
 
     // Also through an in-place partial overwrite and a removal.
     let w = bounded(b.begin_write("/f", opts(false, false, false, false))).await.unwrap();
-    let reader2 = bounded(a.open_read("/f")).await.unwrap();
+    let reader2 = bounded(a.open_read("/f", None)).await.unwrap();
     bounded(w.write_chunk(0, &[0xFF; 100])).await.unwrap();
     bounded(w.finish()).await.unwrap();
     assert_eq!(read_all(&reader2).await, v2);
-    let reader3 = bounded(a.open_read("/f")).await.unwrap();
+    let reader3 = bounded(a.open_read("/f", None)).await.unwrap();
     bounded(b.remove_file("/f")).await.unwrap();
     match bounded(reader3.read(0, 100)).await {
         Ok(data) => assert_eq!(data[..], [0xFF; 100][..], "a removed file's reader still reads its version"),
         Err(e) => assert_eq!(e, StorageError::Conflict, "or it says the version is gone"),
     }
+}
+
+/// Contract 0.2: a file's info carries its version, a reader says which
+/// version it reads, and opening a version that changed is a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_can_be_pinned_across_sessions() {
+    let rt = runtime();
+    let plugin = memory_plugin(&rt).await;
+    let a = memory_session(&plugin, "alice", "shared").await;
+    let b = memory_session(&plugin, "bob", "shared").await;
+    put(&a, "/f", b"first").await;
+    let info = bounded(a.file_info("/f")).await.unwrap();
+    let version = info.version.clone().expect("the memory plugin versions its files");
+    let reader = bounded(b.open_read("/f", Some(&version))).await.expect("the same version from another session");
+    let pinned = bounded(reader.info()).await.unwrap();
+    assert_eq!((pinned.size, pinned.version.as_deref()), (5, Some(version.as_str())));
+    put(&a, "/f", b"second").await;
+    assert_err!(b.open_read("/f", Some(&version)), StorageError::Conflict);
+    assert_eq!(read_all(&reader).await, b"first", "the open reader keeps its version");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,7 +456,7 @@ async fn reads_past_eof_are_empty_and_read_errors() {
     let data = pattern(100_000, 5);
     put(&s, "/f", &data).await;
 
-    let r = bounded(s.open_read("/f")).await.unwrap();
+    let r = bounded(s.open_read("/f", None)).await.unwrap();
     assert_eq!(bounded(r.read(0, 100)).await.unwrap(), data[..100]);
     assert_eq!(bounded(r.read(99_990, 100)).await.unwrap(), data[99_990..], "a read across EOF is short");
     assert!(bounded(r.read(100_000, 100)).await.unwrap().is_empty(), "a read at EOF is empty");
@@ -448,9 +467,9 @@ async fn reads_past_eof_are_empty_and_read_errors() {
     assert_eq!(bounded(r.read(1, 1)).await.unwrap(), data[1..2]);
     assert!(bounded(r.read(5, 0)).await.unwrap().is_empty());
 
-    assert_err!(s.open_read("/nope"), StorageError::NotFound);
+    assert_err!(s.open_read("/nope", None), StorageError::NotFound);
     bounded(s.make_dir("/d", None)).await.unwrap();
-    assert_err!(s.open_read("/d"), StorageError::IsADirectory);
+    assert_err!(s.open_read("/d", None), StorageError::IsADirectory);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -721,7 +740,7 @@ async fn filling_a_sparse_file_then_outgrowing_the_quota_is_no_space() {
         bounded(w.write_chunk(off, &pattern(len, off))).await.unwrap();
     }
     assert_eq!(bounded(w.finish()).await.unwrap().size, SIZE);
-    let r = bounded(t.other.open_read("/sparse")).await.unwrap();
+    let r = bounded(t.other.open_read("/sparse", None)).await.unwrap();
     assert_eq!(bounded(r.read(3 * PIECE as u64, 100)).await.unwrap(), pattern(100, 3 * PIECE as u64));
     assert_eq!(bounded(r.read(SIZE - 4, 100)).await.unwrap(), b"tail");
     drop(r);

@@ -30,7 +30,7 @@ fn settings(deadline: Duration, config: &[(&str, &str)]) -> PluginSettings {
 
 async fn hostile(rt: &Runtime, deadline: Duration) -> Arc<Plugin> {
     let plugin = bounded(rt.load("hostile", &hostile_bytes(), settings(deadline, &[]))).await.expect("loading the hostile plugin");
-    assert!(matches!(plugin.capabilities().scope, InstanceScope::Session), "the hostile plugin is session-scoped");
+    assert!(matches!(plugin.capabilities().scope, InstanceScope::Stateless), "the hostile plugin is stateless");
     plugin
 }
 
@@ -218,7 +218,7 @@ async fn huge_link_target_and_oversized_read_are_rejected() {
     assert_eq!(stat(&rt.stats().invalid_outputs), invalid + 1);
     assert_ok(&s).await;
 
-    let reader = bounded(s.open_read("/huge-read")).await.expect("open-read /huge-read");
+    let reader = bounded(s.open_read("/huge-read", None)).await.expect("open-read /huge-read");
     for len in [1u32, 16, 4096] {
         let r = bounded(reader.read(0, len)).await;
         let msg = assert_plugin_failed(&r, &format!("read of {len} bytes"));

@@ -529,3 +529,30 @@ async fn a_remove_during_a_commit_removes_the_committed_file() {
     assert_eq!(stat.kind, FXP_STATUS, "the removed file came back after its commit");
     server.shutdown().await;
 }
+
+/// A plugin that declares its largest file (`max-file-size`) never sees a
+/// WRITE or size change past it: the host refuses it with a clear FAILURE,
+/// and the upload stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_past_the_plugins_largest_file_are_refused_by_the_host() {
+    let server = start_with([UserSpec::new("alice")], |c| {
+        let memory = c.plugins.get_mut("memory").expect("the memory plugin");
+        memory.config.insert("max-file-size".into(), "1M".into());
+    })
+    .await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let h = wire.open_file("/f", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"kept")).await.status(), FX_OK);
+    let past = wire.call(FXP_WRITE, Body::new().string(&h).u64(1 << 20).string(b"x")).await;
+    assert_eq!(past.status(), FX_FAILURE);
+    assert!(past.message().contains("the most this storage holds"), "refused by the host: {}", past.message());
+    // FSETSTAT size (flags: SIZE) past the bound.
+    let grow = wire.call(FXP_FSETSTAT, Body::new().string(&h).u32(0x1).u64(2 << 20)).await;
+    assert_eq!(grow.status(), FX_FAILURE);
+    assert!(grow.message().contains("the most this storage holds"), "{}", grow.message());
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+    let setstat = wire.call(FXP_SETSTAT, Body::new().string("/f").u32(0x1).u64(2 << 20)).await;
+    assert!(setstat.message().contains("the most this storage holds"), "{}", setstat.message());
+    assert_eq!(server.sftp("alice").await.get("/f").await, b"kept");
+    server.shutdown().await;
+}

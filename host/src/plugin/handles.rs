@@ -116,12 +116,14 @@ impl Session {
         Ok(info)
     }
 
-    pub async fn open_read(&self, path: &str) -> Result<Reader, StorageError> {
+    /// Opens the current version of a file, or exactly `version` (a
+    /// changed file is `Conflict`).
+    pub async fn open_read(&self, path: &str, version: Option<&str>) -> Result<Reader, StorageError> {
         let resource = self
             .pinned
             .call("open-read", async |live: &mut Live, me| {
                 let (store, api) = live.parts();
-                api.session().call_open_read(store, me, path).await
+                api.session().call_open_read(store, me, path, version).await
             })
             .await?;
         Ok(Reader { pinned: self.child(resource) })
@@ -253,6 +255,19 @@ impl Reader {
             .await?;
         validate::read(data.len(), len).map_err(|e| self.pinned.reject(e))?;
         Ok(data)
+    }
+
+    /// The version being read, as pinned at open.
+    pub async fn info(&self) -> Result<FileInfo, StorageError> {
+        let info = self
+            .pinned
+            .call("reader-info", async |live: &mut Live, me| {
+                let (store, api) = live.parts();
+                api.reader().call_info(store, me).await.map(Ok)
+            })
+            .await?;
+        validate::file_info(&info).map_err(|e| self.pinned.reject(e))?;
+        Ok(info)
     }
 }
 

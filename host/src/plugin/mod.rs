@@ -125,6 +125,18 @@ impl Runtime {
             .await;
         let (mut caps, _) = anyhow::Context::with_context(described, || format!("starting plugin {name}"))?;
         anyhow::Context::with_context(validate::capabilities(&mut caps), || format!("plugin {name}"))?;
+        // Housekeeping left by an earlier run (object storage: uploads a
+        // crashed host started); a failure is logged, the plugin still loads.
+        let maintained = probe
+            .call(None, "maintain", async |live: &mut instance::Live| {
+                let (store, api) = live.parts();
+                api.call_maintain(store).await
+            })
+            .await;
+        match maintained.map(|(result, _)| result.map_err(StorageError::from)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => tracing::warn!(plugin = name, "maintenance at start failed: {e}"),
+        }
         tracing::info!(
             plugin = name,
             backend = %caps.name,
@@ -175,7 +187,7 @@ impl Plugin {
                     .or_insert_with(|| Instance::new(self.shared.clone(), format!("tenant:{}", context.tenant)))
                     .clone()
             }
-            InstanceScope::Session => Instance::new(self.shared.clone(), format!("session:{}", context.user)),
+            InstanceScope::Stateless => Instance::new(self.shared.clone(), format!("session:{}", context.user)),
         };
         Session::open(instance, self.caps.clone(), context).await
     }

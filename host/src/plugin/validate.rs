@@ -42,9 +42,21 @@ pub fn path(path: &str) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Longest version tag (ETag, generation) a plugin may return (bytes).
+pub const MAX_VERSION_LEN: usize = 256;
+
 pub fn file_info(info: &FileInfo) -> Result<(), StorageError> {
     if info.permissions > 0o7777 {
         return Err(invalid(format!("permissions {:o} beyond 0o7777", info.permissions)));
+    }
+    if let Some(version) = &info.version {
+        if version.len() > MAX_VERSION_LEN {
+            return Err(invalid(format!("version of {} bytes (max {MAX_VERSION_LEN})", version.len())));
+        }
+        // It is shown in logs and handed back to the plugin: printable only.
+        if !version.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            return Err(invalid("version with bytes that are not printable ASCII".into()));
+        }
     }
     Ok(())
 }
@@ -107,6 +119,22 @@ mod tests {
         assert!(name("").is_err());
         assert!(name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
         assert!(name("ok.txt").is_ok());
+    }
+
+    #[test]
+    fn versions_are_bounded_and_printable() {
+        let info = |version: &str| FileInfo {
+            kind: crate::plugin::FileKind::File,
+            size: 0,
+            permissions: 0o644,
+            modified: 0,
+            accessed: 0,
+            version: Some(version.into()),
+        };
+        assert!(file_info(&info("\"0x8d9f\"")).is_ok(), "an S3 ETag");
+        assert!(file_info(&info(&"e".repeat(MAX_VERSION_LEN + 1))).is_err());
+        assert!(file_info(&info("a\nb")).is_err());
+        assert!(file_info(&info("caf\u{e9}")).is_err());
     }
 
     #[test]

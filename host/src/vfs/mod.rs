@@ -189,6 +189,11 @@ impl Files {
     /// SETSTAT by path. On a file being uploaded, times and permissions wait
     /// for its commit; its size can only change through its handle.
     pub async fn set_info(&self, path: &str, set: SetAttrs) -> Result<(), StorageError> {
+        if let (Some(size), Some(max)) = (set.size, self.capabilities().max_file_size) {
+            if size > max {
+                return Err(file_too_large(max));
+            }
+        }
         match self.plugin_or_upload(path, || self.storage.set_info(path, set)).await {
             Answer::Uploading(_) if set.size.is_none() && self.pending.defer_attrs(path, set) => Ok(()),
             // Committed since, or a size (only through the upload's handle).
@@ -203,7 +208,7 @@ impl Files {
 
     pub async fn open_read(&self, path: &str) -> Result<FileReader, StorageError> {
         self.settle(path).await;
-        match self.plugin_or_upload(path, || self.storage.open_read(path)).await {
+        match self.plugin_or_upload(path, || self.storage.open_read(path, None)).await {
             Answer::Plugin(result) => result.map(FileReader::Plugin),
             Answer::Uploading(_) => Ok(FileReader::Pending),
         }
@@ -227,6 +232,7 @@ impl Files {
             placeholder,
             budget: self.budget.clone(),
             backend_delay: self.settings.backend_delay,
+            max_size: self.capabilities().max_file_size,
         }))
     }
 
@@ -240,6 +246,7 @@ impl Files {
     /// Opens a file for reading and writing (see [`ReadWriteFile`]).
     pub async fn open_read_write(&self, path: &str, options: WriteOptions) -> Result<ReadWriteFile, StorageError> {
         self.settle(path).await;
+        let max_spool = self.settings.max_spool_bytes;
         let existing = match self.storage.file_info(path).await {
             Ok(info) => Some(info),
             Err(StorageError::NotFound) => None,
@@ -249,8 +256,8 @@ impl Files {
             if info.kind == crate::plugin::FileKind::Directory {
                 return Err(StorageError::IsADirectory);
             }
-            if !options.truncate && info.size > self.settings.max_spool_bytes {
-                return Err(read_write::too_large(self.settings.max_spool_bytes));
+            if !options.truncate && info.size > max_spool {
+                return Err(read_write::too_large(max_spool));
             }
         }
         let permissions = options.permissions.or(existing.as_ref().map(|i| i.permissions)).unwrap_or(0o644);
@@ -258,7 +265,7 @@ impl Files {
         // The base is opened first: the writer truncates (in its own pending
         // content), the spool carries what is kept.
         let base = match &existing {
-            Some(_) if !options.truncate => Some(self.storage.open_read(path).await?),
+            Some(info) if !options.truncate => Some(self.storage.open_read(path, info.version.as_deref()).await?),
             _ => None,
         };
         let writer = self.storage.begin_write(path, WriteOptions { truncate: true, append: false, ..options }).await?;
@@ -268,7 +275,7 @@ impl Files {
             base,
             created: existing.is_none() || options.truncate,
             spool_dir: &self.settings.spool_dir,
-            max_size: self.settings.max_spool_bytes,
+            max_size: self.capabilities().max_file_size.map_or(max_spool, |max| max.min(max_spool)),
             append: options.append,
             permissions,
             read_chunk: caps.read_chunk,
@@ -287,6 +294,12 @@ enum Answer<T> {
     Plugin(Result<T, StorageError>),
     /// The plugin does not know the path: a file is being uploaded there.
     Uploading(FileInfo),
+}
+
+/// A WRITE or size change past the plugin's largest file, refused before
+/// the plugin is asked.
+fn file_too_large(max: u64) -> StorageError {
+    StorageError::Io(format!("the file would be larger than {max} bytes, the most this storage holds"))
 }
 
 /// The name FUSE gives a removed file that is still open.

@@ -70,7 +70,7 @@ impl PendingUploads {
         let next_id = &self.next_id;
         let entry = files.entry(path.to_string()).or_insert_with(|| Placeholder {
             id: next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            info: FileInfo { kind: FileKind::File, size, permissions, modified: now, accessed: now },
+            info: FileInfo { kind: FileKind::File, size, permissions, modified: now, accessed: now, version: None },
             holders: Vec::new(),
             deferred: None,
             committing: 0,

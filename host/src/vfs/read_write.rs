@@ -192,6 +192,13 @@ impl ReadWriteFile {
 
     pub fn info(&self) -> FileInfo {
         let now = unix_now();
-        FileInfo { kind: FileKind::File, size: self.size, permissions: self.permissions, modified: now, accessed: now }
+        FileInfo {
+            kind: FileKind::File,
+            size: self.size,
+            permissions: self.permissions,
+            modified: now,
+            accessed: now,
+            version: None,
+        }
     }
 }

@@ -34,6 +34,7 @@ pub struct Upload {
     placeholder: PendingGuard,
     /// Added before each backend call (benchmarking a slow backend).
     backend_delay: Duration,
+    max_size: Option<u64>,
 }
 
 pub(super) struct UploadParts {
@@ -45,6 +46,8 @@ pub(super) struct UploadParts {
     pub placeholder: PendingGuard,
     pub budget: ByteBudget,
     pub backend_delay: Duration,
+    /// The plugin's largest file, if it has one.
+    pub max_size: Option<u64>,
 }
 
 impl Upload {
@@ -64,6 +67,15 @@ impl Upload {
             copied: false,
             placeholder: parts.placeholder,
             backend_delay: parts.backend_delay,
+            max_size: parts.max_size,
+        }
+    }
+
+    /// Refuses a size past the plugin's largest file before it is asked.
+    fn check_size(&self, size: u64) -> Result<(), StorageError> {
+        match self.max_size {
+            Some(max) if size > max => Err(super::file_too_large(max)),
+            _ => Ok(()),
         }
     }
 
@@ -79,6 +91,7 @@ impl Upload {
         let Some(end) = offset.checked_add(data.len() as u64) else {
             return Err(StorageError::InvalidInput("write beyond the largest file offset".into()));
         };
+        self.check_size(if self.append { self.high_water.saturating_add(data.len() as u64) } else { end })?;
         let contiguous = self.buffer_offset.checked_add(self.buffer.len() as u64) == Some(offset);
         if !self.append && !self.buffer.is_empty() && !contiguous {
             self.flush().await?;
@@ -160,6 +173,7 @@ impl Upload {
         if self.copied {
             return Err(StorageError::Unsupported);
         }
+        self.check_size(size)?;
         self.flush().await?;
         self.touched = true;
         delay(self.backend_delay).await;
@@ -223,7 +237,14 @@ impl Upload {
     /// What FSTAT shows before the content is committed.
     pub fn provisional_info(&self) -> FileInfo {
         let now = unix_now();
-        FileInfo { kind: FileKind::File, size: self.high_water, permissions: self.permissions, modified: now, accessed: now }
+        FileInfo {
+            kind: FileKind::File,
+            size: self.high_water,
+            permissions: self.permissions,
+            modified: now,
+            accessed: now,
+            version: None,
+        }
     }
 }
 

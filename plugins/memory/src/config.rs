@@ -21,6 +21,9 @@ pub struct Config {
     /// `set-info = "off"`: behave like a store that keeps no times or
     /// permissions of its own (set-info answers unsupported).
     pub no_set_info: bool,
+    /// `max-file-size`: the largest file, declared to the host (which then
+    /// refuses larger ones itself) and enforced here too.
+    pub max_file_size: Option<u64>,
 }
 
 /// The quota in force and how it was decided.
@@ -43,6 +46,11 @@ impl Config {
                 "max-bytes" => {
                     cfg.max_bytes = Some(parse_bytes(value).ok_or_else(|| {
                         format!("config key `max-bytes`: invalid byte size {value:?}")
+                    })?)
+                }
+                "max-file-size" => {
+                    cfg.max_file_size = Some(parse_bytes(value).ok_or_else(|| {
+                        format!("config key `max-file-size`: invalid byte size {value:?}")
                     })?)
                 }
                 "set-info" => {

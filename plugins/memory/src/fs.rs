@@ -61,6 +61,14 @@ struct Node {
     atime: u64,
     /// The entry's own cost ([`entry_charge`]); content is charged by its blob.
     charge: Charge,
+    /// Changes with every change of content: what `open-read` can pin.
+    version: u64,
+}
+
+/// A number no content of this instance had before.
+fn next_version() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Node {
@@ -72,6 +80,7 @@ impl Node {
             mtime: t,
             atime: t,
             charge,
+            version: next_version(),
         }
     }
 
@@ -84,9 +93,9 @@ impl Node {
     }
 
     fn info(&self) -> FileInfo {
-        let (kind, size) = match &self.kind {
-            Kind::File(d) => (FileKind::File, d.len() as u64),
-            Kind::Dir(_) => (FileKind::Directory, 0),
+        let (kind, size, version) = match &self.kind {
+            Kind::File(d) => (FileKind::File, d.len() as u64, Some(self.version.to_string())),
+            Kind::Dir(_) => (FileKind::Directory, 0, None),
         };
         FileInfo {
             kind,
@@ -94,6 +103,7 @@ impl Node {
             permissions: self.perms,
             modified: self.mtime,
             accessed: self.atime,
+            version,
         }
     }
 
@@ -149,6 +159,8 @@ pub struct Fs {
     /// Every entry and every content held, including uploads in progress and
     /// versions pinned by readers.
     budget: Budget,
+    /// No file grows past this (config `max-file-size`).
+    max_file_size: Option<u64>,
 }
 
 impl Default for Fs {
@@ -227,6 +239,7 @@ impl Fs {
         Fs {
             root: Node::new_dir(DEFAULT_DIR_PERMS, budget.nothing()),
             budget,
+            max_file_size: None,
         }
     }
 
@@ -237,6 +250,18 @@ impl Fs {
     }
 
     /// Bytes charged: entries, content, uploads in progress, pinned versions.
+    pub fn set_max_file_size(&mut self, max: Option<u64>) {
+        self.max_file_size = max;
+    }
+
+    /// A size past `max-file-size` is `no-space`.
+    fn check_file_size(&self, size: u64) -> Result<()> {
+        match self.max_file_size {
+            Some(max) if size > max => Err(Error::NoSpace),
+            _ => Ok(()),
+        }
+    }
+
     pub fn used_bytes(&self) -> u64 {
         self.budget.held()
     }
@@ -277,14 +302,16 @@ impl Fs {
         })
     }
 
-    /// Pins the current content of a file.
-    pub fn open_read(&mut self, p: &str) -> Result<Content> {
+    /// Pins the current content of a file, which must be `version` when
+    /// one is given (`conflict` otherwise).
+    pub fn open_read(&mut self, p: &str, version: Option<&str>) -> Result<(Content, FileInfo)> {
         let node = lookup_mut(&mut self.root, &norm(p)?)?;
         match &node.kind {
+            Kind::File(_) if version.is_some_and(|v| v != node.version.to_string()) => Err(Error::Conflict),
             Kind::File(d) => {
                 let d = d.clone();
                 node.atime = now();
-                Ok(d)
+                Ok((d, node.info()))
             }
             Kind::Dir(_) => Err(Error::IsADirectory),
         }
@@ -438,8 +465,12 @@ impl Fs {
                 return Err(Error::IsADirectory);
             };
             if size != d.len() as u64 {
+                if self.max_file_size.is_some_and(|max| size > max) {
+                    return Err(Error::NoSpace);
+                }
                 unshare(d, size)?.set_len(size)?;
                 node.mtime = now();
+                node.version = next_version();
             }
         }
         if let Some(perms) = attrs.permissions {
@@ -523,6 +554,7 @@ impl Fs {
             .checked_add(data.len() as u64)
             .ok_or(Error::NoSpace)?;
         let len = end.max(w.buf.len() as u64);
+        self.check_file_size(len)?;
         unshare(&mut w.buf, len)?.write_at(offset, data)
     }
 
@@ -532,11 +564,13 @@ impl Fs {
         if w.opts.append {
             return Err(Error::Unsupported);
         }
+        self.check_file_size(size)?;
         unshare(&mut w.buf, size)?.set_len(size)
     }
 
     /// Makes the pending content visible and returns the new file-info.
     pub fn commit(&mut self, w: PendingWrite) -> Result<FileInfo> {
+        let max_file_size = self.max_file_size;
         let (parent, name) = split(&w.path);
         let dir = dir_mut(&mut self.root, parent)?;
         let children = children_mut(dir);
@@ -553,12 +587,17 @@ impl Fs {
                 };
                 if appending {
                     let old = d.len() as u64;
-                    unshare(d, old + w.buf.len() as u64)?.write_at(old, &w.buf)?;
+                    let size = old + w.buf.len() as u64;
+                    if max_file_size.is_some_and(|max| size > max) {
+                        return Err(Error::NoSpace);
+                    }
+                    unshare(d, size)?.write_at(old, &w.buf)?;
                 } else {
                     *d = w.buf;
                 }
                 keep_only_what_is_used(d);
                 node.mtime = t;
+                node.version = next_version();
                 node.info()
             }
             None if !w.opts.create => return Err(Error::NotFound),

@@ -17,6 +17,8 @@ thread_local! {
     static FS: RefCell<Fs> = RefCell::new(Fs::new());
     /// Whether set-info is served (config `set-info`).
     static SET_INFO: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    /// The largest file (config `max-file-size`).
+    static MAX_FILE_SIZE: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
 fn with_fs<T>(f: impl FnOnce(&mut Fs) -> T) -> T {
@@ -46,6 +48,8 @@ impl Guest for MemoryPlugin {
         }
         with_fs(|fs| fs.set_quota(quota.bytes));
         SET_INFO.set(!config.no_set_info);
+        MAX_FILE_SIZE.set(config.max_file_size);
+        with_fs(|fs| fs.set_max_file_size(config.max_file_size));
         Ok(())
     }
 
@@ -59,6 +63,7 @@ impl Guest for MemoryPlugin {
             atomic_rename: true,
             copy: true,
             set_info: SET_INFO.get(),
+            max_file_size: MAX_FILE_SIZE.get(),
             symlinks: false,
             hard_links: false,
             read_chunk: CHUNK,
@@ -66,6 +71,11 @@ impl Guest for MemoryPlugin {
             // Everything is lost when the server stops.
             durable_sync: false,
         }
+    }
+
+    /// Nothing outlives the instance: nothing to tidy.
+    fn maintain() -> Result<()> {
+        Ok(())
     }
 
     fn open_session(context: SessionContext) -> Result<Session> {
@@ -95,9 +105,9 @@ impl GuestSession for MemSession {
         with_fs(|fs| fs.file_info(&path))
     }
 
-    fn open_read(&self, path: String) -> Result<Reader> {
-        let data = with_fs(|fs| fs.open_read(&path))?;
-        Ok(Reader::new(MemReader { data }))
+    fn open_read(&self, path: String, version: Option<String>) -> Result<Reader> {
+        let (data, info) = with_fs(|fs| fs.open_read(&path, version.as_deref()))?;
+        Ok(Reader::new(MemReader { data, info }))
     }
 
     fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
@@ -154,9 +164,14 @@ impl GuestSession for MemSession {
 /// A snapshot of the content at open time.
 pub struct MemReader {
     data: Content,
+    info: FileInfo,
 }
 
 impl GuestReader for MemReader {
+    fn info(&self) -> FileInfo {
+        self.info.clone()
+    }
+
     fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
         fs::read_at(&self.data, offset, len)
     }

@@ -29,7 +29,8 @@ pub fn build_plugin(crate_dir: &Path, watch: &[&Path]) -> PathBuf {
 
     let target_dir = plugin_target_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    forget_sdk_if_changed(&cargo, &manifest, &target_dir, watch);
+    let mut cmd = Command::new(&cargo);
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(&manifest)
@@ -59,6 +60,49 @@ pub fn build_plugin(crate_dir: &Path, watch: &[&Path]) -> PathBuf {
         .join(format!("{}.wasm", package.replace('-', "_")));
     assert!(wasm.exists(), "plugin {package} built but {} is missing", wasm.display());
     wasm
+}
+
+/// The nested build records the WIT file by absolute path (the bindings
+/// macro reads it), so a second checkout sharing the target directory (a
+/// clone, a worktree) would reuse an SDK built from the other checkout's
+/// contract. A stamp of the watched files' content catches that: when it
+/// changes, the SDK is rebuilt.
+fn forget_sdk_if_changed(cargo: &str, manifest: &Path, target_dir: &Path, watch: &[&Path]) {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in watch {
+        hash_tree(path, &mut hasher);
+    }
+    let stamp = format!("{:016x}\n", hasher.finish());
+    let stamp_file = target_dir.join("watched-content.stamp");
+    if std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str()) {
+        return;
+    }
+    let cleaned = Command::new(cargo)
+        .args(["clean", "-p", "wasftp-sdk", "--manifest-path"])
+        .arg(manifest)
+        .args(["--target", WASM_TARGET, "--profile", PLUGIN_PROFILE, "--target-dir"])
+        .arg(target_dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .is_ok_and(|s| s.success());
+    if cleaned {
+        let _ = std::fs::create_dir_all(target_dir);
+        let _ = std::fs::write(&stamp_file, stamp);
+    }
+
+    fn hash_tree(path: &Path, hasher: &mut impl Hasher) {
+        if let Ok(entries) = std::fs::read_dir(path) {
+            let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for entry in entries {
+                hash_tree(&entry, hasher);
+            }
+        } else if let Ok(bytes) = std::fs::read(path) {
+            path.file_name().hash(hasher);
+            bytes.hash(hasher);
+        }
+    }
 }
 
 /// Adds the wasm target when rustup can, or stops with one line saying how.

@@ -69,7 +69,7 @@ pub async fn put(s: &Session, path: &str, data: &[u8]) {
 
 /// Reads all of `path` through one reader, in small reads.
 pub async fn get(s: &Session, path: &str) -> Vec<u8> {
-    let r = bounded(s.open_read(path)).await.unwrap_or_else(|e| panic!("open-read {path}: {e}"));
+    let r = bounded(s.open_read(path, None)).await.unwrap_or_else(|e| panic!("open-read {path}: {e}"));
     read_all(&r).await
 }
 

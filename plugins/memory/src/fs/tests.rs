@@ -17,7 +17,7 @@ fn put(fs: &mut Fs, p: &str, data: &[u8]) -> FileInfo {
 }
 
 fn get(fs: &mut Fs, p: &str) -> Vec<u8> {
-    let d = fs.open_read(p).unwrap();
+    let d = fs.open_read(p, None).unwrap().0;
     read_at(&d, 0, u32::MAX).unwrap()
 }
 
@@ -50,7 +50,7 @@ fn root_exists() {
     assert_eq!(fs.make_dir("/", None), Err(Error::AlreadyExists));
     assert!(matches!(fs.remove_dir("/"), Err(Error::PermissionDenied)));
     assert_eq!(fs.remove_file("/"), Err(Error::IsADirectory));
-    assert_eq!(fs.open_read("/").unwrap_err(), Error::IsADirectory);
+    assert_eq!(fs.open_read("/", None).unwrap_err(), Error::IsADirectory);
     assert_eq!(
         fs.begin_write("/", opts()).unwrap_err(),
         Error::IsADirectory
@@ -101,7 +101,7 @@ fn write_and_read() {
     assert_eq!(info.size, 11);
     assert_eq!(info.permissions, 0o644);
     assert!(info.modified > 0);
-    let d = fs.open_read("/a").unwrap();
+    let d = fs.open_read("/a", None).unwrap().0;
     assert_eq!(read_at(&d, 0, 5).unwrap(), b"hello");
     assert_eq!(read_at(&d, 6, 100).unwrap(), b"world");
     assert!(read_at(&d, 11, 10).unwrap().is_empty());
@@ -287,10 +287,10 @@ fn commit_rechecks_parent() {
 fn reader_snapshot() {
     let mut fs = Fs::new();
     put(&mut fs, "/a", b"version1");
-    let snap = fs.open_read("/a").unwrap();
+    let snap = fs.open_read("/a", None).unwrap().0;
     put(&mut fs, "/a", b"v2");
     assert_eq!(read_at(&snap, 0, 100).unwrap(), b"version1");
-    let snap2 = fs.open_read("/a").unwrap();
+    let snap2 = fs.open_read("/a", None).unwrap().0;
     fs.set_info(
         "/a",
         &SetAttrs {
@@ -306,7 +306,7 @@ fn reader_snapshot() {
     assert_eq!(read_at(&snap2, 0, 100).unwrap(), b"v2");
     // appending while a reader holds the snapshot copies on write
     put(&mut fs, "/c", b"abc");
-    let snap3 = fs.open_read("/c").unwrap();
+    let snap3 = fs.open_read("/c", None).unwrap().0;
     let app = WriteOptions {
         append: true,
         truncate: false,
@@ -331,7 +331,7 @@ fn commit_moves_buffer() {
     fs.write_chunk(&mut w, 0, &[7u8; 4096]).unwrap();
     let ptr = w.buf.as_ptr();
     fs.commit(w).unwrap();
-    let d = fs.open_read("/big").unwrap();
+    let d = fs.open_read("/big", None).unwrap().0;
     assert_eq!(d.as_ptr(), ptr, "commit must move, not copy, the buffer");
 }
 
@@ -699,7 +699,7 @@ fn versions_pinned_by_readers_count_until_the_reader_goes() {
     let mut fs = Fs::new();
     put(&mut fs, "/f", &[7u8; 1000]);
     fs.set_quota(Some(fs.used_bytes() + 1500));
-    let reader = fs.open_read("/f").unwrap();
+    let reader = fs.open_read("/f", None).unwrap().0;
     put(&mut fs, "/f", &[8u8; 1000]);
     // The old version is still in memory: only 500 bytes are left.
     let mut w = fs.begin_write("/g", opts()).unwrap();
@@ -839,4 +839,39 @@ fn dir_mtime_updates() {
     .unwrap();
     put(&mut fs, "/d/f", b"");
     assert!(fs.file_info("/d").unwrap().modified > 1);
+}
+
+#[test]
+fn a_reader_pins_a_version_and_a_changed_file_is_a_conflict() {
+    let mut fs = Fs::new();
+    put(&mut fs, "/f", b"one");
+    let (_, first) = fs.open_read("/f", None).unwrap();
+    let version = first.version.clone().expect("files carry a version");
+    assert_eq!(fs.file_info("/f").unwrap().version, first.version, "stat and open agree");
+    assert!(fs.open_read("/f", Some(&version)).is_ok());
+    fs.rename("/f", "/g", false).unwrap();
+    assert!(fs.open_read("/g", Some(&version)).is_ok(), "a rename keeps the content and its version");
+    put(&mut fs, "/g", b"two");
+    assert_eq!(fs.open_read("/g", Some(&version)).unwrap_err(), Error::Conflict);
+    let changed = fs.file_info("/g").unwrap().version.unwrap();
+    fs.set_info("/g", &SetAttrs { size: Some(1), permissions: None, accessed: None, modified: None }).unwrap();
+    assert_ne!(fs.file_info("/g").unwrap().version.unwrap(), changed, "a truncate is a new version");
+    assert_eq!(fs.file_info("/").unwrap().version, None, "directories have none");
+}
+
+#[test]
+fn max_file_size_bounds_writes_truncates_and_appends() {
+    let mut fs = Fs::new();
+    fs.set_max_file_size(Some(10));
+    let mut w = fs.begin_write("/f", opts()).unwrap();
+    fs.write_chunk(&mut w, 0, b"0123456789").unwrap();
+    assert_eq!(fs.write_chunk(&mut w, 10, b"x").unwrap_err(), Error::NoSpace);
+    assert_eq!(fs.set_pending_size(&mut w, 11).unwrap_err(), Error::NoSpace);
+    fs.commit(w).unwrap();
+    let big = SetAttrs { size: Some(11), permissions: None, accessed: None, modified: None };
+    assert_eq!(fs.set_info("/f", &big).unwrap_err(), Error::NoSpace);
+    let mut append = fs.begin_write("/f", WriteOptions { truncate: false, append: true, ..opts() }).unwrap();
+    fs.write_chunk(&mut append, 0, b"x").unwrap();
+    assert_eq!(fs.commit(append).unwrap_err(), Error::NoSpace, "the appended file would pass the bound");
+    assert_eq!(get(&mut fs, "/f"), b"0123456789");
 }

@@ -17,6 +17,7 @@ fn ok_info(kind: FileKind, size: u64) -> FileInfo {
         permissions: 0o644,
         modified: 0,
         accessed: 0,
+        version: None,
     }
 }
 
@@ -80,7 +81,7 @@ impl Guest for Hostile {
         Capabilities {
             name: "hostile".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            scope: InstanceScope::Session,
+            scope: InstanceScope::Stateless,
             random_write: false,
             append: false,
             atomic_rename: false,
@@ -91,7 +92,12 @@ impl Guest for Hostile {
             read_chunk: 4096,
             write_chunk: 4096,
             durable_sync: false,
+            max_file_size: None,
         }
+    }
+
+    fn maintain() -> Result<()> {
+        Ok(())
     }
 
     fn open_session(_context: SessionContext) -> Result<Session> {
@@ -134,7 +140,7 @@ impl GuestSession for HostileSession {
     }
 
     /// `/huge-read`: a reader that returns 1 MiB more than asked.
-    fn open_read(&self, path: String) -> Result<Reader> {
+    fn open_read(&self, path: String, _version: Option<String>) -> Result<Reader> {
         match path.as_str() {
             "/huge-read" => Ok(Reader::new(HostileReader)),
             _ => Err(Error::NotFound),
@@ -188,6 +194,10 @@ impl GuestSession for HostileSession {
 pub struct HostileReader;
 
 impl GuestReader for HostileReader {
+    fn info(&self) -> FileInfo {
+        ok_info(FileKind::File, u64::MAX)
+    }
+
     fn read(&self, _offset: u64, len: u32) -> Result<Vec<u8>> {
         Ok(vec![b'r'; len as usize + MIB])
     }
