@@ -1,4 +1,4 @@
-//! Builds the adversarial test plugins exactly like the bundled ones (they are
+//! Builds the test plugins (adversarial, slow) exactly like the bundled ones (they are
 //! never bundled into the release binary) and tells the tests where they are.
 
 use std::path::{Path, PathBuf};
@@ -9,4 +9,8 @@ fn main() {
     let watch: [&Path; 2] = [&root.join("sdk/src"), &root.join("wit")];
     let hostile = wasftp_sdk_build::build_plugin(&tests.join("plugins/hostile"), &watch);
     println!("cargo:rustc-env=WASFTP_HOSTILE_PLUGIN={}", hostile.display());
+    // The slow plugin reuses the memory plugin's filesystem.
+    let watch: [&Path; 3] = [&root.join("sdk/src"), &root.join("wit"), &root.join("plugins/memory/src")];
+    let slow = wasftp_sdk_build::build_plugin(&tests.join("plugins/slow"), &watch);
+    println!("cargo:rustc-env=WASFTP_SLOW_PLUGIN={}", slow.display());
 }

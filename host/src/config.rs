@@ -117,11 +117,21 @@ pub struct SftpOptions {
     /// Largest file a read-write handle may open, in MiB (it is spooled to
     /// a temporary file under `state_dir`).
     pub spool_max_mib: u64,
+    /// Read-ahead chunks one SSH connection may hold, in MiB (a handle read
+    /// sequentially holds up to three of the plugin's `read-chunk`); 0 turns
+    /// read-ahead off.
+    pub read_ahead_mib: usize,
 }
 
 impl Default for SftpOptions {
     fn default() -> Self {
-        Self { setstat_unsupported: SetstatPolicy::Ignore, backend_delay_ms: 0, upload_buffer_mib: 64, spool_max_mib: 1024 }
+        Self {
+            setstat_unsupported: SetstatPolicy::Ignore,
+            backend_delay_ms: 0,
+            upload_buffer_mib: 64,
+            spool_max_mib: 1024,
+            read_ahead_mib: 64,
+        }
     }
 }
 
@@ -255,6 +265,7 @@ impl Config {
             "sftp.upload_buffer_mib must be 1..=4096"
         );
         anyhow::ensure!(self.sftp.spool_max_mib > 0, "sftp.spool_max_mib must be at least 1");
+        anyhow::ensure!(self.sftp.read_ahead_mib <= 4096, "sftp.read_ahead_mib must be 0..=4096");
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use super::limits::Ticket;
 use crate::auth::Principal;
 use crate::plugin::SessionContext;
 use crate::sftp::{ConnectionBudgets, SftpSession};
-use crate::vfs::{ByteBudget, Files};
+use crate::vfs::{ByteBudget, FileBudgets, Files};
 
 /// Most session channels open at once on one connection (OpenSSH's
 /// MaxSessions default).
@@ -33,8 +33,8 @@ pub struct Connection {
     channels: HashMap<ChannelId, Channel<Msg>>,
     /// How many SFTP sessions run on this connection.
     sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
-    /// Upload data this connection's SFTP sessions may hold, shared by its channels.
-    upload_budget: ByteBudget,
+    /// File data this connection's SFTP sessions may hold, shared by its channels.
+    file_budgets: FileBudgets,
     /// Requests queued and replies unsent, shared by its channels.
     sftp_budgets: ConnectionBudgets,
 }
@@ -47,7 +47,10 @@ impl Connection {
         ticket: Arc<Ticket>,
         sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
     ) -> Self {
-        let shared_budget = shared.upload_buffer_per_connection;
+        let file_budgets = FileBudgets {
+            upload: ByteBudget::new(shared.upload_buffer_per_connection),
+            read_ahead: ByteBudget::new(shared.read_ahead_per_connection),
+        };
         Self {
             shared,
             peer,
@@ -57,7 +60,7 @@ impl Connection {
             principal: None,
             channels: HashMap::new(),
             sftp_running,
-            upload_budget: ByteBudget::new(shared_budget),
+            file_budgets,
             sftp_budgets: ConnectionBudgets::default(),
         }
     }
@@ -97,7 +100,7 @@ impl Connection {
         let storage = plugin.open_session(context).await.map_err(|e| format!("opening storage: {e}"))?;
         ensure_home(&storage, &principal.home).await.map_err(|e| format!("preparing home {}: {e}", principal.home))?;
         let pending = self.shared.pending_uploads.for_view(&principal.plugin, &principal.tenant, &principal.attributes);
-        let files = Files::new(storage, pending, self.upload_budget.clone(), self.shared.files.clone(), self.session_id);
+        let files = Files::new(storage, pending, self.file_budgets.clone(), self.shared.files.clone(), self.session_id);
         let sftp =
             SftpSession::new(principal, self.session_id, files, self.shared.sftp.clone(), self.sftp_budgets.clone());
         let shutdown = self.shared.shutdown.clone();

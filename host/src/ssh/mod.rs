@@ -32,6 +32,8 @@ pub struct Shared {
     pub files: FileSettings,
     /// Bytes of upload data one connection may hold in the server.
     pub upload_buffer_per_connection: usize,
+    /// Read-ahead chunks one connection may hold, in bytes.
+    pub read_ahead_per_connection: usize,
     /// Files being uploaded, per tenant.
     pub pending_uploads: TenantTables,
     pub ssh: Arc<russh::server::Config>,
@@ -96,6 +98,7 @@ impl Shared {
                 backend_delay: Duration::from_millis(config.sftp.backend_delay_ms),
             },
             upload_buffer_per_connection: config.sftp.upload_buffer_mib << 20,
+            read_ahead_per_connection: config.sftp.read_ahead_mib << 20,
             pending_uploads: TenantTables::default(),
             ssh: Arc::new(ssh),
             idle_timeout,

@@ -1,7 +1,9 @@
-//! One byte budget per SSH connection for upload data held in the host
-//! (write coalescing buffers). Without it, 10 channels × 256 handles × up to
-//! 8 MiB chunks could pin gigabytes for one login. Past the budget a WRITE
-//! is not held at all: it goes to the plugin as its own chunk.
+//! Byte budgets per SSH connection for file data held in the host: upload
+//! data (write coalescing buffers) and read-ahead chunks. Without them, 10
+//! channels × 256 handles × up to 8 MiB chunks could pin gigabytes for one
+//! login. Past the upload budget a WRITE is not held at all: it goes to the
+//! plugin as its own chunk; past the read-ahead budget a READ goes straight
+//! to the plugin.
 
 use std::sync::Arc;
 
@@ -10,6 +12,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Clone)]
 pub struct ByteBudget {
     bytes: Arc<Semaphore>,
+}
+
+/// The budgets of one connection, shared by its SFTP sessions.
+#[derive(Clone)]
+pub struct FileBudgets {
+    pub upload: ByteBudget,
+    pub read_ahead: ByteBudget,
 }
 
 impl ByteBudget {

@@ -6,6 +6,7 @@
 mod budget;
 mod listing;
 mod pending;
+mod read_ahead;
 mod read_write;
 mod reader;
 mod upload;
@@ -14,10 +15,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use budget::ByteBudget;
+pub use budget::{ByteBudget, FileBudgets};
 pub use listing::ListingUploads;
 pub use pending::{PendingGuard, PendingUploads, TenantTables, unix_now};
 use pending::Unlink;
+pub use read_ahead::ReadAhead;
 pub use read_write::ReadWriteFile;
 pub use reader::FileReader;
 pub use upload::Upload;
@@ -39,7 +41,7 @@ pub struct FileSettings {
 pub struct Files {
     storage: Session,
     pending: Arc<PendingUploads>,
-    budget: ByteBudget,
+    budgets: FileBudgets,
     settings: FileSettings,
     /// Which session this is, for the uploads it holds.
     session: u64,
@@ -57,11 +59,11 @@ impl Files {
     pub fn new(
         storage: Session,
         pending: Arc<PendingUploads>,
-        budget: ByteBudget,
+        budgets: FileBudgets,
         settings: FileSettings,
         session: u64,
     ) -> Self {
-        Self { storage, pending, budget, settings, session }
+        Self { storage, pending, budgets, settings, session }
     }
 
     /// A WRITE or truncate for the upload of `path` was just read off the
@@ -209,7 +211,9 @@ impl Files {
     pub async fn open_read(&self, path: &str) -> Result<FileReader, StorageError> {
         self.settle(path).await;
         match self.plugin_or_upload(path, || self.storage.open_read(path, None)).await {
-            Answer::Plugin(result) => result.map(FileReader::Plugin),
+            Answer::Plugin(result) => result.map(|reader| {
+                FileReader::Plugin(ReadAhead::new(reader, self.capabilities().read_chunk, self.budgets.read_ahead.clone()))
+            }),
             Answer::Uploading(_) => Ok(FileReader::Pending),
         }
     }
@@ -230,7 +234,7 @@ impl Files {
             start_size,
             permissions,
             placeholder,
-            budget: self.budget.clone(),
+            budget: self.budgets.upload.clone(),
             backend_delay: self.settings.backend_delay,
             max_size: self.capabilities().max_file_size,
         }))

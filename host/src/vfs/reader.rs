@@ -1,10 +1,12 @@
 //! What a read-only handle reads from.
 
-use crate::plugin::{Reader, StorageError};
+use super::ReadAhead;
+use crate::plugin::StorageError;
 
 pub enum FileReader {
-    /// The plugin's reader, pinned to the version it opened.
-    Plugin(Reader),
+    /// The plugin's reader, pinned to the version it opened, read ahead of
+    /// the client when it reads sequentially.
+    Plugin(ReadAhead),
     /// A file still being uploaded: empty until its CLOSE commits it.
     Pending,
 }

@@ -91,7 +91,7 @@ impl Config {
 }
 
 /// `1234`, `64K`, `10M`, `2G`, `1T` (binary multiples, optional `B`/`iB`).
-fn parse_bytes(s: &str) -> Option<u64> {
+pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim();
     let upper = s.to_ascii_uppercase();
     let t = upper

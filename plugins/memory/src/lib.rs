@@ -209,4 +209,5 @@ impl GuestWriter for MemWriter {
     }
 }
 
+#[cfg(feature = "export")]
 wasftp_sdk::export_plugin!(MemoryPlugin);

@@ -74,7 +74,11 @@ fn forget_sdk_if_changed(cargo: &str, manifest: &Path, target_dir: &Path, watch:
         hash_tree(path, &mut hasher);
     }
     let stamp = format!("{:016x}\n", hasher.finish());
-    let stamp_file = target_dir.join("watched-content.stamp");
+    // One stamp per set of watched paths: plugins watching different sets
+    // must not take each other's stamp for a change.
+    let mut set = std::collections::hash_map::DefaultHasher::new();
+    watch.hash(&mut set);
+    let stamp_file = target_dir.join(format!("watched-{:016x}.stamp", set.finish()));
     if std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str()) {
         return;
     }

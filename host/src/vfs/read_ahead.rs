@@ -1,0 +1,160 @@
+//! Read-ahead for a file read from start to end.
+//!
+//! Clients read in 32–255 KiB requests; a plugin says which size it reads
+//! best (`read-chunk`: several MiB for object storage, where each read is a
+//! ranged GET). A handle read sequentially is read from the plugin a chunk
+//! at a time, one chunk ahead of the client, and the client's READs are cut
+//! from those chunks. A READ elsewhere in the file goes straight to the
+//! plugin; if the client goes on reading from there, read-ahead starts again.
+//!
+//! Memory: a handle holds at most three chunks (the one behind, for READs
+//! that complete out of order, the current one and the next), each taken
+//! from the connection's read-ahead budget. Without budget, READs go
+//! straight to the plugin.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OnceCell, OwnedSemaphorePermit};
+
+use super::ByteBudget;
+use crate::plugin::{Reader, StorageError};
+
+pub struct ReadAhead {
+    reader: Arc<Reader>,
+    chunk: u64,
+    budget: ByteBudget,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Chunks by index (offset / chunk size), loaded or loading.
+    slots: BTreeMap<u64, Slot>,
+    /// The chunk the latest READ was served from.
+    current: Option<u64>,
+    /// The first chunk known to end the file (shorter than a chunk).
+    last: Option<u64>,
+}
+
+type Slot = Arc<ChunkSlot>;
+
+/// One chunk, loaded once by whichever READ (or prefetch) gets there first.
+struct ChunkSlot {
+    data: OnceCell<Result<Arc<Vec<u8>>, StorageError>>,
+    /// The chunk's bytes in the connection's read-ahead budget.
+    _budget: OwnedSemaphorePermit,
+}
+
+impl ChunkSlot {
+    fn new(budget: OwnedSemaphorePermit) -> Slot {
+        Arc::new(ChunkSlot { data: OnceCell::new(), _budget: budget })
+    }
+}
+
+impl ReadAhead {
+    pub fn new(reader: Reader, chunk: u32, budget: ByteBudget) -> Self {
+        Self { reader: Arc::new(reader), chunk: u64::from(chunk.max(1)), budget, state: Mutex::default() }
+    }
+
+    /// Up to `len` bytes at `offset`; empty at end of file.
+    pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
+        let mut out = Vec::new();
+        let mut at = offset;
+        while out.len() < len as usize {
+            let index = at / self.chunk;
+            let Some(slot) = self.slot_for(index) else {
+                // Not a sequential read, or no budget: straight to the plugin.
+                if out.is_empty() {
+                    return self.reader.read(offset, len).await;
+                }
+                break;
+            };
+            let chunk = match slot.data.get_or_init(|| load(self.reader.clone(), index * self.chunk, self.chunk)).await {
+                Ok(chunk) => chunk.clone(),
+                Err(e) => {
+                    let e = e.clone();
+                    // Not kept: a later READ asks the plugin again.
+                    self.state.lock().expect("read-ahead lock").slots.remove(&index);
+                    return Err(e);
+                }
+            };
+            let full = chunk.len() as u64 == self.chunk;
+            self.loaded(index, full);
+            let start = (at - index * self.chunk) as usize;
+            if start >= chunk.len() {
+                break;
+            }
+            let take = (len as usize - out.len()).min(chunk.len() - start);
+            out.extend_from_slice(&chunk[start..start + take]);
+            at += take as u64;
+            if !full && start + take == chunk.len() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The chunk slot a READ in chunk `index` is served from, made if the
+    /// read is sequential and the budget allows; `None` to read directly.
+    fn slot_for(&self, index: u64) -> Option<Slot> {
+        let mut state = self.state.lock().expect("read-ahead lock");
+        let sequential = match state.current {
+            None => index == 0,
+            Some(current) => index == current || index == current + 1,
+        };
+        // Chunks behind the one before this are done with.
+        state.slots.retain(|i, _| *i + 1 >= index);
+        if let Some(slot) = state.slots.get(&index).cloned() {
+            state.current = Some(state.current.map_or(index, |c| c.max(index)));
+            return Some(slot);
+        }
+        if !sequential || state.last.is_some_and(|last| index > last) {
+            state.current = Some(index);
+            return None;
+        }
+        state.current = Some(index);
+        let slot = ChunkSlot::new(self.budget.try_take(self.chunk as usize)?);
+        state.slots.insert(index, slot.clone());
+        Some(slot)
+    }
+
+    /// Chunk `index` is loaded: a full one means the file may go on, so the
+    /// next chunk starts loading while the client reads this one.
+    fn loaded(&self, index: u64, full: bool) {
+        let next = index + 1;
+        let slot = {
+            let mut state = self.state.lock().expect("read-ahead lock");
+            if !full {
+                state.last = Some(state.last.map_or(index, |last| last.min(index)));
+                return;
+            }
+            if state.slots.contains_key(&next) || state.current != Some(index) {
+                return;
+            }
+            let Some(budget) = self.budget.try_take(self.chunk as usize) else { return };
+            let slot = ChunkSlot::new(budget);
+            state.slots.insert(next, slot.clone());
+            slot
+        };
+        let (reader, chunk) = (self.reader.clone(), self.chunk);
+        tokio::spawn(async move {
+            slot.data.get_or_init(|| load(reader, next * chunk, chunk)).await;
+        });
+    }
+}
+
+/// Reads one chunk whole (a plugin may answer a read with fewer bytes than
+/// asked before the end of the file).
+async fn load(reader: Arc<Reader>, start: u64, chunk: u64) -> Result<Arc<Vec<u8>>, StorageError> {
+    let mut data = Vec::new();
+    while (data.len() as u64) < chunk {
+        let want = (chunk - data.len() as u64) as u32;
+        let got = reader.read(start + data.len() as u64, want).await?;
+        if got.is_empty() {
+            break;
+        }
+        data.extend_from_slice(&got);
+    }
+    Ok(Arc::new(data))
+}

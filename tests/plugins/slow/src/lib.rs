@@ -1,0 +1,280 @@
+//! Test plugin: the memory plugin's filesystem behind a delay in every call
+//! (a sleep on the host's clock, as a network round trip would be), with
+//! every call counted. It stands in for object storage without a network.
+//! Never bundled.
+//!
+//! Config (all optional): `delay-ms` (per call), `read-chunk` and
+//! `write-chunk` (sizes declared to the host), `random-write = "off"`
+//! (write-chunk then refuses any offset but the next one, as object storage
+//! does).
+//!
+//! The counts are read through the plugin itself: `/.calls` lists one entry
+//! per kind of call, whose size is how many were made (`stat
+//! /.calls/read`). Looking at `/.calls` is neither delayed nor counted.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use wasftp_plugin_memory::config::parse_bytes;
+use wasftp_plugin_memory::fs::{self, Content, Fs, PendingWrite};
+use wasftp_sdk::prelude::*;
+
+const CALLS_DIR: &str = "/.calls";
+
+thread_local! {
+    static FS: RefCell<Fs> = RefCell::new(Fs::new());
+    static SETTINGS: Cell<Settings> = const { Cell::new(Settings::DEFAULT) };
+    static CALLS: RefCell<BTreeMap<&'static str, u64>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+#[derive(Clone, Copy)]
+struct Settings {
+    delay: Duration,
+    read_chunk: u32,
+    write_chunk: u32,
+    random_write: bool,
+}
+
+impl Settings {
+    const DEFAULT: Settings = Settings { delay: Duration::ZERO, read_chunk: 256 << 10, write_chunk: 256 << 10, random_write: true };
+
+    fn parse(config: &[(String, String)]) -> std::result::Result<Self, String> {
+        let mut settings = Settings::DEFAULT;
+        let bytes = |key: &str, value: &str| -> std::result::Result<u32, String> {
+            parse_bytes(value).and_then(|v| u32::try_from(v).ok()).ok_or_else(|| format!("`{key}`: invalid size {value:?}"))
+        };
+        for (key, value) in config {
+            match key.as_str() {
+                "delay-ms" => {
+                    let ms = value.parse().map_err(|_| format!("`delay-ms`: not a number: {value:?}"))?;
+                    settings.delay = Duration::from_millis(ms);
+                }
+                "read-chunk" => settings.read_chunk = bytes(key, value)?,
+                "write-chunk" => settings.write_chunk = bytes(key, value)?,
+                "random-write" => settings.random_write = value != "off",
+                key if wasftp_sdk::config::is_reserved(key) => {}
+                other => return Err(format!("unknown config key `{other}`")),
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// Counts a call of kind `op`, then waits as a remote backend would.
+fn call(op: &'static str) {
+    CALLS.with(|calls| *calls.borrow_mut().entry(op).or_default() += 1);
+    let delay = SETTINGS.get().delay;
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+}
+
+fn with_fs<T>(f: impl FnOnce(&mut Fs) -> T) -> T {
+    FS.with(|fs| f(&mut fs.borrow_mut()))
+}
+
+fn counter_info(count: u64) -> FileInfo {
+    FileInfo { kind: FileKind::File, size: count, permissions: 0o444, modified: 0, accessed: 0, version: None }
+}
+
+/// `/.calls` and its entries, if `path` is one of them.
+fn calls_info(path: &str) -> Option<Result<FileInfo>> {
+    if path == CALLS_DIR {
+        return Some(Ok(FileInfo { kind: FileKind::Directory, ..counter_info(0) }));
+    }
+    let op = path.strip_prefix(CALLS_DIR)?.strip_prefix('/')?;
+    Some(CALLS.with(|calls| calls.borrow().get(op).copied().map(counter_info).ok_or(Error::NotFound)))
+}
+
+pub struct SlowPlugin;
+
+impl Guest for SlowPlugin {
+    type Session = SlowSession;
+    type Reader = SlowReader;
+    type Writer = SlowWriter;
+
+    fn init(config: Vec<(String, String)>) -> std::result::Result<(), String> {
+        SETTINGS.set(Settings::parse(&config)?);
+        Ok(())
+    }
+
+    fn describe() -> Capabilities {
+        let settings = SETTINGS.get();
+        Capabilities {
+            name: "slow".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            scope: InstanceScope::Tenant,
+            random_write: settings.random_write,
+            append: true,
+            atomic_rename: true,
+            copy: true,
+            set_info: true,
+            symlinks: false,
+            hard_links: false,
+            read_chunk: settings.read_chunk,
+            write_chunk: settings.write_chunk,
+            durable_sync: false,
+            max_file_size: None,
+        }
+    }
+
+    fn maintain() -> Result<()> {
+        call("maintain");
+        Ok(())
+    }
+
+    fn open_session(_context: SessionContext) -> Result<Session> {
+        call("open-session");
+        Ok(Session::new(SlowSession))
+    }
+}
+
+pub struct SlowSession;
+
+impl GuestSession for SlowSession {
+    fn list_dir(&self, path: String, cursor: Option<String>, limit: u32) -> Result<DirPage> {
+        if path == CALLS_DIR {
+            let entries = CALLS.with(|calls| {
+                calls.borrow().iter().map(|(op, n)| DirEntry { name: op.to_string(), info: counter_info(*n) }).collect()
+            });
+            return Ok(DirPage { entries, next_cursor: None });
+        }
+        call("list-dir");
+        with_fs(|fs| fs.list_dir(&path, cursor.as_deref(), limit))
+    }
+
+    fn file_info(&self, path: String) -> Result<FileInfo> {
+        if let Some(info) = calls_info(&path) {
+            return info;
+        }
+        call("file-info");
+        with_fs(|fs| fs.file_info(&path))
+    }
+
+    fn link_info(&self, path: String) -> Result<FileInfo> {
+        self.file_info(path)
+    }
+
+    fn open_read(&self, path: String, version: Option<String>) -> Result<Reader> {
+        call("open-read");
+        let (data, info) = with_fs(|fs| fs.open_read(&path, version.as_deref()))?;
+        Ok(Reader::new(SlowReader { data, info }))
+    }
+
+    fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
+        call("begin-write");
+        let pending = with_fs(|fs| fs.begin_write(&path, options))?;
+        Ok(Writer::new(SlowWriter { pending: RefCell::new(Some(pending)), next: Cell::new(0) }))
+    }
+
+    fn make_dir(&self, path: String, permissions: Option<u32>) -> Result<()> {
+        call("make-dir");
+        with_fs(|fs| fs.make_dir(&path, permissions))
+    }
+
+    fn remove_dir(&self, path: String) -> Result<()> {
+        call("remove-dir");
+        with_fs(|fs| fs.remove_dir(&path))
+    }
+
+    fn remove_file(&self, path: String) -> Result<()> {
+        call("remove-file");
+        with_fs(|fs| fs.remove_file(&path))
+    }
+
+    fn rename(&self, src: String, dst: String, overwrite: bool) -> Result<()> {
+        call("rename");
+        with_fs(|fs| fs.rename(&src, &dst, overwrite))
+    }
+
+    fn copy_file(&self, src: String, dst: String, overwrite: bool) -> Result<()> {
+        call("copy-file");
+        with_fs(|fs| fs.copy_file(&src, &dst, overwrite))
+    }
+
+    fn set_info(&self, path: String, attrs: SetAttrs) -> Result<()> {
+        call("set-info");
+        with_fs(|fs| fs.set_info(&path, &attrs))
+    }
+
+    fn read_link(&self, _path: String) -> Result<String> {
+        Err(Error::Unsupported)
+    }
+
+    fn make_link(&self, _target: String, _path: String) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+
+    fn hard_link(&self, _src: String, _dst: String) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+
+    fn space(&self, path: String) -> Result<SpaceInfo> {
+        call("space");
+        with_fs(|fs| fs.space(&path))
+    }
+}
+
+pub struct SlowReader {
+    data: Content,
+    info: FileInfo,
+}
+
+impl GuestReader for SlowReader {
+    fn info(&self) -> FileInfo {
+        self.info.clone()
+    }
+
+    fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
+        call("read");
+        fs::read_at(&self.data, offset, len)
+    }
+}
+
+pub struct SlowWriter {
+    pending: RefCell<Option<PendingWrite>>,
+    /// Where the next chunk must start without random writes.
+    next: Cell<u64>,
+}
+
+fn closed() -> Error {
+    invalid("writer already finished or aborted")
+}
+
+impl GuestWriter for SlowWriter {
+    fn write_chunk(&self, offset: u64, data: Vec<u8>) -> Result<()> {
+        call("write-chunk");
+        if !SETTINGS.get().random_write && offset != self.next.get() {
+            return Err(invalid(&format!("sequential writes only: chunk at {offset}, expected {}", self.next.get())));
+        }
+        let mut pending = self.pending.borrow_mut();
+        let w = pending.as_mut().ok_or_else(closed)?;
+        with_fs(|fs| fs.write_chunk(w, offset, &data))?;
+        self.next.set(offset + data.len() as u64);
+        Ok(())
+    }
+
+    fn set_size(&self, size: u64) -> Result<()> {
+        call("set-size");
+        if !SETTINGS.get().random_write {
+            return Err(Error::Unsupported);
+        }
+        let mut pending = self.pending.borrow_mut();
+        let w = pending.as_mut().ok_or_else(closed)?;
+        with_fs(|fs| fs.set_pending_size(w, size))
+    }
+
+    fn finish(&self) -> Result<FileInfo> {
+        call("finish");
+        let w = self.pending.borrow_mut().take().ok_or_else(closed)?;
+        with_fs(|fs| fs.commit(w))
+    }
+
+    fn abort(&self) {
+        call("abort");
+        self.pending.borrow_mut().take();
+    }
+}
+
+wasftp_sdk::export_plugin!(SlowPlugin);
