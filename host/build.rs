@@ -10,7 +10,8 @@ const BUNDLED: &[&str] = &["memory"];
 fn main() {
     let host = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = host.parent().unwrap().to_path_buf();
-    let watch: [&Path; 2] = [&root.join("sdk/src"), &root.join("wit")];
+    // The memory plugin's filesystem is a crate of its own.
+    let watch: [&Path; 3] = [&root.join("sdk/src"), &root.join("wit"), &root.join("plugins/memory/fs")];
     let mut table = String::from("/// (name, component bytes) of every bundled plugin.\npub static BUNDLED: &[(&str, &[u8])] = &[\n");
     for name in BUNDLED {
         let wasm = wasftp_sdk_build::build_plugin(&root.join("plugins").join(name), &watch);

@@ -9,8 +9,8 @@ fn main() {
     let watch: [&Path; 2] = [&root.join("sdk/src"), &root.join("wit")];
     let hostile = wasftp_sdk_build::build_plugin(&tests.join("plugins/hostile"), &watch);
     println!("cargo:rustc-env=WASFTP_HOSTILE_PLUGIN={}", hostile.display());
-    // The slow plugin reuses the memory plugin's filesystem.
-    let watch: [&Path; 3] = [&root.join("sdk/src"), &root.join("wit"), &root.join("plugins/memory/src")];
+    // The slow plugin wraps the memory plugin's filesystem.
+    let watch: [&Path; 3] = [&root.join("sdk/src"), &root.join("wit"), &root.join("plugins/memory/fs")];
     let slow = wasftp_sdk_build::build_plugin(&tests.join("plugins/slow"), &watch);
     println!("cargo:rustc-env=WASFTP_SLOW_PLUGIN={}", slow.display());
 }

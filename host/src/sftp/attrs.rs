@@ -76,7 +76,7 @@ mod tests {
     use super::*;
 
     fn info(kind: FileKind, permissions: u32) -> FileInfo {
-        FileInfo { kind, size: 1234, permissions, modified: 1_700_000_000, accessed: 1_700_000_000 }
+        FileInfo { kind, size: 1234, permissions, modified: 1_700_000_000, accessed: 1_700_000_000, version: None }
     }
 
     #[test]

@@ -64,10 +64,14 @@ impl ReadAhead {
         while out.len() < len as usize {
             let index = at / self.chunk;
             let Some(slot) = self.slot_for(index) else {
-                // Not a sequential read, or no budget: straight to the plugin.
+                // Not a sequential read, or no budget: straight to the plugin
+                // (for the rest of it: a short reply before the end of the
+                // file makes OpenSSH's scp before 9.4 truncate a download).
+                let rest = self.reader.read(at, len - out.len() as u32).await?;
                 if out.is_empty() {
-                    return self.reader.read(offset, len).await;
+                    return Ok(rest);
                 }
+                out.extend_from_slice(&rest);
                 break;
             };
             let chunk = match slot.data.get_or_init(|| load(self.reader.clone(), index * self.chunk, self.chunk)).await {

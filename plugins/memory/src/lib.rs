@@ -1,10 +1,9 @@
 //! wasftp bundled plugin: an in-memory filesystem, one instance per tenant.
 //! The semantics live in [`fs`]; this file adapts them to the bindings.
 
-pub mod blob;
-pub mod budget;
 pub mod config;
-pub mod fs;
+
+use wasftp_memory_fs as fs;
 
 use std::cell::RefCell;
 
@@ -209,5 +208,4 @@ impl GuestWriter for MemWriter {
     }
 }
 
-#[cfg(feature = "export")]
 wasftp_sdk::export_plugin!(MemoryPlugin);

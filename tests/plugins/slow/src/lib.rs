@@ -16,8 +16,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use wasftp_plugin_memory::config::parse_bytes;
-use wasftp_plugin_memory::fs::{self, Content, Fs, PendingWrite};
+use wasftp_memory_fs::{self as fs, Content, Fs, PendingWrite};
+use wasftp_sdk::config::parse_bytes;
 use wasftp_sdk::prelude::*;
 
 const CALLS_DIR: &str = "/.calls";

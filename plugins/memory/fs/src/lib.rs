@@ -1,5 +1,5 @@
-//! The in-memory filesystem, independent of the component bindings so it can
-//! be unit-tested natively. File content is an `Rc<Blob>`: readers pin a
+//! The memory plugin's filesystem, independent of the component bindings so
+//! it can be unit-tested natively and reused (the slow test plugin wraps it). File content is an `Rc<Blob>`: readers pin a
 //! snapshot by cloning the `Rc`, a change copies the content only while
 //! someone else still holds that version ([`unshare`]), and a committed
 //! writer moves its buffer in without copying.
@@ -7,6 +7,9 @@
 //! Content and tree entries are charged to one [`Budget`] before they are
 //! allocated, so running out of quota or memory is `no-space` and never an
 //! allocation failure that would trap the instance (and lose the tenant).
+
+pub mod blob;
+pub mod budget;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
