@@ -4,10 +4,12 @@
 //! spool. The SFTP layer speaks to storage through [`Files`].
 
 mod budget;
+mod in_order;
 mod listing;
 mod pending;
 mod read_ahead;
 mod read_write;
+mod spool;
 mod reader;
 mod upload;
 
@@ -18,6 +20,7 @@ use std::time::Duration;
 pub use budget::{ByteBudget, FileBudgets};
 pub use listing::ListingUploads;
 pub use pending::{PendingGuard, PendingUploads, TenantTables, unix_now};
+use in_order::InOrder;
 use pending::Unlink;
 pub use read_ahead::ReadAhead;
 pub use read_write::ReadWriteFile;
@@ -237,6 +240,15 @@ impl Files {
             budget: self.budgets.upload.clone(),
             backend_delay: self.settings.backend_delay,
             max_size: self.capabilities().max_file_size,
+            in_order: (!self.capabilities().random_write).then(|| {
+                InOrder::new(
+                    start_size,
+                    self.capabilities().write_chunk as usize,
+                    self.budgets.upload.clone(),
+                    self.settings.spool_dir.clone(),
+                    self.settings.max_spool_bytes,
+                )
+            }),
         }))
     }
 

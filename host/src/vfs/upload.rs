@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::budget::ByteBudget;
+use super::in_order::InOrder;
 use super::pending::{PendingGuard, unix_now};
 use crate::plugin::{FileInfo, FileKind, StorageError, Writer};
 
@@ -35,6 +36,8 @@ pub struct Upload {
     /// Added before each backend call (benchmarking a slow backend).
     backend_delay: Duration,
     max_size: Option<u64>,
+    /// For a plugin without random writes: the bytes go to it in order.
+    in_order: Option<InOrder>,
 }
 
 pub(super) struct UploadParts {
@@ -48,6 +51,7 @@ pub(super) struct UploadParts {
     pub backend_delay: Duration,
     /// The plugin's largest file, if it has one.
     pub max_size: Option<u64>,
+    pub in_order: Option<InOrder>,
 }
 
 impl Upload {
@@ -68,6 +72,7 @@ impl Upload {
             placeholder: parts.placeholder,
             backend_delay: parts.backend_delay,
             max_size: parts.max_size,
+            in_order: parts.in_order,
         }
     }
 
@@ -101,6 +106,11 @@ impl Upload {
         if end > self.high_water {
             self.high_water = end;
             self.placeholder.set_size(end, false);
+        }
+        if let Some(order) = &mut self.in_order {
+            let at = if self.append { end - data.len() as u64 } else { offset };
+            let parts = order.write(at, data).await;
+            return self.send_parts(parts).await;
         }
         if !self.reserve(data.len()).await? {
             // The connection's budget is spent: this WRITE goes to the plugin as it is.
@@ -136,6 +146,21 @@ impl Upload {
             None => self.buffer_permit = Some(permit),
         }
         Ok(true)
+    }
+
+    /// Hands the parts an in-order upload has ready to the plugin; a
+    /// failure fails the upload.
+    async fn send_parts(&mut self, parts: Result<Vec<super::in_order::Part>, StorageError>) -> Result<(), StorageError> {
+        let parts = match parts {
+            Ok(parts) => parts,
+            Err(error) => return self.record(Err(error)),
+        };
+        for (offset, part) in parts {
+            delay(self.backend_delay).await;
+            let sent = self.writer.write_chunk(offset, &part).await;
+            self.record(sent)?;
+        }
+        Ok(())
     }
 
     /// Keeps the first failure: every later WRITE and the CLOSE report it.
@@ -176,6 +201,13 @@ impl Upload {
         self.check_size(size)?;
         self.flush().await?;
         self.touched = true;
+        if let Some(order) = &mut self.in_order {
+            let resized = order.set_size(size).await;
+            self.record(resized)?;
+            self.high_water = size;
+            self.placeholder.set_size(size, true);
+            return Ok(());
+        }
         delay(self.backend_delay).await;
         if let Err(error) = self.writer.set_size(size).await {
             // The content is no longer what the client sent: the upload must not commit.
@@ -212,12 +244,27 @@ impl Upload {
         if self.copied || !self.placeholder.begin_commit() {
             return self.writer.abort().await;
         }
-        if let Err(error) = self.flush().await {
+        if let Err(error) = self.flush_all().await {
             let _ = self.writer.abort().await;
             return Err(error);
         }
         delay(self.backend_delay).await;
         self.writer.finish().await.map(drop)
+    }
+
+    /// Everything still held goes to the plugin (for an in-order upload, the
+    /// rest of its parts, the last one possibly short).
+    async fn flush_all(&mut self) -> Result<(), StorageError> {
+        self.flush().await?;
+        loop {
+            let Some(order) = &mut self.in_order else { return Ok(()) };
+            let part = match order.final_part().await {
+                Ok(Some(part)) => part,
+                Ok(None) => return Ok(()),
+                Err(error) => return self.record(Err(error)),
+            };
+            self.send_parts(Ok(vec![part])).await?;
+        }
     }
 
     /// The upload's placeholder and the attributes waiting for its commit.

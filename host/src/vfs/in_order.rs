@@ -1,0 +1,307 @@
+//! Uploads to a plugin that takes content only in order (`random-write =
+//! false`: object storage, whose multipart parts are sequential and at least
+//! 5 MiB).
+//!
+//! The plugin gets whole `write-chunk` parts from the start of the file;
+//! only the last one, at CLOSE, may be shorter. A WRITE ahead of the bytes
+//! gathered so far waits in a small reorder window (clients pipeline, and
+//! their WRITEs are handled in parallel). Past the window or the
+//! connection's budget, for a size change, or for WRITEs that overlap, the
+//! rest of the upload goes to a spool file on disk and is replayed in order
+//! at CLOSE. A WRITE before what the plugin already has cannot be honoured
+//! and fails clearly.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::budget::ByteBudget;
+use super::spool::Spool;
+use crate::plugin::StorageError;
+
+/// Out-of-order bytes one upload may hold in memory before spooling.
+const REORDER_WINDOW: usize = 8 << 20;
+
+pub struct InOrder {
+    /// Bytes the plugin has: where its next part starts.
+    sent: u64,
+    /// Bytes from `sent` on, in order.
+    gathered: Vec<u8>,
+    /// WRITEs beyond `gathered`, by offset; they never overlap each other
+    /// or `gathered`.
+    ahead: BTreeMap<u64, Vec<u8>>,
+    ahead_bytes: usize,
+    /// The connection's budget for what `gathered` and `ahead` hold.
+    held: Option<OwnedSemaphorePermit>,
+    budget: ByteBudget,
+    /// Once spooling: every byte from `sent` on is there.
+    spool: Option<Spool>,
+    spool_dir: PathBuf,
+    spool_max: u64,
+    chunk: usize,
+}
+
+/// A part ready for the plugin: its offset and bytes.
+pub type Part = (u64, Vec<u8>);
+
+impl InOrder {
+    /// `start`: the bytes the plugin's writer starts with (the current
+    /// content when the file is not truncated), written only after them.
+    pub fn new(start: u64, chunk: usize, budget: ByteBudget, spool_dir: PathBuf, spool_max: u64) -> Self {
+        Self {
+            sent: start,
+            gathered: Vec::new(),
+            ahead: BTreeMap::new(),
+            ahead_bytes: 0,
+            held: None,
+            budget,
+            spool: None,
+            spool_dir,
+            spool_max,
+            chunk: chunk.max(1),
+        }
+    }
+
+    fn gathered_end(&self) -> u64 {
+        self.sent + self.gathered.len() as u64
+    }
+
+    /// Takes `data` at `offset`; returns the whole parts now ready.
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<Vec<Part>, StorageError> {
+        if offset < self.sent {
+            return Err(before_sent(self.sent));
+        }
+        if self.spool.is_none() && !self.hold(offset, data) {
+            self.start_spool().await?;
+        }
+        if let Some(spool) = &mut self.spool {
+            spool.write_at(offset, data.to_vec()).await?;
+            return Ok(Vec::new());
+        }
+        Ok(self.ready_parts())
+    }
+
+    /// Keeps `data` in memory if it fits in order; false to spool instead.
+    fn hold(&mut self, offset: u64, data: &[u8]) -> bool {
+        let end = offset + data.len() as u64;
+        let overlaps_ahead = self.ahead.range(..end).next_back().is_some_and(|(o, d)| o + d.len() as u64 > offset);
+        if overlaps_ahead {
+            return false;
+        }
+        let gathered_end = self.gathered_end();
+        let growth = if offset <= gathered_end { end.saturating_sub(gathered_end) } else { data.len() as u64 };
+        if offset > gathered_end && self.ahead_bytes + data.len() > REORDER_WINDOW {
+            return false;
+        }
+        if growth > 0 {
+            let Some(permit) = self.budget.try_take(growth as usize) else { return false };
+            match &mut self.held {
+                Some(held) => held.merge(permit),
+                None => self.held = Some(permit),
+            }
+        }
+        if offset <= gathered_end {
+            let at = (offset - self.sent) as usize;
+            let new_len = (end - self.sent) as usize;
+            if new_len > self.gathered.len() {
+                self.gathered.resize(new_len, 0);
+            }
+            self.gathered[at..at + data.len()].copy_from_slice(data);
+            // WRITEs that waited for this gap follow on now.
+            while let Some(bytes) = self.ahead.remove(&self.gathered_end()) {
+                self.ahead_bytes -= bytes.len();
+                self.gathered.extend_from_slice(&bytes);
+            }
+        } else {
+            self.ahead_bytes += data.len();
+            self.ahead.insert(offset, data.to_vec());
+        }
+        true
+    }
+
+    /// The whole parts at the front of `gathered`, taken off it.
+    fn ready_parts(&mut self) -> Vec<Part> {
+        let mut parts = Vec::new();
+        while self.gathered.len() >= self.chunk {
+            let rest = self.gathered.split_off(self.chunk);
+            let part = std::mem::replace(&mut self.gathered, rest);
+            parts.push((self.sent, part));
+            self.sent += self.chunk as u64;
+            self.release(self.chunk);
+        }
+        parts
+    }
+
+    fn release(&mut self, bytes: usize) {
+        if let Some(held) = &mut self.held {
+            drop(held.split(bytes.min(held.num_permits())));
+        }
+    }
+
+    /// Moves everything held in memory to a new spool file.
+    async fn start_spool(&mut self) -> Result<(), StorageError> {
+        let mut spool = Spool::create(&self.spool_dir, self.spool_max).await?;
+        spool.write_at(self.sent, std::mem::take(&mut self.gathered)).await?;
+        for (offset, data) in std::mem::take(&mut self.ahead) {
+            spool.write_at(offset, data).await?;
+        }
+        self.ahead_bytes = 0;
+        self.held = None;
+        tracing::debug!("upload spooled to disk (out of order beyond the window, a size change, or no budget)");
+        self.spool = Some(spool);
+        Ok(())
+    }
+
+    /// A size change: cut or zero-extend the content, in order with the
+    /// WRITEs. Content the plugin already has cannot be cut.
+    pub async fn set_size(&mut self, size: u64) -> Result<(), StorageError> {
+        if size < self.sent {
+            return Err(before_sent(self.sent));
+        }
+        if self.spool.is_none() && self.ahead.is_empty() && size == self.gathered_end() {
+            return Ok(());
+        }
+        if self.spool.is_none() {
+            self.start_spool().await?;
+        }
+        self.spool.as_mut().expect("just started").set_len(size).await
+    }
+
+    /// The next part at CLOSE, the last one possibly short; `None` once the
+    /// plugin has everything. Gaps before WRITEs ahead are zeros, as in a
+    /// sparse file.
+    pub async fn final_part(&mut self) -> Result<Option<Part>, StorageError> {
+        if !self.ahead.is_empty() {
+            self.start_spool().await?;
+        }
+        let part = match &self.spool {
+            Some(spool) => {
+                let want = self.chunk.min(u32::MAX as usize) as u32;
+                spool.read_at(self.sent, want).await?
+            }
+            None => std::mem::take(&mut self.gathered),
+        };
+        if part.is_empty() {
+            return Ok(None);
+        }
+        let offset = self.sent;
+        self.sent += part.len() as u64;
+        self.release(part.len());
+        Ok(Some((offset, part)))
+    }
+}
+
+fn before_sent(sent: u64) -> StorageError {
+    StorageError::Io(format!(
+        "this storage takes a file's bytes in order, and the first {sent} have been stored: they cannot be written again"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn in_order(start: u64, chunk: usize, dir: &tempfile::TempDir) -> InOrder {
+        InOrder::new(start, chunk, ByteBudget::new(64 << 20), dir.path().to_path_buf(), 1 << 30)
+    }
+
+    /// Sends every part, as the upload does, and returns what the plugin got.
+    async fn finish(order: &mut InOrder, mut got: Vec<Part>) -> Vec<Part> {
+        while let Some(part) = order.final_part().await.unwrap() {
+            got.push(part);
+        }
+        got
+    }
+
+    fn content(parts: &[Part], start: u64) -> Vec<u8> {
+        let mut next = start;
+        let mut out = Vec::new();
+        for (offset, data) in parts {
+            assert_eq!(*offset, next, "parts arrive in order, without gaps");
+            next += data.len() as u64;
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn whole_parts_in_order_and_a_short_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut order = in_order(0, 100, &dir);
+        let data: Vec<u8> = (0..=255).cycle().take(1050).collect();
+        let mut got = Vec::new();
+        // Out of order within the window: 0..30 last.
+        for (from, to) in [(30, 500), (500, 1050), (0, 30)] {
+            got.extend(order.write(from as u64, &data[from..to]).await.unwrap());
+        }
+        assert!(got.iter().all(|(_, d)| d.len() == 100), "only whole parts before CLOSE");
+        let got = finish(&mut order, got).await;
+        assert_eq!(got.last().unwrap().1.len(), 50);
+        assert_eq!(content(&got, 0), data);
+    }
+
+    #[tokio::test]
+    async fn past_the_window_the_upload_is_spooled_and_replayed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut order = in_order(0, 1 << 20, &dir);
+        let piece = 1 << 20;
+        let data: Vec<u8> = (0..(12 * piece)).map(|i| (i / 4096) as u8).collect();
+        let mut got = Vec::new();
+        // Backwards: nothing is in order until the first piece comes last.
+        for i in (0..12).rev() {
+            got.extend(order.write((i * piece) as u64, &data[i * piece..(i + 1) * piece]).await.unwrap());
+        }
+        assert!(order.spool.is_some(), "11 MiB ahead is past the window");
+        assert_eq!(content(&finish(&mut order, got).await, 0), data);
+    }
+
+    #[tokio::test]
+    async fn overlapping_writes_keep_the_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut order = in_order(0, 1000, &dir);
+        order.write(10, b"aaaa").await.unwrap();
+        order.write(12, b"bbbb").await.unwrap();
+        order.write(0, b"0123456789").await.unwrap();
+        let got = finish(&mut order, Vec::new()).await;
+        assert_eq!(content(&got, 0), b"0123456789aabbbb");
+    }
+
+    #[tokio::test]
+    async fn bytes_the_plugin_has_cannot_be_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut order = in_order(0, 4, &dir);
+        assert_eq!(order.write(0, b"abcdef").await.unwrap().len(), 1);
+        let again = order.write(2, b"x").await.unwrap_err();
+        assert!(again.to_string().contains("in order"), "{again}");
+        assert!(order.set_size(3).await.is_err(), "nor cut");
+    }
+
+    #[tokio::test]
+    async fn size_changes_and_gaps_are_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut order = in_order(0, 1000, &dir);
+        order.set_size(0).await.unwrap();
+        assert!(order.spool.is_none(), "a truncate to where the upload is changes nothing");
+        order.write(0, b"ab").await.unwrap();
+        order.write(5, b"cd").await.unwrap();
+        let got = finish(&mut order, Vec::new()).await;
+        assert_eq!(content(&got, 0), b"ab\0\0\0cd");
+
+        let mut order = in_order(0, 1000, &dir);
+        order.write(0, b"abcdef").await.unwrap();
+        order.set_size(3).await.unwrap();
+        order.set_size(5).await.unwrap();
+        assert_eq!(content(&finish(&mut order, Vec::new()).await, 0), b"abc\0\0");
+    }
+
+    #[tokio::test]
+    async fn a_resumed_upload_starts_after_the_existing_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut order = in_order(1000, 10, &dir);
+        assert!(order.write(500, b"x").await.is_err(), "the existing bytes stay");
+        let got = order.write(1000, b"0123456789abc").await.unwrap();
+        assert_eq!(got, vec![(1000, b"0123456789".to_vec())]);
+        assert_eq!(finish(&mut order, Vec::new()).await, vec![(1010, b"abc".to_vec())]);
+    }
+}

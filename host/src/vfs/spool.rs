@@ -1,0 +1,81 @@
+//! A temporary file on the server's disk holding content the plugin cannot
+//! take yet: unlinked at creation, so nothing is left behind whatever
+//! happens to the server, and bounded in size.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::plugin::StorageError;
+
+pub struct Spool {
+    file: Arc<File>,
+    /// Largest size the file may reach.
+    max: u64,
+    /// Its size: the end of the furthest write, or the last size set.
+    len: u64,
+}
+
+impl Spool {
+    pub async fn create(dir: &Path, max: u64) -> Result<Self, StorageError> {
+        let dir = dir.to_path_buf();
+        let file = blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            tempfile::tempfile_in(dir)
+        })
+        .await?;
+        Ok(Self { file: Arc::new(file), max, len: 0 })
+    }
+
+    /// Writes at `offset`; past the size bound, nothing is written.
+    pub async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<(), StorageError> {
+        let end = offset.checked_add(data.len() as u64).filter(|end| *end <= self.max);
+        let Some(end) = end else { return Err(too_large(self.max)) };
+        let file = self.file.clone();
+        blocking(move || file.write_all_at(&data, offset)).await?;
+        self.len = self.len.max(end);
+        Ok(())
+    }
+
+    /// Cuts the content, or extends it with zeros.
+    pub async fn set_len(&mut self, len: u64) -> Result<(), StorageError> {
+        if len > self.max {
+            return Err(too_large(self.max));
+        }
+        let file = self.file.clone();
+        blocking(move || file.set_len(len)).await?;
+        self.len = len;
+        Ok(())
+    }
+
+    /// Up to `len` bytes at `offset` (fewer at the end); never-written
+    /// ranges read as zeros.
+    pub async fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
+        if offset >= self.len {
+            return Ok(Vec::new());
+        }
+        let len = (self.len - offset).min(u64::from(len)) as usize;
+        let file = self.file.clone();
+        blocking(move || {
+            let mut buf = vec![0; len];
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(buf)
+        })
+        .await
+    }
+}
+
+pub fn too_large(max: u64) -> StorageError {
+    StorageError::Io(format!("the server spools at most {max} bytes of this file"))
+}
+
+fn spool_error(e: std::io::Error) -> StorageError {
+    tracing::warn!("spool file: {e}");
+    StorageError::Io("the server's spool file failed".into())
+}
+
+/// Runs blocking file I/O off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| spool_error(std::io::Error::other(e)))?.map_err(spool_error)
+}
