@@ -4,23 +4,19 @@
 //! whole spool through one writer, so the content changes atomically and
 //! every plugin (random-write or not) gets the same behaviour.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt as _;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::pending::{PendingGuard, unix_now};
+use super::spool::Spool;
 use super::upload::delay;
 use crate::plugin::{FileInfo, FileKind, Reader, StorageError, Writer};
 
 pub struct ReadWriteFile {
     /// Opened with `truncate`, so the committed content is exactly the spool.
     writer: Writer,
-    spool: Arc<File>,
-    size: u64,
-    /// Largest size the spool may reach.
-    max_size: u64,
+    /// The content, with its size (bounded).
+    spool: Spool,
     /// Whether CLOSE has anything to commit.
     changed: bool,
     append: bool,
@@ -46,31 +42,16 @@ pub(super) struct ReadWriteParts<'a> {
     pub backend_delay: Duration,
 }
 
-fn spool_error(e: std::io::Error) -> StorageError {
-    tracing::warn!("spool file: {e}");
-    StorageError::Io("the server's spool for read-write handles failed".into())
-}
-
 pub(super) fn too_large(max: u64) -> StorageError {
-    StorageError::Io(format!("a file opened for reading and writing may hold at most {max} bytes"))
-}
-
-/// Runs blocking file I/O off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| spool_error(std::io::Error::other(e)))?.map_err(spool_error)
+    super::spool::too_large(max)
 }
 
 impl ReadWriteFile {
     pub(super) async fn open(parts: ReadWriteParts<'_>) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(parts.spool_dir).map_err(spool_error)?;
-        let dir = parts.spool_dir.to_path_buf();
-        // Unlinked at once: nothing is left behind, whatever happens to the server.
-        let spool = Arc::new(blocking(move || tempfile::tempfile_in(dir)).await?);
+        let spool = Spool::create(parts.spool_dir, parts.max_size).await?;
         let mut file = Self {
             writer: parts.writer,
             spool,
-            size: 0,
-            max_size: parts.max_size,
             changed: parts.created,
             append: parts.append,
             permissions: parts.permissions,
@@ -89,43 +70,28 @@ impl ReadWriteFile {
 
     async fn copy_in(&mut self, base: &Reader, chunk: u32) -> Result<(), StorageError> {
         loop {
-            let data = base.read(self.size, chunk).await?;
+            let size = self.spool.len();
+            let data = base.read(size, chunk).await?;
             if data.is_empty() {
                 return Ok(());
             }
-            self.put(self.size, data).await?;
+            self.put(size, data).await?;
         }
     }
 
     async fn put(&mut self, offset: u64, data: Vec<u8>) -> Result<(), StorageError> {
-        let end = offset.checked_add(data.len() as u64).filter(|end| *end <= self.max_size);
-        let Some(end) = end else { return Err(too_large(self.max_size)) };
-        let spool = self.spool.clone();
-        blocking(move || spool.write_all_at(&data, offset)).await?;
-        if end > self.size {
-            self.size = end;
-            self.placeholder.set_size(end, false);
-        }
+        self.spool.write_at(offset, data).await?;
+        self.placeholder.set_size(self.spool.len(), false);
         Ok(())
     }
 
     pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
-        if offset >= self.size {
-            return Ok(Vec::new());
-        }
-        let len = (self.size - offset).min(u64::from(len)) as usize;
-        let spool = self.spool.clone();
-        blocking(move || {
-            let mut buf = vec![0; len];
-            spool.read_exact_at(&mut buf, offset)?;
-            Ok(buf)
-        })
-        .await
+        self.spool.read_at(offset, len).await
     }
 
     pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         // Appended data lands at the end of the file, whatever its offset.
-        let offset = if self.append { self.size } else { offset };
+        let offset = if self.append { self.spool.len() } else { offset };
         self.put(offset, data.to_vec()).await?;
         self.changed = true;
         Ok(())
@@ -133,12 +99,7 @@ impl ReadWriteFile {
 
     /// A size change acts on the content at once, in order with the WRITEs.
     pub async fn set_size(&mut self, size: u64) -> Result<(), StorageError> {
-        if size > self.max_size {
-            return Err(too_large(self.max_size));
-        }
-        let spool = self.spool.clone();
-        blocking(move || spool.set_len(size)).await?;
-        self.size = size;
+        self.spool.set_len(size).await?;
         self.placeholder.set_size(size, true);
         self.changed = true;
         Ok(())
@@ -158,8 +119,9 @@ impl ReadWriteFile {
             return self.writer.abort().await;
         }
         let mut offset = 0;
-        while offset < self.size {
-            let len = (self.size - offset).min(self.chunk as u64) as u32;
+        let size = self.spool.len();
+        while offset < size {
+            let len = (size - offset).min(self.chunk as u64) as u32;
             let data = match self.read(offset, len).await {
                 Ok(data) => data,
                 Err(e) => {
@@ -194,7 +156,7 @@ impl ReadWriteFile {
         let now = unix_now();
         FileInfo {
             kind: FileKind::File,
-            size: self.size,
+            size: self.spool.len(),
             permissions: self.permissions,
             modified: now,
             accessed: now,

@@ -28,6 +28,10 @@ impl Spool {
         Ok(Self { file: Arc::new(file), max, len: 0 })
     }
 
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Writes at `offset`; past the size bound, nothing is written.
     pub async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<(), StorageError> {
         let end = offset.checked_add(data.len() as u64).filter(|end| *end <= self.max);
