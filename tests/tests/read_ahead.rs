@@ -64,14 +64,15 @@ async fn a_sequential_download_reads_whole_chunks() {
 async fn reads_here_and_there_go_straight_to_the_plugin() {
     let server = slow_server(&[]).await;
     let client = server.sftp("alice").await;
-    let content = pattern(40 * MIB);
+    let content = pattern(64 * MIB);
     client.put("/f", &content).await;
     let handle = bounded("open", client.sftp.open("/f", russh_sftp::protocol::OpenFlags::READ, Default::default()))
         .await
         .unwrap()
         .handle;
     let before = calls(&client, "read").await;
-    for offset in [30 * MIB, 3 * MIB, 17 * MIB + 5, 9 * MIB] {
+    // Further apart than READs in flight ever are (16 MiB).
+    for offset in [60 * MIB, 3 * MIB, 40 * MIB + 5, 20 * MIB] {
         let data = bounded("read", client.sftp.read(handle.as_str(), offset as u64, 1000)).await.unwrap().data;
         assert_eq!(data, content[offset..offset + 1000]);
     }
@@ -81,14 +82,14 @@ async fn reads_here_and_there_go_straight_to_the_plugin() {
     // Reading on from the last place starts read-ahead again, and a READ
     // across the end of a chunk still gets all it asked for.
     let before = calls(&client, "read").await;
-    let mut at = 9 * MIB + 1000;
+    let mut at = 20 * MIB + 1000;
     for _ in 0..250 {
         let data = bounded("read", client.sftp.read(handle.as_str(), at as u64, 32 * 1024)).await.unwrap().data;
         assert_eq!(data, content[at..at + 32 * 1024]);
         at += data.len();
     }
     let reads = calls(&client, "read").await - before;
-    assert!(reads <= 3, "7.8 MiB read on from 9 MiB: chunks 1 and 2 and the one ahead, not {reads} reads");
+    assert!(reads <= 3, "7.8 MiB read on from 20 MiB: chunks 2 and 3 and the one ahead, not {reads} reads");
     bounded("close", client.sftp.close(handle)).await.unwrap();
     server.shutdown().await;
 }
@@ -110,5 +111,22 @@ async fn without_budget_reads_go_straight_to_the_plugin() {
     assert_eq!(client.get("/f").await, content);
     let reads = calls(&client, "read").await - before;
     assert_eq!(reads, 17, "16 READs of 64 KiB and the one at the end, each its own plugin read");
+    server.shutdown().await;
+}
+
+/// OpenSSH keeps 64 READs of up to 255 KiB in flight (16 MiB): with 1 MiB
+/// chunks, READs many chunks ahead of the slowest are still sequential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deep_pipeline_over_small_chunks_is_still_sequential() {
+    let server = slow_server(&[("read-chunk", "1M")]).await;
+    let client = server.sftp("alice").await;
+    let content = pattern(48 * MIB);
+    client.put("/big", &content).await;
+    let local = tempfile::tempdir().unwrap();
+    let before = calls(&client, "read").await;
+    server.sftp_batch("alice", "get big\n", local.path(), Duration::from_secs(120)).await.assert_success("get");
+    assert_eq!(std::fs::read(local.path().join("big")).unwrap(), content);
+    let reads = calls(&client, "read").await - before;
+    assert!((48..=49).contains(&reads), "48 chunks of 1 MiB and the end, not {reads} reads");
     server.shutdown().await;
 }

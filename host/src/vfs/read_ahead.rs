@@ -7,10 +7,12 @@
 //! from those chunks. A READ elsewhere in the file goes straight to the
 //! plugin; if the client goes on reading from there, read-ahead starts again.
 //!
-//! Memory: a handle holds at most three chunks (the one behind, for READs
-//! that complete out of order, the current one and the next), each taken
-//! from the connection's read-ahead budget. Without budget, READs go
-//! straight to the plugin.
+//! Clients keep many READs in flight (OpenSSH: 64 of up to 255 KiB), so "sequential"
+//! means within a window around the furthest chunk read so far, of
+//! [`WINDOW`] bytes or one chunk, whichever is more, on both sides. A handle
+//! holds the chunks of that window and one more ahead, each taken from the
+//! connection's read-ahead budget; without budget, READs go straight to the
+//! plugin.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,9 +22,15 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit};
 use super::ByteBudget;
 use crate::plugin::{Reader, StorageError};
 
+/// How far apart a client's READs in flight may be: 64 requests of up to
+/// 255 KiB (OpenSSH, with the server's `limits@openssh.com`).
+const WINDOW: u64 = 16 << 20;
+
 pub struct ReadAhead {
     reader: Arc<Reader>,
     chunk: u64,
+    /// The window, in chunks.
+    window: u64,
     budget: ByteBudget,
     state: Mutex<State>,
 }
@@ -31,8 +39,8 @@ pub struct ReadAhead {
 struct State {
     /// Chunks by index (offset / chunk size), loaded or loading.
     slots: BTreeMap<u64, Slot>,
-    /// The chunk the latest READ was served from.
-    current: Option<u64>,
+    /// The furthest chunk sequential READs have reached.
+    front: Option<u64>,
     /// The first chunk known to end the file (shorter than a chunk).
     last: Option<u64>,
 }
@@ -54,7 +62,8 @@ impl ChunkSlot {
 
 impl ReadAhead {
     pub fn new(reader: Reader, chunk: u32, budget: ByteBudget) -> Self {
-        Self { reader: Arc::new(reader), chunk: u64::from(chunk.max(1)), budget, state: Mutex::default() }
+        let chunk = u64::from(chunk.max(1));
+        Self { reader: Arc::new(reader), chunk, window: (WINDOW / chunk).max(1), budget, state: Mutex::default() }
     }
 
     /// Up to `len` bytes at `offset`; empty at end of file.
@@ -103,21 +112,27 @@ impl ReadAhead {
     /// read is sequential and the budget allows; `None` to read directly.
     fn slot_for(&self, index: u64) -> Option<Slot> {
         let mut state = self.state.lock().expect("read-ahead lock");
-        let sequential = match state.current {
-            None => index == 0,
-            Some(current) => index == current || index == current + 1,
+        let sequential = match state.front {
+            None => index <= self.window,
+            Some(front) => index <= front + self.window && index + self.window >= front,
         };
-        // Chunks behind the one before this are done with.
-        state.slots.retain(|i, _| *i + 1 >= index);
-        if let Some(slot) = state.slots.get(&index).cloned() {
-            state.current = Some(state.current.map_or(index, |c| c.max(index)));
-            return Some(slot);
-        }
-        if !sequential || state.last.is_some_and(|last| index > last) {
-            state.current = Some(index);
+        if !sequential {
+            // Elsewhere in the file: what was read ahead is done with.
+            state.slots.clear();
+            state.front = Some(index);
             return None;
         }
-        state.current = Some(index);
+        let front = state.front.map_or(index, |front| front.max(index));
+        state.front = Some(front);
+        // Chunks behind the window are done with.
+        let window = self.window;
+        state.slots.retain(|i, _| *i + window >= front);
+        if let Some(slot) = state.slots.get(&index).cloned() {
+            return Some(slot);
+        }
+        if state.last.is_some_and(|last| index > last) {
+            return None;
+        }
         let slot = ChunkSlot::new(self.budget.try_take(self.chunk as usize)?);
         state.slots.insert(index, slot.clone());
         Some(slot)
@@ -133,7 +148,8 @@ impl ReadAhead {
                 state.last = Some(state.last.map_or(index, |last| last.min(index)));
                 return;
             }
-            if state.slots.contains_key(&next) || state.current != Some(index) {
+            // One chunk beyond the furthest READ, so the next READs find it.
+            if state.slots.contains_key(&next) || state.front.is_none_or(|front| next != front + 1) {
                 return;
             }
             let Some(budget) = self.budget.try_take(self.chunk as usize) else { return };
