@@ -118,8 +118,8 @@ pub struct SftpOptions {
     /// a temporary file under `state_dir`).
     pub spool_max_mib: u64,
     /// Read-ahead chunks one SSH connection may hold, in MiB (a handle read
-    /// sequentially holds up to three of the plugin's `read-chunk`); 0 turns
-    /// read-ahead off.
+    /// sequentially holds the chunks its READs in flight touch, up to 16 MiB
+    /// either side of the furthest, and one more); 0 turns read-ahead off.
     pub read_ahead_mib: usize,
 }
 

@@ -50,6 +50,9 @@ pub fn file_info(info: &FileInfo) -> Result<(), StorageError> {
         return Err(invalid(format!("permissions {:o} beyond 0o7777", info.permissions)));
     }
     if let Some(version) = &info.version {
+        if version.is_empty() {
+            return Err(invalid("an empty version (say none instead)".into()));
+        }
         if version.len() > MAX_VERSION_LEN {
             return Err(invalid(format!("version of {} bytes (max {MAX_VERSION_LEN})", version.len())));
         }

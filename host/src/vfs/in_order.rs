@@ -141,7 +141,7 @@ impl InOrder {
 
     /// Moves everything held in memory to a new spool file.
     async fn start_spool(&mut self) -> Result<(), StorageError> {
-        let mut spool = Spool::create(&self.spool_dir, self.spool_max).await?;
+        let mut spool = Spool::create(&self.spool_dir, self.sent, self.spool_max).await?;
         spool.write_at(self.sent, std::mem::take(&mut self.gathered)).await?;
         for (offset, data) in std::mem::take(&mut self.ahead) {
             spool.write_at(offset, data).await?;
@@ -293,6 +293,18 @@ mod tests {
         order.set_size(3).await.unwrap();
         order.set_size(5).await.unwrap();
         assert_eq!(content(&finish(&mut order, Vec::new()).await, 0), b"abc\0\0");
+    }
+
+    #[tokio::test]
+    async fn a_spool_holds_what_comes_after_the_bytes_sent() {
+        // Far past the spool bound (1 GiB here): only what is spooled counts.
+        let dir = tempfile::tempdir().unwrap();
+        let start = 3 << 30;
+        let mut order = in_order(start, 1000, &dir);
+        order.write(start, b"ab").await.unwrap();
+        order.set_size(start + 5).await.unwrap();
+        assert!(order.spool.is_some());
+        assert_eq!(content(&finish(&mut order, Vec::new()).await, start), b"ab\0\0\0");
     }
 
     #[tokio::test]

@@ -225,7 +225,15 @@ impl Files {
     pub async fn upload(&self, path: &str, options: WriteOptions) -> Result<Upload, StorageError> {
         self.settle(path).await;
         // The size before this write, so FSTAT and appends know where the file ends.
-        let start_size = if options.truncate { 0 } else { self.stat(path).await.map(|i| i.size).unwrap_or(0) };
+        let start_size = if options.truncate {
+            0
+        } else {
+            match self.stat(path).await {
+                Ok(info) => info.size,
+                Err(StorageError::NotFound) => 0,
+                Err(e) => return Err(e),
+            }
+        };
         let permissions = options.permissions.unwrap_or(0o644);
         let placeholder = self.placeholder(path, permissions, start_size, options)?;
         delay(self.settings.backend_delay).await;

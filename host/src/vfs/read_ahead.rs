@@ -9,10 +9,10 @@
 //!
 //! Clients keep many READs in flight (OpenSSH: 64 of up to 255 KiB), so "sequential"
 //! means within a window around the furthest chunk read so far, of
-//! [`WINDOW`] bytes or one chunk, whichever is more, on both sides. A handle
-//! holds the chunks of that window and one more ahead, each taken from the
-//! connection's read-ahead budget; without budget, READs go straight to the
-//! plugin.
+//! [`WINDOW`] bytes (rounded up to whole chunks) on both sides. A handle
+//! holds the chunks READs touched in that window and one more ahead, each
+//! taken from the connection's read-ahead budget; without budget, READs go
+//! straight to the plugin.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -47,9 +47,10 @@ struct State {
 
 type Slot = Arc<ChunkSlot>;
 
-/// One chunk, loaded once by whichever READ (or prefetch) gets there first.
+/// One chunk, loaded once by whichever READ (or prefetch) gets there first;
+/// a failed load is not kept (the next READ asks the plugin again).
 struct ChunkSlot {
-    data: OnceCell<Result<Arc<Vec<u8>>, StorageError>>,
+    data: OnceCell<Arc<Vec<u8>>>,
     /// The chunk's bytes in the connection's read-ahead budget.
     _budget: OwnedSemaphorePermit,
 }
@@ -63,7 +64,7 @@ impl ChunkSlot {
 impl ReadAhead {
     pub fn new(reader: Reader, chunk: u32, budget: ByteBudget) -> Self {
         let chunk = u64::from(chunk.max(1));
-        Self { reader: Arc::new(reader), chunk, window: (WINDOW / chunk).max(1), budget, state: Mutex::default() }
+        Self { reader: Arc::new(reader), chunk, window: WINDOW.div_ceil(chunk), budget, state: Mutex::default() }
     }
 
     /// Up to `len` bytes at `offset`; empty at end of file.
@@ -76,22 +77,11 @@ impl ReadAhead {
                 // Not a sequential read, or no budget: straight to the plugin
                 // (for the rest of it: a short reply before the end of the
                 // file makes OpenSSH's scp before 9.4 truncate a download).
-                let rest = self.reader.read(at, len - out.len() as u32).await?;
-                if out.is_empty() {
-                    return Ok(rest);
-                }
+                let rest = read_full(&self.reader, at, u64::from(len) - out.len() as u64).await?;
                 out.extend_from_slice(&rest);
                 break;
             };
-            let chunk = match slot.data.get_or_init(|| load(self.reader.clone(), index * self.chunk, self.chunk)).await {
-                Ok(chunk) => chunk.clone(),
-                Err(e) => {
-                    let e = e.clone();
-                    // Not kept: a later READ asks the plugin again.
-                    self.state.lock().expect("read-ahead lock").slots.remove(&index);
-                    return Err(e);
-                }
-            };
+            let chunk = slot.data.get_or_try_init(|| load(self.reader.clone(), index * self.chunk, self.chunk)).await?.clone();
             let full = chunk.len() as u64 == self.chunk;
             self.loaded(index, full);
             let start = (at - index * self.chunk) as usize;
@@ -159,22 +149,27 @@ impl ReadAhead {
         };
         let (reader, chunk) = (self.reader.clone(), self.chunk);
         tokio::spawn(async move {
-            slot.data.get_or_init(|| load(reader, next * chunk, chunk)).await;
+            // A failure is not kept: the READ that needs the chunk tries again.
+            let _ = slot.data.get_or_try_init(|| load(reader, next * chunk, chunk)).await;
         });
     }
 }
 
-/// Reads one chunk whole (a plugin may answer a read with fewer bytes than
-/// asked before the end of the file).
 async fn load(reader: Arc<Reader>, start: u64, chunk: u64) -> Result<Arc<Vec<u8>>, StorageError> {
+    read_full(&reader, start, chunk).await.map(Arc::new)
+}
+
+/// `len` bytes at `start`, fewer only at the end of the file: a plugin may
+/// answer a read with fewer bytes than asked before the end.
+async fn read_full(reader: &Reader, start: u64, len: u64) -> Result<Vec<u8>, StorageError> {
     let mut data = Vec::new();
-    while (data.len() as u64) < chunk {
-        let want = (chunk - data.len() as u64) as u32;
+    while (data.len() as u64) < len {
+        let want = (len - data.len() as u64).min(u64::from(u32::MAX)) as u32;
         let got = reader.read(start + data.len() as u64, want).await?;
         if got.is_empty() {
             break;
         }
         data.extend_from_slice(&got);
     }
-    Ok(Arc::new(data))
+    Ok(data)
 }

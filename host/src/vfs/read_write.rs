@@ -48,7 +48,7 @@ pub(super) fn too_large(max: u64) -> StorageError {
 
 impl ReadWriteFile {
     pub(super) async fn open(parts: ReadWriteParts<'_>) -> Result<Self, StorageError> {
-        let spool = Spool::create(parts.spool_dir, parts.max_size).await?;
+        let spool = Spool::create(parts.spool_dir, 0, parts.max_size).await?;
         let mut file = Self {
             writer: parts.writer,
             spool,

@@ -11,21 +11,25 @@ use crate::plugin::StorageError;
 
 pub struct Spool {
     file: Arc<File>,
-    /// Largest size the file may reach.
+    /// The file offset the spool starts at (what comes before is elsewhere:
+    /// an in-order upload's bytes the plugin already has).
+    base: u64,
+    /// Most bytes the spool may hold.
     max: u64,
-    /// Its size: the end of the furthest write, or the last size set.
+    /// The file's size: the end of the furthest write, or the last size set.
     len: u64,
 }
 
 impl Spool {
-    pub async fn create(dir: &Path, max: u64) -> Result<Self, StorageError> {
+    /// A spool for a file's bytes from offset `base` on.
+    pub async fn create(dir: &Path, base: u64, max: u64) -> Result<Self, StorageError> {
         let dir = dir.to_path_buf();
         let file = blocking(move || {
             std::fs::create_dir_all(&dir)?;
             tempfile::tempfile_in(dir)
         })
         .await?;
-        Ok(Self { file: Arc::new(file), max, len: 0 })
+        Ok(Self { file: Arc::new(file), base, max, len: base })
     }
 
     pub fn len(&self) -> u64 {
@@ -34,21 +38,23 @@ impl Spool {
 
     /// Writes at `offset`; past the size bound, nothing is written.
     pub async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<(), StorageError> {
-        let end = offset.checked_add(data.len() as u64).filter(|end| *end <= self.max);
+        let at = offset.checked_sub(self.base).expect("no write before the spool's start");
+        let end = offset.checked_add(data.len() as u64).filter(|end| end - self.base <= self.max);
         let Some(end) = end else { return Err(too_large(self.max)) };
         let file = self.file.clone();
-        blocking(move || file.write_all_at(&data, offset)).await?;
+        blocking(move || file.write_all_at(&data, at)).await?;
         self.len = self.len.max(end);
         Ok(())
     }
 
     /// Cuts the content, or extends it with zeros.
     pub async fn set_len(&mut self, len: u64) -> Result<(), StorageError> {
-        if len > self.max {
+        let physical = len.checked_sub(self.base).expect("no size before the spool's start");
+        if physical > self.max {
             return Err(too_large(self.max));
         }
         let file = self.file.clone();
-        blocking(move || file.set_len(len)).await?;
+        blocking(move || file.set_len(physical)).await?;
         self.len = len;
         Ok(())
     }
@@ -60,10 +66,11 @@ impl Spool {
             return Ok(Vec::new());
         }
         let len = (self.len - offset).min(u64::from(len)) as usize;
+        let at = offset.checked_sub(self.base).expect("no read before the spool's start");
         let file = self.file.clone();
         blocking(move || {
             let mut buf = vec![0; len];
-            file.read_exact_at(&mut buf, offset)?;
+            file.read_exact_at(&mut buf, at)?;
             Ok(buf)
         })
         .await

@@ -65,20 +65,17 @@ pub fn build_plugin(crate_dir: &Path, watch: &[&Path]) -> PathBuf {
 /// The nested build records the WIT file by absolute path (the bindings
 /// macro reads it), so a second checkout sharing the target directory (a
 /// clone, a worktree) would reuse an SDK built from the other checkout's
-/// contract. A stamp of the watched files' content catches that: when it
-/// changes, the SDK is rebuilt.
+/// contract. One stamp per target directory holds a hash of what the SDK is
+/// built from (the watched `wit` and `sdk/src` trees): when it differs, the
+/// SDK is rebuilt.
 fn forget_sdk_if_changed(cargo: &str, manifest: &Path, target_dir: &Path, watch: &[&Path]) {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for path in watch {
-        hash_tree(path, &mut hasher);
+    for path in watch.iter().filter(|p| p.ends_with("wit") || p.ends_with("sdk/src")) {
+        hash_tree(path, path, &mut hasher);
     }
     let stamp = format!("{:016x}\n", hasher.finish());
-    // One stamp per set of watched paths: plugins watching different sets
-    // must not take each other's stamp for a change.
-    let mut set = std::collections::hash_map::DefaultHasher::new();
-    watch.hash(&mut set);
-    let stamp_file = target_dir.join(format!("watched-{:016x}.stamp", set.finish()));
+    let stamp_file = target_dir.join("sdk-inputs.stamp");
     if std::fs::read_to_string(&stamp_file).ok().as_deref() == Some(stamp.as_str()) {
         return;
     }
@@ -95,15 +92,16 @@ fn forget_sdk_if_changed(cargo: &str, manifest: &Path, target_dir: &Path, watch:
         let _ = std::fs::write(&stamp_file, stamp);
     }
 
-    fn hash_tree(path: &Path, hasher: &mut impl Hasher) {
+    /// Paths relative to `root`, so two checkouts with the same content agree.
+    fn hash_tree(root: &Path, path: &Path, hasher: &mut impl Hasher) {
         if let Ok(entries) = std::fs::read_dir(path) {
             let mut entries: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
             entries.sort();
             for entry in entries {
-                hash_tree(&entry, hasher);
+                hash_tree(root, &entry, hasher);
             }
         } else if let Ok(bytes) = std::fs::read(path) {
-            path.file_name().hash(hasher);
+            path.strip_prefix(root).unwrap_or(path).hash(hasher);
             bytes.hash(hasher);
         }
     }
