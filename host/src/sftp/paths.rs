@@ -7,17 +7,7 @@ pub fn normalize(client_path: &str) -> Option<String> {
     if client_path.contains('\0') {
         return None;
     }
-    let mut parts: Vec<&str> = Vec::new();
-    for segment in client_path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            name => parts.push(name),
-        }
-    }
-    Some(format!("/{}", parts.join("/")))
+    collapse(client_path, true)
 }
 
 /// A plugin's absolute path with `.` and `..` resolved; `None` when it is
@@ -26,12 +16,20 @@ pub fn normalize_absolute(path: &str) -> Option<String> {
     if !path.starts_with('/') || path.contains('\0') {
         return None;
     }
+    collapse(path, false)
+}
+
+/// `path` from `/` with `.`, `..` and repeated separators resolved; a `..`
+/// at the root stays there (`clamp_at_root`) or gives `None`.
+fn collapse(path: &str, clamp_at_root: bool) -> Option<String> {
     let mut parts: Vec<&str> = Vec::new();
     for segment in path.split('/') {
         match segment {
             "" | "." => {}
             ".." => {
-                parts.pop()?;
+                if parts.pop().is_none() && !clamp_at_root {
+                    return None;
+                }
             }
             name => parts.push(name),
         }

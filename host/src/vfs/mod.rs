@@ -115,7 +115,7 @@ impl Files {
     where
         F: std::future::Future<Output = Result<T, StorageError>>,
     {
-        let was_uploading = self.pending.info(path).is_some();
+        let was_uploading = self.pending.contains(path);
         let result = call().await;
         if !matches!(result, Err(StorageError::NotFound)) {
             return Answer::Plugin(result);
@@ -281,7 +281,7 @@ impl Files {
                 return Err(StorageError::IsADirectory);
             }
             if !options.truncate && info.size > max_spool {
-                return Err(read_write::too_large(max_spool));
+                return Err(spool::too_large(max_spool));
             }
         }
         let permissions = options.permissions.or(existing.as_ref().map(|i| i.permissions)).unwrap_or(0o644);

@@ -98,18 +98,27 @@ impl PendingUploads {
     /// its way (a session's own uploads only: another session's upload in
     /// progress is not waited for).
     pub async fn settle(&self, path: &str, session: u64, limit: std::time::Duration) {
+        self.wait_while(path, limit, |p| p.holders.contains(&session)).await;
+    }
+
+    /// Waits (at most `limit`) while the placeholder of `path`, if any,
+    /// satisfies `busy`; woken whenever an upload ends.
+    async fn wait_while(&self, path: &str, limit: std::time::Duration, busy: impl Fn(&Placeholder) -> bool) {
         let mut ended = self.ended.subscribe();
-        let held = || {
-            self.files.lock().expect("pending table lock").get(path).is_some_and(|p| p.holders.contains(&session))
-        };
+        let still = || self.files.lock().expect("pending table lock").get(path).is_some_and(&busy);
         let _ = tokio::time::timeout(limit, async {
-            while held() {
+            while still() {
                 if ended.changed().await.is_err() {
                     return;
                 }
             }
         })
         .await;
+    }
+
+    /// Whether `path` is being uploaded.
+    pub fn contains(&self, path: &str) -> bool {
+        self.files.lock().expect("pending table lock").contains_key(path)
     }
 
     /// What a path being uploaded looks like, if it is being uploaded.
@@ -134,17 +143,7 @@ impl PendingUploads {
 
     /// Waits (at most `limit`) until no upload of `path` is committing.
     pub async fn wait_commits(&self, path: &str, limit: std::time::Duration) {
-        let mut ended = self.ended.subscribe();
-        let committing =
-            || self.files.lock().expect("pending table lock").get(path).is_some_and(|p| p.committing > 0);
-        let _ = tokio::time::timeout(limit, async {
-            while committing() {
-                if ended.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
+        self.wait_while(path, limit, |p| p.committing > 0).await;
     }
 
     /// A WRITE or truncate was read off the wire for an upload of `path`:

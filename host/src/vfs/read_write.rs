@@ -42,10 +42,6 @@ pub(super) struct ReadWriteParts<'a> {
     pub backend_delay: Duration,
 }
 
-pub(super) fn too_large(max: u64) -> StorageError {
-    super::spool::too_large(max)
-}
-
 impl ReadWriteFile {
     pub(super) async fn open(parts: ReadWriteParts<'_>) -> Result<Self, StorageError> {
         let spool = Spool::create(parts.spool_dir, 0, parts.max_size).await?;
