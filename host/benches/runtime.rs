@@ -155,9 +155,9 @@ async fn bench(rt: Arc<Runtime>) -> anyhow::Result<()> {
     for size in [32 * KIB, 256 * KIB] {
         let path = format!("/file-{size}");
         let w = s.begin_write(&path, create()).await?;
-        w.write_chunk(0, &vec![0x5Au8; size]).await?;
+        w.write_chunk(0, vec![0x5Au8; size]).await?;
         w.finish().await?;
-        let reader = s.open_read(&path).await?;
+        let reader = s.open_read(&path, None).await?;
         let iters = if size > 64 * KIB { 50 } else { 200 };
         let read = measure(iters, |_| {
             let reader = &reader;
@@ -186,7 +186,7 @@ async fn bench(rt: Arc<Runtime>) -> anyhow::Result<()> {
             let w = s.begin_write(&path, create()).await?;
             let started = Instant::now();
             for i in 0..iters {
-                w.write_chunk(i as u64 * size as u64, black_box(&chunk)).await?;
+                w.write_chunk(i as u64 * size as u64, black_box(&chunk[..])).await?;
             }
             let elapsed = started.elapsed();
             w.abort().await?;

@@ -142,15 +142,58 @@ pub struct PluginConfig {
     pub source: String,
     /// Memory cap of one instance, in MiB.
     pub memory_limit_mib: usize,
-    /// Deadline of one call into the plugin, in milliseconds.
+    /// How long one call may compute, in milliseconds (time the guest
+    /// waits in host calls, e.g. on the network, does not count).
     pub call_deadline_ms: u64,
+    /// How long one call may take in all, waiting included, by kind.
+    pub timeouts: TimeoutsConfig,
+    /// Tenants with instances of this plugin at once; a login of one more
+    /// is refused ("tenant capacity reached").
+    pub max_tenants: usize,
+    /// Instances one session of a stateless plugin may use at once (calls
+    /// on different instances run in parallel).
+    pub instances_per_session: usize,
+    /// A stateless instance idle this long is dropped, in seconds.
+    pub idle_evict_secs: u64,
+    /// How often the plugin's `maintain` runs after the one at load, in
+    /// seconds; 0 = only at load.
+    pub maintain_every_secs: u64,
     /// Passed to the plugin's `init`.
     pub config: BTreeMap<String, String>,
 }
 
 impl Default for PluginConfig {
     fn default() -> Self {
-        Self { source: String::new(), memory_limit_mib: 256, call_deadline_ms: 5000, config: BTreeMap::new() }
+        Self {
+            source: String::new(),
+            memory_limit_mib: 256,
+            call_deadline_ms: 5000,
+            timeouts: TimeoutsConfig::default(),
+            max_tenants: 256,
+            instances_per_session: 4,
+            idle_evict_secs: 60,
+            maintain_every_secs: 3600,
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+/// Wall-clock limits of plugin calls, in seconds. Past one, the request
+/// fails; the instance is kept unless the call is still stuck 10 s later.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Lookups, listings, opening files, small changes.
+    pub metadata_secs: u64,
+    /// One read or write of content.
+    pub data_secs: u64,
+    /// Completing an upload, renaming, copying (object storage: minutes).
+    pub commit_secs: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self { metadata_secs: 30, data_secs: 120, commit_secs: 600 }
     }
 }
 
@@ -241,6 +284,16 @@ impl Config {
                 "plugin {name}: memory_limit_mib must be 1..=4096"
             );
             anyhow::ensure!(plugin.call_deadline_ms >= 10, "plugin {name}: call_deadline_ms must be at least 10");
+            let t = &plugin.timeouts;
+            anyhow::ensure!(
+                t.metadata_secs > 0 && t.data_secs > 0 && t.commit_secs > 0,
+                "plugin {name}: timeouts must be at least 1 second"
+            );
+            anyhow::ensure!((1..=65_536).contains(&plugin.max_tenants), "plugin {name}: max_tenants must be 1..=65536");
+            anyhow::ensure!(
+                (1..=64).contains(&plugin.instances_per_session),
+                "plugin {name}: instances_per_session must be 1..=64"
+            );
         }
         let l = &self.limits;
         anyhow::ensure!(l.max_sessions > 0, "limits.max_sessions must be at least 1");

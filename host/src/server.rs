@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Users;
 use crate::config::{Config, PluginConfig};
-use crate::plugin::{EngineOptions, Plugin, PluginSettings, Runtime, bundled};
+use crate::plugin::{CallTimeouts, EngineOptions, Plugin, PluginSettings, PoolLimits, Runtime, bundled};
 use crate::ssh::{self, Shared, host_keys};
 
 /// Builds a server from a config.
@@ -43,7 +43,9 @@ impl ServerBuilder {
         let keys = host_keys::load(&config.host_keys, &config.state_dir())?;
         let fingerprints = keys.iter().map(host_keys::fingerprint).collect();
 
-        let runtime = Runtime::new(&self.engine)?;
+        let mut engine = self.engine;
+        engine.max_instances = instance_slots(&config, engine.max_instances);
+        let runtime = Runtime::new(&engine)?;
         let mut plugins = HashMap::new();
         for (name, plugin) in &config.plugins {
             // Only plugins some user needs are loaded.
@@ -72,6 +74,23 @@ impl ServerBuilder {
     }
 }
 
+/// Instances the allocator needs room for, from the configured caps: a
+/// tenant-scoped plugin holds one per tenant, a stateless one up to
+/// `instances_per_session` per session (the scope is known only once the
+/// plugin is loaded, so the larger of the two counts), plus one spare per
+/// plugin for load and maintenance. Never below `floor`.
+fn instance_slots(config: &Config, floor: u32) -> u32 {
+    let sessions = config.limits.max_sessions;
+    let mut slots = 0usize;
+    for (name, plugin) in &config.plugins {
+        if config.users.iter().any(|u| &u.plugin == name) {
+            let stateless = sessions.saturating_mul(plugin.instances_per_session);
+            slots = slots.saturating_add(plugin.max_tenants.max(stateless)).saturating_add(1);
+        }
+    }
+    slots.clamp(floor as usize, u32::MAX as usize) as u32
+}
+
 async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> anyhow::Result<Arc<Plugin>> {
     let bytes = match plugin.source.strip_prefix("bundled:") {
         Some(bundled_name) => bundled::get(bundled_name)
@@ -85,6 +104,17 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
     let settings = PluginSettings {
         memory_limit: plugin.memory_limit_mib << 20,
         call_deadline: Duration::from_millis(plugin.call_deadline_ms),
+        timeouts: CallTimeouts {
+            metadata: Duration::from_secs(plugin.timeouts.metadata_secs),
+            data: Duration::from_secs(plugin.timeouts.data_secs),
+            commit: Duration::from_secs(plugin.timeouts.commit_secs),
+        },
+        pools: PoolLimits {
+            max_tenants: plugin.max_tenants,
+            instances_per_session: plugin.instances_per_session,
+            idle_evict: Duration::from_secs(plugin.idle_evict_secs),
+        },
+        maintain_every: (plugin.maintain_every_secs > 0).then(|| Duration::from_secs(plugin.maintain_every_secs)),
         config: plugin.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     };
     runtime.load(name, &bytes, settings).await

@@ -231,7 +231,7 @@ async fn writes_with_holes_random_offsets_and_append() {
         .enumerate()
     {
         let data = pattern(len, i as u64 + 10);
-        bounded(w.write_chunk(off as u64, &data)).await.unwrap();
+        bounded(w.write_chunk(off as u64, &data[..])).await.unwrap();
         if model.len() < off + len {
             model.resize(off + len, 0);
         }
@@ -293,7 +293,7 @@ async fn writer_is_invisible_until_finish_and_abort_leaves_nothing() {
 
     // Abort of a new file leaves nothing.
     let w = bounded(s.begin_write("/aborted", opts(true, true, false, false))).await.unwrap();
-    bounded(w.write_chunk(0, &pattern(50_000, 3))).await.unwrap();
+    bounded(w.write_chunk(0, pattern(50_000, 3))).await.unwrap();
     bounded(w.abort()).await.unwrap();
     assert_err!(s.file_info("/aborted"), StorageError::NotFound);
     assert!(!names(&s, "/").await.contains(&"aborted".to_string()));
@@ -737,7 +737,7 @@ async fn filling_a_sparse_file_then_outgrowing_the_quota_is_no_space() {
     bounded(w.write_chunk(SIZE - 4, b"tail")).await.unwrap();
     for off in (0..SIZE - 4).step_by(PIECE) {
         let len = (PIECE as u64).min(SIZE - 4 - off) as usize;
-        bounded(w.write_chunk(off, &pattern(len, off))).await.unwrap();
+        bounded(w.write_chunk(off, pattern(len, off))).await.unwrap();
     }
     assert_eq!(bounded(w.finish()).await.unwrap().size, SIZE);
     let r = bounded(t.other.open_read("/sparse", None)).await.unwrap();

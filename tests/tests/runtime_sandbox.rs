@@ -25,6 +25,7 @@ fn settings(deadline: Duration, config: &[(&str, &str)]) -> PluginSettings {
         memory_limit: MEMORY_LIMIT,
         call_deadline: deadline,
         config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..PluginSettings::default()
     }
 }
 
@@ -73,15 +74,33 @@ async fn infinite_loop_is_interrupted_at_the_deadline() {
     assert_eq!(stat(&rt.stats().poisoned), poisoned + 1, "the spinning instance is poisoned");
     assert_eq!(stat(&rt.stats().timeouts), timeouts, "the epoch interrupt, not the wall-clock fallback, stopped it");
 
-    // The poisoned instance's handles are gone, and say so quickly.
+    // The session goes on, on a fresh instance (the plugin is stateless).
     let started = Instant::now();
-    let r = bounded(s.file_info("/ok")).await;
-    assert_plugin_failed(&r, "a call on a session of a poisoned instance");
+    assert_ok(&s).await;
     assert!(started.elapsed() < MARGIN);
 
     // A new session works.
     let s2 = session(&plugin, "next").await;
     assert_ok(&s2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_ends_the_handles_of_its_instance_and_the_session_goes_on() {
+    let rt = runtime();
+    let plugin = hostile(&rt, DEADLINE).await;
+    let s = session(&plugin, "reader").await;
+    let reader = bounded(s.open_read("/huge-read", None)).await.expect("opening a reader");
+    let created = stat(&rt.stats().instances_created);
+    // Only one instance is in use, so the panic lands on the reader's.
+    assert_eq!(s.instances(), 1);
+    assert_plugin_failed(&bounded(s.file_info("/panic")).await, "file-info /panic");
+
+    let started = Instant::now();
+    let msg = assert_plugin_failed(&bounded(reader.read(0, 10)).await, "a read on the dropped instance");
+    assert!(msg.contains("handle is gone"), "{msg}");
+    assert!(started.elapsed() < MARGIN, "a gone handle says so at once");
+    assert_ok(&s).await;
+    assert_eq!(stat(&rt.stats().instances_created), created + 1, "the session reopened on one fresh instance");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +188,8 @@ async fn panic_is_a_plugin_failure_and_the_host_survives() {
     let msg = assert_plugin_failed(&r, "file-info /panic");
     assert!(!msg.is_empty());
     assert_eq!(stat(&rt.stats().poisoned), poisoned + 1);
-    assert_plugin_failed(&bounded(s.file_info("/ok")).await, "the panicked instance's session is gone");
+    // The session goes on, on a fresh instance.
+    assert_ok(&s).await;
     assert_ok(&session(&plugin, "after-panic").await).await;
 }
 

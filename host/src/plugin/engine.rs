@@ -10,20 +10,27 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// How often the epoch advances: the granularity of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Most instance slots the pooling allocator reserves: each reserves a 4 GiB
+/// address range, and a process may run several servers (tests do).
+pub const MAX_POOL_SLOTS: u32 = 1024;
+
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// Keep compiled components on disk between runs (wasmtime's cache).
     pub cache: bool,
-    /// Most instances alive at once when the pooling allocator is used.
+    /// Most instances alive at once (the server sets it from the configured
+    /// caps); past `MAX_POOL_SLOTS` the on-demand allocator is used.
     pub max_instances: u32,
     /// Try the pooling allocator (falls back to on-demand if the probe fails).
     pub pooling: bool,
+    /// Most guest calls running at once, server-wide (each on its own thread).
+    pub max_guest_threads: usize,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { cache: true, max_instances: 256, pooling: true }
+        Self { cache: true, max_instances: 256, pooling: true, max_guest_threads: 256 }
     }
 }
 
@@ -35,7 +42,14 @@ pub struct PluginEngine {
 
 impl PluginEngine {
     pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
-        let (engine, pooling) = if options.pooling {
+        let (engine, pooling) = if options.pooling && options.max_instances > MAX_POOL_SLOTS {
+            tracing::info!(
+                instances = options.max_instances,
+                "the configured caps allow more instances than the pooling allocator keeps slots for \
+                 ({MAX_POOL_SLOTS}); using on-demand allocation"
+            );
+            (Engine::new(&base_config(options, None)?)?, false)
+        } else if options.pooling {
             match Engine::new(&base_config(options, Some(pooling_config(options)))?) {
                 Ok(engine) => (engine, true),
                 Err(e) => {

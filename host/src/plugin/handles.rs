@@ -1,15 +1,19 @@
 //! Async handles over guest resources: a `Session`, its `Reader`s and
-//! `Writer`s. Each one is tied to the instance generation that created it and
-//! drops its guest resource when it goes away.
+//! `Writer`s. A session runs on one or more instances (lanes, see `pool`);
+//! each reader and writer stays on the instance, and in the instance
+//! generation, that created it, and drops its guest resource when it goes
+//! away.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
 use wasmtime::component::ResourceAny;
 
 use super::bindings::{Capabilities, DirPage, FileInfo, SessionContext, SetAttrs, SpaceInfo, WitError, WriteOptions};
 use super::error::StorageError;
-use super::instance::{Instance, Live};
+use super::instance::{GuestFuture, Instance, Live};
+use super::pool::SessionSeat;
 use super::validate;
 
 /// A guest resource pinned to the instance generation that made it.
@@ -21,13 +25,13 @@ struct Pinned {
 
 impl Pinned {
     /// One call on this resource; flattens the contract's error into ours.
-    async fn call<R>(
+    async fn call<R: Send + 'static>(
         &self,
         op: &'static str,
-        f: impl AsyncFnOnce(&mut Live, ResourceAny) -> wasmtime::Result<Result<R, WitError>>,
+        f: impl for<'a> FnOnce(&'a mut Live, ResourceAny) -> GuestFuture<'a, Result<R, WitError>> + Send + 'static,
     ) -> Result<R, StorageError> {
         let resource = self.resource;
-        let (result, _) = self.instance.call(Some(self.generation), op, async |live: &mut Live| f(live, resource).await).await?;
+        let (result, _) = self.instance.call(Some(self.generation), op, move |live: &mut Live| f(live, resource)).await?;
         result.map_err(StorageError::from)
     }
 
@@ -45,6 +49,56 @@ impl Drop for Pinned {
     }
 }
 
+/// The session's guest resource on one instance.
+struct Lane {
+    pinned: Pinned,
+    /// Readers and writers made on this lane and still open.
+    children: AtomicUsize,
+    seat: Arc<SessionSeat>,
+}
+
+impl Lane {
+    fn usable(&self) -> bool {
+        self.pinned.instance.is_live(self.pinned.generation)
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.seat.give_back(self.pinned.instance.clone());
+    }
+}
+
+/// A reader or writer's hold on its lane.
+struct LaneUse(Arc<Lane>);
+
+impl LaneUse {
+    fn new(lane: Arc<Lane>) -> Self {
+        lane.children.fetch_add(1, Ordering::SeqCst);
+        Self(lane)
+    }
+}
+
+impl Drop for LaneUse {
+    fn drop(&mut self) {
+        self.0.children.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Default)]
+struct Lanes {
+    open: Vec<Arc<Lane>>,
+    /// Lanes being opened right now (they count against the cap).
+    opening: usize,
+}
+
+/// Whether a call makes a resource that will keep its lane busy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Call,
+    NewResource,
+}
+
 /// Whether a path's final symlink is followed (STAT) or described (LSTAT).
 #[derive(Clone, Copy)]
 enum Follow {
@@ -54,20 +108,116 @@ enum Follow {
 
 /// A storage session for one authenticated user.
 pub struct Session {
-    pinned: Pinned,
+    seat: Arc<SessionSeat>,
+    context: SessionContext,
     caps: Capabilities,
+    lanes: Mutex<Lanes>,
+    lane_opened: Notify,
 }
 
 impl Session {
-    pub(super) async fn open(instance: Arc<Instance>, caps: Capabilities, context: SessionContext) -> Result<Self, StorageError> {
-        let (result, generation) = instance
-            .call(None, "open-session", async |live: &mut Live| {
-                let (store, api) = live.parts();
-                api.call_open_session(store, &context).await
+    pub(super) async fn open(seat: SessionSeat, caps: Capabilities, context: SessionContext) -> Result<Self, StorageError> {
+        let session = Self {
+            seat: Arc::new(seat),
+            context,
+            caps,
+            lanes: Mutex::default(),
+            lane_opened: Notify::new(),
+        };
+        // The first lane now, so a plugin that refuses the user says so at login.
+        session.lanes.lock().expect("lanes lock").opening += 1;
+        let lane = session.open_lane().await?;
+        session.lanes.lock().expect("lanes lock").open.push(lane);
+        Ok(session)
+    }
+
+    /// Instances this session is using now.
+    pub fn instances(&self) -> usize {
+        self.lanes.lock().expect("lanes lock").open.len()
+    }
+
+    /// A lane to run a call on: a free one, else a new one while under the
+    /// cap, else the least loaded one (the call waits for it). A lane whose
+    /// instance was dropped after a failure is replaced: the session goes on
+    /// on a fresh instance.
+    async fn lane(&self, purpose: Purpose) -> Result<Arc<Lane>, StorageError> {
+        loop {
+            let wait = {
+                let mut lanes = self.lanes.lock().expect("lanes lock");
+                lanes.open.retain(|lane| lane.usable());
+                let free = |lane: &&Arc<Lane>| !lane.pinned.instance.busy();
+                let idle = |lane: &&Arc<Lane>| lane.children.load(Ordering::SeqCst) == 0;
+                let pick = match purpose {
+                    Purpose::NewResource => lanes.open.iter().filter(free).find(idle),
+                    Purpose::Call => lanes.open.iter().find(free),
+                };
+                if let Some(lane) = pick {
+                    return Ok(lane.clone());
+                }
+                if lanes.open.len() + lanes.opening < self.seat.max_instances() {
+                    lanes.opening += 1;
+                    None
+                } else if let Some(lane) = lanes.open.iter().min_by_key(|lane| lane.children.load(Ordering::SeqCst)) {
+                    return Ok(lane.clone());
+                } else {
+                    // Every lane is being opened by other calls: wait for one.
+                    Some(self.lane_opened.notified())
+                }
+            };
+            match wait {
+                Some(opened) => opened.await,
+                None => {
+                    let opened = self.open_lane().await;
+                    let mut lanes = self.lanes.lock().expect("lanes lock");
+                    lanes.opening -= 1;
+                    let lane = opened?;
+                    lanes.open.push(lane.clone());
+                    drop(lanes);
+                    self.lane_opened.notify_waiters();
+                    return Ok(lane);
+                }
+            }
+        }
+    }
+
+    async fn open_lane(&self) -> Result<Arc<Lane>, StorageError> {
+        let instance = self.seat.lease();
+        let context = self.context.clone();
+        let opened = instance
+            .call(None, "open-session", move |live: &mut Live| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.call_open_session(store, &context).await
+                })
             })
-            .await?;
-        let resource = result.map_err(StorageError::from)?;
-        Ok(Self { pinned: Pinned { instance, generation, resource }, caps })
+            .await;
+        let (result, generation) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.seat.give_back(instance);
+                return Err(e);
+            }
+        };
+        match result {
+            Ok(resource) => Ok(Arc::new(Lane {
+                pinned: Pinned { instance, generation, resource },
+                children: AtomicUsize::new(0),
+                seat: self.seat.clone(),
+            })),
+            Err(e) => {
+                self.seat.give_back(instance);
+                Err(StorageError::from(e))
+            }
+        }
+    }
+
+    /// One session call on some lane.
+    async fn call<R: Send + 'static>(
+        &self,
+        op: &'static str,
+        f: impl for<'a> FnOnce(&'a mut Live, ResourceAny) -> GuestFuture<'a, Result<R, WitError>> + Send + 'static,
+    ) -> Result<R, StorageError> {
+        self.lane(Purpose::Call).await?.pinned.call(op, f).await
     }
 
     pub fn capabilities(&self) -> &Capabilities {
@@ -76,14 +226,16 @@ impl Session {
 
     pub async fn list_dir(&self, path: &str, cursor: Option<&str>, limit: u32) -> Result<DirPage, StorageError> {
         let limit = limit.clamp(1, validate::MAX_PAGE_ENTRIES);
+        let (path_owned, cursor_owned) = (path.to_string(), cursor.map(str::to_string));
         let mut page = self
-            .pinned
-            .call("list-dir", async |live: &mut Live, me| {
-                let (store, api) = live.parts();
-                api.session().call_list_dir(store, me, path, cursor, limit).await
+            .call("list-dir", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.session().call_list_dir(store, me, &path_owned, cursor_owned.as_deref(), limit).await
+                })
             })
             .await?;
-        validate::dir_page(&mut page, cursor, limit).map_err(|e| self.pinned.reject(e))?;
+        validate::dir_page(&mut page, cursor, limit).map_err(|e| self.rejected(e))?;
         Ok(page)
     }
 
@@ -102,145 +254,184 @@ impl Session {
             Follow::FinalLink => "file-info",
             Follow::NotFinalLink => "link-info",
         };
+        let path = path.to_string();
         let info = self
-            .pinned
-            .call(op, async |live: &mut Live, me| {
-                let (store, api) = live.parts();
-                match follow {
-                    Follow::FinalLink => api.session().call_file_info(store, me, path).await,
-                    Follow::NotFinalLink => api.session().call_link_info(store, me, path).await,
-                }
+            .call(op, move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    match follow {
+                        Follow::FinalLink => api.session().call_file_info(store, me, &path).await,
+                        Follow::NotFinalLink => api.session().call_link_info(store, me, &path).await,
+                    }
+                })
             })
             .await?;
-        validate::file_info(&info).map_err(|e| self.pinned.reject(e))?;
+        validate::file_info(&info).map_err(|e| self.rejected(e))?;
         Ok(info)
     }
 
     /// Opens the current version of a file, or exactly `version` (a
     /// changed file is `Conflict`).
     pub async fn open_read(&self, path: &str, version: Option<&str>) -> Result<Reader, StorageError> {
-        let resource = self
+        let (path, version) = (path.to_string(), version.map(str::to_string));
+        let lane = self.lane(Purpose::NewResource).await?;
+        let resource = lane
             .pinned
-            .call("open-read", async |live: &mut Live, me| {
-                let (store, api) = live.parts();
-                api.session().call_open_read(store, me, path, version).await
+            .call("open-read", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.session().call_open_read(store, me, &path, version.as_deref()).await
+                })
             })
             .await?;
-        Ok(Reader { pinned: self.child(resource) })
+        Ok(Reader { pinned: child(&lane, resource), _lane: LaneUse::new(lane) })
     }
 
     pub async fn begin_write(&self, path: &str, options: WriteOptions) -> Result<Writer, StorageError> {
-        let resource = self
+        let path = path.to_string();
+        let lane = self.lane(Purpose::NewResource).await?;
+        let resource = lane
             .pinned
-            .call("begin-write", async |live: &mut Live, me| {
-                let (store, api) = live.parts();
-                api.session().call_begin_write(store, me, path, options).await
+            .call("begin-write", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.session().call_begin_write(store, me, &path, options).await
+                })
             })
             .await?;
-        Ok(Writer { pinned: self.child(resource) })
+        Ok(Writer { pinned: child(&lane, resource), _lane: LaneUse::new(lane) })
     }
 
     pub async fn make_dir(&self, path: &str, permissions: Option<u32>) -> Result<(), StorageError> {
-        self.pinned
-            .call("make-dir", async |live: &mut Live, me| {
+        let path = path.to_string();
+        self.call("make-dir", move |live: &mut Live, me| {
+            Box::pin(async move {
                 let (store, api) = live.parts();
-                api.session().call_make_dir(store, me, path, permissions).await
+                api.session().call_make_dir(store, me, &path, permissions).await
             })
-            .await
+        })
+        .await
     }
 
     pub async fn remove_dir(&self, path: &str) -> Result<(), StorageError> {
-        self.pinned
-            .call("remove-dir", async |live: &mut Live, me| {
+        let path = path.to_string();
+        self.call("remove-dir", move |live: &mut Live, me| {
+            Box::pin(async move {
                 let (store, api) = live.parts();
-                api.session().call_remove_dir(store, me, path).await
+                api.session().call_remove_dir(store, me, &path).await
             })
-            .await
+        })
+        .await
     }
 
     pub async fn remove_file(&self, path: &str) -> Result<(), StorageError> {
-        self.pinned
-            .call("remove-file", async |live: &mut Live, me| {
+        let path = path.to_string();
+        self.call("remove-file", move |live: &mut Live, me| {
+            Box::pin(async move {
                 let (store, api) = live.parts();
-                api.session().call_remove_file(store, me, path).await
+                api.session().call_remove_file(store, me, &path).await
             })
-            .await
+        })
+        .await
     }
 
     pub async fn rename(&self, src: &str, dst: &str, overwrite: bool) -> Result<(), StorageError> {
-        self.pinned
-            .call("rename", async |live: &mut Live, me| {
+        let (src, dst) = (src.to_string(), dst.to_string());
+        self.call("rename", move |live: &mut Live, me| {
+            Box::pin(async move {
                 let (store, api) = live.parts();
-                api.session().call_rename(store, me, src, dst, overwrite).await
+                api.session().call_rename(store, me, &src, &dst, overwrite).await
             })
-            .await
+        })
+        .await
     }
 
     pub async fn copy_file(&self, src: &str, dst: &str, overwrite: bool) -> Result<(), StorageError> {
-        self.pinned
-            .call("copy-file", async |live: &mut Live, me| {
+        let (src, dst) = (src.to_string(), dst.to_string());
+        self.call("copy-file", move |live: &mut Live, me| {
+            Box::pin(async move {
                 let (store, api) = live.parts();
-                api.session().call_copy_file(store, me, src, dst, overwrite).await
+                api.session().call_copy_file(store, me, &src, &dst, overwrite).await
             })
-            .await
+        })
+        .await
     }
 
     pub async fn set_info(&self, path: &str, attrs: SetAttrs) -> Result<(), StorageError> {
-        self.pinned
-            .call("set-info", async |live: &mut Live, me| {
+        let path = path.to_string();
+        self.call("set-info", move |live: &mut Live, me| {
+            Box::pin(async move {
                 let (store, api) = live.parts();
-                api.session().call_set_info(store, me, path, attrs).await
+                api.session().call_set_info(store, me, &path, attrs).await
             })
-            .await
+        })
+        .await
     }
 
     pub async fn read_link(&self, path: &str) -> Result<String, StorageError> {
+        let path = path.to_string();
         let target = self
-            .pinned
-            .call("read-link", async |live: &mut Live, me| {
-                let (store, api) = live.parts();
-                api.session().call_read_link(store, me, path).await
+            .call("read-link", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.session().call_read_link(store, me, &path).await
+                })
             })
             .await?;
-        validate::path(&target).map_err(|e| self.pinned.reject(e))?;
+        validate::path(&target).map_err(|e| self.rejected(e))?;
         Ok(target)
     }
 
     pub async fn make_link(&self, target: &str, path: &str) -> Result<(), StorageError> {
-        self.pinned
-            .call("make-link", async |live: &mut Live, me| {
+        let (target, path) = (target.to_string(), path.to_string());
+        self.call("make-link", move |live: &mut Live, me| {
+            Box::pin(async move {
                 let (store, api) = live.parts();
-                api.session().call_make_link(store, me, target, path).await
+                api.session().call_make_link(store, me, &target, &path).await
             })
-            .await
+        })
+        .await
     }
 
     pub async fn hard_link(&self, src: &str, dst: &str) -> Result<(), StorageError> {
-        self.pinned
-            .call("hard-link", async |live: &mut Live, me| {
+        let (src, dst) = (src.to_string(), dst.to_string());
+        self.call("hard-link", move |live: &mut Live, me| {
+            Box::pin(async move {
                 let (store, api) = live.parts();
-                api.session().call_hard_link(store, me, src, dst).await
+                api.session().call_hard_link(store, me, &src, &dst).await
             })
-            .await
+        })
+        .await
     }
 
     pub async fn space(&self, path: &str) -> Result<SpaceInfo, StorageError> {
-        self.pinned
-            .call("space", async |live: &mut Live, me| {
+        let path = path.to_string();
+        self.call("space", move |live: &mut Live, me| {
+            Box::pin(async move {
                 let (store, api) = live.parts();
-                api.session().call_space(store, me, path).await
+                api.session().call_space(store, me, &path).await
             })
-            .await
+        })
+        .await
     }
 
-    fn child(&self, resource: ResourceAny) -> Pinned {
-        Pinned { instance: self.pinned.instance.clone(), generation: self.pinned.generation, resource }
+    /// Counts a plugin output that broke the contract.
+    fn rejected(&self, error: StorageError) -> StorageError {
+        if matches!(error, StorageError::PluginFailed(_)) {
+            self.seat.note_invalid_output();
+        }
+        error
     }
+}
+
+fn child(lane: &Lane, resource: ResourceAny) -> Pinned {
+    Pinned { instance: lane.pinned.instance.clone(), generation: lane.pinned.generation, resource }
 }
 
 /// Reads one pinned version of a file.
 pub struct Reader {
     pinned: Pinned,
+    _lane: LaneUse,
 }
 
 impl Reader {
@@ -248,9 +439,11 @@ impl Reader {
     pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
         let data = self
             .pinned
-            .call("read", async |live: &mut Live, me| {
-                let (store, api) = live.parts();
-                api.reader().call_read(store, me, offset, len).await
+            .call("read", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.reader().call_read(store, me, offset, len).await
+                })
             })
             .await?;
         validate::read(data.len(), len).map_err(|e| self.pinned.reject(e))?;
@@ -261,9 +454,11 @@ impl Reader {
     pub async fn info(&self) -> Result<FileInfo, StorageError> {
         let info = self
             .pinned
-            .call("reader-info", async |live: &mut Live, me| {
-                let (store, api) = live.parts();
-                api.reader().call_info(store, me).await.map(Ok)
+            .call("reader-info", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.reader().call_info(store, me).await.map(Ok)
+                })
             })
             .await?;
         validate::file_info(&info).map_err(|e| self.pinned.reject(e))?;
@@ -274,14 +469,18 @@ impl Reader {
 /// New content, invisible until `finish` succeeds.
 pub struct Writer {
     pinned: Pinned,
+    _lane: LaneUse,
 }
 
 impl Writer {
-    pub async fn write_chunk(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+    pub async fn write_chunk(&self, offset: u64, data: impl Into<Vec<u8>>) -> Result<(), StorageError> {
+        let data = data.into();
         self.pinned
-            .call("write-chunk", async |live: &mut Live, me| {
-                let (store, api) = live.parts();
-                api.writer().call_write_chunk(store, me, offset, data).await
+            .call("write-chunk", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.writer().call_write_chunk(store, me, offset, &data).await
+                })
             })
             .await
     }
@@ -290,9 +489,11 @@ impl Writer {
     pub async fn finish(&self) -> Result<FileInfo, StorageError> {
         let info = self
             .pinned
-            .call("finish", async |live: &mut Live, me| {
-                let (store, api) = live.parts();
-                api.writer().call_finish(store, me).await
+            .call("finish", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.writer().call_finish(store, me).await
+                })
             })
             .await?;
         validate::file_info(&info).map_err(|e| self.pinned.reject(e))?;
@@ -302,23 +503,24 @@ impl Writer {
     /// Cuts or zero-extends the pending content (truncate on an open upload).
     pub async fn set_size(&self, size: u64) -> Result<(), StorageError> {
         self.pinned
-            .call("set-size", async |live: &mut Live, me| {
-                let (store, api) = live.parts();
-                api.writer().call_set_size(store, me, size).await
+            .call("set-size", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.writer().call_set_size(store, me, size).await
+                })
             })
             .await
     }
 
     pub async fn abort(&self) -> Result<(), StorageError> {
-        let resource = self.pinned.resource;
         self.pinned
-            .instance
-            .call(Some(self.pinned.generation), "abort", async |live: &mut Live| {
-                let (store, api) = live.parts();
-                api.writer().call_abort(store, resource).await
+            .call("abort", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.writer().call_abort(store, me).await.map(Ok)
+                })
             })
             .await
-            .map(|_| ())
     }
 }
 

@@ -1,11 +1,16 @@
-//! One live plugin instance: its own `Store` with limits, calls serialised
-//! through a mutex, every call under an epoch deadline and a wall-clock
-//! timeout. A trap or timeout poisons the instance: it is dropped and the next
-//! call builds a fresh one.
+//! One live plugin instance: its own `Store` with limits, one call at a
+//! time, each run on a guest thread (`executor`) under two clocks: an epoch
+//! deadline on the guest's computing time, and a wall-clock limit per kind
+//! of call (`timeouts`). A trap, or a call still stuck long after its limit,
+//! poisons the instance: it is dropped and the next call builds a fresh one.
+//! A call that only waits too long in a host call fails its request and
+//! leaves the instance alone.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use wasmtime::component::{ResourceAny, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -13,21 +18,27 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{self, BackendExports, LogLevel};
 use super::error::StorageError;
+use super::executor::{GuestThreadsStats, demote_current_thread};
+use super::guest_clock::GuestClock;
 use super::guest_output::{self, GuestStderr};
 use super::limits::StoreCaps;
+use super::timeouts::{CallKind, STUCK_AFTER};
 use super::PluginShared;
 
-/// Extra wall-clock time past the epoch deadline before a call is abandoned:
-/// epochs cannot interrupt a guest that is blocked inside a host call.
-const WALL_CLOCK_GRACE: Duration = Duration::from_secs(1);
+/// A guest that computes this long in one call yields its thread's priority
+/// to everyone else (see `executor`).
+const DEMOTE_AFTER: Duration = Duration::from_millis(20);
+
+/// What a call does with the instance, boxed so it can run on a guest thread.
+pub type GuestFuture<'a, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
 pub struct StoreState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreCaps,
     plugin: Arc<str>,
-    call_started: Instant,
-    call_budget: Duration,
+    clock: Arc<GuestClock>,
+    demotions: GuestThreadsStats,
 }
 
 impl WasiView for StoreState {
@@ -67,55 +78,132 @@ struct Slot {
 pub struct Instance {
     shared: Arc<PluginShared>,
     label: String,
-    slot: tokio::sync::Mutex<Slot>,
+    slot: Arc<tokio::sync::Mutex<Slot>>,
+    /// The generation now live, 0 when none is: lets a session see without
+    /// waiting that resources it made here are gone.
+    live_generation: AtomicU64,
+    clock: Arc<GuestClock>,
 }
 
 impl Instance {
     pub fn new(shared: Arc<PluginShared>, label: String) -> Arc<Self> {
-        Arc::new(Self { shared, label, slot: tokio::sync::Mutex::new(Slot { live: None, generation: 0 }) })
+        let slot = Arc::new(tokio::sync::Mutex::new(Slot { live: None, generation: 0 }));
+        let clock = Arc::new(GuestClock::new(shared.settings.call_deadline));
+        Arc::new(Self { shared, label, slot, live_generation: AtomicU64::new(0), clock })
+    }
+
+    /// Whether resources made in `generation` still exist.
+    pub fn is_live(&self, generation: u64) -> bool {
+        self.live_generation.load(Ordering::SeqCst) == generation
+    }
+
+    /// Whether a call is running (or waiting) on this instance right now.
+    pub fn busy(&self) -> bool {
+        self.slot.try_lock().is_err()
     }
 
     /// Runs `f` against this instance. With `pinned`, the call only runs in
     /// that generation (the one that created the resource being used).
     /// Returns the result and the generation it ran in.
     pub async fn call<R>(
-        &self,
+        self: &Arc<Self>,
         pinned: Option<u64>,
         op: &'static str,
-        f: impl AsyncFnOnce(&mut Live) -> wasmtime::Result<R>,
-    ) -> Result<(R, u64), StorageError> {
-        let mut slot = self.slot.lock().await;
-        match pinned {
-            Some(generation) if generation != slot.generation || slot.live.is_none() => {
-                return Err(StorageError::PluginFailed(
-                    "the plugin instance was restarted after a failure; this handle is gone".into(),
-                ));
+        f: impl for<'a> FnOnce(&'a mut Live) -> GuestFuture<'a, R> + Send + 'static,
+    ) -> Result<(R, u64), StorageError>
+    where
+        R: Send + 'static,
+    {
+        let limit = self.shared.settings.timeouts.limit(CallKind::of(op));
+        let this = self.clone();
+        let run = async move {
+            let slot = this.slot.clone().lock_owned().await;
+            match pinned {
+                Some(generation) if generation != slot.generation || slot.live.is_none() => {
+                    return Err(StorageError::PluginFailed(
+                        "the plugin instance was restarted after a failure; this handle is gone".into(),
+                    ));
+                }
+                _ => {}
             }
-            _ => {}
+            let job = this.clone().run_on_guest_thread(slot, op, limit + STUCK_AFTER, f);
+            let done = this.shared.threads.run(job);
+            tokio::select! {
+                done = done => done.unwrap_or_else(|| {
+                    Err(StorageError::PluginFailed(format!("{op}: the host failed while running the call")))
+                }),
+                () = this.computed_past_budget() => Err(StorageError::PluginFailed(format!(
+                    "{op}: deadline exceeded (interrupted)"
+                ))),
+            }
+        };
+        match tokio::time::timeout(limit, run).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    plugin = &*self.shared.name,
+                    instance = %self.label,
+                    op,
+                    "no answer within {limit:?}; the request failed, the call goes on"
+                );
+                Err(StorageError::Io(format!("{op}: no answer from the storage within {limit:?}")))
+            }
         }
+    }
+
+    /// Resolves once the running call has computed past its budget. The
+    /// guest's thread stops it at its next epoch tick; this answers the
+    /// caller even when that thread, lowered in priority, waits for a CPU.
+    async fn computed_past_budget(&self) {
+        loop {
+            let left = self.clock.budget().saturating_sub(self.clock.guest_time());
+            if left.is_zero() {
+                // A grace of one tick lets the guest's own interrupt win
+                // when its thread is running.
+                tokio::time::sleep(super::EPOCH_TICK).await;
+                if self.clock.past_budget() {
+                    return;
+                }
+                continue;
+            }
+            tokio::time::sleep(left.max(super::EPOCH_TICK)).await;
+        }
+    }
+
+    /// The part of a call that runs on a guest thread, holding the instance.
+    async fn run_on_guest_thread<R>(
+        self: Arc<Self>,
+        mut slot: tokio::sync::OwnedMutexGuard<Slot>,
+        op: &'static str,
+        stuck_after: Duration,
+        f: impl for<'a> FnOnce(&'a mut Live) -> GuestFuture<'a, R> + Send + 'static,
+    ) -> Result<(R, u64), StorageError> {
         if slot.live.is_none() {
             let live = self.instantiate().await?;
             slot.live = Some(live);
             slot.generation += 1;
+            self.live_generation.store(slot.generation, Ordering::SeqCst);
         }
         let generation = slot.generation;
         let live = slot.live.as_mut().expect("instance is live");
-        live.store.data_mut().call_started = Instant::now();
+        self.clock.start();
         live.store.data_mut().limits.take_refused();
         live.store.set_epoch_deadline(1);
-        let budget = self.shared.settings.call_deadline + WALL_CLOCK_GRACE;
-        let outcome = tokio::time::timeout(budget, f(live)).await;
+        let outcome = tokio::time::timeout(stuck_after, f(live)).await;
+        self.clock.stop();
         match outcome {
             Ok(Ok(value)) => Ok((value, generation)),
             Ok(Err(error)) => {
                 let why = describe_trap(&error, &mut live.store.data_mut().limits);
                 slot.live = None;
+                self.live_generation.store(0, Ordering::SeqCst);
                 Err(self.poisoned(op, why))
             }
             Err(_) => {
                 slot.live = None;
-                self.shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(self.poisoned(op, format!("no answer within {budget:?} (blocked in a host call)")))
+                self.live_generation.store(0, Ordering::SeqCst);
+                Err(self.poisoned(op, format!("still blocked in a host call after {stuck_after:?}")))
             }
         }
     }
@@ -126,8 +214,8 @@ impl Instance {
         let this = self.clone();
         runtime.spawn(async move {
             let _ = this
-                .call(Some(generation), "drop", async |live: &mut Live| {
-                    resource.resource_drop_async(&mut live.store).await
+                .call(Some(generation), "drop", move |live: &mut Live| {
+                    Box::pin(async move { resource.resource_drop_async(&mut live.store).await })
                 })
                 .await;
         });
@@ -161,30 +249,40 @@ impl Instance {
             table: ResourceTable::new(),
             limits,
             plugin: shared.name.clone(),
-            call_started: Instant::now(),
-            call_budget: shared.settings.call_deadline,
+            clock: self.clock.clone(),
+            demotions: shared.threads.stats(),
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limits);
+        store.call_hook(|ctx, hook| {
+            ctx.data().clock.hook(hook);
+            Ok(())
+        });
+        // Runs on the guest's thread at each epoch tick while it computes.
         store.epoch_deadline_callback(|ctx| {
             let state = ctx.data();
-            if state.call_started.elapsed() >= state.call_budget {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                // Yield so a busy guest never holds a runtime thread for long.
-                Ok(UpdateDeadline::Yield(1))
+            let computed = state.clock.guest_time();
+            if computed >= state.clock.budget() {
+                return Ok(UpdateDeadline::Interrupt);
             }
+            if computed >= DEMOTE_AFTER {
+                demote_current_thread(&state.demotions);
+            }
+            Ok(UpdateDeadline::Continue(1))
         });
         store.set_epoch_deadline(1);
 
-        let budget = shared.settings.call_deadline + WALL_CLOCK_GRACE;
+        let budget = shared.settings.call_deadline + shared.settings.timeouts.metadata;
         let started = async {
+            self.clock.start();
             let bindings = shared.pre.instantiate_async(&mut store).await?;
-            store.data_mut().call_started = Instant::now();
+            self.clock.start();
             let init = bindings.wasftp_storage_backend().call_init(&mut store, &shared.init_config).await?;
             wasmtime::Result::Ok((bindings, init))
         };
-        let (bindings, init) = match tokio::time::timeout(budget, started).await {
+        let started = tokio::time::timeout(budget, started).await;
+        self.clock.stop();
+        let (bindings, init) = match started {
             Ok(Ok(done)) => done,
             Ok(Err(error)) => return Err(self.poisoned("instantiate", describe_trap(&error, &mut store.data_mut().limits))),
             Err(_) => return Err(self.poisoned("instantiate", format!("no answer within {budget:?}"))),
@@ -222,6 +320,10 @@ fn describe_trap(error: &wasmtime::Error, limits: &mut StoreCaps) -> String {
 }
 
 impl Instance {
+    pub(super) fn plugin_name(&self) -> &str {
+        &self.shared.name
+    }
+
     pub(super) fn stats(&self) -> &super::RuntimeStats {
         &self.shared.stats
     }

@@ -4,17 +4,20 @@
 mod bindings;
 mod engine;
 mod error;
+mod executor;
+mod guest_clock;
 mod guest_output;
 mod handles;
 mod init_config;
 mod instance;
 mod limits;
+mod pool;
+mod timeouts;
 pub mod bundled;
 pub mod validate;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::error::Context as _;
@@ -28,24 +31,41 @@ pub use bindings::{
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use error::StorageError;
 pub use handles::{Reader, Session, Writer};
+pub use pool::PoolLimits;
+pub use timeouts::{CallKind, CallTimeouts};
 
 use engine::PluginEngine;
+use executor::GuestThreads;
 use instance::{Instance, StoreState};
+use pool::Pools;
 
 /// Per-plugin sandbox settings and the configuration handed to `init`.
 #[derive(Debug, Clone)]
 pub struct PluginSettings {
     /// Cap on the instance's linear memory, in bytes.
     pub memory_limit: usize,
-    /// Epoch deadline of one call.
+    /// How long one call may compute (wall time outside host calls).
     pub call_deadline: Duration,
+    /// How long one call may take in all, by kind.
+    pub timeouts: CallTimeouts,
+    /// How instances are shared and bounded.
+    pub pools: PoolLimits,
+    /// How often `maintain` runs after the one at load; `None`: only at load.
+    pub maintain_every: Option<Duration>,
     /// Key/value configuration passed to the plugin's `init`.
     pub config: Vec<(String, String)>,
 }
 
 impl Default for PluginSettings {
     fn default() -> Self {
-        Self { memory_limit: 256 << 20, call_deadline: Duration::from_secs(5), config: Vec::new() }
+        Self {
+            memory_limit: 256 << 20,
+            call_deadline: Duration::from_secs(5),
+            timeouts: CallTimeouts::default(),
+            pools: PoolLimits::default(),
+            maintain_every: Some(Duration::from_secs(3600)),
+            config: Vec::new(),
+        }
     }
 }
 
@@ -69,10 +89,12 @@ impl RuntimeStats {
     }
 }
 
-/// The engine, the linker with its (empty) WASI grant, and the counters.
+/// The engine, the linker with its (empty) WASI grant, the threads guest
+/// code runs on, and the counters.
 pub struct Runtime {
     engine: PluginEngine,
     linker: Linker<StoreState>,
+    threads: Arc<GuestThreads>,
     stats: Arc<RuntimeStats>,
 }
 
@@ -83,7 +105,18 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("linking WASI")?;
         bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .context("linking the host imports")?;
-        Ok(Arc::new(Self { engine, linker, stats: Arc::default() }))
+        let threads = Arc::new(GuestThreads::new(options.max_guest_threads));
+        Ok(Arc::new(Self { engine, linker, threads, stats: Arc::default() }))
+    }
+
+    /// Guest threads alive now.
+    pub fn guest_threads(&self) -> usize {
+        self.threads.threads()
+    }
+
+    /// Calls that computed long enough to be lowered in priority.
+    pub fn demoted_calls(&self) -> u64 {
+        self.threads.demoted()
     }
 
     /// Whether the pooling allocator is in use (the start-up probe passed).
@@ -114,29 +147,24 @@ impl Runtime {
             engine: self.engine.engine.clone(),
             settings,
             init_config,
+            threads: self.threads.clone(),
             stats: self.stats.clone(),
         });
         let probe = Instance::new(shared.clone(), "probe".into());
         let described = probe
-            .call(None, "describe", async |live: &mut instance::Live| {
-                let (store, api) = live.parts();
-                api.call_describe(store).await
+            .call(None, "describe", |live: &mut instance::Live| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.call_describe(store).await
+                })
             })
             .await;
         let (mut caps, _) = anyhow::Context::with_context(described, || format!("starting plugin {name}"))?;
         anyhow::Context::with_context(validate::capabilities(&mut caps), || format!("plugin {name}"))?;
         // Housekeeping left by an earlier run (object storage: uploads a
         // crashed host started); a failure is logged, the plugin still loads.
-        let maintained = probe
-            .call(None, "maintain", async |live: &mut instance::Live| {
-                let (store, api) = live.parts();
-                api.call_maintain(store).await
-            })
-            .await;
-        match maintained.map(|(result, _)| result.map_err(StorageError::from)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) | Err(e) => tracing::warn!(plugin = name, "maintenance at start failed: {e}"),
-        }
+        maintain(&probe).await;
+        drop(probe);
         tracing::info!(
             plugin = name,
             backend = %caps.name,
@@ -144,7 +172,43 @@ impl Runtime {
             scope = ?caps.scope,
             "plugin loaded"
         );
-        Ok(Arc::new(Plugin { shared, caps, tenants: Mutex::new(HashMap::new()) }))
+        let plugin = Arc::new(Plugin { pools: Pools::new(shared.clone(), caps.scope), shared, caps });
+        tokio::spawn(housekeeping(Arc::downgrade(&plugin)));
+        Ok(plugin)
+    }
+}
+
+/// One `maintain` call; a failure is logged.
+async fn maintain(instance: &Arc<Instance>) {
+    let maintained = instance
+        .call(None, "maintain", |live: &mut instance::Live| {
+            Box::pin(async move {
+                let (store, api) = live.parts();
+                api.call_maintain(store).await
+            })
+        })
+        .await;
+    match maintained.map(|(result, _)| result.map_err(StorageError::from)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) | Err(e) => tracing::warn!(plugin = instance.plugin_name(), "maintenance failed: {e}"),
+    }
+}
+
+/// While the plugin is loaded: drops idle instances, and runs `maintain`
+/// on a fresh instance every `maintain_every`.
+async fn housekeeping(plugin: std::sync::Weak<Plugin>) {
+    const SWEEP_EVERY: Duration = Duration::from_secs(5);
+    let mut last_maintained = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(plugin) = plugin.upgrade() else { return };
+        plugin.pools.evict_idle();
+        if let Some(every) = plugin.shared.settings.maintain_every
+            && last_maintained.elapsed() >= every
+        {
+            last_maintained = tokio::time::Instant::now();
+            maintain(&Instance::new(plugin.shared.clone(), "maintenance".into())).await;
+        }
     }
 }
 
@@ -156,6 +220,7 @@ pub(crate) struct PluginShared {
     settings: PluginSettings,
     /// What `init` gets: `settings.config` plus the host's reserved keys.
     init_config: Vec<(String, String)>,
+    threads: Arc<GuestThreads>,
     stats: Arc<RuntimeStats>,
 }
 
@@ -163,8 +228,8 @@ pub(crate) struct PluginShared {
 pub struct Plugin {
     shared: Arc<PluginShared>,
     caps: Capabilities,
-    /// Tenant-scoped instances, one per tenant; never shared across tenants.
-    tenants: Mutex<HashMap<String, Arc<Instance>>>,
+    /// Instances per tenant; never shared across tenants.
+    pools: Pools,
 }
 
 impl Plugin {
@@ -176,19 +241,24 @@ impl Plugin {
         &self.caps
     }
 
-    /// Opens a session for `context`: on the tenant's instance, or on a fresh
-    /// instance for session-scoped plugins.
+    /// Opens a session for `context` on the tenant's instances (see `pool`).
     pub async fn open_session(&self, context: SessionContext) -> Result<Session, StorageError> {
-        let instance = match self.caps.scope {
-            InstanceScope::Tenant => {
-                let mut tenants = self.tenants.lock().expect("tenant map lock");
-                tenants
-                    .entry(context.tenant.clone())
-                    .or_insert_with(|| Instance::new(self.shared.clone(), format!("tenant:{}", context.tenant)))
-                    .clone()
-            }
-            InstanceScope::Stateless => Instance::new(self.shared.clone(), format!("session:{}", context.user)),
-        };
-        Session::open(instance, self.caps.clone(), context).await
+        let seat = self.pools.join(&context.tenant)?;
+        Session::open(seat, self.caps.clone(), context).await
+    }
+
+    /// Tenants holding instances of this plugin now.
+    pub fn tenants(&self) -> usize {
+        self.pools.tenants()
+    }
+
+    /// Stateless instances kept idle for the tenants' next sessions.
+    pub fn idle_instances(&self) -> usize {
+        self.pools.idle_instances()
+    }
+
+    /// Drops idle instances past their time now (the server does it every few seconds).
+    pub fn evict_idle(&self) {
+        self.pools.evict_idle();
     }
 }

@@ -126,11 +126,12 @@ impl ReadWriteFile {
                 }
             };
             delay(self.backend_delay).await;
-            if let Err(e) = self.writer.write_chunk(offset, &data).await {
+            let len = data.len() as u64;
+            if let Err(e) = self.writer.write_chunk(offset, data).await {
                 let _ = self.writer.abort().await;
                 return Err(e);
             }
-            offset += data.len() as u64;
+            offset += len;
         }
         delay(self.backend_delay).await;
         self.writer.finish().await.map(drop)

@@ -157,7 +157,7 @@ impl Upload {
         };
         for (offset, part) in parts {
             delay(self.backend_delay).await;
-            let sent = self.writer.write_chunk(offset, &part).await;
+            let sent = self.writer.write_chunk(offset, part).await;
             self.record(sent)?;
         }
         Ok(())
@@ -180,7 +180,7 @@ impl Upload {
             return Ok(());
         }
         delay(self.backend_delay).await;
-        let result = self.writer.write_chunk(self.buffer_offset, &self.buffer).await;
+        let result = self.writer.write_chunk(self.buffer_offset, &self.buffer[..]).await;
         self.buffer_offset = self.buffer_offset.saturating_add(self.buffer.len() as u64);
         self.buffer.clear();
         // Chunks vary in size; a buffer kept at its largest would pin memory

@@ -1,0 +1,184 @@
+//! The instances of one plugin version, kept per tenant.
+//!
+//! A `tenant` plugin keeps its state in its instance: every session of the
+//! tenant shares that one instance, which is never evicted. A `stateless`
+//! plugin's instances are interchangeable: a session leases up to
+//! `instances_per_session` of them at once (see `handles::Session`), and
+//! gives them back when it ends; idle ones serve the tenant's next sessions
+//! and are dropped after `idle_evict`. Instances never cross tenants.
+//!
+//! At most `max_tenants` tenants hold instances of one plugin; a login past
+//! it is refused with "tenant capacity reached" (logged once), instead of
+//! failing later when the instance allocator runs out of slots.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::PluginShared;
+use super::bindings::InstanceScope;
+use super::error::StorageError;
+use super::instance::Instance;
+
+/// How a plugin's instances are shared and bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// Tenants holding instances at once.
+    pub max_tenants: usize,
+    /// Instances one session of a stateless plugin may use at once.
+    pub instances_per_session: usize,
+    /// An idle stateless instance is dropped after this long.
+    pub idle_evict: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self { max_tenants: 256, instances_per_session: 4, idle_evict: Duration::from_secs(60) }
+    }
+}
+
+pub(crate) struct Pools {
+    shared: Arc<PluginShared>,
+    scope: InstanceScope,
+    tenants: Mutex<HashMap<String, Arc<TenantPool>>>,
+    refusal_logged: AtomicBool,
+}
+
+/// One tenant's instances.
+pub(crate) struct TenantPool {
+    shared: Arc<PluginShared>,
+    tenant: String,
+    /// The tenant-scoped instance, shared by all sessions.
+    stateful: Option<Arc<Instance>>,
+    /// Stateless instances no session holds, with when they were given back.
+    idle: Mutex<Vec<(Arc<Instance>, Instant)>>,
+    sessions: AtomicUsize,
+    made: AtomicUsize,
+}
+
+impl Pools {
+    pub fn new(shared: Arc<PluginShared>, scope: InstanceScope) -> Self {
+        Self { shared, scope, tenants: Mutex::default(), refusal_logged: AtomicBool::new(false) }
+    }
+
+    /// The tenant's pool, with one more session counted on it; refused when
+    /// the plugin already serves `max_tenants` other tenants.
+    pub fn join(&self, tenant: &str) -> Result<SessionSeat, StorageError> {
+        let mut tenants = self.tenants.lock().expect("tenant pools lock");
+        if !tenants.contains_key(tenant) {
+            let limit = self.shared.settings.pools.max_tenants;
+            if tenants.len() >= limit {
+                // Stateless tenants without sessions only hold idle
+                // instances: let them go to make room.
+                tenants.retain(|_, pool| pool.stateful.is_some() || pool.sessions.load(Ordering::SeqCst) > 0);
+            }
+            if tenants.len() >= limit {
+                if !self.refusal_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        plugin = &*self.shared.name,
+                        max_tenants = limit,
+                        "tenant capacity reached: logins of further tenants are refused (logged once)"
+                    );
+                }
+                return Err(StorageError::PluginFailed(format!(
+                    "tenant capacity reached ({limit} tenants on plugin {})",
+                    self.shared.name
+                )));
+            }
+            let stateful = match self.scope {
+                InstanceScope::Tenant => Some(Instance::new(self.shared.clone(), format!("tenant:{tenant}"))),
+                InstanceScope::Stateless => None,
+            };
+            let pool = TenantPool {
+                shared: self.shared.clone(),
+                tenant: tenant.to_string(),
+                stateful,
+                idle: Mutex::default(),
+                sessions: AtomicUsize::new(0),
+                made: AtomicUsize::new(0),
+            };
+            tenants.insert(tenant.to_string(), Arc::new(pool));
+        }
+        let pool = tenants[tenant].clone();
+        pool.sessions.fetch_add(1, Ordering::SeqCst);
+        Ok(SessionSeat { pool })
+    }
+
+    /// Drops stateless instances idle for longer than `idle_evict`, and
+    /// tenants left with nothing.
+    pub fn evict_idle(&self) {
+        let max_idle = self.shared.settings.pools.idle_evict;
+        let mut tenants = self.tenants.lock().expect("tenant pools lock");
+        for pool in tenants.values() {
+            pool.idle.lock().expect("idle instances lock").retain(|(_, since)| since.elapsed() < max_idle);
+        }
+        tenants.retain(|_, pool| {
+            pool.stateful.is_some()
+                || pool.sessions.load(Ordering::SeqCst) > 0
+                || !pool.idle.lock().expect("idle instances lock").is_empty()
+        });
+    }
+
+    /// Tenants holding instances now.
+    pub fn tenants(&self) -> usize {
+        self.tenants.lock().expect("tenant pools lock").len()
+    }
+
+    /// Stateless instances kept idle, over all tenants.
+    pub fn idle_instances(&self) -> usize {
+        let tenants = self.tenants.lock().expect("tenant pools lock");
+        tenants.values().map(|pool| pool.idle.lock().expect("idle instances lock").len()).sum()
+    }
+}
+
+/// A session's place in its tenant's pool; gives it up when dropped.
+pub(crate) struct SessionSeat {
+    pool: Arc<TenantPool>,
+}
+
+impl SessionSeat {
+    /// How many instances this session may use at once.
+    pub fn max_instances(&self) -> usize {
+        match self.pool.stateful {
+            Some(_) => 1,
+            None => self.pool.shared.settings.pools.instances_per_session.max(1),
+        }
+    }
+
+    /// An instance for this session: the tenant's own, or an idle stateless
+    /// one, or a new one.
+    pub fn lease(&self) -> Arc<Instance> {
+        if let Some(instance) = &self.pool.stateful {
+            return instance.clone();
+        }
+        let idle = self.pool.idle.lock().expect("idle instances lock").pop();
+        match idle {
+            Some((instance, _)) => instance,
+            None => {
+                let n = self.pool.made.fetch_add(1, Ordering::Relaxed);
+                Instance::new(self.pool.shared.clone(), format!("tenant:{}#{n}", self.pool.tenant))
+            }
+        }
+    }
+
+    /// Gives a stateless instance back for the tenant's next sessions.
+    pub fn give_back(&self, instance: Arc<Instance>) {
+        if self.pool.stateful.is_none() {
+            self.pool.idle.lock().expect("idle instances lock").push((instance, Instant::now()));
+        }
+    }
+}
+
+impl SessionSeat {
+    /// Counts a plugin output that broke the contract.
+    pub fn note_invalid_output(&self) {
+        self.pool.shared.stats.invalid_outputs.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SessionSeat {
+    fn drop(&mut self) {
+        self.pool.sessions.fetch_sub(1, Ordering::SeqCst);
+    }
+}
