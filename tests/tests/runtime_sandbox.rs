@@ -73,6 +73,7 @@ async fn infinite_loop_is_interrupted_at_the_deadline() {
     assert!(elapsed >= DEADLINE - Duration::from_millis(20), "interrupted before the deadline ({elapsed:?})");
     assert_eq!(stat(&rt.stats().poisoned), poisoned + 1, "the spinning instance is poisoned");
     assert_eq!(stat(&rt.stats().timeouts), timeouts, "the epoch interrupt, not the wall-clock fallback, stopped it");
+    assert!(stat(&rt.stats().demoted_calls) >= 1, "the spinning call's thread was lowered in priority");
 
     // The session goes on, on a fresh instance (the plugin is stateless).
     let started = Instant::now();

@@ -12,7 +12,6 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -33,7 +32,6 @@ struct Inner {
     state: Mutex<State>,
     work: Condvar,
     max_threads: usize,
-    demoted: AtomicU64,
 }
 
 #[derive(Default)]
@@ -58,7 +56,6 @@ impl GuestThreads {
                 state: Mutex::default(),
                 work: Condvar::new(),
                 max_threads: max_threads.max(1),
-                demoted: AtomicU64::new(0),
             }),
         }
     }
@@ -85,11 +82,6 @@ impl GuestThreads {
     /// Threads alive now (busy or idle).
     pub fn threads(&self) -> usize {
         self.inner.state.lock().expect("guest threads lock").threads
-    }
-
-    /// Calls that were demoted for computing past a tick or two.
-    pub fn demoted(&self) -> u64 {
-        self.inner.demoted.load(Ordering::Relaxed)
     }
 
     fn submit(&self, job: Job) {
@@ -161,9 +153,9 @@ impl Inner {
 }
 
 /// Lowers the current guest thread to the lowest priority for the rest of
-/// its life; called when a guest keeps computing. Does nothing off guest
-/// threads or when the thread is already demoted.
-pub fn demote_current_thread(threads_demoted: &GuestThreadsStats) {
+/// its life; called when a guest keeps computing. True when it did so now;
+/// false off guest threads or when the thread is already demoted.
+pub fn demote_current_thread() -> bool {
     let first = GUEST_THREAD.with(|flag| {
         if flag.get() == Some(false) {
             flag.set(Some(true));
@@ -173,25 +165,9 @@ pub fn demote_current_thread(threads_demoted: &GuestThreadsStats) {
         }
     });
     if first {
-        threads_demoted.count();
         lower_priority();
     }
-}
-
-/// A handle on the demotion counter that a store can keep.
-#[derive(Clone)]
-pub struct GuestThreadsStats(Arc<Inner>);
-
-impl GuestThreadsStats {
-    fn count(&self) {
-        self.0.demoted.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl GuestThreads {
-    pub fn stats(&self) -> GuestThreadsStats {
-        GuestThreadsStats(self.inner.clone())
-    }
+    first
 }
 
 #[cfg(target_os = "linux")]
@@ -209,6 +185,7 @@ fn lower_priority() {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn calls_past_the_thread_cap_wait_their_turn() {
@@ -242,10 +219,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_demoted_thread_retires_and_a_panic_is_reported() {
         let threads = GuestThreads::new(4);
-        let stats = threads.stats();
-        let ran = threads.run(async move { demote_current_thread(&stats) }).await;
-        assert!(ran.is_some());
-        assert_eq!(threads.demoted(), 1);
+        let ran = threads.run(async { (demote_current_thread(), demote_current_thread()) }).await;
+        assert_eq!(ran, Some((true, false)), "demoted once");
+        assert!(!demote_current_thread(), "not a guest thread");
         // The demoted thread has left; the next call gets a fresh one.
         for _ in 0..100 {
             if threads.threads() == 0 {

@@ -18,7 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{self, BackendExports, LogLevel};
 use super::error::StorageError;
-use super::executor::{GuestThreadsStats, demote_current_thread};
+use super::executor::demote_current_thread;
 use super::guest_clock::GuestClock;
 use super::guest_output::{self, GuestStderr};
 use super::limits::StoreCaps;
@@ -38,7 +38,7 @@ pub struct StoreState {
     limits: StoreCaps,
     plugin: Arc<str>,
     clock: Arc<GuestClock>,
-    demotions: GuestThreadsStats,
+    stats: Arc<super::RuntimeStats>,
 }
 
 impl WasiView for StoreState {
@@ -250,7 +250,7 @@ impl Instance {
             limits,
             plugin: shared.name.clone(),
             clock: self.clock.clone(),
-            demotions: shared.threads.stats(),
+            stats: shared.stats.clone(),
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -265,8 +265,8 @@ impl Instance {
             if computed >= state.clock.budget() {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            if computed >= DEMOTE_AFTER {
-                demote_current_thread(&state.demotions);
+            if computed >= DEMOTE_AFTER && demote_current_thread() {
+                state.stats.demoted_calls.fetch_add(1, Ordering::Relaxed);
             }
             Ok(UpdateDeadline::Continue(1))
         });

@@ -81,6 +81,9 @@ pub struct RuntimeStats {
     pub invalid_outputs: AtomicU64,
     /// Guest `memory.grow` calls refused at the memory cap (answered -1).
     pub memory_grow_refused: AtomicU64,
+    /// Calls that computed long enough for their thread to be lowered in
+    /// priority (see `executor`).
+    pub demoted_calls: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -114,10 +117,7 @@ impl Runtime {
         self.threads.threads()
     }
 
-    /// Calls that computed long enough to be lowered in priority.
-    pub fn demoted_calls(&self) -> u64 {
-        self.threads.demoted()
-    }
+
 
     /// Whether the pooling allocator is in use (the start-up probe passed).
     pub fn pooling(&self) -> bool {
