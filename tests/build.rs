@@ -1,4 +1,4 @@
-//! Builds the test plugins (adversarial, slow) exactly like the bundled ones (they are
+//! Builds the test plugins (adversarial, slow, grants) exactly like the bundled ones (they are
 //! never bundled into the release binary) and tells the tests where they are.
 
 use std::path::{Path, PathBuf};
@@ -13,4 +13,7 @@ fn main() {
     let watch: [&Path; 3] = [&root.join("sdk/src"), &root.join("wit"), &root.join("plugins/memory/fs")];
     let slow = wasftp_sdk_build::build_plugin(&tests.join("plugins/slow"), &watch);
     println!("cargo:rustc-env=WASFTP_SLOW_PLUGIN={}", slow.display());
+    let watch: [&Path; 2] = [&root.join("sdk/src"), &root.join("wit")];
+    let grants = wasftp_sdk_build::build_plugin(&tests.join("plugins/grants"), &watch);
+    println!("cargo:rustc-env=WASFTP_GRANTS_PLUGIN={}", grants.display());
 }

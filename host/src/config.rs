@@ -117,6 +117,9 @@ pub struct SftpOptions {
     /// Largest file a read-write handle may open, in MiB (it is spooled to
     /// a temporary file under `state_dir`).
     pub spool_max_mib: u64,
+    /// What all spool files of the server may hold together, in MiB; past
+    /// it a spooling request fails ("spool space is full").
+    pub spool_total_mib: u64,
     /// Read-ahead chunks one SSH connection may hold, in MiB (a handle read
     /// sequentially holds the chunks its READs in flight touch, up to 16 MiB
     /// either side of the furthest, and one more); 0 turns read-ahead off.
@@ -130,6 +133,7 @@ impl Default for SftpOptions {
             backend_delay_ms: 0,
             upload_buffer_mib: 64,
             spool_max_mib: 1024,
+            spool_total_mib: 8192,
             read_ahead_mib: 64,
         }
     }
@@ -158,8 +162,32 @@ pub struct PluginConfig {
     /// How often the plugin's `maintain` runs after the one at load, in
     /// seconds; 0 = only at load.
     pub maintain_every_secs: u64,
+    /// Origins (`scheme://host:port`) the plugin may send HTTP requests to;
+    /// anything else is refused. Empty: no `wasi:http` at all, and a plugin
+    /// that imports it is refused at start.
+    pub http_allow: Vec<String>,
+    /// A host directory the plugin sees as `/`.
+    pub preopen: Option<PreopenConfig>,
     /// Passed to the plugin's `init`.
     pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreopenConfig {
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub mode: PreopenMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PreopenMode {
+    /// Read only.
+    #[default]
+    Ro,
+    /// Read and write.
+    Rw,
 }
 
 impl Default for PluginConfig {
@@ -173,6 +201,8 @@ impl Default for PluginConfig {
             instances_per_session: 4,
             idle_evict_secs: 60,
             maintain_every_secs: 3600,
+            http_allow: Vec::new(),
+            preopen: None,
             config: BTreeMap::new(),
         }
     }
@@ -294,6 +324,9 @@ impl Config {
                 (1..=64).contains(&plugin.instances_per_session),
                 "plugin {name}: instances_per_session must be 1..=64"
             );
+            for origin in &plugin.http_allow {
+                crate::plugin::Origin::parse(origin).map_err(|e| anyhow::anyhow!("plugin {name}: http_allow: {e}"))?;
+            }
         }
         let l = &self.limits;
         anyhow::ensure!(l.max_sessions > 0, "limits.max_sessions must be at least 1");
@@ -318,6 +351,7 @@ impl Config {
             "sftp.upload_buffer_mib must be 1..=4096"
         );
         anyhow::ensure!(self.sftp.spool_max_mib > 0, "sftp.spool_max_mib must be at least 1");
+        anyhow::ensure!(self.sftp.spool_total_mib > 0, "sftp.spool_total_mib must be at least 1");
         anyhow::ensure!(self.sftp.read_ahead_mib <= 4096, "sftp.read_ahead_mib must be 0..=4096");
         Ok(())
     }
@@ -367,6 +401,26 @@ mod tests {
         assert!(err.contains("max_unauthenticated_per_ip"), "{err}");
         let config = Config::from_toml("[limits]\nmax_auth_failures_per_ip = 0\nauth_ban_secs = 5\n").unwrap();
         assert_eq!(config.limits.max_auth_failures_per_ip, 0);
+    }
+
+    #[test]
+    fn grants_are_parsed_and_checked() {
+        let config = Config::from_toml(
+            "[plugins.s3]\nsource = \"x.wasm\"\nhttp_allow = [\"http://127.0.0.1:3900\"]\n\
+             preopen = { dir = \"/srv\", mode = \"rw\" }\n",
+        )
+        .unwrap();
+        let s3 = &config.plugins["s3"];
+        assert_eq!(s3.http_allow, ["http://127.0.0.1:3900"]);
+        assert_eq!(s3.preopen.as_ref().unwrap().mode, PreopenMode::Rw);
+        let err = Config::from_toml("[plugins.s3]\nsource = \"x.wasm\"\nhttp_allow = [\"http://h:1/bucket\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http_allow") && err.contains("without a path"), "{err}");
+        let err = Config::from_toml("[plugins.s3]\nsource = \"x.wasm\"\npreopen = { dir = \"/srv\", mode = \"rwx\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rwx"), "{err}");
     }
 
     #[test]

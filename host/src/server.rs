@@ -13,8 +13,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::Users;
-use crate::config::{Config, PluginConfig};
-use crate::plugin::{CallTimeouts, EngineOptions, Plugin, PluginSettings, PoolLimits, Runtime, bundled};
+use crate::config::{Config, PluginConfig, PreopenMode};
+use crate::plugin::{
+    CallTimeouts, EngineOptions, Grants, Origin, Plugin, PluginSettings, PoolLimits, Preopen, Runtime, bundled,
+};
 use crate::ssh::{self, Shared, host_keys};
 
 /// Builds a server from a config.
@@ -116,6 +118,17 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
         },
         maintain_every: (plugin.maintain_every_secs > 0).then(|| Duration::from_secs(plugin.maintain_every_secs)),
         config: plugin.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        grants: Grants {
+            http_allow: plugin
+                .http_allow
+                .iter()
+                .map(|origin| Origin::parse(origin).map_err(|e| anyhow::anyhow!("plugin {name}: http_allow: {e}")))
+                .collect::<anyhow::Result<_>>()?,
+            preopen: plugin
+                .preopen
+                .as_ref()
+                .map(|p| Preopen { dir: p.dir.clone(), writable: p.mode == PreopenMode::Rw }),
+        },
     };
     runtime.load(name, &bytes, settings).await
 }

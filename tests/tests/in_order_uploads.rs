@@ -19,6 +19,10 @@ const FX_OK: u32 = 0;
 const FX_FAILURE: u32 = 4;
 
 async fn sequential_server(spool_max_mib: u64) -> TestServer {
+    sequential_server_with(spool_max_mib, 8192).await
+}
+
+async fn sequential_server_with(spool_max_mib: u64, spool_total_mib: u64) -> TestServer {
     start_with([UserSpec::new("alice")], |c| {
         let mut plugin = wasftp::config::PluginConfig { source: env!("WASFTP_SLOW_PLUGIN").into(), ..Default::default() };
         plugin.config.insert("random-write".into(), "off".into());
@@ -26,6 +30,7 @@ async fn sequential_server(spool_max_mib: u64) -> TestServer {
         c.plugins.insert("slow".into(), plugin);
         c.users[0].plugin = "slow".into();
         c.sftp.spool_max_mib = spool_max_mib;
+        c.sftp.spool_total_mib = spool_total_mib;
     })
     .await
 }
@@ -110,5 +115,43 @@ async fn past_the_spool_bound_the_upload_fails_and_leaves_nothing() {
     assert_eq!(close.status(), FX_FAILURE, "the upload failed: CLOSE says so");
     let stat = wire.call(FXP_STAT, Body::new().string("/big")).await;
     assert_eq!(stat.kind, FXP_STATUS, "nothing was committed");
+    server.shutdown().await;
+}
+
+/// Writes `content` to `handle` backwards in 64 KiB WRITEs (so it is
+/// spooled); the first refusal, if any.
+async fn write_backwards(wire: &mut Wire, handle: &[u8], content: &[u8]) -> Option<Reply> {
+    for at in (0..content.len()).step_by(WRITE).rev() {
+        let body = Body::new().string(handle).u64(at as u64).string(&content[at..at + WRITE]);
+        let reply = wire.call(FXP_WRITE, body).await;
+        if reply.status() != FX_OK {
+            return Some(reply);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_spool_space_is_shared_by_the_server_and_given_back() {
+    // 24 MiB for the whole server: one 16 MiB spooled upload fits, two do not.
+    let server = sequential_server_with(64, 24).await;
+    let mut first = Wire::open(&server, "alice", 3).await;
+    let mut second = Wire::open(&server, "alice", 3).await;
+    let content = pattern(16 * MIB, 4);
+    let a = first.open_file("/a", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert!(write_backwards(&mut first, &a, &content).await.is_none(), "the first upload fits");
+    let b = second.open_file("/b", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    let refused = write_backwards(&mut second, &b, &content).await.expect("the second does not fit");
+    assert_eq!(refused.status(), FX_FAILURE);
+    assert!(refused.message().contains("spool space is full"), "{}", refused.message());
+    assert_eq!(second.call(FXP_CLOSE, Body::new().string(&b)).await.status(), FX_FAILURE);
+    assert_eq!(first.call(FXP_CLOSE, Body::new().string(&a)).await.status(), FX_OK);
+    // Both spools are gone: the space is free again.
+    let c = second.open_file("/c", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert!(write_backwards(&mut second, &c, &content).await.is_none(), "the space was given back");
+    assert_eq!(second.call(FXP_CLOSE, Body::new().string(&c)).await.status(), FX_OK);
+    let client = server.sftp("alice").await;
+    assert_eq!(client.get("/a").await, content);
+    assert_eq!(client.get("/c").await, content);
     server.shutdown().await;
 }

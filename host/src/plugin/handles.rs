@@ -85,6 +85,34 @@ impl Drop for LaneUse {
     }
 }
 
+/// A lane being opened, counted in `Lanes::opening` until it is open, has
+/// failed, or the call opening it was cancelled; waiters are woken then.
+struct Opening<'a> {
+    lanes: &'a Mutex<Lanes>,
+    opened: &'a Notify,
+    done: bool,
+}
+
+impl Opening<'_> {
+    fn finish(mut self, lane: Option<&Arc<Lane>>) {
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        lanes.opening -= 1;
+        lanes.open.extend(lane.cloned());
+        drop(lanes);
+        self.done = true;
+        self.opened.notify_waiters();
+    }
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.lanes.lock().expect("lanes lock").opening -= 1;
+            self.opened.notify_waiters();
+        }
+    }
+}
+
 #[derive(Default)]
 struct Lanes {
     open: Vec<Arc<Lane>>,
@@ -125,7 +153,6 @@ impl Session {
             lane_opened: Notify::new(),
         };
         // The first lane now, so a plugin that refuses the user says so at login.
-        session.lanes.lock().expect("lanes lock").opening += 1;
         let lane = session.open_lane().await?;
         session.lanes.lock().expect("lanes lock").open.push(lane);
         Ok(session)
@@ -167,14 +194,10 @@ impl Session {
             match wait {
                 Some(opened) => opened.await,
                 None => {
-                    let opened = self.open_lane().await;
-                    let mut lanes = self.lanes.lock().expect("lanes lock");
-                    lanes.opening -= 1;
-                    let lane = opened?;
-                    lanes.open.push(lane.clone());
-                    drop(lanes);
-                    self.lane_opened.notify_waiters();
-                    return Ok(lane);
+                    let opening = Opening { lanes: &self.lanes, opened: &self.lane_opened, done: false };
+                    let lane = self.open_lane().await;
+                    opening.finish(lane.as_ref().ok());
+                    return lane;
                 }
             }
         }
@@ -299,7 +322,8 @@ impl Session {
                 })
             })
             .await?;
-        Ok(Writer { pinned: child(&lane, resource), _lane: LaneUse::new(lane) })
+        let recovery = self.caps.abort_orphans.then(Mutex::default);
+        Ok(Writer { pinned: child(&lane, resource), _lane: LaneUse::new(lane), recovery })
     }
 
     pub async fn make_dir(&self, path: &str, permissions: Option<u32>) -> Result<(), StorageError> {
@@ -470,6 +494,9 @@ impl Reader {
 pub struct Writer {
     pinned: Pinned,
     _lane: LaneUse,
+    /// With `abort-orphans`: the plugin's last recovery token, until the
+    /// upload is finished or aborted.
+    recovery: Option<Mutex<Option<String>>>,
 }
 
 impl Writer {
@@ -482,7 +509,36 @@ impl Writer {
                     api.writer().call_write_chunk(store, me, offset, &data).await
                 })
             })
-            .await
+            .await?;
+        self.note_recovery_token().await
+    }
+
+    /// Asks the plugin how to abort this upload from another instance.
+    async fn note_recovery_token(&self) -> Result<(), StorageError> {
+        let Some(recovery) = &self.recovery else { return Ok(()) };
+        let token = self
+            .pinned
+            .call("recovery-token", move |live: &mut Live, me| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.writer().call_recovery_token(store, me).await.map(Ok)
+                })
+            })
+            .await?;
+        if token.as_ref().is_some_and(|t| t.len() > validate::MAX_RECOVERY_TOKEN_LEN) {
+            return Err(self.pinned.reject(StorageError::PluginFailed(format!(
+                "recovery-token: longer than {} bytes",
+                validate::MAX_RECOVERY_TOKEN_LEN
+            ))));
+        }
+        *recovery.lock().expect("recovery token lock") = token;
+        Ok(())
+    }
+
+    fn forget_recovery_token(&self) {
+        if let Some(recovery) = &self.recovery {
+            recovery.lock().expect("recovery token lock").take();
+        }
     }
 
     /// Commits; the result is what the client gets on CLOSE.
@@ -496,6 +552,7 @@ impl Writer {
                 })
             })
             .await?;
+        self.forget_recovery_token();
         validate::file_info(&info).map_err(|e| self.pinned.reject(e))?;
         Ok(info)
     }
@@ -509,7 +566,8 @@ impl Writer {
                     api.writer().call_set_size(store, me, size).await
                 })
             })
-            .await
+            .await?;
+        self.note_recovery_token().await
     }
 
     pub async fn abort(&self) -> Result<(), StorageError> {
@@ -520,7 +578,25 @@ impl Writer {
                     api.writer().call_abort(store, me).await.map(Ok)
                 })
             })
-            .await
+            .await?;
+        self.forget_recovery_token();
+        Ok(())
+    }
+}
+
+/// An upload neither finished nor aborted whose instance is gone (it
+/// trapped) would stay behind outside it (a multipart upload): abort it on
+/// a fresh instance. While the instance lives, dropping the guest writer
+/// lets the plugin clean up itself.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let Some(recovery) = &self.recovery else { return };
+        let token = recovery.lock().map(|mut t| t.take()).unwrap_or_default();
+        if let Some(token) = token
+            && !self.pinned.instance.is_live(self.pinned.generation)
+        {
+            self.pinned.instance.abort_orphan(token);
+        }
     }
 }
 

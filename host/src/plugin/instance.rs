@@ -14,12 +14,14 @@ use std::time::Duration;
 
 use wasmtime::component::{ResourceAny, ResourceTable};
 use wasmtime::{Store, Trap, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{self, BackendExports, LogLevel};
 use super::error::StorageError;
 use super::executor::demote_current_thread;
 use super::guest_clock::GuestClock;
+use super::grants::HttpState;
 use super::guest_output::{self, GuestStderr};
 use super::limits::StoreCaps;
 use super::timeouts::{CallKind, STUCK_AFTER};
@@ -39,11 +41,19 @@ pub struct StoreState {
     plugin: Arc<str>,
     clock: Arc<GuestClock>,
     stats: Arc<super::RuntimeStats>,
+    /// Used only when the plugin is granted `wasi:http` (see `grants`).
+    http: HttpState,
 }
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for StoreState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http.ctx, table: &mut self.table, hooks: &mut self.http.hooks }
     }
 }
 
@@ -208,6 +218,33 @@ impl Instance {
         }
     }
 
+    /// Aborts, on a fresh instance of the same plugin, an upload whose
+    /// writer was lost with this instance's generation (`abort-orphans`).
+    /// One bounded call (the commit timeout); a failure is logged.
+    pub fn abort_orphan(&self, token: String) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let fresh = Instance::new(self.shared.clone(), format!("{}:orphan-abort", self.label));
+        runtime.spawn(async move {
+            let aborted = fresh
+                .call(None, "abort-orphan", move |live: &mut Live| {
+                    Box::pin(async move {
+                        let (store, api) = live.parts();
+                        api.call_abort_orphan(store, &token).await
+                    })
+                })
+                .await;
+            match aborted.map(|(result, _)| result.map_err(StorageError::from)) {
+                Ok(Ok(())) => {
+                    fresh.shared.stats.orphans_aborted.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(plugin = &*fresh.shared.name, "aborted an upload left by a lost instance");
+                }
+                Ok(Err(e)) | Err(e) => {
+                    tracing::warn!(plugin = &*fresh.shared.name, "aborting an upload left by a lost instance failed: {e}")
+                }
+            }
+        });
+    }
+
     /// Drops a guest resource, if the generation that made it is still live.
     pub fn drop_resource(self: &Arc<Self>, generation: u64, resource: ResourceAny) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
@@ -237,11 +274,18 @@ impl Instance {
     async fn instantiate(&self) -> Result<Live, StorageError> {
         let shared = &self.shared;
         let mut wasi = WasiCtxBuilder::new();
-        // No ambient authority: no preopens, env, args or network.
+        // No ambient authority: no env, args, sockets or stdin; a directory
+        // only when granted (HTTP goes through `wasi:http`, see `grants`).
         wasi.stderr(GuestStderr { plugin: shared.name.clone() })
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
+        if let Some(preopen) = &shared.settings.grants.preopen {
+            let perms = if preopen.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            wasi.preopened_dir(&preopen.dir, "/", perms).map_err(|e| {
+                StorageError::PluginFailed(format!("opening the granted directory {}: {e}", preopen.dir.display()))
+            })?;
+        }
         // A refused memory.grow answers -1 to the guest, never a trap.
         let limits = StoreCaps::new(shared.settings.memory_limit, shared.stats.clone());
         let state = StoreState {
@@ -251,6 +295,7 @@ impl Instance {
             plugin: shared.name.clone(),
             clock: self.clock.clone(),
             stats: shared.stats.clone(),
+            http: HttpState::new(shared.name.clone(), shared.http_allow.clone(), shared.stats.clone()),
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limits);

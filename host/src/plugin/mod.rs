@@ -5,6 +5,7 @@ mod bindings;
 mod engine;
 mod error;
 mod executor;
+mod grants;
 mod guest_clock;
 mod guest_output;
 mod handles;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use wasmtime::error::Context as _;
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Component;
 
 pub use bindings::{
     Capabilities, DirEntry, DirPage, FileInfo, FileKind, InstanceScope, SessionContext, SetAttrs,
@@ -30,6 +31,7 @@ pub use bindings::{
 };
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use error::StorageError;
+pub use grants::{Grants, Origin, Preopen};
 pub use handles::{Reader, Session, Writer};
 pub use pool::PoolLimits;
 pub use timeouts::{CallKind, CallTimeouts};
@@ -54,6 +56,8 @@ pub struct PluginSettings {
     pub maintain_every: Option<Duration>,
     /// Key/value configuration passed to the plugin's `init`.
     pub config: Vec<(String, String)>,
+    /// What the plugin may reach beyond the contract (HTTP origins, a directory).
+    pub grants: Grants,
 }
 
 impl Default for PluginSettings {
@@ -65,6 +69,7 @@ impl Default for PluginSettings {
             pools: PoolLimits::default(),
             maintain_every: Some(Duration::from_secs(3600)),
             config: Vec::new(),
+            grants: Grants::default(),
         }
     }
 }
@@ -84,6 +89,10 @@ pub struct RuntimeStats {
     /// Calls that computed long enough for their thread to be lowered in
     /// priority (see `executor`).
     pub demoted_calls: AtomicU64,
+    /// Outgoing HTTP requests refused by a plugin's allow list.
+    pub http_denied: AtomicU64,
+    /// Uploads aborted on a fresh instance after their own was lost.
+    pub orphans_aborted: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -92,11 +101,11 @@ impl RuntimeStats {
     }
 }
 
-/// The engine, the linker with its (empty) WASI grant, the threads guest
-/// code runs on, and the counters.
+/// The engine, the linkers (one per grant set), the threads guest code runs
+/// on, and the counters.
 pub struct Runtime {
     engine: PluginEngine,
-    linker: Linker<StoreState>,
+    linkers: grants::Linkers<StoreState>,
     threads: Arc<GuestThreads>,
     stats: Arc<RuntimeStats>,
 }
@@ -104,12 +113,12 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(options: &EngineOptions) -> anyhow::Result<Arc<Self>> {
         let engine = PluginEngine::new(options)?;
-        let mut linker = Linker::new(&engine.engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).context("linking WASI")?;
-        bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
-            .context("linking the host imports")?;
+        let linkers = grants::Linkers::new(&engine.engine, |linker| {
+            bindings::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |state| state)
+                .map_err(|e| anyhow::anyhow!("linking the host imports: {e:#}"))
+        })?;
         let threads = Arc::new(GuestThreads::new(options.max_guest_threads));
-        Ok(Arc::new(Self { engine, linker, threads, stats: Arc::default() }))
+        Ok(Arc::new(Self { engine, linkers, threads, stats: Arc::default() }))
     }
 
     /// Guest threads alive now.
@@ -136,17 +145,23 @@ impl Runtime {
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await?
             .with_context(|| format!("compiling plugin {name}"))?;
-        let pre = self.linker.instantiate_pre(&component).with_context(|| {
-            format!("plugin {name} needs imports wasftp does not grant (only the storage contract, logging and WASI without authority)")
+        grants::check_load(name, &component, &self.engine.engine, &settings.grants)?;
+        let pre = self.linkers.for_grants(&settings.grants).instantiate_pre(&component).with_context(|| {
+            format!(
+                "plugin {name} needs imports wasftp does not provide (the storage contract, logging, WASI \
+                 without authority, and wasi:http when granted)"
+            )
         })?;
         let pre = bindings::PluginPre::new(pre).with_context(|| format!("plugin {name} does not export the wasftp:storage contract"))?;
         let init_config = anyhow::Context::with_context(init_config::build(&settings), || format!("plugin {name}"))?;
+        let settings_allow: Arc<[Origin]> = settings.grants.http_allow.clone().into();
         let shared = Arc::new(PluginShared {
             name: name.into(),
             pre,
             engine: self.engine.engine.clone(),
             settings,
             init_config,
+            http_allow: settings_allow,
             threads: self.threads.clone(),
             stats: self.stats.clone(),
         });
@@ -220,6 +235,8 @@ pub(crate) struct PluginShared {
     settings: PluginSettings,
     /// What `init` gets: `settings.config` plus the host's reserved keys.
     init_config: Vec<(String, String)>,
+    /// `settings.grants.http_allow`, shared by every store's HTTP hooks.
+    http_allow: Arc<[Origin]>,
     threads: Arc<GuestThreads>,
     stats: Arc<RuntimeStats>,
 }

@@ -23,7 +23,7 @@ impl CallKind {
     pub fn of(op: &str) -> Self {
         match op {
             "read" | "write-chunk" | "set-size" => Self::Data,
-            "finish" | "rename" | "copy-file" | "abort" | "maintain" => Self::Commit,
+            "finish" | "rename" | "copy-file" | "abort" | "abort-orphan" | "maintain" => Self::Commit,
             _ => Self::Metadata,
         }
     }

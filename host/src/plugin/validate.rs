@@ -45,6 +45,9 @@ pub fn path(path: &str) -> Result<(), StorageError> {
 /// Longest version tag (ETag, generation) a plugin may return (bytes).
 pub const MAX_VERSION_LEN: usize = 256;
 
+/// Longest `writer.recovery-token`.
+pub const MAX_RECOVERY_TOKEN_LEN: usize = 1024;
+
 pub fn file_info(info: &FileInfo) -> Result<(), StorageError> {
     if info.permissions > 0o7777 {
         return Err(invalid(format!("permissions {:o} beyond 0o7777", info.permissions)));

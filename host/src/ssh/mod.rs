@@ -93,7 +93,7 @@ impl Shared {
                 shutdown_grace: Duration::from_secs(limits.shutdown_grace_secs),
             },
             files: FileSettings {
-                spool_dir: config.state_dir().join("spool"),
+                spool: crate::vfs::SpoolArea::new(config.state_dir().join("spool"), config.sftp.spool_total_mib << 20),
                 max_spool_bytes: config.sftp.spool_max_mib << 20,
                 backend_delay: Duration::from_millis(config.sftp.backend_delay_ms),
             },

@@ -12,12 +12,12 @@
 //! and fails clearly.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::budget::ByteBudget;
-use super::spool::Spool;
+use super::spool::{Spool, SpoolArea};
 use crate::plugin::StorageError;
 
 /// Out-of-order bytes one upload may hold in memory before spooling.
@@ -37,7 +37,7 @@ pub struct InOrder {
     budget: ByteBudget,
     /// Once spooling: every byte from `sent` on is there.
     spool: Option<Spool>,
-    spool_dir: PathBuf,
+    spool_area: Arc<SpoolArea>,
     spool_max: u64,
     chunk: usize,
 }
@@ -48,7 +48,7 @@ pub type Part = (u64, Vec<u8>);
 impl InOrder {
     /// `start`: the bytes the plugin's writer starts with (the current
     /// content when the file is not truncated), written only after them.
-    pub fn new(start: u64, chunk: usize, budget: ByteBudget, spool_dir: PathBuf, spool_max: u64) -> Self {
+    pub fn new(start: u64, chunk: usize, budget: ByteBudget, spool_area: Arc<SpoolArea>, spool_max: u64) -> Self {
         Self {
             sent: start,
             gathered: Vec::new(),
@@ -57,7 +57,7 @@ impl InOrder {
             held: None,
             budget,
             spool: None,
-            spool_dir,
+            spool_area,
             spool_max,
             chunk: chunk.max(1),
         }
@@ -141,7 +141,7 @@ impl InOrder {
 
     /// Moves everything held in memory to a new spool file.
     async fn start_spool(&mut self) -> Result<(), StorageError> {
-        let mut spool = Spool::create(&self.spool_dir, self.sent, self.spool_max).await?;
+        let mut spool = Spool::create(&self.spool_area, self.sent, self.spool_max).await?;
         spool.write_at(self.sent, std::mem::take(&mut self.gathered)).await?;
         for (offset, data) in std::mem::take(&mut self.ahead) {
             spool.write_at(offset, data).await?;
@@ -203,7 +203,7 @@ mod tests {
     use super::*;
 
     fn in_order(start: u64, chunk: usize, dir: &tempfile::TempDir) -> InOrder {
-        InOrder::new(start, chunk, ByteBudget::new(64 << 20), dir.path().to_path_buf(), 1 << 30)
+        InOrder::new(start, chunk, ByteBudget::new(64 << 20), SpoolArea::new(dir.path().to_path_buf(), 1 << 30), 1 << 30)
     }
 
     /// Sends every part, as the upload does, and returns what the plugin got.

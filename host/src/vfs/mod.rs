@@ -13,7 +13,6 @@ mod spool;
 mod reader;
 mod upload;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use pending::Unlink;
 pub use read_ahead::ReadAhead;
 pub use read_write::ReadWriteFile;
 pub use reader::FileReader;
+pub use spool::SpoolArea;
 pub use upload::Upload;
 
 use crate::plugin::{Capabilities, DirPage, FileInfo, Session, SetAttrs, StorageError, WriteOptions};
@@ -32,9 +32,10 @@ use crate::plugin::{Capabilities, DirPage, FileInfo, Session, SetAttrs, StorageE
 /// Settings of the file layer for one connection.
 #[derive(Clone)]
 pub struct FileSettings {
-    /// Where read-write handles keep their spool files.
-    pub spool_dir: PathBuf,
-    /// Largest file a read-write handle may hold.
+    /// Where spool files go (read-write handles, out-of-order uploads),
+    /// shared by the server's connections.
+    pub spool: Arc<SpoolArea>,
+    /// Largest file one spool may hold.
     pub max_spool_bytes: u64,
     /// Added before each backend call (benchmarking a slow backend).
     pub backend_delay: Duration,
@@ -253,7 +254,7 @@ impl Files {
                     start_size,
                     self.capabilities().write_chunk as usize,
                     self.budgets.upload.clone(),
-                    self.settings.spool_dir.clone(),
+                    self.settings.spool.clone(),
                     self.settings.max_spool_bytes,
                 )
             }),
@@ -298,7 +299,7 @@ impl Files {
             writer,
             base,
             created: existing.is_none() || options.truncate,
-            spool_dir: &self.settings.spool_dir,
+            spool: &self.settings.spool,
             max_size: self.capabilities().max_file_size.map_or(max_spool, |max| max.min(max_spool)),
             append: options.append,
             permissions,

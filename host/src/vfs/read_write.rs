@@ -4,11 +4,11 @@
 //! whole spool through one writer, so the content changes atomically and
 //! every plugin (random-write or not) gets the same behaviour.
 
-use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::pending::{PendingGuard, unix_now};
-use super::spool::Spool;
+use super::spool::{Spool, SpoolArea};
 use super::upload::delay;
 use crate::plugin::{FileInfo, FileKind, Reader, StorageError, Writer};
 
@@ -32,7 +32,7 @@ pub(super) struct ReadWriteParts<'a> {
     pub base: Option<Reader>,
     /// Whether the file is new: CLOSE then creates it even if nothing was written.
     pub created: bool,
-    pub spool_dir: &'a Path,
+    pub spool: &'a Arc<SpoolArea>,
     pub max_size: u64,
     pub append: bool,
     pub permissions: u32,
@@ -44,7 +44,7 @@ pub(super) struct ReadWriteParts<'a> {
 
 impl ReadWriteFile {
     pub(super) async fn open(parts: ReadWriteParts<'_>) -> Result<Self, StorageError> {
-        let spool = Spool::create(parts.spool_dir, 0, parts.max_size).await?;
+        let spool = Spool::create(parts.spool, 0, parts.max_size).await?;
         let mut file = Self {
             writer: parts.writer,
             spool,

@@ -1,15 +1,53 @@
 //! A temporary file on the server's disk holding content the plugin cannot
 //! take yet: unlinked at creation, so nothing is left behind whatever
-//! happens to the server, and bounded in size.
+//! happens to the server, and bounded in size, per file and for the whole
+//! server (`SpoolArea`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::plugin::StorageError;
 
+/// Where spool files go, and the bytes all of them may hold together.
+pub struct SpoolArea {
+    dir: PathBuf,
+    total: u64,
+    used: AtomicU64,
+}
+
+impl SpoolArea {
+    pub fn new(dir: PathBuf, total: u64) -> Arc<Self> {
+        Arc::new(Self { dir, total, used: AtomicU64::new(0) })
+    }
+
+    /// Bytes the server's spool files hold now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Takes `bytes` more, if the area has room.
+    fn take(&self, bytes: u64) -> Result<(), StorageError> {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| used.checked_add(bytes).filter(|&n| n <= self.total))
+            .map(drop)
+            .map_err(|_| {
+                tracing::warn!(total = self.total, "the server's spool space is full");
+                StorageError::Io("the server's spool space is full; try again later".into())
+            })
+    }
+
+    fn give_back(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::SeqCst);
+    }
+}
+
 pub struct Spool {
+    area: Arc<SpoolArea>,
+    /// Bytes of the area this file holds (its physical size).
+    charged: u64,
     file: Arc<File>,
     /// The file offset the spool starts at (what comes before is elsewhere:
     /// an in-order upload's bytes the plugin already has).
@@ -22,14 +60,25 @@ pub struct Spool {
 
 impl Spool {
     /// A spool for a file's bytes from offset `base` on.
-    pub async fn create(dir: &Path, base: u64, max: u64) -> Result<Self, StorageError> {
-        let dir = dir.to_path_buf();
+    pub async fn create(area: &Arc<SpoolArea>, base: u64, max: u64) -> Result<Self, StorageError> {
+        let dir = area.dir.clone();
         let file = blocking(move || {
             std::fs::create_dir_all(&dir)?;
             tempfile::tempfile_in(dir)
         })
         .await?;
-        Ok(Self { file: Arc::new(file), base, max, len: base })
+        Ok(Self { area: area.clone(), charged: 0, file: Arc::new(file), base, max, len: base })
+    }
+
+    /// Charges the area for a physical size of `size` (or gives back).
+    fn charge(&mut self, size: u64) -> Result<(), StorageError> {
+        if size > self.charged {
+            self.area.take(size - self.charged)?;
+        } else {
+            self.area.give_back(self.charged - size);
+        }
+        self.charged = size;
+        Ok(())
     }
 
     pub fn len(&self) -> u64 {
@@ -41,6 +90,9 @@ impl Spool {
         let at = offset.checked_sub(self.base).expect("no write before the spool's start");
         let end = offset.checked_add(data.len() as u64).filter(|end| end - self.base <= self.max);
         let Some(end) = end else { return Err(too_large(self.max)) };
+        if end - self.base > self.charged {
+            self.charge(end - self.base)?;
+        }
         let file = self.file.clone();
         blocking(move || file.write_all_at(&data, at)).await?;
         self.len = self.len.max(end);
@@ -53,8 +105,14 @@ impl Spool {
         if physical > self.max {
             return Err(too_large(self.max));
         }
+        if physical > self.charged {
+            self.charge(physical)?;
+        }
         let file = self.file.clone();
         blocking(move || file.set_len(physical)).await?;
+        if physical < self.charged {
+            self.charge(physical)?;
+        }
         self.len = len;
         Ok(())
     }
@@ -74,6 +132,12 @@ impl Spool {
             Ok(buf)
         })
         .await
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.area.give_back(self.charged);
     }
 }
 

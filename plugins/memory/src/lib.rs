@@ -61,6 +61,7 @@ impl Guest for MemoryPlugin {
             append: true,
             atomic_rename: true,
             copy: true,
+            abort_orphans: false,
             set_info: SET_INFO.get(),
             max_file_size: MAX_FILE_SIZE.get(),
             symlinks: false,
@@ -75,6 +76,10 @@ impl Guest for MemoryPlugin {
     /// Nothing outlives the instance: nothing to tidy.
     fn maintain() -> Result<()> {
         Ok(())
+    }
+
+    fn abort_orphan(_token: String) -> Result<()> {
+        Err(Error::Unsupported)
     }
 
     fn open_session(context: SessionContext) -> Result<Session> {
@@ -205,6 +210,10 @@ impl GuestWriter for MemWriter {
 
     fn abort(&self) {
         self.pending.borrow_mut().take();
+    }
+
+    fn recovery_token(&self) -> Option<String> {
+        None
     }
 }
 

@@ -86,6 +86,7 @@ impl Guest for Hostile {
             append: false,
             atomic_rename: false,
             copy: false,
+            abort_orphans: false,
             set_info: false,
             symlinks: false,
             hard_links: false,
@@ -98,6 +99,10 @@ impl Guest for Hostile {
 
     fn maintain() -> Result<()> {
         Ok(())
+    }
+
+    fn abort_orphan(_token: String) -> Result<()> {
+        Err(Error::Unsupported)
     }
 
     fn open_session(_context: SessionContext) -> Result<Session> {
@@ -216,6 +221,10 @@ impl GuestWriter for HostileWriter {
         Err(Error::Unsupported)
     }
     fn abort(&self) {}
+
+    fn recovery_token(&self) -> Option<String> {
+        None
+    }
 }
 
 wasftp_sdk::export_plugin!(Hostile);

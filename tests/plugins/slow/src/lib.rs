@@ -6,7 +6,12 @@
 //! Config (all optional): `delay-ms` (per call), `read-chunk` and
 //! `write-chunk` (sizes declared to the host), `random-write = "off"`
 //! (write-chunk then refuses any offset but the next one, as object storage
-//! does).
+//! does), `scope = "stateless"` (declared to the host, for the pool tests:
+//! each instance then has its own files, so use the paths below).
+//!
+//! Paths every instance serves alike: `/.pattern/N` is a read-only file of
+//! N bytes, byte i being `i % 251`; `stat /.sleep/MS` waits MS milliseconds
+//! on the host's clock (a hung request); `stat /.panic` traps.
 //!
 //! The counts are read through the plugin itself: `/.calls` lists one entry
 //! per kind of call, whose size is how many were made (`stat
@@ -34,10 +39,11 @@ struct Settings {
     read_chunk: u32,
     write_chunk: u32,
     random_write: bool,
+    stateless: bool,
 }
 
 impl Settings {
-    const DEFAULT: Settings = Settings { delay: Duration::ZERO, read_chunk: 256 << 10, write_chunk: 256 << 10, random_write: true };
+    const DEFAULT: Settings = Settings { delay: Duration::ZERO, read_chunk: 256 << 10, write_chunk: 256 << 10, random_write: true, stateless: false };
 
     fn parse(config: &[(String, String)]) -> std::result::Result<Self, String> {
         let mut settings = Settings::DEFAULT;
@@ -53,6 +59,7 @@ impl Settings {
                 "read-chunk" => settings.read_chunk = bytes(key, value)?,
                 "write-chunk" => settings.write_chunk = bytes(key, value)?,
                 "random-write" => settings.random_write = value != "off",
+                "scope" => settings.stateless = value == "stateless",
                 key if wasftp_sdk::config::is_reserved(key) => {}
                 other => return Err(format!("unknown config key `{other}`")),
             }
@@ -104,11 +111,12 @@ impl Guest for SlowPlugin {
         Capabilities {
             name: "slow".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            scope: InstanceScope::Tenant,
+            scope: if settings.stateless { InstanceScope::Stateless } else { InstanceScope::Tenant },
             random_write: settings.random_write,
             append: true,
             atomic_rename: true,
             copy: true,
+            abort_orphans: false,
             set_info: true,
             symlinks: false,
             hard_links: false,
@@ -122,6 +130,10 @@ impl Guest for SlowPlugin {
     fn maintain() -> Result<()> {
         call("maintain");
         Ok(())
+    }
+
+    fn abort_orphan(_token: String) -> Result<()> {
+        Err(Error::Unsupported)
     }
 
     fn open_session(_context: SessionContext) -> Result<Session> {
@@ -149,6 +161,17 @@ impl GuestSession for SlowSession {
             return info;
         }
         call("file-info");
+        if let Some(ms) = path.strip_prefix("/.sleep/") {
+            let ms = ms.parse().map_err(|_| Error::NotFound)?;
+            std::thread::sleep(Duration::from_millis(ms));
+            return Ok(counter_info(ms));
+        }
+        if path == "/.panic" {
+            panic!("asked to trap");
+        }
+        if let Some(size) = pattern_size(&path) {
+            return Ok(counter_info(size));
+        }
         with_fs(|fs| fs.file_info(&path))
     }
 
@@ -158,8 +181,11 @@ impl GuestSession for SlowSession {
 
     fn open_read(&self, path: String, version: Option<String>) -> Result<Reader> {
         call("open-read");
+        if let Some(size) = pattern_size(&path) {
+            return Ok(Reader::new(SlowReader { data: Source::Pattern(size), info: counter_info(size) }));
+        }
         let (data, info) = with_fs(|fs| fs.open_read(&path, version.as_deref()))?;
-        Ok(Reader::new(SlowReader { data, info }))
+        Ok(Reader::new(SlowReader { data: Source::Stored(data), info }))
     }
 
     fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
@@ -216,8 +242,19 @@ impl GuestSession for SlowSession {
     }
 }
 
+/// The size of a `/.pattern/N` file.
+fn pattern_size(path: &str) -> Option<u64> {
+    path.strip_prefix("/.pattern/")?.parse().ok()
+}
+
+enum Source {
+    Stored(Content),
+    /// `/.pattern/N`: byte i is `i % 251`.
+    Pattern(u64),
+}
+
 pub struct SlowReader {
-    data: Content,
+    data: Source,
     info: FileInfo,
 }
 
@@ -228,7 +265,13 @@ impl GuestReader for SlowReader {
 
     fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
         call("read");
-        fs::read_at(&self.data, offset, len)
+        match &self.data {
+            Source::Stored(data) => fs::read_at(data, offset, len),
+            Source::Pattern(size) => {
+                let end = (*size).min(offset.saturating_add(len.into()));
+                Ok((offset..end).map(|i| (i % 251) as u8).collect())
+            }
+        }
     }
 }
 
@@ -274,6 +317,10 @@ impl GuestWriter for SlowWriter {
     fn abort(&self) {
         call("abort");
         self.pending.borrow_mut().take();
+    }
+
+    fn recovery_token(&self) -> Option<String> {
+        None
     }
 }
 

@@ -1,0 +1,274 @@
+//! What a plugin may reach beyond the storage contract, granted per plugin
+//! by the operator: outgoing HTTP to listed origins (`wasi:http`), and one
+//! preopened directory. Environment, arguments, sockets and stdin are never
+//! granted. `wasi:http` is linked only for a plugin with an allow list, and
+//! a component that imports it without one is refused at load.
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use http_body_util::BodyExt as _;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
+
+use super::RuntimeStats;
+
+/// What one plugin is granted. The default grants nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Origins outgoing HTTP requests may go to; empty: `wasi:http` is not linked.
+    pub http_allow: Vec<Origin>,
+    /// A host directory the plugin sees as `/`.
+    pub preopen: Option<Preopen>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Preopen {
+    pub dir: PathBuf,
+    pub writable: bool,
+}
+
+/// One scheme/host/port triple an allow list names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    https: bool,
+    /// Lower case; an IPv6 address without its brackets.
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// Parses `http://host[:port]` or `https://host[:port]`, nothing else:
+    /// no user, path, query or fragment.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let uri: http::Uri = text.parse().map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{text:?}: only http:// and https:// origins can be allowed")),
+        };
+        let authority = uri.authority().ok_or_else(|| format!("{text:?} names no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("{text:?}: an origin carries no user name or password"));
+        }
+        let path_is_empty = matches!(uri.path(), "" | "/") && uri.query().is_none();
+        if !path_is_empty || text.contains('#') {
+            return Err(format!("{text:?}: an origin is scheme://host:port, without a path"));
+        }
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Ok(Self { https, host: normal_host(authority.host()), port })
+    }
+
+    fn matches(&self, uri: &http::Uri) -> bool {
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return false,
+        };
+        let Some(authority) = uri.authority() else { return false };
+        if authority.as_str().contains('@') {
+            return false;
+        }
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        self.https == https && self.port == port && self.host == normal_host(authority.host())
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn normal_host(host: &str) -> String {
+    host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase()
+}
+
+/// Addresses no plugin reaches through a name, whatever the allow list
+/// says: the link-local range holds cloud metadata services (169.254.169.254).
+/// An operator who means one lists its address literally.
+fn reserved(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local() || v4.is_unspecified())
+        }
+    }
+}
+
+/// Whether a request to `uri` may go out: its origin is listed, and, when
+/// it names a host rather than an address, the name does not lead to a
+/// reserved address.
+async fn check(allow: &[Origin], uri: &http::Uri) -> Result<(), String> {
+    if !allow.iter().any(|origin| origin.matches(uri)) {
+        return Err(format!("{uri} is not in the plugin's http_allow list"));
+    }
+    let authority = uri.authority().expect("a listed origin has an authority");
+    let host = normal_host(authority.host());
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let port = authority.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+    let addresses = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|e| format!("resolving {host}: {e}"))?;
+    for address in addresses {
+        if reserved(address.ip()) {
+            return Err(format!("{host} resolves to the reserved address {}", address.ip()));
+        }
+    }
+    Ok(())
+}
+
+/// The `wasi:http` state of one store.
+pub struct HttpState {
+    pub ctx: WasiHttpCtx,
+    pub hooks: HttpHooks,
+}
+
+impl HttpState {
+    pub fn new(plugin: Arc<str>, allow: Arc<[Origin]>, stats: Arc<RuntimeStats>) -> Self {
+        Self { ctx: WasiHttpCtx::new(), hooks: HttpHooks { plugin, allow, stats } }
+    }
+}
+
+/// Sends a plugin's request only to an allowed origin; any other is
+/// answered `HttpRequestDenied` (an error the guest sees, not a trap).
+pub struct HttpHooks {
+    plugin: Arc<str>,
+    allow: Arc<[Origin]>,
+    stats: Arc<RuntimeStats>,
+}
+
+type Response = http::Response<WasiBody>;
+type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
+
+impl WasiHttpHooks for HttpHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: IoFuture,
+    ) -> Box<dyn Future<Output = Result<(Response, IoFuture), wasmtime_wasi_http::Error>> + Send> {
+        drop(fut);
+        let allow = self.allow.clone();
+        let plugin = self.plugin.clone();
+        let stats = self.stats.clone();
+        Box::new(async move {
+            if let Err(why) = check(&allow, request.uri()).await {
+                stats.http_denied.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("wasftp_plugin_http_denied_total", "plugin" => plugin.to_string()).increment(1);
+                tracing::warn!(plugin = &*plugin, "outgoing request refused: {why}");
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((response.map(|body| body.boxed_unsync()), Box::new(io) as IoFuture))
+        })
+    }
+}
+
+/// One linker per grant set, made once: WASI without authority and the
+/// host's imports; and the same with `wasi:http`.
+pub struct Linkers<T: 'static> {
+    base: Linker<T>,
+    with_http: Linker<T>,
+}
+
+impl<T> Linkers<T>
+where
+    T: wasmtime_wasi::WasiView + wasmtime_wasi_http::WasiHttpView + 'static,
+{
+    pub fn new(engine: &Engine, add_host_imports: impl Fn(&mut Linker<T>) -> anyhow::Result<()>) -> anyhow::Result<Self> {
+        let mut base = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut base).map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
+        add_host_imports(&mut base)?;
+        let mut with_http = base.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut with_http)
+            .map_err(|e| anyhow::anyhow!("linking wasi:http: {e:#}"))?;
+        Ok(Self { base, with_http })
+    }
+
+    pub fn for_grants(&self, grants: &Grants) -> &Linker<T> {
+        if grants.http_allow.is_empty() { &self.base } else { &self.with_http }
+    }
+}
+
+/// Refuses, with the config line that would grant it, a component that
+/// imports what its plugin is not granted; checks a granted directory.
+pub fn check_load(name: &str, component: &Component, engine: &Engine, grants: &Grants) -> anyhow::Result<()> {
+    if grants.http_allow.is_empty() {
+        let imports = component.component_type();
+        if let Some((import, _)) = imports.imports(engine).find(|(import, _)| import.starts_with("wasi:http/")) {
+            anyhow::bail!(
+                "plugin {name} imports {import}, which is not granted; to let it send HTTP requests, list \
+                 the origins it may reach: `http_allow = [\"https://HOST:PORT\"]` under [plugins.{name}]"
+            );
+        }
+    }
+    if let Some(preopen) = &grants.preopen {
+        let meta = std::fs::metadata(&preopen.dir)
+            .with_context(|| format!("plugin {name}: preopen dir {}", preopen.dir.display()))?;
+        anyhow::ensure!(meta.is_dir(), "plugin {name}: preopen dir {} is not a directory", preopen.dir.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        let o = Origin::parse("http://127.0.0.1:3900").unwrap();
+        assert_eq!(o.to_string(), "http://127.0.0.1:3900");
+        assert_eq!(Origin::parse("https://S3.Example.com").unwrap().to_string(), "https://s3.example.com:443");
+        assert_eq!(Origin::parse("http://[::1]:9000/").unwrap().to_string(), "http://[::1]:9000");
+        for bad in ["ftp://h:1", "h:80", "http://u:p@h:1", "http://h:1/bucket", "http://h:1?x=1", "http://h:1/#f", ""] {
+            assert!(Origin::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn a_request_matches_only_its_exact_origin() {
+        let allow = [Origin::parse("http://127.0.0.1:3900").unwrap()];
+        let ok = |u: &str| allow.iter().any(|o| o.matches(&u.parse().unwrap()));
+        assert!(ok("http://127.0.0.1:3900/bucket/key?x-id=PutObject"));
+        assert!(!ok("https://127.0.0.1:3900/"), "scheme differs");
+        assert!(!ok("http://127.0.0.1:2222/"), "port differs");
+        assert!(!ok("http://127.0.0.2:3900/"), "host differs");
+        assert!(!ok("http://evil@127.0.0.1:3900/"), "user info");
+        let https = [Origin::parse("https://s3.example.com").unwrap()];
+        assert!(https[0].matches(&"https://S3.example.com:443/x".parse().unwrap()));
+        assert!(!https[0].matches(&"http://s3.example.com/x".parse().unwrap()));
+    }
+
+    #[test]
+    fn link_local_addresses_are_reserved() {
+        assert!(reserved("169.254.169.254".parse().unwrap()));
+        assert!(reserved("fe80::1".parse().unwrap()));
+        assert!(reserved("::ffff:169.254.1.1".parse().unwrap()));
+        assert!(reserved("0.0.0.0".parse().unwrap()));
+        assert!(!reserved("127.0.0.1".parse().unwrap()));
+        assert!(!reserved("10.0.0.1".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn a_name_leading_to_a_reserved_address_is_refused() {
+        // `localhost` resolves without a network; a listed literal is allowed as is.
+        let allow = [Origin::parse("http://localhost:9").unwrap(), Origin::parse("http://169.254.169.254").unwrap()];
+        assert!(check(&allow, &"http://localhost:9/".parse().unwrap()).await.is_ok());
+        assert!(check(&allow, &"http://169.254.169.254/latest".parse().unwrap()).await.is_ok());
+        assert!(check(&allow, &"http://169.254.169.254:8080/".parse().unwrap()).await.is_err());
+    }
+}

@@ -1,0 +1,269 @@
+//! Capability grants: a plugin reaches exactly the HTTP origins and the
+//! directory its config grants, and is refused at load when it imports
+//! `wasi:http` without a grant. The grants test plugin
+//! (`tests/plugins/grants`) makes the requests; a small HTTP listener here
+//! counts what reaches it.
+
+mod runtime_support;
+mod server_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use runtime_support::{bounded, ctx, runtime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use wasftp::config::{PluginConfig, PreopenConfig, PreopenMode};
+use wasftp::plugin::{
+    Grants, Origin, Plugin, PluginSettings, PoolLimits, Preopen, Runtime, RuntimeStats, Session, StorageError, WriteOptions,
+};
+
+fn grants_plugin_path() -> &'static str {
+    env!("WASFTP_GRANTS_PLUGIN")
+}
+
+/// A loopback HTTP server answering 204 to anything; counts the requests
+/// that reach it and keeps the last request line.
+struct Listener {
+    port: u16,
+    hits: Arc<AtomicU64>,
+    last_line: Arc<std::sync::Mutex<String>>,
+}
+
+async fn listener() -> Listener {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicU64::new(0));
+    let last_line = Arc::new(std::sync::Mutex::new(String::new()));
+    let (counted, line) = (hits.clone(), last_line.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let line = line.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                *line.lock().unwrap() = text.lines().next().unwrap_or_default().to_string();
+                let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            });
+        }
+    });
+    Listener { port, hits, last_line }
+}
+
+fn settings(http_allow: &[String], preopen: Option<Preopen>) -> PluginSettings {
+    PluginSettings {
+        grants: Grants {
+            http_allow: http_allow.iter().map(|o| Origin::parse(o).unwrap()).collect(),
+            preopen,
+        },
+        ..PluginSettings::default()
+    }
+}
+
+async fn load(rt: &Runtime, settings: PluginSettings) -> anyhow::Result<Arc<Plugin>> {
+    let bytes = std::fs::read(grants_plugin_path()).expect("reading the grants plugin");
+    bounded(rt.load("grants", &bytes, settings)).await
+}
+
+async fn session(plugin: &Plugin) -> Session {
+    bounded(plugin.open_session(ctx("gina", "grants"))).await.expect("opening a session")
+}
+
+fn io_message(result: Result<impl std::fmt::Debug, StorageError>, what: &str) -> String {
+    match result {
+        Err(StorageError::Io(message)) => message,
+        other => panic!("{what}: expected an io error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_origin_is_reached() {
+    let allowed = listener().await;
+    let rt = runtime();
+    let plugin = load(&rt, settings(&[format!("http://127.0.0.1:{}", allowed.port)], None)).await.unwrap();
+    let s = session(&plugin).await;
+    let info = bounded(s.file_info(&format!("/http/127.0.0.1:{}/bucket/key", allowed.port))).await.unwrap();
+    assert_eq!(info.size, 204, "the plugin saw the listener's status");
+    assert_eq!(allowed.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(*allowed.last_line.lock().unwrap(), "GET /bucket/key HTTP/1.1");
+    assert_eq!(RuntimeStats::get(&rt.stats().http_denied), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_other_origin_is_refused_with_an_error_not_a_trap() {
+    let allowed = listener().await;
+    let other = listener().await;
+    let rt = runtime();
+    let plugin = load(&rt, settings(&[format!("http://127.0.0.1:{}", allowed.port)], None)).await.unwrap();
+    let s = session(&plugin).await;
+    let refused = [
+        // Another port of this host (the SFTP port would be one).
+        format!("127.0.0.1:{}", other.port),
+        // The same port under another loopback address, and under a name.
+        format!("127.0.0.2:{}", allowed.port),
+        format!("localhost:{}", allowed.port),
+        // The cloud metadata service.
+        "169.254.169.254:80".to_string(),
+    ];
+    for target in &refused {
+        let message = io_message(bounded(s.file_info(&format!("/http/{target}/latest"))).await, target);
+        assert!(message.contains("HttpRequestDenied"), "{target}: {message}");
+    }
+    assert_eq!(other.hits.load(Ordering::SeqCst), 0, "nothing reached the unlisted port");
+    assert_eq!(allowed.hits.load(Ordering::SeqCst), 0, "nothing reached the listed port under another name");
+    assert_eq!(RuntimeStats::get(&rt.stats().http_denied), refused.len() as u64);
+    // A refusal is an answer: the instance and the session go on.
+    assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 0);
+    let info = bounded(s.file_info(&format!("/http/127.0.0.1:{}/", allowed.port))).await.unwrap();
+    assert_eq!(info.size, 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_importing_http_without_a_grant_is_refused_at_load() {
+    let rt = runtime();
+    let error = format!("{:#}", load(&rt, settings(&[], None)).await.err().expect("the load must fail"));
+    assert!(error.contains("imports wasi:http/"), "names the import: {error}");
+    assert!(error.contains("http_allow = [") && error.contains("[plugins.grants]"), "names the config line: {error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_directory_is_read_and_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), b"hello").unwrap();
+    let rt = runtime();
+    let preopen = Preopen { dir: dir.path().to_path_buf(), writable: false };
+    let plugin = load(&rt, settings(&["http://127.0.0.1:9".into()], Some(preopen))).await.unwrap();
+    let s = session(&plugin).await;
+    assert_eq!(bounded(s.file_info("/fs/hello.txt")).await.unwrap().size, 5);
+    let made = bounded(s.make_dir("/fs/new", None)).await;
+    assert!(made.is_err(), "mkdir in a read-only grant must fail: {made:?}");
+    assert!(!dir.path().join("new").exists());
+    // Nothing outside the granted directory is visible.
+    assert!(bounded(s.file_info("/fs/../etc/passwd")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writable_directory_is_written_and_none_is_seen_without_a_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), b"hello").unwrap();
+    let rt = runtime();
+    let preopen = Preopen { dir: dir.path().to_path_buf(), writable: true };
+    let plugin = load(&rt, settings(&["http://127.0.0.1:9".into()], Some(preopen))).await.unwrap();
+    let s = session(&plugin).await;
+    bounded(s.make_dir("/fs/new", None)).await.expect("mkdir in a writable grant");
+    assert!(dir.path().join("new").is_dir());
+
+    let ungranted = load(&rt, settings(&["http://127.0.0.1:9".into()], None)).await.unwrap();
+    let s = session(&ungranted).await;
+    let seen = bounded(s.file_info("/fs/hello.txt")).await;
+    assert!(seen.is_err(), "no directory without a grant: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_to_start_an_ungranted_http_plugin() {
+    let error = server_with_grants_plugin(Vec::new()).await.err().expect("the server must refuse to start");
+    let error = format!("{error:#}");
+    assert!(error.contains("wasi:http/") && error.contains("http_allow"), "{error}");
+    // With the grant it starts.
+    let server = server_with_grants_plugin(vec!["http://127.0.0.1:9".into()]).await.expect("starting with the grant");
+    server.shutdown().await;
+}
+
+async fn server_with_grants_plugin(http_allow: Vec<String>) -> anyhow::Result<wasftp::RunningServer> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = wasftp::config::Config::from_toml("listen = \"127.0.0.1:0\"")?;
+    config.state_dir = Some(dir.path().join("state"));
+    config.plugins.insert(
+        "grants".into(),
+        PluginConfig { source: grants_plugin_path().into(), http_allow, ..PluginConfig::default() },
+    );
+    config.users.push(wasftp::config::UserConfig {
+        name: "gina".into(),
+        password_hash: Some(wasftp::auth::hash_password("gina-secret")?),
+        authorized_keys: Vec::new(),
+        authorized_keys_file: None,
+        home: "/".into(),
+        plugin: "grants".into(),
+        tenant: None,
+        attributes: Default::default(),
+        uid: 1000,
+        gid: 1000,
+    });
+    bounded(wasftp::ServerBuilder::new(config).start()).await
+}
+
+/// Grants for a plugin that imports neither are harmless: the memory
+/// plugin with an HTTP allow list and a directory serves as always.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_for_a_plugin_that_does_not_use_them_change_nothing() {
+    let granted = tempfile::tempdir().unwrap();
+    let granted_dir = granted.path().to_path_buf();
+    let server = server_support::start_with([server_support::UserSpec::new("bob")], |config| {
+        let memory = config.plugins.get_mut("memory").unwrap();
+        memory.http_allow = vec!["http://127.0.0.1:9".into()];
+        memory.preopen = Some(PreopenConfig { dir: granted_dir, mode: PreopenMode::Rw });
+    })
+    .await;
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(cwd.path().join("up.txt"), b"granted").unwrap();
+    server
+        .sftp_batch("bob", "put up.txt\nmkdir d\nls -l\nget up.txt down.txt\n", cwd.path(), Duration::from_secs(30))
+        .await
+        .assert_success("put, mkdir, ls and get with grants the plugin does not use");
+    assert_eq!(std::fs::read(cwd.path().join("down.txt")).unwrap(), b"granted");
+    assert_eq!(std::fs::read_dir(granted.path()).unwrap().count(), 0, "the memory plugin wrote nothing to the directory");
+    server.shutdown().await;
+}
+
+fn staged_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join(".uploads")).map(|entries| entries.count()).unwrap_or(0)
+}
+
+/// An upload whose instance traps before it is finished leaves its staged
+/// content outside the instance (as a multipart upload would be): the host
+/// aborts it on a fresh instance with the writer's recovery token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_lost_with_its_instance_is_aborted_on_a_fresh_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut settings = settings(&["http://127.0.0.1:9".into()], Some(Preopen { dir: dir.path().to_path_buf(), writable: true }));
+    // One instance per session, so the trap below hits the writer's instance.
+    settings.pools = PoolLimits { instances_per_session: 1, ..PoolLimits::default() };
+    let plugin = load(&rt, settings).await.unwrap();
+    let s = session(&plugin).await;
+    let options = WriteOptions { create: true, truncate: true, exclusive: false, append: false, permissions: None };
+
+    // Finished normally: in place, nothing staged, no orphan abort.
+    let w = bounded(s.begin_write("/fs/done.bin", options)).await.unwrap();
+    bounded(w.write_chunk(0, vec![7u8; 1000])).await.unwrap();
+    assert_eq!(staged_files(dir.path()), 1);
+    assert_eq!(bounded(w.finish()).await.unwrap().size, 1000);
+    drop(w);
+    assert_eq!(std::fs::read(dir.path().join("done.bin")).unwrap().len(), 1000);
+    assert_eq!(staged_files(dir.path()), 0);
+
+    let w = bounded(s.begin_write("/fs/lost.bin", options)).await.unwrap();
+    bounded(w.write_chunk(0, vec![1u8; 1000])).await.unwrap();
+    assert_eq!(staged_files(dir.path()), 1, "the upload is staged outside the instance");
+    let trapped = bounded(s.file_info("/panic")).await;
+    assert!(matches!(trapped, Err(StorageError::PluginFailed(_))), "{trapped:?}");
+    let finished = bounded(w.finish()).await;
+    assert!(finished.is_err(), "the writer died with its instance: {finished:?}");
+    drop(w);
+    let cleaned = server_support::wait_until(Duration::from_secs(10), || staged_files(dir.path()) == 0).await;
+    assert!(cleaned, "the staged upload of the lost instance was not aborted");
+    assert!(!dir.path().join("lost.bin").exists());
+    assert_eq!(RuntimeStats::get(&rt.stats().orphans_aborted), 1);
+    assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 1);
+    // The session goes on, on a fresh instance.
+    assert_eq!(bounded(s.file_info("/fs/done.bin")).await.unwrap().size, 1000);
+}
