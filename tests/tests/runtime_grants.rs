@@ -259,8 +259,9 @@ async fn an_upload_lost_with_its_instance_is_aborted_on_a_fresh_one() {
     let finished = bounded(w.finish()).await;
     assert!(finished.is_err(), "the writer died with its instance: {finished:?}");
     drop(w);
-    let cleaned = server_support::wait_until(Duration::from_secs(10), || staged_files(dir.path()) == 0).await;
-    assert!(cleaned, "the staged upload of the lost instance was not aborted");
+    let aborted = server_support::wait_until(Duration::from_secs(10), || RuntimeStats::get(&rt.stats().orphans_aborted) == 1).await;
+    assert!(aborted, "the upload of the lost instance was not aborted");
+    assert_eq!(staged_files(dir.path()), 0, "its staged content is gone");
     assert!(!dir.path().join("lost.bin").exists());
     assert_eq!(RuntimeStats::get(&rt.stats().orphans_aborted), 1);
     assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 1);

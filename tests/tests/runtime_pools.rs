@@ -188,3 +188,18 @@ async fn a_trap_in_a_tenant_instance_costs_its_state_not_the_sessions() {
     let _ = bounded(one.file_info("/.panic")).await;
     assert!(bounded(other.file_info("/d")).await.is_ok());
 }
+
+/// An instance still busy with a call that timed out is not handed to the
+/// tenant's next session, which would wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_never_gets_an_instance_still_busy_with_a_timed_out_call() {
+    let rt = runtime();
+    let timeouts = CallTimeouts { metadata: Duration::from_secs(1), ..CallTimeouts::default() };
+    let pools = PoolLimits { instances_per_session: 1, ..PoolLimits::default() };
+    let plugin = slow(&rt, "stateless", pools, timeouts).await;
+    let s = bounded(plugin.open_session(ctx("sam", "acme"))).await.unwrap();
+    assert!(bounded(s.file_info("/.sleep/4000")).await.is_err(), "times out after 1 s");
+    drop(s);
+    let next = bounded(plugin.open_session(ctx("sam", "acme"))).await.expect("the next login does not wait for the busy instance");
+    assert_eq!(bounded(next.file_info("/.pattern/7")).await.unwrap().size, 7);
+}

@@ -63,7 +63,7 @@ impl GuestThreads {
     /// Runs `call` on a guest thread and waits for its output. The call
     /// always runs to the end, even when the caller stops waiting: it owns
     /// the instance it uses, which is then never left half-way through a call.
-    /// `None` only if the call panicked.
+    /// `None` if the call panicked, or no guest thread could be started.
     pub async fn run<F>(&self, call: F) -> Option<F::Output>
     where
         F: Future + Send + 'static,

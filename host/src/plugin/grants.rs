@@ -96,8 +96,11 @@ fn normal_host(host: &str) -> String {
 }
 
 /// Addresses no plugin reaches through a name, whatever the allow list
-/// says: the link-local range holds cloud metadata services (169.254.169.254).
-/// An operator who means one lists its address literally.
+/// says: link-local ranges (169.254/16, fe80::/10) hold cloud metadata
+/// services (169.254.169.254), and unspecified addresses mean this host.
+/// An operator who means one lists its address literally. The name is
+/// resolved again when connecting: a name whose DNS answers change between
+/// the two lookups (rebinding) is not caught; list addresses to be sure.
 fn reserved(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local() || v4.is_unspecified(),

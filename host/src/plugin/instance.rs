@@ -107,7 +107,7 @@ impl Instance {
         self.live_generation.load(Ordering::SeqCst) == generation
     }
 
-    /// Whether a call is running (or waiting) on this instance right now.
+    /// Whether a call holds this instance right now (calls queued for it are not seen).
     pub fn busy(&self) -> bool {
         self.slot.try_lock().is_err()
     }

@@ -126,8 +126,6 @@ impl Runtime {
         self.threads.threads()
     }
 
-
-
     /// Whether the pooling allocator is in use (the start-up probe passed).
     pub fn pooling(&self) -> bool {
         self.engine.pooling
@@ -274,7 +272,7 @@ impl Plugin {
         self.pools.idle_instances()
     }
 
-    /// Drops idle instances past their time now (the server does it every few seconds).
+    /// Drops idle instances past their time now (the plugin's housekeeping task does it every few seconds).
     pub fn evict_idle(&self) {
         self.pools.evict_idle();
     }

@@ -152,7 +152,12 @@ impl SessionSeat {
         if let Some(instance) = &self.pool.stateful {
             return instance.clone();
         }
-        let idle = self.pool.idle.lock().expect("idle instances lock").pop();
+        // An instance still running a call that timed out would make this
+        // session wait for it: take a free one.
+        let idle = {
+            let mut idle = self.pool.idle.lock().expect("idle instances lock");
+            idle.iter().rposition(|(instance, _)| !instance.busy()).map(|i| idle.remove(i))
+        };
         match idle {
             Some((instance, _)) => instance,
             None => {
