@@ -48,35 +48,29 @@ impl Origin {
     /// no user, path, query or fragment.
     pub fn parse(text: &str) -> Result<Self, String> {
         let uri: http::Uri = text.parse().map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(format!("{text:?}: only http:// and https:// origins can be allowed")),
-        };
-        let authority = uri.authority().ok_or_else(|| format!("{text:?} names no host"))?;
-        if authority.as_str().contains('@') {
-            return Err(format!("{text:?}: an origin carries no user name or password"));
-        }
         let path_is_empty = matches!(uri.path(), "" | "/") && uri.query().is_none();
         if !path_is_empty || text.contains('#') {
             return Err(format!("{text:?}: an origin is scheme://host:port, without a path"));
         }
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        Ok(Self { https, host: normal_host(authority.host()), port })
+        Self::of(&uri).ok_or_else(|| format!("{text:?}: an origin is http:// or https://, a host and a port, without a user"))
     }
 
-    fn matches(&self, uri: &http::Uri) -> bool {
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return false,
+    /// The scheme, host and port `uri` names; none for another scheme, no
+    /// host, or a user name.
+    fn of(uri: &http::Uri) -> Option<Self> {
+        let https = match uri.scheme_str()? {
+            "http" => false,
+            "https" => true,
+            _ => return None,
         };
-        let Some(authority) = uri.authority() else { return false };
-        if authority.as_str().contains('@') {
-            return false;
-        }
+        let authority = uri.authority().filter(|a| !a.as_str().contains('@'))?;
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        self.https == https && self.port == port && self.host == normal_host(authority.host())
+        Some(Self { https, host: normal_host(authority.host()), port })
+    }
+
+    #[cfg(test)]
+    fn matches(&self, uri: &http::Uri) -> bool {
+        Self::of(uri).as_ref() == Some(self)
     }
 }
 
@@ -116,19 +110,18 @@ fn reserved(ip: IpAddr) -> bool {
 /// it names a host rather than an address, the name does not lead to a
 /// reserved address.
 async fn check(allow: &[Origin], uri: &http::Uri) -> Result<(), String> {
-    if !allow.iter().any(|origin| origin.matches(uri)) {
+    let Some(origin) = Origin::of(uri).filter(|origin| allow.contains(origin)) else {
         return Err(format!("{uri} is not in the plugin's http_allow list"));
-    }
-    let authority = uri.authority().expect("a listed origin has an authority");
-    let host = normal_host(authority.host());
-    if host.parse::<IpAddr>().is_ok() {
+    };
+    if origin.host.parse::<IpAddr>().is_ok() {
         return Ok(());
     }
-    let port = authority.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
-    let addresses = tokio::net::lookup_host((host.as_str(), port)).await.map_err(|e| format!("resolving {host}: {e}"))?;
+    let addresses = tokio::net::lookup_host((origin.host.as_str(), origin.port))
+        .await
+        .map_err(|e| format!("resolving {}: {e}", origin.host))?;
     for address in addresses {
         if reserved(address.ip()) {
-            return Err(format!("{host} resolves to the reserved address {}", address.ip()));
+            return Err(format!("{} resolves to the reserved address {}", origin.host, address.ip()));
         }
     }
     Ok(())

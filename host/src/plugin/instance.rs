@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{ResourceAny, ResourceTable};
@@ -92,6 +92,8 @@ pub struct Instance {
     /// The generation now live, 0 when none is: lets a session see without
     /// waiting that resources it made here are gone.
     live_generation: AtomicU64,
+    /// A call past its wall-clock limit still holds the instance.
+    running_late: AtomicBool,
     clock: Arc<GuestClock>,
 }
 
@@ -99,12 +101,18 @@ impl Instance {
     pub fn new(shared: Arc<PluginShared>, label: String) -> Arc<Self> {
         let slot = Arc::new(tokio::sync::Mutex::new(Slot { live: None, generation: 0 }));
         let clock = Arc::new(GuestClock::new(shared.settings.call_deadline));
-        Arc::new(Self { shared, label, slot, live_generation: AtomicU64::new(0), clock })
+        Arc::new(Self { shared, label, slot, live_generation: AtomicU64::new(0), running_late: AtomicBool::new(false), clock })
     }
 
     /// Whether resources made in `generation` still exist.
     pub fn is_live(&self, generation: u64) -> bool {
         self.live_generation.load(Ordering::SeqCst) == generation
+    }
+
+    /// Whether a call that ran past its wall-clock limit still holds the
+    /// instance: the next caller would wait for it.
+    pub fn running_late(&self) -> bool {
+        self.running_late.load(Ordering::SeqCst)
     }
 
     /// Whether a call holds this instance right now (calls queued for it are not seen).
@@ -136,7 +144,16 @@ impl Instance {
                 }
                 _ => {}
             }
-            let job = this.clone().run_on_guest_thread(slot, op, limit + STUCK_AFTER, f);
+            let call = this.clone().run_on_guest_thread(slot, op, limit + STUCK_AFTER, f);
+            let job = {
+                let this = this.clone();
+                async move {
+                    let output = call.await;
+                    // The slot is free again (the call owned it).
+                    this.running_late.store(false, Ordering::SeqCst);
+                    output
+                }
+            };
             let done = this.shared.threads.run(job);
             tokio::select! {
                 done = done => done.unwrap_or_else(|| {
@@ -151,6 +168,11 @@ impl Instance {
             Ok(result) => result,
             Err(_) => {
                 self.shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.running_late.store(true, Ordering::SeqCst);
+                if !self.busy() {
+                    // It finished meanwhile, after its own reset.
+                    self.running_late.store(false, Ordering::SeqCst);
+                }
                 tracing::warn!(
                     plugin = &*self.shared.name,
                     instance = %self.label,
@@ -206,16 +228,21 @@ impl Instance {
             Ok(Ok(value)) => Ok((value, generation)),
             Ok(Err(error)) => {
                 let why = describe_trap(&error, &mut live.store.data_mut().limits);
-                slot.live = None;
-                self.live_generation.store(0, Ordering::SeqCst);
-                Err(self.poisoned(op, why))
+                Err(self.poison(&mut slot, op, why))
             }
-            Err(_) => {
-                slot.live = None;
-                self.live_generation.store(0, Ordering::SeqCst);
-                Err(self.poisoned(op, format!("still blocked in a host call after {stuck_after:?}")))
-            }
+            Err(_) => Err(self.poison(&mut slot, op, format!("still blocked in a host call after {stuck_after:?}"))),
         }
+    }
+
+    /// One call of a backend function (no resource), its contract error
+    /// flattened into ours.
+    pub async fn call_backend<R: Send + 'static>(
+        self: &Arc<Self>,
+        op: &'static str,
+        f: impl for<'a> FnOnce(&'a mut Live) -> GuestFuture<'a, Result<R, bindings::WitError>> + Send + 'static,
+    ) -> Result<R, StorageError> {
+        let (result, _) = self.call(None, op, f).await?;
+        result.map_err(StorageError::from)
     }
 
     /// Aborts, on a fresh instance of the same plugin, an upload whose
@@ -226,21 +253,20 @@ impl Instance {
         let fresh = Instance::new(self.shared.clone(), format!("{}:orphan-abort", self.label));
         runtime.spawn(async move {
             let aborted = fresh
-                .call(None, "abort-orphan", move |live: &mut Live| {
+                .call_backend("abort-orphan", move |live: &mut Live| {
                     Box::pin(async move {
                         let (store, api) = live.parts();
                         api.call_abort_orphan(store, &token).await
                     })
                 })
                 .await;
-            match aborted.map(|(result, _)| result.map_err(StorageError::from)) {
-                Ok(Ok(())) => {
+            let plugin = &*fresh.shared.name;
+            match aborted {
+                Ok(()) => {
                     fresh.shared.stats.orphans_aborted.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(plugin = &*fresh.shared.name, "aborted an upload left by a lost instance");
+                    tracing::info!(plugin, "aborted an upload left by a lost instance");
                 }
-                Ok(Err(e)) | Err(e) => {
-                    tracing::warn!(plugin = &*fresh.shared.name, "aborting an upload left by a lost instance failed: {e}")
-                }
+                Err(e) => tracing::warn!(plugin, "aborting an upload left by a lost instance failed: {e}"),
             }
         });
     }
@@ -256,6 +282,13 @@ impl Instance {
                 })
                 .await;
         });
+    }
+
+    /// Drops the live instance of `slot` after a trap or a stuck call.
+    fn poison(&self, slot: &mut Slot, op: &str, why: String) -> StorageError {
+        slot.live = None;
+        self.live_generation.store(0, Ordering::SeqCst);
+        self.poisoned(op, why)
     }
 
     fn poisoned(&self, op: &str, why: String) -> StorageError {

@@ -194,16 +194,15 @@ impl Runtime {
 /// One `maintain` call; a failure is logged.
 async fn maintain(instance: &Arc<Instance>) {
     let maintained = instance
-        .call(None, "maintain", |live: &mut instance::Live| {
+        .call_backend("maintain", |live: &mut instance::Live| {
             Box::pin(async move {
                 let (store, api) = live.parts();
                 api.call_maintain(store).await
             })
         })
         .await;
-    match maintained.map(|(result, _)| result.map_err(StorageError::from)) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) | Err(e) => tracing::warn!(plugin = instance.plugin_name(), "maintenance failed: {e}"),
+    if let Err(e) = maintained {
+        tracing::warn!(plugin = instance.plugin_name(), "maintenance failed: {e}");
     }
 }
 

@@ -156,7 +156,7 @@ impl SessionSeat {
         // session wait for it: take a free one.
         let idle = {
             let mut idle = self.pool.idle.lock().expect("idle instances lock");
-            idle.iter().rposition(|(instance, _)| !instance.busy()).map(|i| idle.remove(i))
+            idle.iter().rposition(|(instance, _)| !instance.running_late()).map(|i| idle.remove(i))
         };
         match idle {
             Some((instance, _)) => instance,
