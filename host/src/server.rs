@@ -82,12 +82,16 @@ impl ServerBuilder {
 /// plugin is loaded, so the larger of the two counts), plus one spare per
 /// plugin for load and maintenance. Never below `floor`.
 fn instance_slots(config: &Config, floor: u32) -> u32 {
+    // Besides its tenants' instances, a plugin may run its load probe, its
+    // maintenance instance and its orphan-abort instance.
+    const PER_PLUGIN: usize = 3;
     let sessions = config.limits.max_sessions;
     let mut slots = 0usize;
     for (name, plugin) in &config.plugins {
         if config.users.iter().any(|u| &u.plugin == name) {
-            let stateless = sessions.saturating_mul(plugin.instances_per_session);
-            slots = slots.saturating_add(plugin.max_tenants.max(stateless)).saturating_add(1);
+            // Stateless: the sessions' instances, and one session's worth idle per tenant.
+            let stateless = sessions.saturating_add(plugin.max_tenants).saturating_mul(plugin.instances_per_session);
+            slots = slots.saturating_add(plugin.max_tenants.max(stateless)).saturating_add(PER_PLUGIN);
         }
     }
     slots.clamp(floor as usize, u32::MAX as usize) as u32

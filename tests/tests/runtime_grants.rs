@@ -267,4 +267,20 @@ async fn an_upload_lost_with_its_instance_is_aborted_on_a_fresh_one() {
     assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 1);
     // The session goes on, on a fresh instance.
     assert_eq!(bounded(s.file_info("/fs/done.bin")).await.unwrap().size, 1000);
+
+    // Dropped while its instance is busy with a call that then traps: the
+    // drop, queued behind that call, finds the instance gone, and the upload
+    // is aborted all the same.
+    let w = bounded(s.begin_write("/fs/late.bin", options)).await.unwrap();
+    bounded(w.write_chunk(0, vec![2u8; 1000])).await.unwrap();
+    assert_eq!(staged_files(dir.path()), 1);
+    let (trapped, ()) = tokio::join!(bounded(s.file_info("/panic-after/300")), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(w);
+    });
+    assert!(matches!(trapped, Err(StorageError::PluginFailed(_))), "{trapped:?}");
+    let aborted = server_support::wait_until(Duration::from_secs(10), || RuntimeStats::get(&rt.stats().orphans_aborted) == 2).await;
+    assert!(aborted, "the upload dropped before its instance trapped was not aborted");
+    assert_eq!(staged_files(dir.path()), 0);
+    assert!(!dir.path().join("late.bin").exists());
 }

@@ -103,6 +103,24 @@ async fn idle_instances_serve_the_next_session_then_are_evicted() {
     assert_eq!(plugin.tenants(), 0);
 }
 
+/// The instance allocator is sized for the sessions' instances plus one
+/// session's worth idle per tenant: a tenant never keeps more idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_keeps_at_most_one_sessions_worth_of_idle_instances() {
+    let rt = runtime();
+    let plugin = stateless(&rt, PoolLimits { instances_per_session: 2, ..PoolLimits::default() }).await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let s = bounded(plugin.open_session(ctx("sam", "acme"))).await.unwrap();
+        // Two readers at once: two instances for this session.
+        let (a, b) = tokio::join!(s.open_read("/.pattern/10", None), s.open_read("/.pattern/10", None));
+        sessions.push((s, a.unwrap(), b.unwrap()));
+    }
+    assert_eq!(stat(&rt.stats().instances_created), 6 + 1, "two per session, and the load probe");
+    drop(sessions);
+    assert_eq!(plugin.idle_instances(), 2, "one session's worth kept idle, the rest dropped");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_tenants_a_login_is_refused_clearly() {
     let rt = runtime();

@@ -21,6 +21,8 @@ struct Pinned {
     instance: Arc<Instance>,
     generation: u64,
     resource: ResourceAny,
+    /// A writer's recovery token when it goes away unfinished.
+    orphan: Option<String>,
 }
 
 impl Pinned {
@@ -45,7 +47,7 @@ impl Pinned {
 
 impl Drop for Pinned {
     fn drop(&mut self) {
-        self.instance.drop_resource(self.generation, self.resource);
+        self.instance.drop_resource(self.generation, self.resource, self.orphan.take());
     }
 }
 
@@ -223,7 +225,7 @@ impl Session {
         };
         match result {
             Ok(resource) => Ok(Arc::new(Lane {
-                pinned: Pinned { instance, generation, resource },
+                pinned: Pinned { instance, generation, resource, orphan: None },
                 children: AtomicUsize::new(0),
                 seat: self.seat.clone(),
             })),
@@ -449,7 +451,7 @@ impl Session {
 }
 
 fn child(lane: &Lane, resource: ResourceAny) -> Pinned {
-    Pinned { instance: lane.pinned.instance.clone(), generation: lane.pinned.generation, resource }
+    Pinned { instance: lane.pinned.instance.clone(), generation: lane.pinned.generation, resource, orphan: None }
 }
 
 /// Reads one pinned version of a file.
@@ -584,18 +586,12 @@ impl Writer {
     }
 }
 
-/// An upload neither finished nor aborted whose instance is gone (it
-/// trapped) would stay behind outside it (a multipart upload): abort it on
-/// a fresh instance. While the instance lives, dropping the guest writer
-/// lets the plugin clean up itself.
+/// An upload neither finished nor aborted goes with its recovery token to
+/// the resource drop: see `Instance::drop_resource`.
 impl Drop for Writer {
     fn drop(&mut self) {
-        let Some(recovery) = &self.recovery else { return };
-        let token = recovery.lock().map(|mut t| t.take()).unwrap_or_default();
-        if let Some(token) = token
-            && !self.pinned.instance.is_live(self.pinned.generation)
-        {
-            self.pinned.instance.abort_orphan(token);
+        if let Some(recovery) = &self.recovery {
+            self.pinned.orphan = recovery.lock().map(|mut t| t.take()).unwrap_or_default();
         }
     }
 }

@@ -145,16 +145,7 @@ impl Instance {
                 _ => {}
             }
             let call = this.clone().run_on_guest_thread(slot, op, limit + STUCK_AFTER, f);
-            let job = {
-                let this = this.clone();
-                async move {
-                    let output = call.await;
-                    // The slot is free again (the call owned it).
-                    this.running_late.store(false, Ordering::SeqCst);
-                    output
-                }
-            };
-            let done = this.shared.threads.run(job);
+            let done = this.shared.threads.run(call);
             tokio::select! {
                 done = done => done.unwrap_or_else(|| {
                     Err(StorageError::PluginFailed(format!("{op}: the host failed while running the call")))
@@ -206,11 +197,13 @@ impl Instance {
     /// The part of a call that runs on a guest thread, holding the instance.
     async fn run_on_guest_thread<R>(
         self: Arc<Self>,
-        mut slot: tokio::sync::OwnedMutexGuard<Slot>,
+        slot: tokio::sync::OwnedMutexGuard<Slot>,
         op: &'static str,
         stuck_after: Duration,
         f: impl for<'a> FnOnce(&'a mut Live) -> GuestFuture<'a, R> + Send + 'static,
     ) -> Result<(R, u64), StorageError> {
+        let mut held = SlotHeld { instance: &self, slot: Some(slot), settled: false };
+        let slot = held.slot.as_mut().expect("held until dropped");
         if slot.live.is_none() {
             let live = self.instantiate().await?;
             slot.live = Some(live);
@@ -224,13 +217,16 @@ impl Instance {
         live.store.set_epoch_deadline(1);
         let outcome = tokio::time::timeout(stuck_after, f(live)).await;
         self.clock.stop();
+        held.settled = true;
+        let slot = held.slot.as_mut().expect("held until dropped");
         match outcome {
             Ok(Ok(value)) => Ok((value, generation)),
             Ok(Err(error)) => {
+                let live = slot.live.as_mut().expect("instance is live");
                 let why = describe_trap(&error, &mut live.store.data_mut().limits);
-                Err(self.poison(&mut slot, op, why))
+                Err(self.poison(slot, op, why))
             }
-            Err(_) => Err(self.poison(&mut slot, op, format!("still blocked in a host call after {stuck_after:?}"))),
+            Err(_) => Err(self.poison(slot, op, format!("still blocked in a host call after {stuck_after:?}"))),
         }
     }
 
@@ -245,43 +241,50 @@ impl Instance {
         result.map_err(StorageError::from)
     }
 
-    /// Aborts, on a fresh instance of the same plugin, an upload whose
-    /// writer was lost with this instance's generation (`abort-orphans`).
-    /// One bounded call (the commit timeout); a failure is logged.
-    pub fn abort_orphan(&self, token: String) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let fresh = Instance::new(self.shared.clone(), format!("{}:orphan-abort", self.label));
-        runtime.spawn(async move {
-            let aborted = fresh
-                .call_backend("abort-orphan", move |live: &mut Live| {
-                    Box::pin(async move {
-                        let (store, api) = live.parts();
-                        api.call_abort_orphan(store, &token).await
-                    })
-                })
-                .await;
-            let plugin = &*fresh.shared.name;
-            match aborted {
-                Ok(()) => {
-                    fresh.shared.stats.orphans_aborted.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(plugin, "aborted an upload left by a lost instance");
-                }
-                Err(e) => tracing::warn!(plugin, "aborting an upload left by a lost instance failed: {e}"),
-            }
-        });
-    }
-
     /// Drops a guest resource, if the generation that made it is still live.
-    pub fn drop_resource(self: &Arc<Self>, generation: u64, resource: ResourceAny) {
+    /// An unfinished writer's recovery token comes along (`abort-orphans`):
+    /// while the instance lives, dropping the writer lets the plugin clean
+    /// up itself; if the instance is gone by the time the drop runs (it
+    /// trapped, or a call it was queued behind got stuck), the upload left
+    /// outside it (a multipart upload) is aborted on another instance.
+    pub fn drop_resource(self: &Arc<Self>, generation: u64, resource: ResourceAny, orphan: Option<String>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let this = self.clone();
         runtime.spawn(async move {
-            let _ = this
+            let dropped = this
                 .call(Some(generation), "drop", move |live: &mut Live| {
                     Box::pin(async move { resource.resource_drop_async(&mut live.store).await })
                 })
                 .await;
+            if let (Err(_), Some(token)) = (dropped, orphan)
+                && !this.is_live(generation)
+            {
+                this.abort_orphan(token).await;
+            }
         });
+    }
+
+    /// Aborts an upload whose writer was lost with this instance's
+    /// generation, on the plugin's orphan-abort instance: one bounded call
+    /// (the commit timeout); a failure is logged.
+    async fn abort_orphan(&self, token: String) {
+        let aborter = self.shared.orphan_aborter();
+        let aborted = aborter
+            .call_backend("abort-orphan", move |live: &mut Live| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    api.call_abort_orphan(store, &token).await
+                })
+            })
+            .await;
+        let plugin = &*self.shared.name;
+        match aborted {
+            Ok(()) => {
+                self.shared.stats.orphans_aborted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(plugin, "aborted an upload left by a lost instance");
+            }
+            Err(e) => tracing::warn!(plugin, "aborting an upload left by a lost instance failed: {e}"),
+        }
     }
 
     /// Drops the live instance of `slot` after a trap or a stuck call.
@@ -376,6 +379,28 @@ impl Instance {
     }
 }
 
+/// The instance held by one call. A call that never settles (it panicked,
+/// a host bug) leaves a store stopped half-way through guest code: it is
+/// dropped, never used again. The slot is freed before `running_late` is
+/// cleared, so a caller that sees the flag set still finds the slot busy.
+struct SlotHeld<'a> {
+    instance: &'a Instance,
+    slot: Option<tokio::sync::OwnedMutexGuard<Slot>>,
+    settled: bool,
+}
+
+impl Drop for SlotHeld<'_> {
+    fn drop(&mut self) {
+        if let Some(mut slot) = self.slot.take() {
+            if !self.settled && slot.live.is_some() {
+                self.instance.poison(&mut slot, "call", "the host failed while running the call".into());
+            }
+            drop(slot);
+        }
+        self.instance.running_late.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Why a call failed, for logs. A trap right after a refused `memory.grow` is
 /// the guest giving up on a failed allocation: say it ran out of memory.
 fn describe_trap(error: &wasmtime::Error, limits: &mut StoreCaps) -> String {
@@ -404,5 +429,46 @@ impl Instance {
 
     pub(super) fn stats(&self) -> &super::RuntimeStats {
         &self.shared.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::{EngineOptions, PluginSettings, Runtime, bundled};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_that_panics_leaves_no_live_instance_behind() {
+        let runtime = Runtime::new(&EngineOptions::default()).unwrap();
+        let memory = bundled::get("memory").expect("the memory plugin is bundled");
+        let plugin = runtime.load("memory", memory, PluginSettings::default()).await.unwrap();
+        let instance = Instance::new(plugin.shared.clone(), "test".into());
+        fn describe(live: &mut Live) -> GuestFuture<'_, ()> {
+            Box::pin(async move {
+                let (store, api) = live.parts();
+                api.call_describe(store).await.map(drop)
+            })
+        }
+        let ((), first) = instance.call(None, "describe", describe).await.unwrap();
+        assert!(instance.is_live(first));
+
+        // A host bug in the middle of a call (here: before the guest returns).
+        let panicked = instance
+            .call(None, "describe", |live: &mut Live| {
+                Box::pin(async move {
+                    let (store, api) = live.parts();
+                    let _ = api.call_describe(store).await;
+                    if true {
+                        panic!("a host bug while the instance is in use");
+                    }
+                    Ok(())
+                }) as GuestFuture<'_, ()>
+            })
+            .await;
+        assert!(matches!(panicked, Err(StorageError::PluginFailed(_))), "{panicked:?}");
+        assert!(!instance.is_live(first), "resources of the instance the panic left half-way are gone");
+        assert!(!instance.running_late() && !instance.busy());
+        let ((), next) = instance.call(None, "describe", describe).await.unwrap();
+        assert!(next > first, "the next call runs on a fresh instance");
     }
 }

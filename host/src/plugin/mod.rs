@@ -162,6 +162,7 @@ impl Runtime {
             http_allow: settings_allow,
             threads: self.threads.clone(),
             stats: self.stats.clone(),
+            orphan_aborter: Default::default(),
         });
         let probe = Instance::new(shared.clone(), "probe".into());
         let described = probe
@@ -236,6 +237,22 @@ pub(crate) struct PluginShared {
     http_allow: Arc<[Origin]>,
     threads: Arc<GuestThreads>,
     stats: Arc<RuntimeStats>,
+    /// The instance aborting uploads lost with their own, while in use.
+    orphan_aborter: std::sync::Mutex<std::sync::Weak<Instance>>,
+}
+
+impl PluginShared {
+    /// One instance for all orphan aborts of this plugin version at a time
+    /// (they queue on it), made when needed and dropped when idle.
+    fn orphan_aborter(self: &Arc<Self>) -> Arc<Instance> {
+        let mut aborter = self.orphan_aborter.lock().expect("orphan aborter lock");
+        if let Some(instance) = aborter.upgrade() {
+            return instance;
+        }
+        let instance = Instance::new(self.clone(), "orphan-abort".into());
+        *aborter = Arc::downgrade(&instance);
+        instance
+    }
 }
 
 /// One compiled, validated plugin version.

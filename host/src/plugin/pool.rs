@@ -167,10 +167,17 @@ impl SessionSeat {
         }
     }
 
-    /// Gives a stateless instance back for the tenant's next sessions.
+    /// Gives a stateless instance back for the tenant's next sessions. A
+    /// tenant keeps at most one session's worth idle, so the instances alive
+    /// stay within what the instance allocator was sized for (see
+    /// `server::instance_slots`); the oldest goes first.
     pub fn give_back(&self, instance: Arc<Instance>) {
         if self.pool.stateful.is_none() {
-            self.pool.idle.lock().expect("idle instances lock").push((instance, Instant::now()));
+            let mut idle = self.pool.idle.lock().expect("idle instances lock");
+            if idle.len() >= self.max_instances() {
+                idle.remove(0);
+            }
+            idle.push((instance, Instant::now()));
         }
     }
 }

@@ -3,6 +3,7 @@
 //! happens to the server, and bounded in size, per file and for the whole
 //! server (`SpoolArea`).
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
@@ -44,10 +45,59 @@ impl SpoolArea {
     }
 }
 
+/// Disk space is counted in blocks of this size.
+const BLOCK: u64 = 4096;
+
+/// The blocks of a file that writes touched, as disjoint ranges: a sparse
+/// file takes disk only there, and a range written twice takes it once.
+#[derive(Default)]
+struct Touched {
+    /// Start to end, block-aligned, never adjacent or overlapping.
+    ranges: BTreeMap<u64, u64>,
+    bytes: u64,
+}
+
+impl Touched {
+    /// Bytes of blocks touched if `start..end` were written too.
+    fn with(&self, start: u64, end: u64) -> u64 {
+        let (start, end) = (start / BLOCK * BLOCK, end.next_multiple_of(BLOCK));
+        let covered: u64 = self.ranges.range(..end).rev().take_while(|(_, e)| **e > start).map(|(s, e)| (*e).min(end) - (*s).max(start)).sum();
+        self.bytes + (end - start) - covered
+    }
+
+    fn add(&mut self, start: u64, end: u64) {
+        self.bytes = self.with(start, end);
+        let (mut start, mut end) = (start / BLOCK * BLOCK, end.next_multiple_of(BLOCK));
+        let merged: Vec<(u64, u64)> =
+            self.ranges.range(..=end).rev().take_while(|(_, e)| **e >= start).map(|(s, e)| (*s, *e)).collect();
+        for (s, e) in merged {
+            self.ranges.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.ranges.insert(start, end);
+    }
+
+    /// Forgets what lies past `len` (the file was cut).
+    fn cut(&mut self, len: u64) {
+        let len = len.next_multiple_of(BLOCK);
+        let past: Vec<(u64, u64)> = self.ranges.range(..).rev().take_while(|(_, e)| **e > len).map(|(s, e)| (*s, *e)).collect();
+        for (s, e) in past {
+            self.ranges.remove(&s);
+            self.bytes -= e - s;
+            if s < len {
+                self.ranges.insert(s, len);
+                self.bytes += len - s;
+            }
+        }
+    }
+}
+
 pub struct Spool {
     area: Arc<SpoolArea>,
-    /// Bytes of the area this file holds (its physical size).
+    /// Bytes of the area this file holds: the blocks its writes touched.
     charged: u64,
+    touched: Touched,
     file: Arc<File>,
     /// The file offset the spool starts at (what comes before is elsewhere:
     /// an in-order upload's bytes the plugin already has).
@@ -67,10 +117,10 @@ impl Spool {
             tempfile::tempfile_in(dir)
         })
         .await?;
-        Ok(Self { area: area.clone(), charged: 0, file: Arc::new(file), base, max, len: base })
+        Ok(Self { area: area.clone(), charged: 0, touched: Touched::default(), file: Arc::new(file), base, max, len: base })
     }
 
-    /// Charges the area for a physical size of `size` (or gives back).
+    /// Charges the area for `size` bytes of disk (or gives back).
     fn charge(&mut self, size: u64) -> Result<(), StorageError> {
         if size > self.charged {
             self.area.take(size - self.charged)?;
@@ -90,9 +140,11 @@ impl Spool {
         let at = offset.checked_sub(self.base).expect("no write before the spool's start");
         let end = offset.checked_add(data.len() as u64).filter(|end| end - self.base <= self.max);
         let Some(end) = end else { return Err(too_large(self.max)) };
-        if end - self.base > self.charged {
-            self.charge(end - self.base)?;
+        let space = self.touched.with(at, end - self.base);
+        if space > self.charged {
+            self.charge(space)?;
         }
+        self.touched.add(at, end - self.base);
         let file = self.file.clone();
         blocking(move || file.write_all_at(&data, at)).await?;
         self.len = self.len.max(end);
@@ -105,13 +157,12 @@ impl Spool {
         if physical > self.max {
             return Err(too_large(self.max));
         }
-        if physical > self.charged {
-            self.charge(physical)?;
-        }
+        // Zeros added by an extension take no disk; a cut frees what was past it.
         let file = self.file.clone();
         blocking(move || file.set_len(physical)).await?;
-        if physical < self.charged {
-            self.charge(physical)?;
+        self.touched.cut(physical);
+        if self.touched.bytes < self.charged {
+            self.charge(self.touched.bytes)?;
         }
         self.len = len;
         Ok(())
@@ -153,4 +204,42 @@ fn spool_error(e: std::io::Error) -> StorageError {
 /// Runs blocking file I/O off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> Result<T, StorageError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| spool_error(std::io::Error::other(e)))?.map_err(spool_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[tokio::test]
+    async fn the_area_is_charged_for_the_blocks_written_not_the_extent() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = SpoolArea::new(dir.path().to_path_buf(), MIB);
+        let mut spool = Spool::create(&area, 0, 1 << 30).await.unwrap();
+        // One byte far out: a sparse file, one block of disk.
+        spool.write_at(512 * MIB, vec![1]).await.unwrap();
+        assert_eq!(area.used(), BLOCK);
+        assert_eq!(spool.len(), 512 * MIB + 1);
+        // A range rewritten again and again counts once.
+        for _ in 0..64 {
+            spool.write_at(0, vec![2; 64 << 10]).await.unwrap();
+        }
+        assert_eq!(area.used(), (64 << 10) + BLOCK);
+        // Unaligned writes that meet count the blocks they share once.
+        spool.write_at(100_000, vec![3; 10_000]).await.unwrap();
+        spool.write_at(110_000, vec![3; 10_000]).await.unwrap();
+        assert_eq!(area.used(), (64 << 10) + BLOCK + (122_880 - 98_304));
+        assert_eq!(spool.read_at(512 * MIB, 10).await.unwrap(), vec![1]);
+        // Past the area's bound, refused.
+        let full = spool.write_at(MIB, vec![4; MIB as usize]).await;
+        assert!(matches!(&full, Err(StorageError::Io(m)) if m.contains("spool space is full")), "{full:?}");
+        // A cut gives back what lay past it.
+        spool.set_len(100_000).await.unwrap();
+        assert_eq!(area.used(), (64 << 10) + (102_400 - 98_304));
+        spool.set_len(MIB).await.unwrap();
+        assert_eq!(area.used(), (64 << 10) + (102_400 - 98_304), "zeros take no disk");
+        drop(spool);
+        assert_eq!(area.used(), 0);
+    }
 }

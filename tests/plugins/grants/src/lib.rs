@@ -12,7 +12,8 @@
 //!   object storage stages a multipart upload outside the instance) and
 //!   moved to PATH at finish; the writer's recovery token names the staged
 //!   file, so the host can abort it from a fresh instance (`abort-orphans`).
-//! - `stat /panic`: traps, losing the instance and its writers.
+//! - `stat /panic`: traps, losing the instance and its writers;
+//!   `stat /panic-after/MS` waits MS milliseconds (a host call) first.
 
 use std::cell::RefCell;
 use std::io::{Seek, SeekFrom, Write};
@@ -107,6 +108,10 @@ impl GuestSession for GrantsSession {
     }
 
     fn file_info(&self, path: String) -> Result<FileInfo> {
+        if let Some(ms) = path.strip_prefix("/panic-after/").and_then(|ms| ms.parse().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            panic!("asked to trap after {ms} ms");
+        }
         if path == "/panic" {
             panic!("asked to trap");
         }
