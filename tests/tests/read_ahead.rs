@@ -130,3 +130,28 @@ async fn a_deep_pipeline_over_small_chunks_is_still_sequential() {
     assert!((48..=49).contains(&reads), "48 chunks of 1 MiB and the end, not {reads} reads");
     server.shutdown().await;
 }
+
+/// A chunk every byte of which went to the client gives its budget back at
+/// once: two downloads at once on one connection both read whole chunks,
+/// with a budget of five chunks between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_downloads_at_once_share_the_budget() {
+    let server = start_with([UserSpec::new("alice")], |c| {
+        let mut plugin = wasftp::config::PluginConfig { source: env!("WASFTP_SLOW_PLUGIN").into(), ..Default::default() };
+        plugin.config.insert("read-chunk".into(), "8M".into());
+        c.plugins.insert("slow".into(), plugin);
+        c.users[0].plugin = "slow".into();
+        c.sftp.read_ahead_mib = 40;
+    })
+    .await;
+    let client = server.sftp("alice").await;
+    let content = pattern(32 * MIB);
+    client.put("/a", &content).await;
+    client.put("/b", &content).await;
+    let before = calls(&client, "read").await;
+    let (a, b) = tokio::join!(client.get("/a"), client.get("/b"));
+    assert!(a == content && b == content);
+    let reads = calls(&client, "read").await - before;
+    assert!((8..=10).contains(&reads), "two files of four 8 MiB chunks: 8 reads and the ends, not {reads}");
+    server.shutdown().await;
+}

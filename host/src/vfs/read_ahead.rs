@@ -11,10 +11,11 @@
 //! means within a window around the furthest chunk read so far, of
 //! [`WINDOW`] bytes (rounded up to whole chunks) on both sides. A handle
 //! holds the chunks READs touched in that window and one more ahead, each
-//! taken from the connection's read-ahead budget; without budget, READs go
-//! straight to the plugin.
+//! taken from the connection's read-ahead budget until every byte of it was
+//! served; without budget, READs go straight to the plugin.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OnceCell, OwnedSemaphorePermit};
@@ -51,13 +52,16 @@ type Slot = Arc<ChunkSlot>;
 /// a failed load is not kept (the next READ asks the plugin again).
 struct ChunkSlot {
     data: OnceCell<Arc<Vec<u8>>>,
+    /// Bytes of the chunk served to READs so far: once all were, the chunk
+    /// is done with and its budget goes back (another handle may need it).
+    served: AtomicU64,
     /// The chunk's bytes in the connection's read-ahead budget.
     _budget: OwnedSemaphorePermit,
 }
 
 impl ChunkSlot {
     fn new(budget: OwnedSemaphorePermit) -> Slot {
-        Arc::new(ChunkSlot { data: OnceCell::new(), _budget: budget })
+        Arc::new(ChunkSlot { data: OnceCell::new(), served: AtomicU64::new(0), _budget: budget })
     }
 }
 
@@ -91,6 +95,7 @@ impl ReadAhead {
             let take = (len as usize - out.len()).min(chunk.len() - start);
             out.extend_from_slice(&chunk[start..start + take]);
             at += take as u64;
+            self.served(index, &slot, take, chunk.len());
             if !full && start + take == chunk.len() {
                 break;
             }
@@ -126,6 +131,18 @@ impl ReadAhead {
         let slot = ChunkSlot::new(self.budget.try_take(self.chunk as usize)?);
         state.slots.insert(index, slot.clone());
         Some(slot)
+    }
+
+    /// `bytes` more of chunk `index` went to the client: once all of it
+    /// did, the chunk is dropped (a READ of it again is loaded again).
+    fn served(&self, index: u64, slot: &Slot, bytes: usize, len: usize) {
+        let served = slot.served.fetch_add(bytes as u64, Ordering::SeqCst) + bytes as u64;
+        if served >= len as u64 {
+            let mut state = self.state.lock().expect("read-ahead lock");
+            if state.slots.get(&index).is_some_and(|held| Arc::ptr_eq(held, slot)) {
+                state.slots.remove(&index);
+            }
+        }
     }
 
     /// Chunk `index` is loaded: a full one means the file may go on, so the
