@@ -78,12 +78,12 @@ impl ServerBuilder {
 
 /// Instances the allocator needs room for, from the configured caps: a
 /// tenant-scoped plugin holds one per tenant, a stateless one up to
-/// `instances_per_session` per session (the scope is known only once the
-/// plugin is loaded, so the larger of the two counts), plus one spare per
-/// plugin for load and maintenance. Never below `floor`.
+/// `instances_per_session` per session and as many idle per tenant (the
+/// scope is known only once the plugin is loaded, so the larger of the two
+/// counts), plus its load probe, maintenance and orphan-abort instances.
+/// Never below `floor`. Past the pooling allocator's slots the engine
+/// allocates on demand (and says so in the log).
 fn instance_slots(config: &Config, floor: u32) -> u32 {
-    // Besides its tenants' instances, a plugin may run its load probe, its
-    // maintenance instance and its orphan-abort instance.
     const PER_PLUGIN: usize = 3;
     let sessions = config.limits.max_sessions;
     let mut slots = 0usize;

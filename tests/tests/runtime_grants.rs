@@ -283,4 +283,34 @@ async fn an_upload_lost_with_its_instance_is_aborted_on_a_fresh_one() {
     assert!(aborted, "the upload dropped before its instance trapped was not aborted");
     assert_eq!(staged_files(dir.path()), 0);
     assert!(!dir.path().join("late.bin").exists());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(RuntimeStats::get(&rt.stats().orphans_aborted), 2, "aborted once");
+    assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 2);
+}
+
+/// A writer dropped behind a call that outlasts the drop's own time limit
+/// (here 300 ms), then traps: the drop waits for the instance instead of
+/// giving up, finds it gone, and the upload is aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_dropped_behind_a_long_call_that_traps_is_aborted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut settings = settings(&["http://127.0.0.1:9".into()], Some(Preopen { dir: dir.path().to_path_buf(), writable: true }));
+    settings.pools = PoolLimits { instances_per_session: 1, ..PoolLimits::default() };
+    settings.timeouts.metadata = Duration::from_millis(300);
+    let plugin = load(&rt, settings).await.unwrap();
+    let s = session(&plugin).await;
+    let options = WriteOptions { create: true, truncate: true, exclusive: false, append: false, permissions: None };
+    let w = bounded(s.begin_write("/fs/slow.bin", options)).await.unwrap();
+    bounded(w.write_chunk(0, vec![3u8; 1000])).await.unwrap();
+    assert_eq!(staged_files(dir.path()), 1);
+    let (late, ()) = tokio::join!(bounded(s.file_info("/panic-after/1000")), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(w);
+    });
+    assert!(matches!(late, Err(StorageError::Io(_))), "the stat outlasted its 300 ms: {late:?}");
+    let aborted = server_support::wait_until(Duration::from_secs(10), || RuntimeStats::get(&rt.stats().orphans_aborted) == 1).await;
+    assert!(aborted, "the drop gave up waiting and the upload was left behind");
+    assert_eq!(staged_files(dir.path()), 0);
+    assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 1);
 }

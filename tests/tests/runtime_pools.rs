@@ -112,9 +112,10 @@ async fn a_tenant_keeps_at_most_one_sessions_worth_of_idle_instances() {
     let mut sessions = Vec::new();
     for _ in 0..3 {
         let s = bounded(plugin.open_session(ctx("sam", "acme"))).await.unwrap();
-        // Two readers at once: two instances for this session.
-        let (a, b) = tokio::join!(s.open_read("/.pattern/10", None), s.open_read("/.pattern/10", None));
-        sessions.push((s, a.unwrap(), b.unwrap()));
+        // Two readers: the first keeps its instance, the second gets another.
+        let a = bounded(s.open_read("/.pattern/10", None)).await.unwrap();
+        let b = bounded(s.open_read("/.pattern/10", None)).await.unwrap();
+        sessions.push((s, a, b));
     }
     assert_eq!(stat(&rt.stats().instances_created), 6 + 1, "two per session, and the load probe");
     drop(sessions);

@@ -122,7 +122,8 @@ impl Instance {
 
     /// Runs `f` against this instance. With `pinned`, the call only runs in
     /// that generation (the one that created the resource being used).
-    /// Returns the result and the generation it ran in.
+    /// Returns the result and the generation it ran in. The wall-clock limit
+    /// counts the wait for the instance too: the client is waiting.
     pub async fn call<R>(
         self: &Arc<Self>,
         pinned: Option<u64>,
@@ -132,18 +133,59 @@ impl Instance {
     where
         R: Send + 'static,
     {
+        self.call_queued(pinned, op, Queue::Bounded, f).await
+    }
+
+    /// Like `call`, but waits for the instance as long as it takes; the
+    /// limit starts once the call holds it. For the host's own background
+    /// work (resource drops, orphan aborts), which no client waits for and
+    /// which must not give up just because the instance is busy.
+    async fn call_when_free<R>(
+        self: &Arc<Self>,
+        pinned: Option<u64>,
+        op: &'static str,
+        f: impl for<'a> FnOnce(&'a mut Live) -> GuestFuture<'a, R> + Send + 'static,
+    ) -> Result<(R, u64), StorageError>
+    where
+        R: Send + 'static,
+    {
+        self.call_queued(pinned, op, Queue::Unbounded, f).await
+    }
+
+    async fn call_queued<R>(
+        self: &Arc<Self>,
+        pinned: Option<u64>,
+        op: &'static str,
+        queue: Queue,
+        f: impl for<'a> FnOnce(&'a mut Live) -> GuestFuture<'a, R> + Send + 'static,
+    ) -> Result<(R, u64), StorageError>
+    where
+        R: Send + 'static,
+    {
         let limit = self.shared.settings.timeouts.limit(CallKind::of(op));
+        let deadline = tokio::time::Instant::now() + limit;
+        let waiting = self.slot.clone().lock_owned();
+        let slot = match queue {
+            Queue::Bounded => match tokio::time::timeout_at(deadline, waiting).await {
+                Ok(slot) => slot,
+                // Never started: the call holding the instance is someone else's.
+                Err(_) => return Err(self.no_answer(op, limit)),
+            },
+            Queue::Unbounded => waiting.await,
+        };
+        let deadline = match queue {
+            Queue::Bounded => deadline,
+            Queue::Unbounded => tokio::time::Instant::now() + limit,
+        };
+        if let Some(generation) = pinned
+            && (generation != slot.generation || slot.live.is_none())
+        {
+            return Err(StorageError::PluginFailed(
+                "the plugin instance was restarted after a failure; this handle is gone".into(),
+            ));
+        }
         let this = self.clone();
         let run = async move {
-            let slot = this.slot.clone().lock_owned().await;
-            match pinned {
-                Some(generation) if generation != slot.generation || slot.live.is_none() => {
-                    return Err(StorageError::PluginFailed(
-                        "the plugin instance was restarted after a failure; this handle is gone".into(),
-                    ));
-                }
-                _ => {}
-            }
             let call = this.clone().run_on_guest_thread(slot, op, limit + STUCK_AFTER, f);
             let done = this.shared.threads.run(call);
             tokio::select! {
@@ -155,24 +197,28 @@ impl Instance {
                 ))),
             }
         };
-        match tokio::time::timeout(limit, run).await {
+        match tokio::time::timeout_at(deadline, run).await {
             Ok(result) => result,
             Err(_) => {
-                self.shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 self.running_late.store(true, Ordering::SeqCst);
                 if !self.busy() {
                     // It finished meanwhile, after its own reset.
                     self.running_late.store(false, Ordering::SeqCst);
                 }
-                tracing::warn!(
-                    plugin = &*self.shared.name,
-                    instance = %self.label,
-                    op,
-                    "no answer within {limit:?}; the request failed, the call goes on"
-                );
-                Err(StorageError::Io(format!("{op}: no answer from the storage within {limit:?}")))
+                Err(self.no_answer(op, limit))
             }
         }
+    }
+
+    fn no_answer(&self, op: &str, limit: Duration) -> StorageError {
+        self.shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            plugin = &*self.shared.name,
+            instance = %self.label,
+            op,
+            "no answer within {limit:?}; the request failed"
+        );
+        StorageError::Io(format!("{op}: no answer from the storage within {limit:?}"))
     }
 
     /// Resolves once the running call has computed past its budget. The
@@ -244,18 +290,22 @@ impl Instance {
     /// Drops a guest resource, if the generation that made it is still live.
     /// An unfinished writer's recovery token comes along (`abort-orphans`):
     /// while the instance lives, dropping the writer lets the plugin clean
-    /// up itself; if the instance is gone by the time the drop runs (it
-    /// trapped, or a call it was queued behind got stuck), the upload left
+    /// up itself; if the instance is gone by the time the drop gets to run
+    /// (it trapped, or a call it waited behind was stuck), the upload left
     /// outside it (a multipart upload) is aborted on another instance.
     pub fn drop_resource(self: &Arc<Self>, generation: u64, resource: ResourceAny, orphan: Option<String>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let this = self.clone();
         runtime.spawn(async move {
-            let dropped = this
-                .call(Some(generation), "drop", move |live: &mut Live| {
+            let dropped = if this.is_live(generation) {
+                this.call_when_free(Some(generation), "drop", move |live: &mut Live| {
                     Box::pin(async move { resource.resource_drop_async(&mut live.store).await })
                 })
-                .await;
+                .await
+                .map(drop)
+            } else {
+                Err(StorageError::PluginFailed("the instance is gone".into()))
+            };
             if let (Err(_), Some(token)) = (dropped, orphan)
                 && !this.is_live(generation)
             {
@@ -270,13 +320,14 @@ impl Instance {
     async fn abort_orphan(&self, token: String) {
         let aborter = self.shared.orphan_aborter();
         let aborted = aborter
-            .call_backend("abort-orphan", move |live: &mut Live| {
+            .call_when_free(None, "abort-orphan", move |live: &mut Live| {
                 Box::pin(async move {
                     let (store, api) = live.parts();
                     api.call_abort_orphan(store, &token).await
                 })
             })
-            .await;
+            .await
+            .and_then(|(result, _)| result.map_err(StorageError::from));
         let plugin = &*self.shared.name;
         match aborted {
             Ok(()) => {
@@ -379,6 +430,13 @@ impl Instance {
     }
 }
 
+/// Whether the wall-clock limit of a call counts the wait for the instance.
+#[derive(Clone, Copy)]
+enum Queue {
+    Bounded,
+    Unbounded,
+}
+
 /// The instance held by one call. A call that never settles (it panicked,
 /// a host bug) leaves a store stopped half-way through guest code: it is
 /// dropped, never used again. The slot is freed before `running_late` is
@@ -393,6 +451,7 @@ impl Drop for SlotHeld<'_> {
     fn drop(&mut self) {
         if let Some(mut slot) = self.slot.take() {
             if !self.settled && slot.live.is_some() {
+                self.instance.clock.stop();
                 self.instance.poison(&mut slot, "call", "the host failed while running the call".into());
             }
             drop(slot);

@@ -175,7 +175,9 @@ impl SessionSeat {
         if self.pool.stateful.is_none() {
             let mut idle = self.pool.idle.lock().expect("idle instances lock");
             if idle.len() >= self.max_instances() {
-                idle.remove(0);
+                // One still busy with a timed-out call goes first, else the oldest.
+                let gone = idle.iter().position(|(instance, _)| instance.running_late()).unwrap_or(0);
+                idle.remove(gone);
             }
             idle.push((instance, Instant::now()));
         }

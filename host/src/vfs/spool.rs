@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,29 +45,34 @@ impl SpoolArea {
     }
 }
 
-/// Disk space is counted in blocks of this size.
-const BLOCK: u64 = 4096;
+/// Disk space is counted in blocks of the spool file's filesystem, at
+/// least this large.
+const MIN_BLOCK: u64 = 4096;
 
 /// The blocks of a file that writes touched, as disjoint ranges: a sparse
 /// file takes disk only there, and a range written twice takes it once.
-#[derive(Default)]
 struct Touched {
     /// Start to end, block-aligned, never adjacent or overlapping.
     ranges: BTreeMap<u64, u64>,
     bytes: u64,
+    block: u64,
 }
 
 impl Touched {
+    fn new(block: u64) -> Self {
+        Self { ranges: BTreeMap::new(), bytes: 0, block: block.max(MIN_BLOCK) }
+    }
+
     /// Bytes of blocks touched if `start..end` were written too.
     fn with(&self, start: u64, end: u64) -> u64 {
-        let (start, end) = (start / BLOCK * BLOCK, end.next_multiple_of(BLOCK));
+        let (start, end) = (start / self.block * self.block, end.next_multiple_of(self.block));
         let covered: u64 = self.ranges.range(..end).rev().take_while(|(_, e)| **e > start).map(|(s, e)| (*e).min(end) - (*s).max(start)).sum();
         self.bytes + (end - start) - covered
     }
 
     fn add(&mut self, start: u64, end: u64) {
         self.bytes = self.with(start, end);
-        let (mut start, mut end) = (start / BLOCK * BLOCK, end.next_multiple_of(BLOCK));
+        let (mut start, mut end) = (start / self.block * self.block, end.next_multiple_of(self.block));
         let merged: Vec<(u64, u64)> =
             self.ranges.range(..=end).rev().take_while(|(_, e)| **e >= start).map(|(s, e)| (*s, *e)).collect();
         for (s, e) in merged {
@@ -80,7 +85,7 @@ impl Touched {
 
     /// Forgets what lies past `len` (the file was cut).
     fn cut(&mut self, len: u64) {
-        let len = len.next_multiple_of(BLOCK);
+        let len = len.next_multiple_of(self.block);
         let past: Vec<(u64, u64)> = self.ranges.range(..).rev().take_while(|(_, e)| **e > len).map(|(s, e)| (*s, *e)).collect();
         for (s, e) in past {
             self.ranges.remove(&s);
@@ -112,12 +117,14 @@ impl Spool {
     /// A spool for a file's bytes from offset `base` on.
     pub async fn create(area: &Arc<SpoolArea>, base: u64, max: u64) -> Result<Self, StorageError> {
         let dir = area.dir.clone();
-        let file = blocking(move || {
+        let (file, block) = blocking(move || {
             std::fs::create_dir_all(&dir)?;
-            tempfile::tempfile_in(dir)
+            let file = tempfile::tempfile_in(dir)?;
+            let block = file.metadata()?.blksize();
+            Ok((file, block))
         })
         .await?;
-        Ok(Self { area: area.clone(), charged: 0, touched: Touched::default(), file: Arc::new(file), base, max, len: base })
+        Ok(Self { area: area.clone(), charged: 0, touched: Touched::new(block), file: Arc::new(file), base, max, len: base })
     }
 
     /// Charges the area for `size` bytes of disk (or gives back).
@@ -217,6 +224,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let area = SpoolArea::new(dir.path().to_path_buf(), MIB);
         let mut spool = Spool::create(&area, 0, 1 << 30).await.unwrap();
+        const BLOCK: u64 = 4096;
+        assert_eq!(spool.touched.block, BLOCK, "figures below are for 4 KiB blocks");
         // One byte far out: a sparse file, one block of disk.
         spool.write_at(512 * MIB, vec![1]).await.unwrap();
         assert_eq!(area.used(), BLOCK);
