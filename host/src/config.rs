@@ -172,6 +172,43 @@ pub struct PluginConfig {
     pub config: BTreeMap<String, String>,
 }
 
+impl PluginConfig {
+    /// Replaces `${NAME}` in the plugin's config values and `http_allow`
+    /// with the environment variable NAME, so credentials and endpoints
+    /// need not be written in the file.
+    fn expand_env(&mut self) -> anyhow::Result<()> {
+        for (key, value) in &mut self.config {
+            *value = expand_env(value).with_context(|| format!("config key `{key}`"))?;
+        }
+        for origin in &mut self.http_allow {
+            *origin = expand_env(origin).context("http_allow")?;
+        }
+        Ok(())
+    }
+}
+
+/// `text` with every `${NAME}` replaced by the environment variable NAME;
+/// an unset one is an error naming it (never a value: it may be a secret).
+pub fn expand_env(text: &str) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').context("`${` without its closing `}`")?;
+        let name = &after[..end];
+        anyhow::ensure!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "`${{{name}}}` is not an environment variable name"
+        );
+        let value = std::env::var(name).map_err(|_| anyhow::anyhow!("the environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreopenConfig {
@@ -289,6 +326,9 @@ impl Config {
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
         let mut config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         config.plugins.entry("memory".into()).or_insert_with(PluginConfig::bundled_memory);
+        for (name, plugin) in &mut config.plugins {
+            plugin.expand_env().with_context(|| format!("plugin {name}"))?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -374,6 +414,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugin_values_take_environment_variables() {
+        let home = std::env::var("HOME").expect("HOME is set");
+        assert_eq!(expand_env("at ${HOME}/x and ${HOME}").unwrap(), format!("at {home}/x and {home}"));
+        assert_eq!(expand_env("no variables").unwrap(), "no variables");
+        let unset = expand_env("${WASFTP_TEST_SURELY_UNSET_VARIABLE}").unwrap_err().to_string();
+        assert!(unset.contains("WASFTP_TEST_SURELY_UNSET_VARIABLE is not set"), "{unset}");
+        assert!(expand_env("${HOME").is_err());
+        assert!(expand_env("${not a name}").is_err());
+        let text = "[plugins.p]\nsource = \"bundled:memory\"\nhttp_allow = [\"http://127.0.0.1:${WASFTP_TEST_SURELY_UNSET_VARIABLE}\"]\n";
+        let refused = format!("{:#}", Config::from_toml(text).unwrap_err());
+        assert!(refused.contains("plugin p") && refused.contains("http_allow"), "{refused}");
+    }
 
     #[test]
     fn empty_config_has_defaults_and_memory_plugin() {

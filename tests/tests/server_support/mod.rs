@@ -131,6 +131,10 @@ pub async fn start_with(
     users: impl IntoIterator<Item = UserSpec>,
     tweak: impl FnOnce(&mut Config),
 ) -> TestServer {
+    // `RUST_LOG=debug cargo test ... -- --nocapture` shows the server's log.
+    if std::env::var_os("RUST_LOG").is_some() {
+        wasftp::telemetry::init(wasftp::telemetry::LogFormat::Text);
+    }
     let dir = tempfile::Builder::new()
         .prefix("wasftp-it-")
         .tempdir()

@@ -1,0 +1,163 @@
+//! The plugin's `init` configuration.
+
+use wasftp_sdk::config::{is_reserved, parse_bytes};
+
+/// S3 needs parts of at least 5 MiB, except the last.
+pub const MIN_PART: u64 = 5 << 20;
+/// And at most 5 GiB; a chunk also has to fit in the instance's memory.
+pub const MAX_PART: u64 = 512 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub path_style: bool,
+    /// Prepended to every key (after normalising: empty or ending in `/`).
+    pub prefix: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub read_chunk: u32,
+    pub part_size: u32,
+    /// Multipart uploads under the prefix older than this are aborted by `maintain`.
+    pub orphan_age_secs: u64,
+    pub connect_timeout_secs: u64,
+    pub read_timeout_secs: u64,
+    /// Attempts per request (throttling and 5xx are retried).
+    pub max_attempts: u32,
+}
+
+impl Config {
+    pub fn parse(pairs: &[(String, String)]) -> Result<Self, String> {
+        let mut config = Config {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            path_style: true,
+            prefix: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            read_chunk: 8 << 20,
+            part_size: 8 << 20,
+            orphan_age_secs: 24 * 3600,
+            connect_timeout_secs: 10,
+            read_timeout_secs: 60,
+            max_attempts: 3,
+        };
+        for (key, value) in pairs {
+            match key.as_str() {
+                "endpoint" => config.endpoint = value.trim_end_matches('/').to_string(),
+                "region" => config.region = value.clone(),
+                "bucket" => config.bucket = value.clone(),
+                "path-style" => config.path_style = flag(key, value)?,
+                "prefix" => config.prefix = key_prefix(value).map_err(|e| format!("`prefix`: {e}"))?,
+                "access-key-id" => config.access_key_id = value.clone(),
+                "secret-access-key" => config.secret_access_key = value.clone(),
+                "read-chunk" => config.read_chunk = size(key, value, 64 << 10, MAX_PART)? as u32,
+                "part-size" => config.part_size = size(key, value, MIN_PART, MAX_PART)? as u32,
+                "orphan-age-secs" => config.orphan_age_secs = number(key, value)?,
+                "connect-timeout-secs" => config.connect_timeout_secs = number(key, value)?,
+                "read-timeout-secs" => config.read_timeout_secs = number(key, value)?,
+                "max-attempts" => config.max_attempts = number(key, value)?.clamp(1, 10) as u32,
+                k if is_reserved(k) => {}
+                // Never echo a value: it may be a secret put under the wrong key.
+                other => return Err(format!("unknown config key `{other}`")),
+            }
+        }
+        for (name, value) in [("endpoint", &config.endpoint), ("bucket", &config.bucket)] {
+            if value.is_empty() {
+                return Err(format!("`{name}` is required"));
+            }
+        }
+        if !(config.endpoint.starts_with("http://") || config.endpoint.starts_with("https://")) {
+            return Err("`endpoint` must start with http:// or https://".into());
+        }
+        if config.access_key_id.is_empty() || config.secret_access_key.is_empty() {
+            return Err("`access-key-id` and `secret-access-key` are required".into());
+        }
+        Ok(config)
+    }
+}
+
+/// A key prefix as given (`tenants/42`, `tenants/42/`): empty, or ending
+/// in one `/`, never starting with one, no empty, `.` or `..` segments.
+pub fn key_prefix(value: &str) -> Result<String, String> {
+    let trimmed = value.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if trimmed.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
+        return Err("empty, `.` or `..` segments are not allowed".into());
+    }
+    if trimmed.contains('\0') {
+        return Err("NUL is not allowed".into());
+    }
+    Ok(format!("{trimmed}/"))
+}
+
+fn flag(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "on" | "yes" => Ok(true),
+        "false" | "off" | "no" => Ok(false),
+        _ => Err(format!("`{key}`: expected true or false")),
+    }
+}
+
+fn number(key: &str, value: &str) -> Result<u64, String> {
+    value.trim().parse().map_err(|_| format!("`{key}`: not a number"))
+}
+
+fn size(key: &str, value: &str, min: u64, max: u64) -> Result<u64, String> {
+    let bytes = parse_bytes(value).ok_or_else(|| format!("`{key}`: not a size"))?;
+    if !(min..=max).contains(&bytes) {
+        return Err(format!("`{key}`: must be between {min} and {max} bytes"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const REQUIRED: [(&str, &str); 4] = [
+        ("endpoint", "http://127.0.0.1:3900/"),
+        ("bucket", "b"),
+        ("access-key-id", "GK1"),
+        ("secret-access-key", "s3cr3t"),
+    ];
+
+    #[test]
+    fn defaults_and_required_keys() {
+        let config = Config::parse(&pairs(&REQUIRED)).unwrap();
+        assert_eq!(config.endpoint, "http://127.0.0.1:3900");
+        assert_eq!(config.part_size, 8 << 20);
+        assert!(config.path_style);
+        let missing = Config::parse(&pairs(&REQUIRED[..3])).unwrap_err();
+        assert!(missing.contains("secret-access-key") && !missing.contains("GK1"), "{missing}");
+    }
+
+    #[test]
+    fn sizes_are_bounded_and_unknown_values_never_echoed() {
+        let mut items = REQUIRED.to_vec();
+        items.push(("part-size", "1M"));
+        assert!(Config::parse(&pairs(&items)).unwrap_err().contains("part-size"));
+        let mut items = REQUIRED.to_vec();
+        items.push(("secret", "hunter2"));
+        let refused = Config::parse(&pairs(&items)).unwrap_err();
+        assert!(refused.contains("`secret`") && !refused.contains("hunter2"), "{refused}");
+    }
+
+    #[test]
+    fn prefixes_are_normalised() {
+        assert_eq!(key_prefix("").unwrap(), "");
+        assert_eq!(key_prefix("/").unwrap(), "");
+        assert_eq!(key_prefix("tenants/42").unwrap(), "tenants/42/");
+        assert_eq!(key_prefix("/tenants/42/").unwrap(), "tenants/42/");
+        assert!(key_prefix("a//b").is_err());
+        assert!(key_prefix("a/../b").is_err());
+    }
+}

@@ -1,0 +1,709 @@
+//! The contract over S3 calls.
+
+use std::cell::RefCell;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use wasftp_sdk::prelude::*;
+
+use crate::client::{self, block_on, is_not_found};
+use crate::config::{self, Config};
+use crate::keys::Keys;
+
+/// What `init` set up; the same for every session of the instance.
+struct State {
+    s3: aws_sdk_s3::Client,
+    config: Config,
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+
+fn state() -> Result<&'static State> {
+    STATE.get().ok_or_else(|| io_error("the plugin was not initialised"))
+}
+
+/// The most keys a directory rename copies; past it the rename is refused
+/// before anything is touched.
+const MAX_RENAME_KEYS: usize = 1000;
+/// S3 holds at most 10,000 parts per upload.
+const MAX_PARTS: u64 = 10_000;
+/// ListObjectsV2 pages hold at most this many keys.
+const MAX_PAGE: u32 = 1000;
+/// The session attribute that scopes a session's keys (`tenants/42/`).
+const PREFIX_ATTRIBUTE: &str = "prefix";
+
+pub struct S3Plugin;
+
+impl Guest for S3Plugin {
+    type Session = S3Session;
+    type Reader = S3Reader;
+    type Writer = S3Writer;
+
+    fn init(pairs: Vec<(String, String)>) -> std::result::Result<(), String> {
+        let config = Config::parse(&pairs)?;
+        let s3 = client::client(&config);
+        let _ = STATE.set(State { s3, config });
+        Ok(())
+    }
+
+    fn describe() -> Capabilities {
+        let (read_chunk, part) = STATE.get().map_or((8 << 20, 8 << 20), |s| (s.config.read_chunk, s.config.part_size));
+        Capabilities {
+            name: "s3".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            scope: InstanceScope::Stateless,
+            random_write: false,
+            append: false,
+            atomic_rename: false,
+            set_info: false,
+            symlinks: false,
+            hard_links: false,
+            read_chunk,
+            write_chunk: part,
+            durable_sync: true,
+            max_file_size: Some(u64::from(part) * MAX_PARTS),
+            copy: true,
+            abort_orphans: true,
+        }
+    }
+
+    /// Aborts multipart uploads under the plugin's prefix older than
+    /// `orphan-age-secs`: left by a host that died mid-upload.
+    fn maintain() -> Result<()> {
+        let state = state()?;
+        let cutoff = now().saturating_sub(state.config.orphan_age_secs);
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        let mut aborted = 0;
+        // Bounded: a bucket with more stale uploads is tidied over several runs.
+        for _ in 0..20 {
+            let page = block_on(
+                state
+                    .s3
+                    .list_multipart_uploads()
+                    .bucket(&state.config.bucket)
+                    .prefix(&state.config.prefix)
+                    .set_key_marker(key_marker.take())
+                    .set_upload_id_marker(id_marker.take())
+                    .send(),
+            )
+            .map_err(|e| client::error("list multipart uploads", e))?;
+            for upload in page.uploads() {
+                let started = upload.initiated().map_or(u64::MAX, |t| t.secs().max(0) as u64);
+                if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
+                    && started <= cutoff
+                {
+                    abort_upload(state, key, id)?;
+                    aborted += 1;
+                }
+            }
+            if !page.is_truncated().unwrap_or(false) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+        }
+        if aborted > 0 {
+            log::info(&format!("s3: aborted {aborted} stale multipart uploads"));
+        }
+        Ok(())
+    }
+
+    fn abort_orphan(token: String) -> Result<()> {
+        let (id, key) = token.split_once('\n').ok_or_else(|| invalid("not a recovery token of this plugin"))?;
+        abort_upload(state()?, key, id)
+    }
+
+    fn open_session(context: SessionContext) -> Result<Session> {
+        let state = state()?;
+        let session_prefix = match context.attributes.iter().find(|(k, _)| k == PREFIX_ATTRIBUTE) {
+            Some((_, value)) => config::key_prefix(value).map_err(|e| invalid(format!("session prefix: {e}")))?,
+            None => String::new(),
+        };
+        Ok(Session::new(S3Session { keys: Keys::new(&state.config.prefix, &session_prefix) }))
+    }
+}
+
+fn abort_upload(state: &State, key: &str, id: &str) -> Result<()> {
+    match block_on(state.s3.abort_multipart_upload().bucket(&state.config.bucket).key(key).upload_id(id).send()) {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(client::error("abort multipart upload", e)),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn dir_info() -> FileInfo {
+    FileInfo { kind: FileKind::Directory, size: 0, permissions: 0o755, modified: 0, accessed: 0, version: None }
+}
+
+fn file_info(size: i64, modified: Option<&aws_sdk_s3::primitives::DateTime>, etag: Option<&str>) -> FileInfo {
+    let modified = modified.map_or(0, |t| t.secs().max(0) as u64);
+    FileInfo {
+        kind: FileKind::File,
+        size: size.max(0) as u64,
+        permissions: 0o644,
+        modified,
+        accessed: modified,
+        // The contract takes at most 256 printable ASCII bytes.
+        version: etag.filter(|e| e.len() <= 256 && e.bytes().all(|b| (0x20..0x7f).contains(&b))).map(str::to_string),
+    }
+}
+
+pub struct S3Session {
+    keys: Keys,
+}
+
+/// The object at `key`, pinned to `version` if given.
+fn head(key: &str, version: Option<&str>) -> Result<FileInfo> {
+    let state = state()?;
+    let head = block_on(
+        state.s3.head_object().bucket(&state.config.bucket).key(key).set_if_match(version.map(str::to_string)).send(),
+    )
+    .map_err(|e| client::error("head", e))?;
+    Ok(file_info(head.content_length().unwrap_or(0), head.last_modified(), head.e_tag()))
+}
+
+impl S3Session {
+    fn head(&self, key: &str, version: Option<&str>) -> Result<FileInfo> {
+        head(key, version)
+    }
+
+    /// Whether anything (a marker or a key) lives under the directory `path`.
+    fn is_dir(&self, path: &str) -> Result<bool> {
+        if path == "/" {
+            return Ok(true);
+        }
+        let state = state()?;
+        let page = block_on(state.s3.list_objects_v2().bucket(&state.config.bucket).prefix(self.keys.dir(path)).max_keys(1).send())
+            .map_err(|e| client::error("list", e))?;
+        Ok(!page.contents().is_empty() || !page.common_prefixes().is_empty())
+    }
+
+    /// A file's info, a directory's, or not-found.
+    fn info(&self, path: &str) -> Result<FileInfo> {
+        let Some(key) = self.keys.file(path) else { return Ok(dir_info()) };
+        match self.head(&key, None) {
+            Err(Error::NotFound) => {}
+            other => return other,
+        }
+        if self.is_dir(path)? { Ok(dir_info()) } else { Err(Error::NotFound) }
+    }
+
+    /// Every key under the directory `path`, at most `max` of them.
+    fn keys_under(&self, path: &str, max: usize) -> Result<Vec<(String, i64)>> {
+        let state = state()?;
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let page = block_on(
+                state
+                    .s3
+                    .list_objects_v2()
+                    .bucket(&state.config.bucket)
+                    .prefix(self.keys.dir(path))
+                    .set_continuation_token(token.take())
+                    .send(),
+            )
+            .map_err(|e| client::error("list", e))?;
+            for object in page.contents() {
+                if keys.len() == max {
+                    return Err(invalid(format!("more than {max} objects under {path}: too many to rename")));
+                }
+                keys.push((object.key().unwrap_or_default().to_string(), object.size().unwrap_or(0)));
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated().unwrap_or(false) => token = Some(next.to_string()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    /// Copies the object `from` to the key `to`.
+    fn copy_object(&self, from: &str, to: &str) -> Result<()> {
+        let state = state()?;
+        let source = format!("{}/{}", state.config.bucket, encode_key(from));
+        block_on(state.s3.copy_object().bucket(&state.config.bucket).key(to).copy_source(source).send())
+            .map_err(|e| client::error("copy", e))?;
+        Ok(())
+    }
+
+    fn delete_object(&self, key: &str) -> Result<()> {
+        let state = state()?;
+        block_on(state.s3.delete_object().bucket(&state.config.bucket).key(key).send()).map_err(|e| client::error("delete", e))?;
+        Ok(())
+    }
+
+    /// What is at `path`: a file, a directory, or nothing.
+    fn kind(&self, path: &str) -> Result<Option<FileKind>> {
+        match self.info(path) {
+            Ok(info) => Ok(Some(info.kind)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies a file or a directory tree; the source is left as it is.
+    fn copy(&self, src: &str, dst: &str, overwrite: bool) -> Result<Vec<String>> {
+        let (Some(src_key), Some(dst_key)) = (self.keys.file(src), self.keys.file(dst)) else {
+            return Err(Error::PermissionDenied);
+        };
+        let source = self.kind(src)?.ok_or(Error::NotFound)?;
+        let target = self.kind(dst)?;
+        if let Some(parent) = wasftp_sdk::path::parent(dst)
+            && !self.is_dir(parent)?
+        {
+            return Err(Error::NotFound);
+        }
+        match (source, target) {
+            (_, Some(_)) if !overwrite => return Err(Error::AlreadyExists),
+            (FileKind::File, Some(FileKind::Directory)) => return Err(Error::IsADirectory),
+            (FileKind::Directory, Some(_)) => return Err(Error::AlreadyExists),
+            _ => {}
+        }
+        if source == FileKind::File {
+            self.copy_object(&src_key, &dst_key)?;
+            return Ok(vec![src_key]);
+        }
+        if dst.starts_with(&format!("{src}/")) {
+            return Err(invalid("cannot move a directory into itself"));
+        }
+        // Listed in full first: past the bound, nothing is touched.
+        let (from, to) = (self.keys.dir(src), self.keys.dir(dst));
+        let keys = self.keys_under(src, MAX_RENAME_KEYS)?;
+        for (key, _) in &keys {
+            self.copy_object(key, &format!("{to}{}", &key[from.len()..]))?;
+        }
+        if keys.is_empty() {
+            // A directory known only by its name in a path cannot be empty;
+            // this is a marker-less race: leave a marker at the target.
+            self.put_marker(&to)?;
+        }
+        Ok(keys.into_iter().map(|(key, _)| key).collect())
+    }
+
+    fn put_marker(&self, dir_key: &str) -> Result<()> {
+        let state = state()?;
+        block_on(state.s3.put_object().bucket(&state.config.bucket).key(dir_key).body(ByteStream::from_static(b"")).send())
+            .map_err(|e| client::error("make directory", e))?;
+        Ok(())
+    }
+}
+
+/// A key as CopyObject's `x-amz-copy-source` wants it: URL-encoded, `/` kept.
+fn encode_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    percent_encoding::utf8_percent_encode(key, KEEP).to_string()
+}
+
+impl GuestSession for S3Session {
+    fn list_dir(&self, path: String, cursor: Option<String>, limit: u32) -> Result<DirPage> {
+        let state = state()?;
+        let dir = self.keys.dir(&path);
+        let mut token = cursor;
+        let first = token.is_none();
+        loop {
+            let page = block_on(
+                state
+                    .s3
+                    .list_objects_v2()
+                    .bucket(&state.config.bucket)
+                    .prefix(&dir)
+                    .delimiter("/")
+                    .max_keys(limit.clamp(1, MAX_PAGE) as i32)
+                    .set_continuation_token(token.take())
+                    .send(),
+            )
+            .map_err(|e| client::error("list", e))?;
+            let mut entries = Vec::new();
+            for object in page.contents() {
+                if let Some(name) = object.key().and_then(|key| self.keys.entry_name(&dir, key)) {
+                    let info = file_info(object.size().unwrap_or(0), object.last_modified(), object.e_tag());
+                    entries.push(DirEntry { name: name.to_string(), info });
+                }
+            }
+            for prefix in page.common_prefixes() {
+                if let Some(name) = prefix.prefix().and_then(|key| self.keys.entry_name(&dir, key))
+                    // A file and a directory of the same name: the file is what STAT sees.
+                    && !entries.iter().any(|e| e.name == name)
+                {
+                    entries.push(DirEntry { name: name.to_string(), info: dir_info() });
+                }
+            }
+            let next = page.next_continuation_token().filter(|_| page.is_truncated().unwrap_or(false)).map(str::to_string);
+            let nothing_here = first && entries.is_empty() && next.is_none() && page.contents().is_empty();
+            if nothing_here && path != "/" {
+                // No marker and no keys: not a directory.
+                return match self.keys.file(&path).map(|key| self.head(&key, None)) {
+                    Some(Ok(_)) => Err(Error::NotADirectory),
+                    _ => Err(Error::NotFound),
+                };
+            }
+            // A page holding only the directory's marker: go on to the next.
+            if entries.is_empty() && next.is_some() {
+                token = next;
+                continue;
+            }
+            return Ok(DirPage { entries, next_cursor: next });
+        }
+    }
+
+    fn file_info(&self, path: String) -> Result<FileInfo> {
+        self.info(&path)
+    }
+
+    fn link_info(&self, path: String) -> Result<FileInfo> {
+        self.info(&path)
+    }
+
+    fn open_read(&self, path: String, version: Option<String>) -> Result<Reader> {
+        let Some(key) = self.keys.file(&path) else { return Err(Error::IsADirectory) };
+        let info = match self.head(&key, version.as_deref()) {
+            Err(Error::NotFound) if self.is_dir(&path)? => return Err(Error::IsADirectory),
+            other => other?,
+        };
+        // Without an ETag nothing pins the version; S3 always sends one.
+        let etag = info.version.clone();
+        Ok(Reader::new(S3Reader { key, etag, info }))
+    }
+
+    fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
+        let Some(key) = self.keys.file(&path) else { return Err(Error::IsADirectory) };
+        // OpenSSH's put (create + truncate) makes no S3 call here: a small
+        // file is one PutObject at finish.
+        if options.exclusive || !options.create || !options.truncate {
+            match self.kind(&path)? {
+                Some(FileKind::Directory) => return Err(Error::IsADirectory),
+                Some(_) if options.exclusive => return Err(Error::AlreadyExists),
+                None if !options.create => return Err(Error::NotFound),
+                Some(_) if !options.truncate => {
+                    let size = self.head(&key, None)?.size;
+                    if size > 0 {
+                        // Resuming onto existing content is not built yet.
+                        return Err(Error::Unsupported);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if options.append {
+            return Err(Error::Unsupported);
+        }
+        let part = u64::from(state()?.config.part_size);
+        Ok(Writer::new(S3Writer { key, exclusive: options.exclusive, part, upload: RefCell::new(Upload::default()) }))
+    }
+
+    fn make_dir(&self, path: String, _permissions: Option<u32>) -> Result<()> {
+        if path == "/" || self.kind(&path)?.is_some() {
+            return Err(Error::AlreadyExists);
+        }
+        if let Some(parent) = wasftp_sdk::path::parent(&path)
+            && !self.is_dir(parent)?
+        {
+            return Err(Error::NotFound);
+        }
+        self.put_marker(&self.keys.dir(&path))
+    }
+
+    fn remove_dir(&self, path: String) -> Result<()> {
+        if path == "/" {
+            return Err(Error::PermissionDenied);
+        }
+        let state = state()?;
+        let dir = self.keys.dir(&path);
+        let page = block_on(state.s3.list_objects_v2().bucket(&state.config.bucket).prefix(&dir).max_keys(2).send())
+            .map_err(|e| client::error("list", e))?;
+        let keys: Vec<&str> = page.contents().iter().filter_map(|o| o.key()).collect();
+        if keys.iter().any(|key| *key != dir) || !page.common_prefixes().is_empty() {
+            return Err(Error::NotEmpty);
+        }
+        if keys.is_empty() {
+            return match self.kind(&path)? {
+                Some(_) => Err(Error::NotADirectory),
+                None => Err(Error::NotFound),
+            };
+        }
+        self.delete_object(&dir)
+    }
+
+    fn remove_file(&self, path: String) -> Result<()> {
+        let Some(key) = self.keys.file(&path) else { return Err(Error::IsADirectory) };
+        match self.head(&key, None) {
+            Ok(_) => self.delete_object(&key),
+            Err(Error::NotFound) if self.is_dir(&path)? => Err(Error::IsADirectory),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A copy, then the source's deletion: not atomic (S3 has no rename).
+    fn rename(&self, src: String, dst: String, overwrite: bool) -> Result<()> {
+        if src == dst {
+            return Ok(());
+        }
+        for key in self.copy(&src, &dst, overwrite)? {
+            self.delete_object(&key)?;
+        }
+        Ok(())
+    }
+
+    fn copy_file(&self, src: String, dst: String, overwrite: bool) -> Result<()> {
+        if self.kind(&src)? == Some(FileKind::Directory) {
+            return Err(Error::IsADirectory);
+        }
+        self.copy(&src, &dst, overwrite).map(drop)
+    }
+
+    fn set_info(&self, _path: String, _attrs: SetAttrs) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+
+    fn read_link(&self, _path: String) -> Result<String> {
+        Err(Error::Unsupported)
+    }
+
+    fn make_link(&self, _target: String, _path: String) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+
+    fn hard_link(&self, _src: String, _dst: String) -> Result<()> {
+        Err(Error::Unsupported)
+    }
+
+    /// A bucket has no size: a large constant (1 PiB, all free).
+    fn space(&self, _path: String) -> Result<SpaceInfo> {
+        const PIB: u64 = 1 << 50;
+        Ok(SpaceInfo {
+            total_bytes: PIB,
+            free_bytes: PIB,
+            available_bytes: PIB,
+            total_files: u64::MAX >> 1,
+            free_files: u64::MAX >> 1,
+            block_size: 4096,
+        })
+    }
+}
+
+pub struct S3Reader {
+    key: String,
+    etag: Option<String>,
+    info: FileInfo,
+}
+
+impl GuestReader for S3Reader {
+    fn info(&self) -> FileInfo {
+        self.info.clone()
+    }
+
+    /// One ranged GET of the pinned version (If-Match): an object replaced
+    /// meanwhile is a conflict, never a mix of two versions.
+    fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
+        if offset >= self.info.size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let last = (offset + u64::from(len)).min(self.info.size) - 1;
+        let state = state()?;
+        let got = block_on(
+            state
+                .s3
+                .get_object()
+                .bucket(&state.config.bucket)
+                .key(&self.key)
+                .range(format!("bytes={offset}-{last}"))
+                .set_if_match(self.etag.clone())
+                .send(),
+        )
+        .map_err(|e| client::error("get", e))?;
+        let data = block_on(got.body.collect()).map_err(|e| io_error(client::scrub(&format!("get: reading the body: {e}"))))?;
+        Ok(data.into_bytes().to_vec())
+    }
+}
+
+#[derive(Default)]
+struct Upload {
+    /// Bytes received and not yet sent as a part (at most one part's worth).
+    pending: Vec<u8>,
+    /// Bytes received in all (the next offset expected).
+    received: u64,
+    /// Once the content outgrew one part.
+    multipart: Option<Multipart>,
+    /// Finished or aborted: nothing left to clean up.
+    closed: bool,
+}
+
+struct Multipart {
+    id: String,
+    parts: Vec<CompletedPart>,
+}
+
+pub struct S3Writer {
+    key: String,
+    exclusive: bool,
+    part: u64,
+    upload: RefCell<Upload>,
+}
+
+impl S3Writer {
+    /// Sends `data` as the next part, starting the multipart upload first.
+    fn send_part(&self, upload: &mut Upload, data: Vec<u8>) -> Result<()> {
+        let state = state()?;
+        if upload.multipart.is_none() {
+            let created = block_on(
+                state
+                    .s3
+                    .create_multipart_upload()
+                    .bucket(&state.config.bucket)
+                    .key(&self.key)
+                    // Marks the uploads `maintain` may tidy up.
+                    .metadata("wasftp", "1")
+                    .send(),
+            )
+            .map_err(|e| client::error("create multipart upload", e))?;
+            let id = created.upload_id().ok_or_else(|| io_error("create multipart upload: no upload id"))?;
+            upload.multipart = Some(Multipart { id: id.to_string(), parts: Vec::new() });
+        }
+        let multipart = upload.multipart.as_mut().expect("just started");
+        let number = multipart.parts.len() as i32 + 1;
+        let sent = block_on(
+            state
+                .s3
+                .upload_part()
+                .bucket(&state.config.bucket)
+                .key(&self.key)
+                .upload_id(&multipart.id)
+                .part_number(number)
+                .body(ByteStream::from(data))
+                .send(),
+        )
+        .map_err(|e| client::error("upload part", e))?;
+        multipart.parts.push(CompletedPart::builder().part_number(number).set_e_tag(sent.e_tag().map(str::to_string)).build());
+        Ok(())
+    }
+
+    fn abort_now(&self, upload: &mut Upload) {
+        upload.closed = true;
+        upload.pending = Vec::new();
+        if let (Some(multipart), Ok(state)) = (upload.multipart.take(), state())
+            && let Err(e) = abort_upload(state, &self.key, &multipart.id)
+        {
+            log::warn(&format!("s3: aborting the upload to {}: {e:?}", self.key));
+        }
+    }
+}
+
+impl GuestWriter for S3Writer {
+    /// Chunks come in order (the plugin declares no random writes); a part
+    /// goes out once more than a part's worth has come, so content of one
+    /// part or less is a single PutObject at finish.
+    fn write_chunk(&self, offset: u64, data: Vec<u8>) -> Result<()> {
+        let mut upload = self.upload.borrow_mut();
+        if upload.closed {
+            return Err(invalid("the upload is closed"));
+        }
+        if offset != upload.received {
+            return Err(invalid(format!("expected the chunk at offset {}, got {offset}", upload.received)));
+        }
+        if upload.received + data.len() as u64 > self.part * MAX_PARTS {
+            return Err(Error::NoSpace);
+        }
+        upload.received += data.len() as u64;
+        upload.pending.extend_from_slice(&data);
+        while upload.pending.len() as u64 > self.part {
+            let rest = upload.pending.split_off(self.part as usize);
+            let part = std::mem::replace(&mut upload.pending, rest);
+            self.send_part(&mut upload, part)?;
+        }
+        Ok(())
+    }
+
+    /// Cuts what is not sent yet; anything else is unsupported.
+    fn set_size(&self, size: u64) -> Result<()> {
+        let mut upload = self.upload.borrow_mut();
+        let sent = upload.received - upload.pending.len() as u64;
+        if size == upload.received {
+            return Ok(());
+        }
+        if size < sent || size > upload.received {
+            return Err(Error::Unsupported);
+        }
+        let keep = (size - sent) as usize;
+        upload.pending.truncate(keep);
+        upload.received = size;
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<FileInfo> {
+        let mut upload = self.upload.borrow_mut();
+        if upload.closed {
+            return Err(invalid("the upload is closed"));
+        }
+        let state = state()?;
+        if self.exclusive {
+            match head(&self.key, None) {
+                Ok(_) => {
+                    self.abort_now(&mut upload);
+                    return Err(Error::AlreadyExists);
+                }
+                Err(Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let size = upload.received;
+        let etag = if upload.multipart.is_none() {
+            let body = std::mem::take(&mut upload.pending);
+            let put = block_on(state.s3.put_object().bucket(&state.config.bucket).key(&self.key).body(ByteStream::from(body)).send())
+                .map_err(|e| client::error("put", e))?;
+            put.e_tag().map(str::to_string)
+        } else {
+            if !upload.pending.is_empty() {
+                let last = std::mem::take(&mut upload.pending);
+                self.send_part(&mut upload, last)?;
+            }
+            let multipart = upload.multipart.as_ref().expect("multipart");
+            let parts = CompletedMultipartUpload::builder().set_parts(Some(multipart.parts.clone())).build();
+            let done = block_on(
+                state
+                    .s3
+                    .complete_multipart_upload()
+                    .bucket(&state.config.bucket)
+                    .key(&self.key)
+                    .upload_id(&multipart.id)
+                    .multipart_upload(parts)
+                    .send(),
+            )
+            .map_err(|e| client::error("complete multipart upload", e))?;
+            upload.multipart = None;
+            done.e_tag().map(str::to_string)
+        };
+        upload.closed = true;
+        let modified = aws_sdk_s3::primitives::DateTime::from_secs(now() as i64);
+        Ok(file_info(size as i64, Some(&modified), etag.as_deref()))
+    }
+
+    fn abort(&self) {
+        let mut upload = self.upload.borrow_mut();
+        self.abort_now(&mut upload);
+    }
+
+    /// The upload id and the key: what `abort-orphan` needs.
+    fn recovery_token(&self) -> Option<String> {
+        let upload = self.upload.borrow();
+        let token = format!("{}\n{}", upload.multipart.as_ref()?.id, self.key);
+        (token.len() <= 1024).then_some(token)
+    }
+}
+
+/// A writer dropped unfinished (the client went away) leaves no multipart
+/// upload behind.
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        let mut upload = self.upload.borrow_mut();
+        if !upload.closed {
+            self.abort_now(&mut upload);
+        }
+    }
+}
