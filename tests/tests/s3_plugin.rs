@@ -8,6 +8,7 @@ mod server_support;
 
 use std::time::Duration;
 
+use russh_sftp::protocol::{FileAttributes, OpenFlags};
 use s3_support::S3Bucket;
 use server_support::*;
 
@@ -16,12 +17,44 @@ const MIB: usize = 1 << 20;
 /// A server whose user alice is served by the S3 plugin, her keys under
 /// `tenants/alice/` (a session attribute) below the test's prefix.
 async fn s3_server(bucket: &S3Bucket) -> TestServer {
+    s3_server_with(bucket, &[]).await
+}
+
+/// The same, with more plugin config keys.
+async fn s3_server_with(bucket: &S3Bucket, config: &[(&str, &str)]) -> TestServer {
     start_with([UserSpec::new("alice")], |c| {
-        c.plugins.insert("s3".into(), bucket.plugin_config());
+        let mut plugin = bucket.plugin_config();
+        for (key, value) in config {
+            plugin.config.insert(key.to_string(), value.to_string());
+        }
+        c.plugins.insert("s3".into(), plugin);
         c.users[0].plugin = "s3".into();
         c.users[0].attributes.insert("prefix".into(), "tenants/alice/".into());
     })
     .await
+}
+
+/// Waits up to 20 s for `check` to hold (it asks the bucket).
+async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..200 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Opens `path` for writing (create, truncate) and sends `len` bytes in
+/// 64 KiB WRITEs, one after the other; returns the handle, not closed.
+async fn write_without_close(sftp: &SftpClient, path: &str, len: usize) -> String {
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+    let handle = bounded("open", sftp.sftp.open(path, flags, FileAttributes::empty())).await.unwrap().handle;
+    let data = pattern(len, 9);
+    for (i, piece) in data.chunks(64 << 10).enumerate() {
+        bounded("write", sftp.sftp.write(handle.as_str(), (i * (64 << 10)) as u64, piece.to_vec())).await.unwrap();
+    }
+    handle
 }
 
 fn pattern(len: usize, seed: u64) -> Vec<u8> {
@@ -99,4 +132,147 @@ async fn objects_from_other_tools_are_files_and_prefixes_are_directories() {
     let missing = bounded("stat", sftp.sftp.stat("/nothing")).await;
     assert!(missing.is_err(), "{missing:?}");
     server.shutdown().await;
+}
+
+/// A download pins the version it opened: an object replaced meanwhile
+/// fails the download instead of mixing two versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_replaced_during_a_download_fails_it() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server_with(&bucket, &[("read-chunk", "1M")]).await;
+    let sftp = server.sftp("alice").await;
+    let first = pattern(4 * MIB, 1);
+    sftp.put("/f", &first).await;
+    let handle = bounded("open", sftp.sftp.open("/f", OpenFlags::READ, FileAttributes::empty())).await.unwrap().handle;
+    let head = bounded("read", sftp.sftp.read(handle.as_str(), 0, 64 << 10)).await.unwrap();
+    assert_eq!(head.data, first[..64 << 10]);
+    let second = pattern(4 * MIB, 2);
+    let key = format!("{}tenants/alice/f", bucket.prefix);
+    bucket.client().put_object().bucket(&bucket.bucket).key(key).body(second.clone().into()).send().await.unwrap();
+    let late = bounded("read", sftp.sftp.read(handle.as_str(), 3 * MIB as u64, 64 << 10)).await;
+    assert!(late.is_err(), "a read of the replaced object went through: {late:?}");
+    // A new download reads the new version.
+    assert_eq!(sftp.get("/f").await, second);
+    server.shutdown().await;
+}
+
+/// A client that goes away mid-upload leaves no multipart upload and no object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_cut_off_leaves_nothing_behind() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    let sftp = server.sftp("alice").await;
+    // 17 MiB: two 8 MiB chunks reach the plugin, which starts a multipart upload.
+    let _handle = write_without_close(&sftp, "/cut.bin", 17 * MIB).await;
+    assert!(eventually(|| async { bucket.multipart_uploads().await == 1 }).await, "the multipart upload started");
+    sftp.disconnect().await;
+    assert!(eventually(|| async { bucket.multipart_uploads().await == 0 }).await, "the multipart upload was aborted");
+    assert_eq!(bucket.keys().await, Vec::<String>::new());
+    server.shutdown().await;
+}
+
+/// When S3 refuses the completion, CLOSE says so and there is no file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_completion_fails_the_close_and_leaves_no_file() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    let sftp = server.sftp("alice").await;
+    let handle = write_without_close(&sftp, "/lost.bin", 17 * MIB).await;
+    assert!(eventually(|| async { bucket.multipart_uploads().await == 1 }).await);
+    // Someone else aborts the upload under our feet.
+    let client = bucket.client();
+    let uploads = client.list_multipart_uploads().bucket(&bucket.bucket).prefix(&bucket.prefix).send().await.unwrap();
+    for upload in uploads.uploads() {
+        client
+            .abort_multipart_upload()
+            .bucket(&bucket.bucket)
+            .key(upload.key().unwrap())
+            .upload_id(upload.upload_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    let closed = bounded("close", sftp.sftp.close(handle)).await;
+    assert!(closed.is_err(), "CLOSE of an upload S3 refused to complete: {closed:?}");
+    assert!(bounded("stat", sftp.sftp.stat("/lost.bin")).await.is_err(), "no file after a failed completion");
+    assert_eq!(bucket.keys().await, Vec::<String>::new());
+    server.shutdown().await;
+}
+
+/// More objects than one ListObjectsV2 page: the listing follows the
+/// continuation token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listing_pages_through_more_than_a_thousand_objects() {
+    let bucket = S3Bucket::start().await;
+    let client = bucket.client();
+    let keys: Vec<String> = (0..1100).map(|i| format!("{}tenants/alice/many/f{i:04}", bucket.prefix)).collect();
+    for batch in keys.chunks(50) {
+        let puts = batch.iter().map(|key| client.put_object().bucket(&bucket.bucket).key(key).body(b"x".to_vec().into()).send());
+        for put in futures::future::join_all(puts).await {
+            put.unwrap();
+        }
+    }
+    let server = s3_server(&bucket).await;
+    let sftp = server.sftp("alice").await;
+    let mut names = sftp.list("/many").await.unwrap();
+    names.sort();
+    let expected: Vec<String> = (0..1100).map(|i| format!("f{i:04}")).collect();
+    assert_eq!(names, expected);
+    server.shutdown().await;
+}
+
+/// Plain rename refuses an existing target, posix-rename replaces it, and a
+/// directory moves with everything under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renames_refuse_or_replace_and_directories_move_whole() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    let sftp = server.sftp("alice").await;
+    sftp.put("/a", b"aaa").await;
+    sftp.put("/b", b"bbb").await;
+    assert!(bounded("rename", sftp.sftp.rename("/a", "/b")).await.is_err(), "plain rename onto a file");
+    assert_eq!(sftp.get("/b").await, b"bbb");
+    assert_eq!(sftp.extended_status("posix-rename@openssh.com", &["/a", "/b"]).await, russh_sftp::protocol::StatusCode::Ok);
+    assert_eq!(sftp.get("/b").await, b"aaa");
+
+    bounded("mkdir", sftp.sftp.mkdir("/d", FileAttributes::empty())).await.unwrap();
+    bounded("mkdir", sftp.sftp.mkdir("/d/sub", FileAttributes::empty())).await.unwrap();
+    sftp.put("/d/one", b"1").await;
+    sftp.put("/d/sub/two", b"22").await;
+    bounded("rename", sftp.sftp.rename("/d", "/e")).await.unwrap();
+    assert_eq!(
+        bucket.keys().await,
+        ["tenants/alice/b", "tenants/alice/e/", "tenants/alice/e/one", "tenants/alice/e/sub/", "tenants/alice/e/sub/two"]
+    );
+    assert_eq!(sftp.get("/e/sub/two").await, b"22");
+    server.shutdown().await;
+}
+
+/// Multipart uploads a killed host left behind are aborted by the
+/// plugin's maintenance when a server loads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_multipart_uploads_are_aborted_at_load() {
+    let bucket = S3Bucket::start().await;
+    let client = bucket.client();
+    let key = format!("{}tenants/alice/stale.bin", bucket.prefix);
+    client.create_multipart_upload().bucket(&bucket.bucket).key(key).send().await.unwrap();
+    assert_eq!(bucket.multipart_uploads().await, 1);
+    let server = s3_server_with(&bucket, &[("orphan-age-secs", "0")]).await;
+    assert!(eventually(|| async { bucket.multipart_uploads().await == 0 }).await, "the stale upload is still there");
+    server.shutdown().await;
+}
+
+/// Two servers over one bucket: what one writes, the other serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_over_one_bucket_share_the_files() {
+    let bucket = S3Bucket::start().await;
+    let (one, two) = (s3_server(&bucket).await, s3_server(&bucket).await);
+    let (a, b) = (one.sftp("alice").await, two.sftp("alice").await);
+    let content = pattern(10 * MIB, 5);
+    a.put("/shared.bin", &content).await;
+    assert_eq!(b.get("/shared.bin").await, content);
+    bounded("remove", b.sftp.remove("/shared.bin")).await.unwrap();
+    assert!(bounded("stat", a.sftp.stat("/shared.bin")).await.is_err());
+    one.shutdown().await;
+    two.shutdown().await;
 }

@@ -85,7 +85,10 @@ impl SftpSession {
         let caps = self.files.capabilities();
         let mut extensions = HashMap::new();
         let offered = [
-            ("posix-rename@openssh.com", "1", caps.atomic_rename),
+            // Replaces the target: in one step when the plugin's rename is
+            // atomic, else as the plugin can (object storage: copy, then
+            // delete), as other SFTP servers over object storage do.
+            ("posix-rename@openssh.com", "1", true),
             ("statvfs@openssh.com", "2", true),
             ("limits@openssh.com", "1", true),
             ("hardlink@openssh.com", "1", caps.hard_links),
@@ -490,7 +493,7 @@ impl SftpSession {
         let mut args = WireReader::new(data);
         let bad = || status(id, StatusCode::BadMessage, "malformed extended request");
         match request {
-            "posix-rename@openssh.com" if self.files.capabilities().atomic_rename => {
+            "posix-rename@openssh.com" => {
                 let from = args.utf8().ok_or_else(bad)?;
                 let to = args.utf8().ok_or_else(bad)?;
                 self.rename(id, from, to, true).await
