@@ -155,3 +155,29 @@ async fn two_downloads_at_once_share_the_budget() {
     assert!((8..=10).contains(&reads), "two files of four 8 MiB chunks: 8 reads and the ends, not {reads}");
     server.shutdown().await;
 }
+
+/// Once a short chunk showed where the file ends, READs past it (clients
+/// keep many in flight when they reach the end) are answered with end of
+/// file without asking the plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_past_a_known_end_do_not_reach_the_plugin() {
+    let server = slow_server(&[("read-chunk", "1M")]).await;
+    let client = server.sftp("alice").await;
+    let content = pattern(4 * MIB + 1000);
+    client.put("/f", &content).await;
+    let before = calls(&client, "read").await;
+    assert_eq!(client.get("/f").await, content);
+    let reads = calls(&client, "read").await - before;
+    // The short chunk takes two: a plugin may answer short before the end.
+    assert_eq!(reads, 6, "four full chunks, the short one and its end");
+    let handle = bounded("open", client.sftp.open("/f", russh_sftp::protocol::OpenFlags::READ, Default::default())).await.unwrap().handle;
+    bounded("read", client.sftp.read(handle.as_str(), 0, 64 << 10)).await.unwrap();
+    bounded("read", client.sftp.read(handle.as_str(), 4 * MIB as u64, 64 << 10)).await.unwrap();
+    let before = calls(&client, "read").await;
+    let past = (0..16u64).map(|i| client.sftp.read(handle.as_str(), 5 * MIB as u64 + i * (64 << 10), 64 << 10));
+    for read in futures::future::join_all(past).await {
+        assert!(read.is_err(), "past the end: {read:?}");
+    }
+    assert_eq!(calls(&client, "read").await - before, 0, "no plugin read past the known end");
+    server.shutdown().await;
+}

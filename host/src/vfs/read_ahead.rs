@@ -15,6 +15,7 @@
 //! served; without budget, READs go straight to the plugin.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -44,6 +45,10 @@ struct State {
     front: Option<u64>,
     /// The first chunk known to end the file (shorter than a chunk).
     last: Option<u64>,
+    /// Where the file ends, once a chunk loaded short said so: READs from
+    /// there on are answered with end of file without asking the plugin
+    /// (clients read past the end with many READs in flight).
+    end: Option<u64>,
 }
 
 type Slot = Arc<ChunkSlot>;
@@ -76,6 +81,9 @@ impl ReadAhead {
         let mut out = Vec::new();
         let mut at = offset;
         while out.len() < len as usize {
+            if self.state.lock().expect("read-ahead lock").end.is_some_and(|end| at >= end) {
+                break;
+            }
             let index = at / self.chunk;
             let Some(slot) = self.slot_for(index) else {
                 // Not a sequential read, or no budget: straight to the plugin
@@ -85,9 +93,9 @@ impl ReadAhead {
                 out.extend_from_slice(&rest);
                 break;
             };
-            let chunk = slot.data.get_or_try_init(|| load(self.reader.clone(), index * self.chunk, self.chunk)).await?.clone();
+            let chunk = slot.data.get_or_try_init(|| self.load(index)).await?.clone();
             let full = chunk.len() as u64 == self.chunk;
-            self.loaded(index, full);
+            self.loaded(index, chunk.len(), full);
             let start = (at - index * self.chunk) as usize;
             if start >= chunk.len() {
                 break;
@@ -147,12 +155,14 @@ impl ReadAhead {
 
     /// Chunk `index` is loaded: a full one means the file may go on, so the
     /// next chunk starts loading while the client reads this one.
-    fn loaded(&self, index: u64, full: bool) {
+    fn loaded(&self, index: u64, len: usize, full: bool) {
         let next = index + 1;
         let slot = {
             let mut state = self.state.lock().expect("read-ahead lock");
             if !full {
                 state.last = Some(state.last.map_or(index, |last| last.min(index)));
+                let end = index * self.chunk + len as u64;
+                state.end = Some(state.end.map_or(end, |known| known.min(end)));
                 return;
             }
             // One chunk beyond the furthest READ, so the next READs find it.
@@ -164,16 +174,24 @@ impl ReadAhead {
             state.slots.insert(next, slot.clone());
             slot
         };
-        let (reader, chunk) = (self.reader.clone(), self.chunk);
+        let load = self.load(next);
         tokio::spawn(async move {
             // A failure is not kept: the READ that needs the chunk tries again.
-            let _ = slot.data.get_or_try_init(|| load(reader, next * chunk, chunk)).await;
+            let _ = slot.data.get_or_try_init(|| load).await;
         });
     }
-}
 
-async fn load(reader: Arc<Reader>, start: u64, chunk: u64) -> Result<Arc<Vec<u8>>, StorageError> {
-    read_full(&reader, start, chunk).await.map(Arc::new)
+    /// Chunk `index` from the plugin; nothing past a known end.
+    fn load(&self, index: u64) -> impl Future<Output = Result<Arc<Vec<u8>>, StorageError>> + Send + 'static {
+        let (reader, chunk) = (self.reader.clone(), self.chunk);
+        let past_end = self.state.lock().expect("read-ahead lock").end.is_some_and(|end| index * chunk >= end);
+        async move {
+            if past_end {
+                return Ok(Arc::default());
+            }
+            read_full(&reader, index * chunk, chunk).await.map(Arc::new)
+        }
+    }
 }
 
 /// `len` bytes at `start`, fewer only at the end of the file: a plugin may
