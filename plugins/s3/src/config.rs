@@ -4,8 +4,9 @@ use wasftp_sdk::config::{is_reserved, parse_bytes};
 
 /// S3 needs parts of at least 5 MiB, except the last.
 pub const MIN_PART: u64 = 5 << 20;
-/// And at most 5 GiB; a chunk also has to fit in the instance's memory.
-pub const MAX_PART: u64 = 512 << 20;
+/// S3 allows 5 GiB, but a part is held in the instance's memory (with a
+/// chunk arriving and a copy being sent: about three times its size).
+pub const MAX_PART: u64 = 64 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -74,6 +75,14 @@ impl Config {
         }
         if config.access_key_id.is_empty() || config.secret_access_key.is_empty() {
             return Err("`access-key-id` and `secret-access-key` are required".into());
+        }
+        if let Some(limit) = wasftp_sdk::config::memory_limit(pairs)?
+            && u64::from(config.part_size) * 4 > limit
+        {
+            return Err(format!(
+                "`part-size` {} needs about four times as much memory; the instance may use {limit} bytes",
+                config.part_size
+            ));
         }
         Ok(config)
     }

@@ -35,7 +35,8 @@ impl Keys {
     /// carry (empty, or with NUL).
     pub fn entry_name<'k>(&self, dir: &str, key: &'k str) -> Option<&'k str> {
         let name = key.strip_prefix(dir)?.trim_end_matches('/');
-        (!name.is_empty() && !name.contains('/') && !name.contains('\0')).then_some(name)
+        let listable = !matches!(name, "" | "." | "..") && !name.contains('/') && !name.contains('\0');
+        listable.then_some(name)
     }
 }
 
@@ -63,5 +64,7 @@ mod tests {
         assert_eq!(keys.entry_name("t/d/", "t/d/sub/"), Some("sub"));
         assert_eq!(keys.entry_name("t/d/", "t/d//x"), None);
         assert_eq!(keys.entry_name("t/d/", "other"), None);
+        assert_eq!(keys.entry_name("t/d/", "t/d/./"), None, "no path can name it");
+        assert_eq!(keys.entry_name("t/d/", "t/d/.."), None);
     }
 }

@@ -27,6 +27,9 @@ fn state() -> Result<&'static State> {
 /// The most keys a directory rename copies; past it the rename is refused
 /// before anything is touched.
 const MAX_RENAME_KEYS: usize = 1000;
+/// Longest key an upload may have: with a multipart upload id it must fit
+/// the contract's 1024-byte recovery token.
+const MAX_KEY_LEN: usize = 768;
 /// S3 holds at most 10,000 parts per upload.
 const MAX_PARTS: u64 = 10_000;
 /// ListObjectsV2 pages hold at most this many keys.
@@ -94,8 +97,11 @@ impl Guest for S3Plugin {
                 if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
                     && started <= cutoff
                 {
-                    abort_upload(state, key, id)?;
-                    aborted += 1;
+                    // One failure does not stop the others.
+                    match abort_upload(state, key, id) {
+                        Ok(()) => aborted += 1,
+                        Err(e) => log::warn(&format!("s3: aborting a stale upload of {key}: {e:?}")),
+                    }
                 }
             }
             if !page.is_truncated().unwrap_or(false) {
@@ -306,7 +312,7 @@ impl GuestSession for S3Session {
         let state = state()?;
         let dir = self.keys.dir(&path);
         let mut token = cursor;
-        let first = token.is_none();
+        let mut first = token.is_none();
         loop {
             let page = block_on(
                 state
@@ -337,6 +343,7 @@ impl GuestSession for S3Session {
             }
             let next = page.next_continuation_token().filter(|_| page.is_truncated().unwrap_or(false)).map(str::to_string);
             let nothing_here = first && entries.is_empty() && next.is_none() && page.contents().is_empty();
+            first = false;
             if nothing_here && path != "/" {
                 // No marker and no keys: not a directory.
                 return match self.keys.file(&path).map(|key| self.head(&key, None)) {
@@ -372,27 +379,39 @@ impl GuestSession for S3Session {
         Ok(Reader::new(S3Reader { key, etag, info }))
     }
 
+    /// The checks OpenSSH's server makes at open (not a directory, a
+    /// parent that is a directory), so a client learns at OPEN rather than
+    /// after sending the whole file: one LIST at the root, two below it.
     fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
         let Some(key) = self.keys.file(&path) else { return Err(Error::IsADirectory) };
-        // OpenSSH's put (create + truncate) makes no S3 call here: a small
-        // file is one PutObject at finish.
-        if options.exclusive || !options.create || !options.truncate {
-            match self.kind(&path)? {
-                Some(FileKind::Directory) => return Err(Error::IsADirectory),
-                Some(_) if options.exclusive => return Err(Error::AlreadyExists),
-                None if !options.create => return Err(Error::NotFound),
-                Some(_) if !options.truncate => {
-                    let size = self.head(&key, None)?.size;
-                    if size > 0 {
-                        // Resuming onto existing content is not built yet.
-                        return Err(Error::Unsupported);
-                    }
-                }
-                _ => {}
-            }
+        // The key and a multipart upload id must fit in a recovery token.
+        if key.len() > MAX_KEY_LEN {
+            return Err(invalid(format!("object keys are limited to {MAX_KEY_LEN} bytes here")));
         }
         if options.append {
             return Err(Error::Unsupported);
+        }
+        if self.is_dir(&path)? {
+            return Err(Error::IsADirectory);
+        }
+        if let Some(parent) = wasftp_sdk::path::parent(&path)
+            && !self.is_dir(parent)?
+        {
+            return match self.kind(parent)? {
+                Some(_) => Err(Error::NotADirectory),
+                None => Err(Error::NotFound),
+            };
+        }
+        if options.exclusive || !options.create || !options.truncate {
+            match self.head(&key, None) {
+                Ok(_) if options.exclusive => return Err(Error::AlreadyExists),
+                // Resuming onto existing content is not built yet.
+                Ok(info) if !options.truncate && info.size > 0 => return Err(Error::Unsupported),
+                Ok(_) => {}
+                Err(Error::NotFound) if !options.create => return Err(Error::NotFound),
+                Err(Error::NotFound) => {}
+                Err(e) => return Err(e),
+            }
         }
         let part = u64::from(state()?.config.part_size);
         Ok(Writer::new(S3Writer { key, exclusive: options.exclusive, part, upload: RefCell::new(Upload::default()) }))
@@ -533,11 +552,27 @@ struct Upload {
     multipart: Option<Multipart>,
     /// Finished or aborted: nothing left to clean up.
     closed: bool,
+    /// A part failed to go out: its bytes are lost, so the upload can only
+    /// be aborted.
+    failed: bool,
 }
 
 struct Multipart {
     id: String,
     parts: Vec<CompletedPart>,
+}
+
+/// An upload's own failure: a vanished multipart upload (404) is not the
+/// file missing, which is what not-found would tell the client.
+fn upload_error<E, R>(op: &str, e: aws_sdk_s3::error::SdkError<E, R>) -> Error
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + client::HasStatus,
+{
+    match client::error(op, e) {
+        Error::NotFound => io_error(format!("{op}: the multipart upload is gone (aborted elsewhere?)")),
+        other => other,
+    }
 }
 
 pub struct S3Writer {
@@ -558,8 +593,6 @@ impl S3Writer {
                     .create_multipart_upload()
                     .bucket(&state.config.bucket)
                     .key(&self.key)
-                    // Marks the uploads `maintain` may tidy up.
-                    .metadata("wasftp", "1")
                     .send(),
             )
             .map_err(|e| client::error("create multipart upload", e))?;
@@ -579,7 +612,7 @@ impl S3Writer {
                 .body(ByteStream::from(data))
                 .send(),
         )
-        .map_err(|e| client::error("upload part", e))?;
+        .map_err(|e| upload_error("upload part", e))?;
         multipart.parts.push(CompletedPart::builder().part_number(number).set_e_tag(sent.e_tag().map(str::to_string)).build());
         Ok(())
     }
@@ -601,8 +634,8 @@ impl GuestWriter for S3Writer {
     /// part or less is a single PutObject at finish.
     fn write_chunk(&self, offset: u64, data: Vec<u8>) -> Result<()> {
         let mut upload = self.upload.borrow_mut();
-        if upload.closed {
-            return Err(invalid("the upload is closed"));
+        if upload.closed || upload.failed {
+            return Err(invalid("the upload is closed, or a part of it failed"));
         }
         if offset != upload.received {
             return Err(invalid(format!("expected the chunk at offset {}, got {offset}", upload.received)));
@@ -610,12 +643,17 @@ impl GuestWriter for S3Writer {
         if upload.received + data.len() as u64 > self.part * MAX_PARTS {
             return Err(Error::NoSpace);
         }
+        // Out of memory is no-space for this upload, never a trap.
+        upload.pending.try_reserve(data.len()).map_err(|_| Error::NoSpace)?;
         upload.received += data.len() as u64;
         upload.pending.extend_from_slice(&data);
         while upload.pending.len() as u64 > self.part {
             let rest = upload.pending.split_off(self.part as usize);
             let part = std::mem::replace(&mut upload.pending, rest);
-            self.send_part(&mut upload, part)?;
+            if let Err(e) = self.send_part(&mut upload, part) {
+                upload.failed = true;
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -638,8 +676,8 @@ impl GuestWriter for S3Writer {
 
     fn finish(&self) -> Result<FileInfo> {
         let mut upload = self.upload.borrow_mut();
-        if upload.closed {
-            return Err(invalid("the upload is closed"));
+        if upload.closed || upload.failed {
+            return Err(invalid("the upload is closed, or a part of it failed"));
         }
         let state = state()?;
         if self.exclusive {
@@ -661,7 +699,10 @@ impl GuestWriter for S3Writer {
         } else {
             if !upload.pending.is_empty() {
                 let last = std::mem::take(&mut upload.pending);
-                self.send_part(&mut upload, last)?;
+                if let Err(e) = self.send_part(&mut upload, last) {
+                    upload.failed = true;
+                    return Err(e);
+                }
             }
             let multipart = upload.multipart.as_ref().expect("multipart");
             let parts = CompletedMultipartUpload::builder().set_parts(Some(multipart.parts.clone())).build();
@@ -675,7 +716,7 @@ impl GuestWriter for S3Writer {
                     .multipart_upload(parts)
                     .send(),
             )
-            .map_err(|e| client::error("complete multipart upload", e))?;
+            .map_err(|e| upload_error("complete multipart upload", e))?;
             upload.multipart = None;
             done.e_tag().map(str::to_string)
         };

@@ -61,7 +61,15 @@ impl S3Bucket {
                 _garage: None,
             };
         }
-        tokio::task::spawn_blocking(move || start_garage(prefix)).await.expect("starting garage")
+        let bucket = tokio::task::spawn_blocking(move || start_garage(prefix)).await.expect("starting garage");
+        // Ready once the bucket answers (the port is bound before the layout is applied).
+        let client = bucket.client();
+        let started = std::time::Instant::now();
+        while client.head_bucket().bucket(&bucket.bucket).send().await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "garage's bucket did not become ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bucket
     }
 
     /// A host-side client of the bucket's S3.
@@ -160,10 +168,14 @@ fn start_garage(prefix: String) -> S3Bucket {
         .stderr(log)
         .spawn()
         .expect("starting garage (bash .ci/run installs it)");
-    let garage_process = Garage { child, _dir: dir };
+    let mut garage_process = Garage { child, _dir: dir };
     // The node answers once its RPC is up.
     let started = Instant::now();
     let node = loop {
+        if let Ok(Some(status)) = garage_process.child.try_wait() {
+            let log = std::fs::read_to_string(garage_process._dir.path().join("server.log")).unwrap_or_default();
+            panic!("garage exited at start ({status}):\n{log}");
+        }
         let out = Command::new("garage").arg("-c").arg(&config).args(["node", "id", "-q"]).output().unwrap();
         if out.status.success() {
             break String::from_utf8_lossy(&out.stdout).trim().split('@').next().unwrap().to_string();
@@ -177,11 +189,6 @@ fn start_garage(prefix: String) -> S3Bucket {
     garage(&config, &["bucket", "create", "wasftp"]);
     garage(&config, &["bucket", "allow", "--read", "--write", "--owner", "wasftp", "--key", "ci"]);
     let endpoint = format!("http://127.0.0.1:{s3_port}");
-    // The S3 API answers once the layout is applied.
-    while std::net::TcpStream::connect(("127.0.0.1", s3_port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "garage's S3 API did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     S3Bucket {
         endpoint,
         region: "us-east-1".into(),
