@@ -3,6 +3,7 @@
 //! S3 client: exact keys, exact bytes, directory markers, no multipart
 //! upload left behind.
 
+mod client_support;
 mod s3_support;
 mod server_support;
 
@@ -307,5 +308,101 @@ async fn uploads_are_refused_at_open_where_openssh_refuses_them() {
     assert_eq!(bucket.keys().await, ["tenants/alice/dir/", "tenants/alice/file"]);
     let attrs = bounded("stat", sftp.sftp.stat("/dir")).await.unwrap().attrs;
     assert!(attrs.is_dir());
+    server.shutdown().await;
+}
+
+/// rclone's sftp backend over the S3 plugin: a tree up and down, checked
+/// by content both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rclone_copies_a_tree_through_s3() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    client_support::shell(&server, "alice", "rclone_suite.sh", Duration::from_secs(300)).await.assert_success("rclone over S3");
+    assert!(bucket.keys().await.contains(&"tenants/alice/tree/c/big.bin".to_string()));
+    assert_eq!(bucket.multipart_uploads().await, 0);
+    server.shutdown().await;
+}
+
+/// lftp mirrors 500 files in nested directories up and back over S3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lftp_mirrors_a_tree_through_s3() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    client_support::shell(&server, "alice", "lftp_suite.sh", Duration::from_secs(300)).await.assert_success("lftp over S3");
+    let files = bucket.keys().await.into_iter().filter(|k| !k.ends_with('/')).count();
+    assert_eq!(files, 500);
+    server.shutdown().await;
+}
+
+/// OpenSSH's reput resumes an upload: the object's content is kept (copied
+/// inside S3 for a large one, read in for a small one) and only the tail
+/// is sent. Reget resumes a download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reput_and_reget_resume_transfers() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    let sftp = server.sftp("alice").await;
+    let cwd = tempfile::tempdir().unwrap();
+    let big = pattern(20 * MIB, 7);
+    let small = pattern(3 * MIB, 8);
+    std::fs::write(cwd.path().join("big.bin"), &big).unwrap();
+    std::fs::write(cwd.path().join("small.bin"), &small).unwrap();
+    // Uploads cut off after 12 MiB (a multipart object) and after 1 MiB.
+    sftp.put("/big.bin", &big[..12 * MIB]).await;
+    sftp.put("/small.bin", &small[..MIB]).await;
+    server
+        .sftp_batch("alice", "reput big.bin\nreput small.bin\n", cwd.path(), Duration::from_secs(120))
+        .await
+        .assert_success("reput");
+    assert_eq!(bucket.get("tenants/alice/big.bin").await, big);
+    assert_eq!(bucket.get("tenants/alice/small.bin").await, small);
+    assert_eq!(bucket.multipart_uploads().await, 0);
+
+    // A download cut off after 5 MiB, resumed.
+    std::fs::write(cwd.path().join("big.bin"), &big[..5 * MIB]).unwrap();
+    server.sftp_batch("alice", "reget big.bin\n", cwd.path(), Duration::from_secs(120)).await.assert_success("reget");
+    assert_eq!(std::fs::read(cwd.path().join("big.bin")).unwrap(), big);
+    server.shutdown().await;
+}
+
+/// The rest of the client matrix over S3: scp, sshfs, paramiko and asyncssh
+/// run the same suites as over the memory plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scp_copies_files_and_trees_through_s3() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    client_support::shell(&server, "alice", "scp_suite.sh", Duration::from_secs(240)).await.assert_success("scp over S3");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sshfs_everyday_work_through_s3() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    let work = tempfile::Builder::new().prefix("wasftp-sshfs-").tempdir().expect("tempdir");
+    let out = client_support::shell_in(&server, "alice", "sshfs_suite.sh", work.path(), Duration::from_secs(300)).await;
+    let _ = std::process::Command::new("umount").arg("-l").arg(work.path().join("mnt")).status();
+    out.assert_success("sshfs over S3");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paramiko_suite_through_s3() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    let cases = ["put_pipelined", "big_round_trip", "prefetch", "read_modify_write", "truncate_then_write", "stat_after_open", "namespace"];
+    client_support::python(&server, "alice", "paramiko_suite.py", &cases, Duration::from_secs(300))
+        .await
+        .assert_success("paramiko over S3");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn asyncssh_suite_through_s3() {
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    client_support::python(&server, "alice", "asyncssh_suite.py", &["put_get_deep", "makedirs_rmtree", "copy"], Duration::from_secs(300))
+        .await
+        .assert_success("asyncssh over S3");
     server.shutdown().await;
 }

@@ -153,8 +153,25 @@ impl InOrder {
         Ok(())
     }
 
+    /// Bytes the plugin has.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// The plugin's content was cut to `size`, below what it had: what is
+    /// held here lay past it and is dropped; WRITEs go on from there.
+    pub fn cut_to(&mut self, size: u64) {
+        self.sent = size;
+        self.gathered = Vec::new();
+        self.ahead.clear();
+        self.ahead_bytes = 0;
+        self.held = None;
+        self.spool = None;
+    }
+
     /// A size change: cut or zero-extend the content, in order with the
-    /// WRITEs. Content the plugin already has cannot be cut.
+    /// WRITEs. Content the plugin already has is cut by the plugin (see
+    /// `Upload::set_size`).
     pub async fn set_size(&mut self, size: u64) -> Result<(), StorageError> {
         if size < self.sent {
             return Err(before_sent(self.sent));

@@ -201,9 +201,22 @@ impl Upload {
         self.check_size(size)?;
         self.flush().await?;
         self.touched = true;
-        if let Some(order) = &mut self.in_order {
-            let resized = order.set_size(size).await;
-            self.record(resized)?;
+        if let Some(sent) = self.in_order.as_ref().map(InOrder::sent) {
+            if size < sent {
+                // Below what the plugin has (the content kept when the file
+                // was not truncated): only the plugin can cut that.
+                delay(self.backend_delay).await;
+                if let Err(error) = self.writer.set_size(size).await {
+                    if error != StorageError::Unsupported {
+                        self.failed = Some(error.clone());
+                    }
+                    return Err(error);
+                }
+                self.in_order.as_mut().expect("in order").cut_to(size);
+            } else {
+                let resized = self.in_order.as_mut().expect("in order").set_size(size).await;
+                self.record(resized)?;
+            }
             self.high_water = size;
             self.placeholder.set_size(size, true);
             return Ok(());

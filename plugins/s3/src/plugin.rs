@@ -58,7 +58,9 @@ impl Guest for S3Plugin {
             version: env!("CARGO_PKG_VERSION").into(),
             scope: InstanceScope::Stateless,
             random_write: false,
-            append: false,
+            // Appends keep the content (see `start_from`); the host sends
+            // them in order from the end.
+            append: true,
             atomic_rename: false,
             set_info: false,
             symlinks: false,
@@ -388,9 +390,6 @@ impl GuestSession for S3Session {
         if key.len() > MAX_KEY_LEN {
             return Err(invalid(format!("object keys are limited to {MAX_KEY_LEN} bytes here")));
         }
-        if options.append {
-            return Err(Error::Unsupported);
-        }
         if self.is_dir(&path)? {
             return Err(Error::IsADirectory);
         }
@@ -402,11 +401,11 @@ impl GuestSession for S3Session {
                 None => Err(Error::NotFound),
             };
         }
+        let mut existing = None;
         if options.exclusive || !options.create || !options.truncate {
             match self.head(&key, None) {
                 Ok(_) if options.exclusive => return Err(Error::AlreadyExists),
-                // Resuming onto existing content is not built yet.
-                Ok(info) if !options.truncate && info.size > 0 => return Err(Error::Unsupported),
+                Ok(info) if !options.truncate && info.size > 0 => existing = Some(info),
                 Ok(_) => {}
                 Err(Error::NotFound) if !options.create => return Err(Error::NotFound),
                 Err(Error::NotFound) => {}
@@ -414,7 +413,11 @@ impl GuestSession for S3Session {
             }
         }
         let part = u64::from(state()?.config.part_size);
-        Ok(Writer::new(S3Writer { key, exclusive: options.exclusive, part, upload: RefCell::new(Upload::default()) }))
+        let writer = S3Writer { key, exclusive: options.exclusive, part, upload: RefCell::new(Upload::default()) };
+        if let Some(info) = existing {
+            writer.start_from(&info)?;
+        }
+        Ok(Writer::new(writer))
     }
 
     fn make_dir(&self, path: String, _permissions: Option<u32>) -> Result<()> {
@@ -555,6 +558,10 @@ struct Upload {
     /// A part failed to go out: its bytes are lost, so the upload can only
     /// be aborted.
     failed: bool,
+    /// The object whose content the upload started from (not truncated).
+    source: Option<FileInfo>,
+    /// Bytes of the multipart upload copied from `source` (UploadPartCopy).
+    copied: u64,
 }
 
 struct Multipart {
@@ -587,17 +594,7 @@ impl S3Writer {
     fn send_part(&self, upload: &mut Upload, data: Vec<u8>) -> Result<()> {
         let state = state()?;
         if upload.multipart.is_none() {
-            let created = block_on(
-                state
-                    .s3
-                    .create_multipart_upload()
-                    .bucket(&state.config.bucket)
-                    .key(&self.key)
-                    .send(),
-            )
-            .map_err(|e| client::error("create multipart upload", e))?;
-            let id = created.upload_id().ok_or_else(|| io_error("create multipart upload: no upload id"))?;
-            upload.multipart = Some(Multipart { id: id.to_string(), parts: Vec::new() });
+            self.create_upload(upload)?;
         }
         let multipart = upload.multipart.as_mut().expect("just started");
         let number = multipart.parts.len() as i32 + 1;
@@ -614,6 +611,87 @@ impl S3Writer {
         )
         .map_err(|e| upload_error("upload part", e))?;
         multipart.parts.push(CompletedPart::builder().part_number(number).set_e_tag(sent.e_tag().map(str::to_string)).build());
+        Ok(())
+    }
+
+    /// Starts from the object's current content (a resumed upload: reput,
+    /// a write without truncate). A small object is read in; a larger one
+    /// becomes the first parts of a multipart upload by UploadPartCopy, so
+    /// resuming a big upload sends only the missing bytes. Both are pinned
+    /// to the version seen (If-Match).
+    fn start_from(&self, existing: &FileInfo) -> Result<()> {
+        let mut upload = self.upload.borrow_mut();
+        self.keep(&mut upload, existing, existing.size)
+    }
+
+    /// Makes the upload start with the first `size` bytes of `existing`.
+    fn keep(&self, upload: &mut Upload, existing: &FileInfo, size: u64) -> Result<()> {
+        let state = state()?;
+        upload.source = Some(existing.clone());
+        if size == 0 {
+            return Ok(());
+        }
+        if size < config::MIN_PART {
+            let got = block_on(
+                state
+                    .s3
+                    .get_object()
+                    .bucket(&state.config.bucket)
+                    .key(&self.key)
+                    .range(format!("bytes=0-{}", size - 1))
+                    .set_if_match(existing.version.clone())
+                    .send(),
+            )
+            .map_err(|e| client::error("get", e))?;
+            let data = block_on(got.body.collect()).map_err(|e| io_error(client::scrub(&format!("get: reading the body: {e}"))))?;
+            upload.pending = data.into_bytes().to_vec();
+            upload.received = upload.pending.len() as u64;
+            return Ok(());
+        }
+        // Copy parts of at most 5 GiB, as even as can be (each at least 5 MiB).
+        const MAX_COPY_PART: u64 = 5 << 30;
+        let count = size.div_ceil(MAX_COPY_PART);
+        let part_len = size.div_ceil(count);
+        let source = format!("{}/{}", state.config.bucket, encode_key(&self.key));
+        self.create_upload(upload)?;
+        for i in 0..count {
+            let (start, end) = (i * part_len, ((i + 1) * part_len).min(size) - 1);
+            let multipart = upload.multipart.as_mut().expect("just created");
+            let number = multipart.parts.len() as i32 + 1;
+            let copied = block_on(
+                state
+                    .s3
+                    .upload_part_copy()
+                    .bucket(&state.config.bucket)
+                    .key(&self.key)
+                    .upload_id(&multipart.id)
+                    .part_number(number)
+                    .copy_source(&source)
+                    .copy_source_range(format!("bytes={start}-{end}"))
+                    .set_copy_source_if_match(existing.version.clone())
+                    .send(),
+            );
+            let etag = match copied {
+                Ok(copied) => copied.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string),
+                Err(e) => {
+                    let error = upload_error("upload part copy", e);
+                    self.abort_now(upload);
+                    return Err(error);
+                }
+            };
+            multipart.parts.push(CompletedPart::builder().part_number(number).set_e_tag(etag).build());
+        }
+        upload.received = size;
+        upload.copied = size;
+        Ok(())
+    }
+
+    fn create_upload(&self, upload: &mut Upload) -> Result<()> {
+        let state = state()?;
+        let created = block_on(state.s3.create_multipart_upload().bucket(&state.config.bucket).key(&self.key).send())
+            .map_err(|e| client::error("create multipart upload", e))?;
+        let id = created.upload_id().ok_or_else(|| io_error("create multipart upload: no upload id"))?;
+        upload.multipart = Some(Multipart { id: id.to_string(), parts: Vec::new() });
         Ok(())
     }
 
@@ -658,12 +736,22 @@ impl GuestWriter for S3Writer {
         Ok(())
     }
 
-    /// Cuts what is not sent yet; anything else is unsupported.
+    /// Cuts what is not sent yet, or what was copied from the object the
+    /// upload started from (the copy starts again, shorter); anything else
+    /// is unsupported.
     fn set_size(&self, size: u64) -> Result<()> {
         let mut upload = self.upload.borrow_mut();
         let sent = upload.received - upload.pending.len() as u64;
         if size == upload.received {
             return Ok(());
+        }
+        if size < sent
+            && sent == upload.copied
+            && let Some(source) = upload.source.clone()
+        {
+            self.abort_now(&mut upload);
+            *upload = Upload::default();
+            return self.keep(&mut upload, &source, size);
         }
         if size < sent || size > upload.received {
             return Err(Error::Unsupported);

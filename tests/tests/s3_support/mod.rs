@@ -31,7 +31,14 @@ pub struct S3Bucket {
     /// A prefix no other test uses (`wasftp-test-<random>/`).
     pub prefix: String,
     _garage: Option<Garage>,
+    /// Held while the test runs: see `ONE_AT_A_TIME`.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
+
+/// The S3 tests of a binary run one at a time: each starts a garage, a
+/// server and real clients, and a dozen of them at once on two cores made
+/// timings, not the code, decide the outcome.
+static ONE_AT_A_TIME: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> = std::sync::LazyLock::new(Default::default);
 
 struct Garage {
     child: Child,
@@ -48,6 +55,7 @@ impl Drop for Garage {
 impl S3Bucket {
     /// The configured S3, or a fresh garage.
     pub async fn start() -> S3Bucket {
+        let turn = ONE_AT_A_TIME.clone().lock_owned().await;
         let prefix = format!("wasftp-test-{:016x}/", rand::random::<u64>());
         if let Ok(endpoint) = std::env::var("WASFTP_S3_ENDPOINT") {
             let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("WASFTP_S3_ENDPOINT is set, {name} is not"));
@@ -59,9 +67,10 @@ impl S3Bucket {
                 secret_access_key: var("WASFTP_S3_SECRET_ACCESS_KEY"),
                 prefix,
                 _garage: None,
+                _turn: turn,
             };
         }
-        let bucket = tokio::task::spawn_blocking(move || start_garage(prefix)).await.expect("starting garage");
+        let bucket = tokio::task::spawn_blocking(move || start_garage(prefix, turn)).await.expect("starting garage");
         // Ready once the bucket answers (the port is bound before the layout is applied).
         let client = bucket.client();
         let started = std::time::Instant::now();
@@ -145,7 +154,7 @@ fn garage(config: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn start_garage(prefix: String) -> S3Bucket {
+fn start_garage(prefix: String, turn: tokio::sync::OwnedMutexGuard<()>) -> S3Bucket {
     let dir = tempfile::Builder::new().prefix("wasftp-garage-").tempdir().unwrap();
     let (s3_port, rpc_port) = (free_port(), free_port());
     let config = dir.path().join("garage.toml");
@@ -183,6 +192,11 @@ fn start_garage(prefix: String) -> S3Bucket {
         assert!(started.elapsed() < Duration::from_secs(30), "garage did not start");
         std::thread::sleep(Duration::from_millis(50));
     };
+    // `node id` answers from the key on disk; `status` needs the RPC up.
+    while !Command::new("garage").arg("-c").arg(&config).arg("status").output().unwrap().status.success() {
+        assert!(started.elapsed() < Duration::from_secs(30), "garage's RPC did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     garage(&config, &["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
     garage(&config, &["layout", "apply", "--version", "1"]);
     garage(&config, &["key", "import", "--yes", "-n", "ci", KEY_ID, SECRET]);
@@ -197,5 +211,6 @@ fn start_garage(prefix: String) -> S3Bucket {
         secret_access_key: SECRET.into(),
         prefix,
         _garage: Some(garage_process),
+        _turn: turn,
     }
 }

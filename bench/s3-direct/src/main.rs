@@ -1,0 +1,46 @@
+//! Moves one file to or from S3 with `aws-sdk-s3`, natively: the "direct"
+//! figure `bench/s3.sh` holds the S3 plugin against. Prints the seconds the
+//! transfer took.
+//!
+//!   AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. s3-direct put|get ENDPOINT BUCKET KEY FILE
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [op, endpoint, bucket, key, file] = args.as_slice() else {
+        anyhow::bail!("usage: s3-direct put|get ENDPOINT BUCKET KEY FILE");
+    };
+    let key_id = std::env::var("AWS_ACCESS_KEY_ID").context("AWS_ACCESS_KEY_ID")?;
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").context("AWS_SECRET_ACCESS_KEY")?;
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(key_id, secret, None, None, "bench"))
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(config);
+    let started = Instant::now();
+    match op.as_str() {
+        "put" => {
+            let body = ByteStream::from_path(file).await?;
+            client.put_object().bucket(bucket).key(key).body(body).send().await?;
+        }
+        "get" => {
+            let object = client.get_object().bucket(bucket).key(key).send().await?;
+            let mut body = object.body.into_async_read();
+            let mut out = tokio::fs::File::create(file).await?;
+            tokio::io::copy(&mut body, &mut out).await?;
+        }
+        other => anyhow::bail!("unknown operation {other:?}"),
+    }
+    println!("{:.6}", started.elapsed().as_secs_f64());
+    Ok(())
+}

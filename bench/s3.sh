@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# The S3 plugin against its peers, all on one garage (loopback) in the same run:
+# - put and get of one big file through wasftp (OpenSSH's sftp client), against
+#   the same object moved directly with aws-sdk-s3 (bench/s3-direct);
+# - put and get of many small files through wasftp, against `rclone serve sftp`
+#   on the same bucket.
+# Prints medians of RUNS runs and the ratios.
+#
+#   bash bench/s3.sh                       # 256 MiB, 1000 x 4 KiB, 3 runs
+#   RUNS=5 SIZE_MIB=128 bash bench/s3.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+SIZE_MIB=${SIZE_MIB:-256}
+SMALL_FILES=${SMALL_FILES:-1000}
+CIPHER=${CIPHER:-aes256-gcm@openssh.com}
+WASFTP_PORT=${WASFTP_PORT:-22432}
+RCLONE_PORT=${RCLONE_PORT:-22433}
+S3_PORT=${S3_PORT:-22434}
+RPC_PORT=${RPC_PORT:-22435}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasftp-target}"
+
+command -v garage >/dev/null || { echo "garage is missing: bash .ci/run installs it" >&2; exit 1; }
+command -v rclone >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null; }
+command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
+cargo build --release -q -p wasftp
+cargo build --release -q -p wasftp-bench-s3-direct
+BIN="$CARGO_TARGET_DIR/release/wasftp"
+DIRECT="$CARGO_TARGET_DIR/release/s3-direct"
+
+WORK=$(mktemp -d /dev/shm/wasftp-s3-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+# garage: one node, one bucket, one key (the same setup as the tests).
+export AWS_ACCESS_KEY_ID=GK0123456789abcdef01234567
+export AWS_SECRET_ACCESS_KEY=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+ENDPOINT="http://127.0.0.1:$S3_PORT"
+BUCKET=wasftp
+cat > "$WORK/garage.toml" <<TOML
+metadata_dir = "$WORK/garage/meta"
+data_dir = "$WORK/garage/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$RPC_PORT"
+rpc_public_addr = "127.0.0.1:$RPC_PORT"
+rpc_secret = "4425f5c26c5e11581d3223904324dcb5b5d5dfb14e5e7f35e38c595424f5f1e6"
+[s3_api]
+s3_region = "us-east-1"
+api_bind_addr = "127.0.0.1:$S3_PORT"
+root_domain = ".s3.garage.localhost"
+TOML
+g() { garage -c "$WORK/garage.toml" "$@" > /dev/null; }
+garage -c "$WORK/garage.toml" server > "$WORK/garage.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do garage -c "$WORK/garage.toml" status > /dev/null 2>&1 && break; sleep 0.1; done
+garage -c "$WORK/garage.toml" node id -q > "$WORK/node"
+g layout assign -z dc1 -c 10G "$(cut -d@ -f1 "$WORK/node")"
+g layout apply --version 1
+g key import --yes -n bench "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"
+g bucket create "$BUCKET"
+g bucket allow --read --write --owner "$BUCKET" --key bench
+
+ssh-keygen -q -t ed25519 -N '' -f "$WORK/client_key"
+mkdir -p "$WORK/local/small"
+head -c $((SIZE_MIB << 20)) /dev/urandom > "$WORK/local/big"
+for i in $(seq 1 "$SMALL_FILES"); do head -c 4096 /dev/urandom > "$WORK/local/small/f$i"; done
+
+cat > "$WORK/wasftp.toml" <<TOML
+listen = "127.0.0.1:$WASFTP_PORT"
+state_dir = "$WORK/wasftp-state"
+[limits]
+idle_timeout_secs = 300
+[plugins.s3]
+source = "bundled:s3"
+http_allow = ["$ENDPOINT"]
+[plugins.s3.config]
+endpoint = "$ENDPOINT"
+bucket = "$BUCKET"
+prefix = "wasftp/"
+access-key-id = "\${AWS_ACCESS_KEY_ID}"
+secret-access-key = "\${AWS_SECRET_ACCESS_KEY}"
+[[users]]
+name = "bench"
+plugin = "s3"
+authorized_keys = ["$(cat "$WORK/client_key.pub")"]
+TOML
+RUST_LOG=warn "$BIN" serve --config "$WORK/wasftp.toml" > "$WORK/wasftp.log" 2>&1 &
+PIDS+=($!)
+
+# rclone's SFTP server over the same bucket, its files under rclone/.
+RCLONE_CONFIG=/dev/null rclone serve sftp \
+  ":s3,provider=Other,endpoint=$ENDPOINT,region=us-east-1,force_path_style=true,access_key_id=$AWS_ACCESS_KEY_ID,secret_access_key=$AWS_SECRET_ACCESS_KEY:$BUCKET/rclone" \
+  --addr "127.0.0.1:$RCLONE_PORT" --authorized-keys "$WORK/client_key.pub" > "$WORK/rclone.log" 2>&1 &
+PIDS+=($!)
+
+for port in "$WASFTP_PORT" "$RCLONE_PORT"; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+sleep 0.5
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+run_batch() {
+  local port=$1 batch=$2 start end
+  start=$(date +%s.%N)
+  sftp -q -b "$batch" -P "$port" -c "$CIPHER" -i "$WORK/client_key" \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
+    -o IdentitiesOnly=yes -o LogLevel=ERROR "bench@127.0.0.1" > /dev/null
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc -l
+}
+
+RESULTS="$WORK/results"
+# Big file: wasftp (SFTP into the plugin) and aws-sdk-s3 direct.
+printf 'put %s/local/big big\n' "$WORK" > "$WORK/put_big"
+printf 'get big %s/got_big\n' "$WORK" > "$WORK/get_big"
+for case in put_big get_big; do
+  times=()
+  for _ in $(seq "$RUNS"); do
+    rm -f "$WORK/got_big"
+    times+=("$(run_batch "$WASFTP_PORT" "$WORK/$case")")
+    if [ "$case" = get_big ]; then cmp -s "$WORK/local/big" "$WORK/got_big" || { echo "wasftp: downloaded file differs" >&2; exit 1; }; fi
+  done
+  echo "wasftp $case $(printf '%s\n' "${times[@]}" | median)" | tee -a "$RESULTS"
+  times=()
+  for _ in $(seq "$RUNS"); do
+    rm -f "$WORK/got_big"
+    if [ "$case" = put_big ]; then
+      times+=("$("$DIRECT" put "$ENDPOINT" "$BUCKET" direct/big "$WORK/local/big")")
+    else
+      times+=("$("$DIRECT" get "$ENDPOINT" "$BUCKET" direct/big "$WORK/got_big")")
+      cmp -s "$WORK/local/big" "$WORK/got_big" || { echo "direct: downloaded file differs" >&2; exit 1; }
+    fi
+  done
+  echo "direct $case $(printf '%s\n' "${times[@]}" | median)" | tee -a "$RESULTS"
+done
+
+# Small files: wasftp and rclone serve sftp.
+printf -- '-rm small/*\n-rmdir small\nmkdir small\nput %s/local/small/* small/\n' "$WORK" > "$WORK/put_small"
+printf 'get small/* %s/got_small/\n' "$WORK" > "$WORK/get_small"
+for target in wasftp rclone; do
+  port=$([ "$target" = wasftp ] && echo "$WASFTP_PORT" || echo "$RCLONE_PORT")
+  for case in put_small get_small; do
+    times=()
+    for _ in $(seq "$RUNS"); do
+      rm -rf "$WORK/got_small"; mkdir -p "$WORK/got_small"
+      times+=("$(run_batch "$port" "$WORK/$case")")
+      if [ "$case" = get_small ]; then
+        [ "$(ls "$WORK/got_small" | wc -l)" = "$SMALL_FILES" ] || { echo "$target: small files missing" >&2; exit 1; }
+      fi
+    done
+    echo "$target $case $(printf '%s\n' "${times[@]}" | median)" | tee -a "$RESULTS"
+  done
+done
+
+echo
+echo "garage on loopback, cipher $CIPHER, ${SIZE_MIB} MiB file, $SMALL_FILES x 4 KiB files, median of $RUNS runs"
+awk -v size="$SIZE_MIB" -v n="$SMALL_FILES" '
+  { t[$1" "$2] = $3 }
+  END {
+    printf "%-10s %16s %16s %8s\n", "case", "wasftp", "peer", "ratio"
+    split("put_big:direct get_big:direct put_small:rclone get_small:rclone", cases, " ")
+    for (i = 1; i <= 4; i++) {
+      split(cases[i], p, ":"); c = p[1]; peer = p[2]
+      w = t["wasftp " c]; o = t[peer " " c]
+      if (c ~ /big/) { wr = size * 1.048576 / w; orate = size * 1.048576 / o; unit = "MB/s" }
+      else { wr = n / w; orate = n / o; unit = "files/s" }
+      printf "%-10s %9.1f %-7s %9.1f %-7s %6.2fx  (peer: %s)\n", c, wr, unit, orate, unit, wr / orate, peer == "direct" ? "aws-sdk-s3 direct" : "rclone serve sftp"
+    }
+  }' "$RESULTS"
