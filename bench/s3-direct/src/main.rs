@@ -25,6 +25,9 @@ async fn main() -> anyhow::Result<()> {
         .force_path_style(true)
         .credentials_provider(Credentials::new(key_id, secret, None, None, "bench"))
         .http_client(aws_smithy_http_client::Builder::new().build_http())
+        // As the plugin does: not every S3 server checks the newer checksums.
+        .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
         .build();
     let client = aws_sdk_s3::Client::from_conf(config);
     let started = Instant::now();

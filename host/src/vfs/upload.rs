@@ -2,6 +2,7 @@
 //! plugin-sized chunks, held within the connection's byte budget, committed
 //! at CLOSE.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -12,7 +13,7 @@ use super::pending::{PendingGuard, unix_now};
 use crate::plugin::{FileInfo, FileKind, StorageError, Writer};
 
 pub struct Upload {
-    pub(super) writer: Writer,
+    pub(super) writer: Arc<Writer>,
     buffer: Vec<u8>,
     buffer_offset: u64,
     /// The budget bytes `buffer` holds; given back when it is flushed.
@@ -38,6 +39,11 @@ pub struct Upload {
     max_size: Option<u64>,
     /// For a plugin without random writes: the bytes go to it in order.
     in_order: Option<InOrder>,
+    /// The in-order part being written now: the next part's WRITEs arrive
+    /// and are gathered meanwhile (object storage: one part uploads while
+    /// the next comes over SSH). Its failure is reported by the next WRITE
+    /// or the CLOSE.
+    in_flight: Option<tokio::task::JoinHandle<Result<(), StorageError>>>,
 }
 
 pub(super) struct UploadParts {
@@ -57,7 +63,7 @@ pub(super) struct UploadParts {
 impl Upload {
     pub(super) fn new(parts: UploadParts) -> Self {
         Self {
-            writer: parts.writer,
+            writer: Arc::new(parts.writer),
             buffer: Vec::new(),
             buffer_offset: 0,
             buffer_permit: None,
@@ -73,6 +79,7 @@ impl Upload {
             backend_delay: parts.backend_delay,
             max_size: parts.max_size,
             in_order: parts.in_order,
+            in_flight: None,
         }
     }
 
@@ -156,11 +163,21 @@ impl Upload {
             Err(error) => return self.record(Err(error)),
         };
         for (offset, part) in parts {
-            delay(self.backend_delay).await;
-            let sent = self.writer.write_chunk(offset, part).await;
-            self.record(sent)?;
+            self.settle_in_flight().await?;
+            let (writer, backend_delay) = (self.writer.clone(), self.backend_delay);
+            self.in_flight = Some(tokio::spawn(async move {
+                delay(backend_delay).await;
+                writer.write_chunk(offset, part).await
+            }));
         }
         Ok(())
+    }
+
+    /// Waits for the part being written, and records how it went.
+    async fn settle_in_flight(&mut self) -> Result<(), StorageError> {
+        let Some(part) = self.in_flight.take() else { return Ok(()) };
+        let sent = part.await.unwrap_or_else(|e| Err(StorageError::Io(format!("writing a part failed: {e}"))));
+        self.record(sent)
     }
 
     /// Keeps the first failure: every later WRITE and the CLOSE report it.
@@ -200,6 +217,7 @@ impl Upload {
         }
         self.check_size(size)?;
         self.flush().await?;
+        self.settle_in_flight().await?;
         self.touched = true;
         if let Some(sent) = self.in_order.as_ref().map(InOrder::sent) {
             if size < sent {
@@ -255,6 +273,7 @@ impl Upload {
         // Removed while open (as unlink(2) of an open file), or copied into
         // place by the plugin: this writer has nothing to keep.
         if self.copied || !self.placeholder.begin_commit() {
+            let _ = self.settle_in_flight().await;
             return self.writer.abort().await;
         }
         if let Err(error) = self.flush_all().await {
@@ -270,14 +289,15 @@ impl Upload {
     async fn flush_all(&mut self) -> Result<(), StorageError> {
         self.flush().await?;
         loop {
-            let Some(order) = &mut self.in_order else { return Ok(()) };
+            let Some(order) = &mut self.in_order else { break };
             let part = match order.final_part().await {
                 Ok(Some(part)) => part,
-                Ok(None) => return Ok(()),
+                Ok(None) => break,
                 Err(error) => return self.record(Err(error)),
             };
             self.send_parts(Ok(vec![part])).await?;
         }
+        self.settle_in_flight().await
     }
 
     /// The upload's placeholder and the attributes waiting for its commit.
@@ -289,6 +309,7 @@ impl Upload {
     pub async fn abort(&mut self) -> Result<(), StorageError> {
         self.buffer.clear();
         self.buffer_permit = None;
+        let _ = self.settle_in_flight().await;
         let result = self.writer.abort().await;
         self.placeholder.release();
         result

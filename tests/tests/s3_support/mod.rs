@@ -9,6 +9,8 @@
 
 #![allow(dead_code)]
 
+pub mod fault_proxy;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -90,6 +92,9 @@ impl S3Bucket {
             .force_path_style(true)
             .credentials_provider(Credentials::new(&self.access_key_id, &self.secret_access_key, None, None, "test"))
             .http_client(aws_smithy_http_client::Builder::new().build_http())
+            // As the plugin does: not every S3 server checks the newer checksums.
+            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
             .build();
         aws_sdk_s3::Client::from_conf(config)
     }
@@ -123,10 +128,15 @@ impl S3Bucket {
 
     /// The `[plugins.s3]` settings for this bucket, keys under `prefix`.
     pub fn plugin_config(&self) -> wasftp::config::PluginConfig {
+        self.plugin_config_via(&self.endpoint)
+    }
+
+    /// The same, reaching S3 through `endpoint` (a fault proxy).
+    pub fn plugin_config_via(&self, endpoint: &str) -> wasftp::config::PluginConfig {
         let mut plugin = wasftp::config::PluginConfig { source: "bundled:s3".into(), ..Default::default() };
-        plugin.http_allow = vec![self.endpoint.clone()];
+        plugin.http_allow = vec![endpoint.to_string()];
         for (key, value) in [
-            ("endpoint", self.endpoint.as_str()),
+            ("endpoint", endpoint),
             ("region", self.region.as_str()),
             ("bucket", self.bucket.as_str()),
             ("prefix", self.prefix.as_str()),
