@@ -315,9 +315,12 @@ impl Session {
     pub async fn begin_write(&self, path: &str, options: WriteOptions) -> Result<Writer, StorageError> {
         let path = path.to_string();
         let lane = self.lane(Purpose::NewResource).await?;
+        // An upload that keeps the current content may start by copying it
+        // (object storage: UploadPartCopy): allow it a commit's time.
+        let op = if options.truncate { "begin-write" } else { "begin-write-keep" };
         let resource = lane
             .pinned
-            .call("begin-write", move |live: &mut Live, me| {
+            .call(op, move |live: &mut Live, me| {
                 Box::pin(async move {
                     let (store, api) = live.parts();
                     api.session().call_begin_write(store, me, &path, options).await
@@ -325,7 +328,12 @@ impl Session {
             })
             .await?;
         let recovery = self.caps.abort_orphans.then(Mutex::default);
-        Ok(Writer { pinned: child(&lane, resource), _lane: LaneUse::new(lane), recovery })
+        let writer = Writer { pinned: child(&lane, resource), _lane: LaneUse::new(lane), recovery };
+        // Such a start may already have left something outside the instance.
+        if !options.truncate {
+            writer.note_recovery_token().await?;
+        }
+        Ok(writer)
     }
 
     pub async fn make_dir(&self, path: &str, permissions: Option<u32>) -> Result<(), StorageError> {

@@ -23,7 +23,7 @@ impl CallKind {
     pub fn of(op: &str) -> Self {
         match op {
             "read" | "write-chunk" | "set-size" => Self::Data,
-            "finish" | "rename" | "copy-file" | "abort" | "abort-orphan" | "maintain" => Self::Commit,
+            "finish" | "rename" | "copy-file" | "abort" | "abort-orphan" | "maintain" | "begin-write-keep" => Self::Commit,
             _ => Self::Metadata,
         }
     }
@@ -71,6 +71,7 @@ mod tests {
         let timeouts = CallTimeouts::default();
         assert_eq!(CallKind::of("finish"), CallKind::Commit);
         assert_eq!(CallKind::of("copy-file"), CallKind::Commit);
+        assert_eq!(CallKind::of("begin-write-keep"), CallKind::Commit, "it may copy the content it keeps");
         assert_eq!(CallKind::of("read"), CallKind::Data);
         assert_eq!(CallKind::of("file-info"), CallKind::Metadata);
         assert!(timeouts.limit(CallKind::Commit) > timeouts.limit(CallKind::Data));

@@ -277,6 +277,8 @@ impl Upload {
             return self.writer.abort().await;
         }
         if let Err(error) = self.flush_all().await {
+            // The part still being written goes first: abort comes last.
+            let _ = self.settle_in_flight().await;
             let _ = self.writer.abort().await;
             return Err(error);
         }

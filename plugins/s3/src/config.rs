@@ -14,6 +14,9 @@ pub struct Config {
     pub region: String,
     pub bucket: String,
     pub path_style: bool,
+    /// Sign request payloads (SHA-256 of every part); off: `UNSIGNED-PAYLOAD`,
+    /// integrity left to TLS (use an https endpoint beyond loopback).
+    pub sign_payload: bool,
     /// Prepended to every key (after normalising: empty or ending in `/`).
     pub prefix: String,
     pub access_key_id: String,
@@ -35,6 +38,7 @@ impl Config {
             region: "us-east-1".into(),
             bucket: String::new(),
             path_style: true,
+            sign_payload: false,
             prefix: String::new(),
             access_key_id: String::new(),
             secret_access_key: String::new(),
@@ -51,6 +55,7 @@ impl Config {
                 "region" => config.region = value.clone(),
                 "bucket" => config.bucket = value.clone(),
                 "path-style" => config.path_style = flag(key, value)?,
+                "sign-payload" => config.sign_payload = flag(key, value)?,
                 "prefix" => config.prefix = key_prefix(value).map_err(|e| format!("`prefix`: {e}"))?,
                 "access-key-id" => config.access_key_id = value.clone(),
                 "secret-access-key" => config.secret_access_key = value.clone(),
