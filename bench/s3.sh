@@ -144,7 +144,7 @@ done
 # Small files: wasftp and rclone serve sftp.
 printf -- '-rm small/*\n-rmdir small\nmkdir small\nput %s/local/small/* small/\n' "$WORK" > "$WORK/put_small"
 printf 'get small/* %s/got_small/\n' "$WORK" > "$WORK/get_small"
-for target in wasftp ${PEER_RCLONE:-rclone}; do
+for target in wasftp ${PEER_RCLONE-rclone}; do
   port=$([ "$target" = wasftp ] && echo "$WASFTP_PORT" || echo "$RCLONE_PORT")
   for case in put_small get_small; do
     times=()
