@@ -8,7 +8,7 @@ mod server_support;
 use std::time::{Duration, Instant};
 
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
-use s3_support::S3Bucket;
+use s3_support::{S3Bucket, eventually, pattern, write_without_close};
 use s3_support::fault_proxy::{Fault, FaultProxy, Kind};
 use server_support::*;
 
@@ -28,29 +28,6 @@ async fn server_via(bucket: &S3Bucket, proxy: &FaultProxy, config: &[(&str, &str
         c.users[0].plugin = "s3".into();
     })
     .await
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    (0..len as u64).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8).collect()
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
-    for _ in 0..200 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
-async fn write_without_close(sftp: &SftpClient, path: &str, data: &[u8]) -> Result<String, russh_sftp::client::error::Error> {
-    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
-    let handle = bounded("open", sftp.sftp.open(path, flags, FileAttributes::empty())).await?.handle;
-    for (i, piece) in data.chunks(64 << 10).enumerate() {
-        bounded("write", sftp.sftp.write(handle.as_str(), (i * (64 << 10)) as u64, piece.to_vec())).await?;
-    }
-    Ok(handle)
 }
 
 /// Throttling (503) is retried by the SDK: two of them, then the upload goes through.

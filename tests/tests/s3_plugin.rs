@@ -10,7 +10,7 @@ mod server_support;
 use std::time::Duration;
 
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
-use s3_support::S3Bucket;
+use s3_support::{S3Bucket, eventually, pattern, write_without_close};
 use server_support::*;
 
 const MIB: usize = 1 << 20;
@@ -33,33 +33,6 @@ async fn s3_server_with(bucket: &S3Bucket, config: &[(&str, &str)]) -> TestServe
         c.users[0].attributes.insert("prefix".into(), "tenants/alice/".into());
     })
     .await
-}
-
-/// Waits up to 20 s for `check` to hold (it asks the bucket).
-async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
-    for _ in 0..200 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
-/// Opens `path` for writing (create, truncate) and sends `len` bytes in
-/// 64 KiB WRITEs, one after the other; returns the handle, not closed.
-async fn write_without_close(sftp: &SftpClient, path: &str, len: usize) -> String {
-    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
-    let handle = bounded("open", sftp.sftp.open(path, flags, FileAttributes::empty())).await.unwrap().handle;
-    let data = pattern(len, 9);
-    for (i, piece) in data.chunks(64 << 10).enumerate() {
-        bounded("write", sftp.sftp.write(handle.as_str(), (i * (64 << 10)) as u64, piece.to_vec())).await.unwrap();
-    }
-    handle
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    (0..len as u64).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -164,7 +137,7 @@ async fn an_upload_cut_off_leaves_nothing_behind() {
     let server = s3_server(&bucket).await;
     let sftp = server.sftp("alice").await;
     // 17 MiB: two 8 MiB chunks reach the plugin, which starts a multipart upload.
-    let _handle = write_without_close(&sftp, "/cut.bin", 17 * MIB).await;
+    let _handle = write_without_close(&sftp, "/cut.bin", &pattern(17 * MIB, 9)).await.unwrap();
     assert!(eventually(|| async { bucket.multipart_uploads().await == 1 }).await, "the multipart upload started");
     sftp.disconnect().await;
     assert!(eventually(|| async { bucket.multipart_uploads().await == 0 }).await, "the multipart upload was aborted");
@@ -179,7 +152,7 @@ async fn a_failed_completion_fails_the_close_and_leaves_no_file() {
     let bucket = S3Bucket::start().await;
     let server = s3_server(&bucket).await;
     let sftp = server.sftp("alice").await;
-    let handle = write_without_close(&sftp, "/lost.bin", 17 * MIB).await;
+    let handle = write_without_close(&sftp, "/lost.bin", &pattern(17 * MIB, 9)).await.unwrap();
     assert!(eventually(|| async { bucket.multipart_uploads().await == 1 }).await);
     // Someone else aborts the upload under our feet.
     let client = bucket.client();

@@ -224,3 +224,36 @@ fn start_garage(prefix: String, turn: tokio::sync::OwnedMutexGuard<()>) -> S3Buc
         _turn: turn,
     }
 }
+
+/// Bytes that differ from offset to offset (and with `seed`).
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    (0..len as u64).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) as u8).collect()
+}
+
+/// Waits up to 20 s for `check` to hold (it asks the bucket, or a counter).
+pub async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
+    for _ in 0..200 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Opens `path` for writing (create, truncate) and sends `data` in 64 KiB
+/// WRITEs, one after the other; returns the handle, not closed.
+pub async fn write_without_close(
+    sftp: &super::server_support::SftpClient,
+    path: &str,
+    data: &[u8],
+) -> Result<String, russh_sftp::client::error::Error> {
+    use russh_sftp::protocol::{FileAttributes, OpenFlags};
+    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+    let handle = super::server_support::bounded("open", sftp.sftp.open(path, flags, FileAttributes::empty())).await?.handle;
+    for (i, piece) in data.chunks(64 << 10).enumerate() {
+        let offset = (i * (64 << 10)) as u64;
+        super::server_support::bounded("write", sftp.sftp.write(handle.as_str(), offset, piece.to_vec())).await?;
+    }
+    Ok(handle)
+}
