@@ -379,3 +379,28 @@ async fn asyncssh_suite_through_s3() {
         .assert_success("asyncssh over S3");
     server.shutdown().await;
 }
+
+/// Two users with their own `prefix` attributes never see, read, or write
+/// each other's keys, whatever path they use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_with_their_own_prefixes_are_kept_apart() {
+    let bucket = S3Bucket::start().await;
+    let server = start_with([UserSpec::new("alice"), UserSpec::new("bob")], |c| {
+        c.plugins.insert("s3".into(), bucket.plugin_config());
+        for (user, prefix) in c.users.iter_mut().zip(["tenants/alice/", "tenants/bob/"]) {
+            user.plugin = "s3".into();
+            user.attributes.insert("prefix".into(), prefix.into());
+        }
+    })
+    .await;
+    let (alice, bob) = (server.sftp("alice").await, server.sftp("bob").await);
+    alice.put("/secret.txt", b"alice's").await;
+    bob.put("/note.txt", b"bob's").await;
+    assert_eq!(alice.list("/").await.unwrap(), ["secret.txt"]);
+    assert_eq!(bob.list("/").await.unwrap(), ["note.txt"]);
+    for path in ["/secret.txt", "/../alice/secret.txt", "/../../tenants/alice/secret.txt"] {
+        assert!(bounded("stat", bob.sftp.stat(path)).await.is_err(), "bob reached {path}");
+    }
+    assert_eq!(bucket.keys().await, ["tenants/alice/secret.txt", "tenants/bob/note.txt"]);
+    server.shutdown().await;
+}
