@@ -253,9 +253,15 @@ async fn two_servers_over_one_bucket_share_the_files() {
     let (a, b) = (one.sftp("alice").await, two.sftp("alice").await);
     let content = pattern(10 * MIB, 5);
     a.put("/shared.bin", &content).await;
+    assert_eq!(b.list("/").await.unwrap(), ["shared.bin"]);
     assert_eq!(b.get("/shared.bin").await, content);
-    bounded("remove", b.sftp.remove("/shared.bin")).await.unwrap();
-    assert!(bounded("stat", a.sftp.stat("/shared.bin")).await.is_err());
+    // A rename through one is seen through the other at once: no cached listing.
+    bounded("rename", a.sftp.rename("/shared.bin", "/moved.bin")).await.unwrap();
+    assert_eq!(b.list("/").await.unwrap(), ["moved.bin"]);
+    assert!(bounded("stat", b.sftp.stat("/shared.bin")).await.is_err());
+    bounded("remove", b.sftp.remove("/moved.bin")).await.unwrap();
+    assert!(bounded("stat", a.sftp.stat("/moved.bin")).await.is_err());
+    assert_eq!(a.list("/").await.unwrap(), Vec::<String>::new());
     one.shutdown().await;
     two.shutdown().await;
 }
