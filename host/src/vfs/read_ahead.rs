@@ -43,12 +43,18 @@ struct State {
     slots: BTreeMap<u64, Slot>,
     /// The furthest chunk sequential READs have reached.
     front: Option<u64>,
-    /// The first chunk known to end the file (shorter than a chunk).
-    last: Option<u64>,
     /// Where the file ends, once a chunk loaded short said so: READs from
     /// there on are answered with end of file without asking the plugin
     /// (clients read past the end with many READs in flight).
     end: Option<u64>,
+}
+
+/// Where a READ at some offset is served from.
+enum Source {
+    Chunk(Slot),
+    /// Not a sequential read, or no budget: straight to the plugin.
+    Plugin,
+    EndOfFile,
 }
 
 type Slot = Arc<ChunkSlot>;
@@ -81,17 +87,17 @@ impl ReadAhead {
         let mut out = Vec::new();
         let mut at = offset;
         while out.len() < len as usize {
-            if self.state.lock().expect("read-ahead lock").end.is_some_and(|end| at >= end) {
-                break;
-            }
             let index = at / self.chunk;
-            let Some(slot) = self.slot_for(index) else {
-                // Not a sequential read, or no budget: straight to the plugin
-                // (for the rest of it: a short reply before the end of the
-                // file makes OpenSSH's scp before 9.4 truncate a download).
-                let rest = read_full(&self.reader, at, u64::from(len) - out.len() as u64).await?;
-                out.extend_from_slice(&rest);
-                break;
+            let slot = match self.source(at) {
+                Source::Chunk(slot) => slot,
+                Source::EndOfFile => break,
+                Source::Plugin => {
+                    // For the rest of it: a short reply before the end of the
+                    // file makes OpenSSH's scp before 9.4 truncate a download.
+                    let rest = read_full(&self.reader, at, u64::from(len) - out.len() as u64).await?;
+                    out.extend_from_slice(&rest);
+                    break;
+                }
             };
             let chunk = slot.data.get_or_try_init(|| self.load(index)).await?.clone();
             let full = chunk.len() as u64 == self.chunk;
@@ -111,10 +117,15 @@ impl ReadAhead {
         Ok(out)
     }
 
-    /// The chunk slot a READ in chunk `index` is served from, made if the
-    /// read is sequential and the budget allows; `None` to read directly.
-    fn slot_for(&self, index: u64) -> Option<Slot> {
+    /// Where a READ at `at` is served from: the chunk's slot (made if the
+    /// read is sequential and the budget allows), the plugin, or nowhere
+    /// (past the known end).
+    fn source(&self, at: u64) -> Source {
+        let index = at / self.chunk;
         let mut state = self.state.lock().expect("read-ahead lock");
+        if state.end.is_some_and(|end| at >= end) {
+            return Source::EndOfFile;
+        }
         let sequential = match state.front {
             None => index <= self.window,
             Some(front) => index <= front + self.window && index + self.window >= front,
@@ -123,7 +134,7 @@ impl ReadAhead {
             // Elsewhere in the file: what was read ahead is done with.
             state.slots.clear();
             state.front = Some(index);
-            return None;
+            return Source::Plugin;
         }
         let front = state.front.map_or(index, |front| front.max(index));
         state.front = Some(front);
@@ -131,14 +142,12 @@ impl ReadAhead {
         let window = self.window;
         state.slots.retain(|i, _| *i + window >= front);
         if let Some(slot) = state.slots.get(&index).cloned() {
-            return Some(slot);
+            return Source::Chunk(slot);
         }
-        if state.last.is_some_and(|last| index > last) {
-            return None;
-        }
-        let slot = ChunkSlot::new(self.budget.try_take(self.chunk as usize)?);
+        let Some(budget) = self.budget.try_take(self.chunk as usize) else { return Source::Plugin };
+        let slot = ChunkSlot::new(budget);
         state.slots.insert(index, slot.clone());
-        Some(slot)
+        Source::Chunk(slot)
     }
 
     /// `bytes` more of chunk `index` went to the client: once all of it
@@ -160,7 +169,6 @@ impl ReadAhead {
         let slot = {
             let mut state = self.state.lock().expect("read-ahead lock");
             if !full {
-                state.last = Some(state.last.map_or(index, |last| last.min(index)));
                 let end = index * self.chunk + len as u64;
                 state.end = Some(state.end.map_or(end, |known| known.min(end)));
                 return;

@@ -219,33 +219,27 @@ impl Upload {
         self.flush().await?;
         self.settle_in_flight().await?;
         self.touched = true;
-        if let Some(sent) = self.in_order.as_ref().map(InOrder::sent) {
-            if size < sent {
-                // Below what the plugin has (the content kept when the file
-                // was not truncated): only the plugin can cut that.
+        match &mut self.in_order {
+            // An in-order upload holds what the plugin does not have yet.
+            Some(order) if size >= order.sent() => {
+                let resized = order.set_size(size).await;
+                self.record(resized)?;
+            }
+            // Below what the plugin has (for an in-order upload, the content
+            // kept when the file was not truncated): only the plugin can cut that.
+            _ => {
                 delay(self.backend_delay).await;
                 if let Err(error) = self.writer.set_size(size).await {
+                    // The content is no longer what the client sent: the upload must not commit.
                     if error != StorageError::Unsupported {
                         self.failed = Some(error.clone());
                     }
                     return Err(error);
                 }
-                self.in_order.as_mut().expect("in order").cut_to(size);
-            } else {
-                let resized = self.in_order.as_mut().expect("in order").set_size(size).await;
-                self.record(resized)?;
+                if let Some(order) = &mut self.in_order {
+                    order.cut_to(size);
+                }
             }
-            self.high_water = size;
-            self.placeholder.set_size(size, true);
-            return Ok(());
-        }
-        delay(self.backend_delay).await;
-        if let Err(error) = self.writer.set_size(size).await {
-            // The content is no longer what the client sent: the upload must not commit.
-            if error != StorageError::Unsupported {
-                self.failed = Some(error.clone());
-            }
-            return Err(error);
         }
         self.high_water = size;
         self.placeholder.set_size(size, true);

@@ -177,10 +177,6 @@ fn head(key: &str, version: Option<&str>) -> Result<FileInfo> {
 }
 
 impl S3Session {
-    fn head(&self, key: &str, version: Option<&str>) -> Result<FileInfo> {
-        head(key, version)
-    }
-
     /// Whether anything (a marker or a key) lives under the directory `path`.
     fn is_dir(&self, path: &str) -> Result<bool> {
         if path == "/" {
@@ -195,7 +191,7 @@ impl S3Session {
     /// A file's info, a directory's, or not-found.
     fn info(&self, path: &str) -> Result<FileInfo> {
         let Some(key) = self.keys.file(path) else { return Ok(dir_info()) };
-        match self.head(&key, None) {
+        match head(&key, None) {
             Err(Error::NotFound) => {}
             other => return other,
         }
@@ -348,7 +344,7 @@ impl GuestSession for S3Session {
             first = false;
             if nothing_here && path != "/" {
                 // No marker and no keys: not a directory.
-                return match self.keys.file(&path).map(|key| self.head(&key, None)) {
+                return match self.keys.file(&path).map(|key| head(&key, None)) {
                     Some(Ok(_)) => Err(Error::NotADirectory),
                     _ => Err(Error::NotFound),
                 };
@@ -372,7 +368,7 @@ impl GuestSession for S3Session {
 
     fn open_read(&self, path: String, version: Option<String>) -> Result<Reader> {
         let Some(key) = self.keys.file(&path) else { return Err(Error::IsADirectory) };
-        let info = match self.head(&key, version.as_deref()) {
+        let info = match head(&key, version.as_deref()) {
             Err(Error::NotFound) if self.is_dir(&path)? => return Err(Error::IsADirectory),
             other => other?,
         };
@@ -403,7 +399,7 @@ impl GuestSession for S3Session {
         }
         let mut existing = None;
         if options.exclusive || !options.create || !options.truncate {
-            match self.head(&key, None) {
+            match head(&key, None) {
                 Ok(_) if options.exclusive => return Err(Error::AlreadyExists),
                 Ok(info) if !options.truncate && info.size > 0 => existing = Some(info),
                 Ok(_) => {}
@@ -455,7 +451,7 @@ impl GuestSession for S3Session {
 
     fn remove_file(&self, path: String) -> Result<()> {
         let Some(key) = self.keys.file(&path) else { return Err(Error::IsADirectory) };
-        match self.head(&key, None) {
+        match head(&key, None) {
             Ok(_) => self.delete_object(&key),
             Err(Error::NotFound) if self.is_dir(&path)? => Err(Error::IsADirectory),
             Err(e) => Err(e),
@@ -528,21 +524,26 @@ impl GuestReader for S3Reader {
             return Ok(Vec::new());
         }
         let last = (offset + u64::from(len)).min(self.info.size) - 1;
-        let state = state()?;
-        let got = block_on(
-            state
-                .s3
-                .get_object()
-                .bucket(&state.config.bucket)
-                .key(&self.key)
-                .range(format!("bytes={offset}-{last}"))
-                .set_if_match(self.etag.clone())
-                .send(),
-        )
-        .map_err(|e| client::error("get", e))?;
-        let data = block_on(got.body.collect()).map_err(|e| io_error(client::scrub(&format!("get: reading the body: {e}"))))?;
-        Ok(data.into_bytes().to_vec())
+        get_range(&self.key, offset, last, self.etag.clone())
     }
+}
+
+/// Bytes `first..=last` of the object at `key`, of version `etag` if given.
+fn get_range(key: &str, first: u64, last: u64, etag: Option<String>) -> Result<Vec<u8>> {
+    let state = state()?;
+    let got = block_on(
+        state
+            .s3
+            .get_object()
+            .bucket(&state.config.bucket)
+            .key(key)
+            .range(format!("bytes={first}-{last}"))
+            .set_if_match(etag)
+            .send(),
+    )
+    .map_err(|e| client::error("get", e))?;
+    let data = block_on(got.body.collect()).map_err(|e| io_error(client::scrub(&format!("get: reading the body: {e}"))))?;
+    Ok(data.into_bytes().to_vec())
 }
 
 #[derive(Default)]
@@ -636,19 +637,7 @@ impl S3Writer {
             return Ok(());
         }
         if size < config::MIN_PART {
-            let got = block_on(
-                state
-                    .s3
-                    .get_object()
-                    .bucket(&state.config.bucket)
-                    .key(&self.key)
-                    .range(format!("bytes=0-{}", size - 1))
-                    .set_if_match(existing.version.clone())
-                    .send(),
-            )
-            .map_err(|e| client::error("get", e))?;
-            let data = block_on(got.body.collect()).map_err(|e| io_error(client::scrub(&format!("get: reading the body: {e}"))))?;
-            upload.pending = data.into_bytes().to_vec();
+            upload.pending = get_range(&self.key, 0, size - 1, existing.version.clone())?;
             upload.received = upload.pending.len() as u64;
             return Ok(());
         }
