@@ -10,6 +10,7 @@
 #   DELAY_MS=2 bash bench/peer.sh       # wasftp only, 2 ms added to every backend call
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 RUNS=${RUNS:-3}
 SIZE_MIB=${SIZE_MIB:-256}
@@ -77,24 +78,9 @@ CFG
   PIDS+=($!)
 fi
 
-for _ in $(seq 50); do
-  (exec 3<>/dev/tcp/127.0.0.1/$WASFTP_PORT) 2>/dev/null && break
-  sleep 0.2
-done
+wait_for_port "$WASFTP_PORT"
 sleep 0.5
 
-# run_batch PORT BATCH_FILE: seconds taken by one sftp batch
-run_batch() {
-  local port=$1 batch=$2 start end
-  start=$(date +%s.%N)
-  sftp -q -b "$batch" -P "$port" -c "$CIPHER" -i "$WORK/client_key" \
-    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
-    -o IdentitiesOnly=yes -o LogLevel=ERROR "$USER_AT@127.0.0.1" > /dev/null
-  end=$(date +%s.%N)
-  echo "$end - $start" | bc -l
-}
-
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # bench NAME PORT REMOTE_DIR: prints "case median_seconds" lines
 bench_target() {
@@ -109,7 +95,7 @@ bench_target() {
     local times=()
     for _ in $(seq "$RUNS"); do
       rm -rf "$WORK/got_big" "$WORK/got_small"; mkdir -p "$WORK/got_small"
-      times+=("$(run_batch "$port" "$WORK/$case")")
+      times+=("$(timed_sftp "$USER_AT" "$port" "$WORK/$case")")
       if [ "$case" = get_big ]; then cmp -s "$WORK/local/big" "$WORK/got_big" || { echo "$name: downloaded file differs" >&2; exit 1; }; fi
       if [ "$case" = get_small ]; then [ "$(ls "$WORK/got_small" | wc -l)" = "$SMALL_FILES" ] || { echo "$name: small files missing" >&2; exit 1; }; fi
     done

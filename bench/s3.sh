@@ -11,6 +11,7 @@
 #   PEER_RCLONE= bash bench/s3.sh          # without the rclone peer
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 RUNS=${RUNS:-3}
 SIZE_MIB=${SIZE_MIB:-256}
@@ -92,29 +93,17 @@ TOML
 RUST_LOG=warn "$BIN" serve --config "$WORK/wasftp.toml" > "$WORK/wasftp.log" 2>&1 &
 PIDS+=($!)
 
+wait_for_port "$WASFTP_PORT"
 # rclone's SFTP server over the same bucket, its files under rclone/.
 # AWS_CA_BUNDLE (set on some machines) breaks rclone 1.60's S3 client over plain HTTP.
-RCLONE_CONFIG=/dev/null env -u AWS_CA_BUNDLE rclone serve sftp \
-  ":s3,provider=Other,endpoint=$ENDPOINT,region=us-east-1,force_path_style=true,access_key_id=$AWS_ACCESS_KEY_ID,secret_access_key=$AWS_SECRET_ACCESS_KEY:$BUCKET/rclone" \
-  --addr "127.0.0.1:$RCLONE_PORT" --authorized-keys "$WORK/client_key.pub" > "$WORK/rclone.log" 2>&1 &
-PIDS+=($!)
-
-for port in "$WASFTP_PORT" "$RCLONE_PORT"; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-done
+if [ -n "${PEER_RCLONE-rclone}" ]; then
+  RCLONE_CONFIG=/dev/null env -u AWS_CA_BUNDLE rclone serve sftp \
+    ":s3,provider=Other,endpoint=$ENDPOINT,region=us-east-1,force_path_style=true,access_key_id=$AWS_ACCESS_KEY_ID,secret_access_key=$AWS_SECRET_ACCESS_KEY:$BUCKET/rclone" \
+    --addr "127.0.0.1:$RCLONE_PORT" --authorized-keys "$WORK/client_key.pub" > "$WORK/rclone.log" 2>&1 &
+  PIDS+=($!)
+  wait_for_port "$RCLONE_PORT"
+fi
 sleep 0.5
-
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-
-run_batch() {
-  local port=$1 batch=$2 start end
-  start=$(date +%s.%N)
-  sftp -q -b "$batch" -P "$port" -c "$CIPHER" -i "$WORK/client_key" \
-    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes \
-    -o IdentitiesOnly=yes -o LogLevel=ERROR "bench@127.0.0.1" > /dev/null
-  end=$(date +%s.%N)
-  echo "$end - $start" | bc -l
-}
 
 RESULTS="$WORK/results"
 # Big file: wasftp (SFTP into the plugin) and aws-sdk-s3 direct.
@@ -124,7 +113,7 @@ for case in put_big get_big; do
   times=()
   for _ in $(seq "$RUNS"); do
     rm -f "$WORK/got_big"
-    times+=("$(run_batch "$WASFTP_PORT" "$WORK/$case")")
+    times+=("$(timed_sftp bench "$WASFTP_PORT" "$WORK/$case")")
     if [ "$case" = get_big ]; then cmp -s "$WORK/local/big" "$WORK/got_big" || { echo "wasftp: downloaded file differs" >&2; exit 1; }; fi
   done
   echo "wasftp $case $(printf '%s\n' "${times[@]}" | median)" | tee -a "$RESULTS"
@@ -150,7 +139,7 @@ for target in wasftp ${PEER_RCLONE-rclone}; do
     times=()
     for _ in $(seq "$RUNS"); do
       rm -rf "$WORK/got_small"; mkdir -p "$WORK/got_small"
-      times+=("$(run_batch "$port" "$WORK/$case")")
+      times+=("$(timed_sftp bench "$port" "$WORK/$case")")
       if [ "$case" = get_small ] && [ "$(ls "$WORK/got_small" | wc -l)" != "$SMALL_FILES" ]; then
         echo "$target: small files missing (its log: $WORK/$target.log)" >&2
         [ "$target" = wasftp ] && exit 1
@@ -170,8 +159,9 @@ awk -v size="$SIZE_MIB" -v n="$SMALL_FILES" '
     for (i = 1; i <= 4; i++) {
       split(cases[i], p, ":"); c = p[1]; peer = p[2]
       w = t["wasftp " c]; o = t[peer " " c]
-      if (c ~ /big/) { wr = size * 1.048576 / w; orate = size * 1.048576 / o; unit = "MB/s" }
-      else { wr = n / w; orate = n / o; unit = "files/s" }
+      if (c ~ /big/) { wr = size * 1.048576 / w; unit = "MB/s" } else { wr = n / w; unit = "files/s" }
+      if (o == "") { printf "%-10s %9.1f %-7s %16s\n", c, wr, unit, "(peer not run)"; continue }
+      orate = (c ~ /big/) ? size * 1.048576 / o : n / o
       printf "%-10s %9.1f %-7s %9.1f %-7s %6.2fx  (peer: %s)\n", c, wr, unit, orate, unit, wr / orate, peer == "direct" ? "aws-sdk-s3 direct" : "rclone serve sftp"
     }
   }' "$RESULTS"

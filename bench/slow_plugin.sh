@@ -12,6 +12,7 @@
 #   DELAY_MS=10 SIZE_MIB=128 RUNS=5 bash bench/slow_plugin.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 
 RUNS=${RUNS:-3}
 SIZE_MIB=${SIZE_MIB:-256}
@@ -67,7 +68,7 @@ TOML
 RUST_LOG=warn "$BIN" serve --config "$WORK/wasftp.toml" > "$WORK/wasftp.log" 2>&1 &
 SERVER=$!
 PIDS+=($SERVER)
-for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.2; done
+wait_for_port "$PORT"
 
 # rss_kib: the server's resident memory now
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$SERVER/status"; }
@@ -91,12 +92,7 @@ calls() {
   printf 'ls -l /.calls\n' > "$WORK/calls"
   sftp_batch "$WORK/calls" | awk -v op="$1" '$NF == op { n = $5 } END { print n + 0 }'
 }
-timed() {
-  local start end
-  start=$(date +%s.%N); sftp_batch "$1" > /dev/null; end=$(date +%s.%N)
-  echo "$end - $start" | bc -l
-}
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+timed() { timed_sftp bench "$PORT" "$1"; }
 
 printf 'put %s/big /big\n' "$WORK" > "$WORK/put"
 printf 'get /big %s/got\n' "$WORK" > "$WORK/get"
