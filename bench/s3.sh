@@ -94,11 +94,15 @@ RUST_LOG=warn "$BIN" serve --config "$WORK/wasftp.toml" > "$WORK/wasftp.log" 2>&
 PIDS+=($!)
 
 wait_for_port "$WASFTP_PORT"
-# rclone's SFTP server over the same bucket, its files under rclone/.
+# rclone's SFTP server over the same bucket, its files under rclone/. The
+# remote is set through the environment: an endpoint with a port inside an
+# on-the-fly remote string (":s3,endpoint=http://h:p:...") is cut at its colon.
 # AWS_CA_BUNDLE (set on some machines) breaks rclone 1.60's S3 client over plain HTTP.
 if [ -n "${PEER_RCLONE-rclone}" ]; then
-  RCLONE_CONFIG=/dev/null env -u AWS_CA_BUNDLE rclone serve sftp \
-    ":s3,provider=Other,endpoint=$ENDPOINT,region=us-east-1,force_path_style=true,access_key_id=$AWS_ACCESS_KEY_ID,secret_access_key=$AWS_SECRET_ACCESS_KEY:$BUCKET/rclone" \
+  RCLONE_CONFIG=/dev/null RCLONE_S3_PROVIDER=Other RCLONE_S3_ENDPOINT="$ENDPOINT" RCLONE_S3_REGION=us-east-1 \
+    RCLONE_S3_FORCE_PATH_STYLE=true RCLONE_S3_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
+    RCLONE_S3_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" env -u AWS_CA_BUNDLE \
+    rclone serve sftp ":s3:$BUCKET/rclone" \
     --addr "127.0.0.1:$RCLONE_PORT" --authorized-keys "$WORK/client_key.pub" > "$WORK/rclone.log" 2>&1 &
   PIDS+=($!)
   wait_for_port "$RCLONE_PORT"
@@ -106,6 +110,20 @@ fi
 sleep 0.5
 
 RESULTS="$WORK/results"
+GARAGE_PID=${PIDS[0]}
+WASFTP_PID=${PIDS[1]}
+# cpu_seconds PID: user + system CPU seconds the process has used so far
+cpu_seconds() { awk -v tck="$(getconf CLK_TCK)" '{print ($14 + $15) / tck}' "/proc/$1/stat"; }
+# timed_cpu LABEL CMD...: runs CMD (which prints its seconds) and records,
+# beside them, the CPU seconds garage and wasftp used meanwhile
+timed_cpu() {
+  local label=$1 g0 w0 secs
+  shift
+  g0=$(cpu_seconds "$GARAGE_PID"); w0=$(cpu_seconds "$WASFTP_PID")
+  secs=$("$@")
+  echo "$label $(echo "$(cpu_seconds "$GARAGE_PID") - $g0" | bc -l) $(echo "$(cpu_seconds "$WASFTP_PID") - $w0" | bc -l)" >> "$WORK/cpu"
+  echo "$secs"
+}
 # Big file: wasftp (SFTP into the plugin) and aws-sdk-s3 direct.
 printf 'put %s/local/big big\n' "$WORK" > "$WORK/put_big"
 printf 'get big %s/got_big\n' "$WORK" > "$WORK/get_big"
@@ -113,7 +131,7 @@ for case in put_big get_big; do
   times=()
   for _ in $(seq "$RUNS"); do
     rm -f "$WORK/got_big"
-    times+=("$(timed_sftp bench "$WASFTP_PORT" "$WORK/$case")")
+    times+=("$(timed_cpu "wasftp_$case" timed_sftp bench "$WASFTP_PORT" "$WORK/$case")")
     if [ "$case" = get_big ]; then cmp -s "$WORK/local/big" "$WORK/got_big" || { echo "wasftp: downloaded file differs" >&2; exit 1; }; fi
   done
   echo "wasftp $case $(printf '%s\n' "${times[@]}" | median)" | tee -a "$RESULTS"
@@ -121,9 +139,9 @@ for case in put_big get_big; do
   for _ in $(seq "$RUNS"); do
     rm -f "$WORK/got_big"
     if [ "$case" = put_big ]; then
-      times+=("$("$DIRECT" put "$ENDPOINT" "$BUCKET" direct/big "$WORK/local/big")")
+      times+=("$(timed_cpu direct_put_big "$DIRECT" put "$ENDPOINT" "$BUCKET" direct/big "$WORK/local/big")")
     else
-      times+=("$("$DIRECT" get "$ENDPOINT" "$BUCKET" direct/big "$WORK/got_big")")
+      times+=("$(timed_cpu direct_get_big "$DIRECT" get "$ENDPOINT" "$BUCKET" direct/big "$WORK/got_big")")
       cmp -s "$WORK/local/big" "$WORK/got_big" || { echo "direct: downloaded file differs" >&2; exit 1; }
     fi
   done
@@ -131,7 +149,9 @@ for case in put_big get_big; do
 done
 
 # Small files: wasftp and rclone serve sftp.
-printf -- '-rm small/*\n-rmdir small\nmkdir small\nput %s/local/small/* small/\n' "$WORK" > "$WORK/put_small"
+# Only the uploads are timed: the last run's files are removed beforehand.
+printf -- '-rm small/*\n-rmdir small\nmkdir small\n' > "$WORK/clear_small"
+printf 'put %s/local/small/* small/\n' "$WORK" > "$WORK/put_small"
 printf 'get small/* %s/got_small/\n' "$WORK" > "$WORK/get_small"
 for target in wasftp ${PEER_RCLONE-rclone}; do
   port=$([ "$target" = wasftp ] && echo "$WASFTP_PORT" || echo "$RCLONE_PORT")
@@ -139,6 +159,7 @@ for target in wasftp ${PEER_RCLONE-rclone}; do
     times=()
     for _ in $(seq "$RUNS"); do
       rm -rf "$WORK/got_small"; mkdir -p "$WORK/got_small"
+      if [ "$case" = put_small ]; then timed_sftp bench "$port" "$WORK/clear_small" > /dev/null; fi
       times+=("$(timed_sftp bench "$port" "$WORK/$case")")
       if [ "$case" = get_small ] && [ "$(ls "$WORK/got_small" | wc -l)" != "$SMALL_FILES" ]; then
         echo "$target: small files missing (its log: $WORK/$target.log)" >&2
@@ -165,3 +186,14 @@ awk -v size="$SIZE_MIB" -v n="$SMALL_FILES" '
       printf "%-10s %9.1f %-7s %9.1f %-7s %6.2fx  (peer: %s)\n", c, wr, unit, orate, unit, wr / orate, peer == "direct" ? "aws-sdk-s3 direct" : "rclone serve sftp"
     }
   }' "$RESULTS"
+
+# Where the CPU went in the big cases: on a machine of few cores, garage,
+# the SSH client and wasftp share them, so the ratio above is bounded by
+# the CPU all of them need, not by waiting.
+echo
+echo "CPU seconds per big transfer (median): garage, wasftp"
+for label in wasftp_put_big direct_put_big wasftp_get_big direct_get_big; do
+  g=$(awk -v l="$label" '$1 == l {print $2}' "$WORK/cpu" | median)
+  w=$(awk -v l="$label" '$1 == l {print $3}' "$WORK/cpu" | median)
+  printf '%-16s garage %6.2f  wasftp %6.2f\n' "$label" "$g" "$w"
+done

@@ -23,40 +23,57 @@ fn grants_plugin_path() -> &'static str {
     env!("WASFTP_GRANTS_PLUGIN")
 }
 
-/// A loopback HTTP server answering 204 to anything; counts the requests
-/// that reach it and keeps the last request line.
+/// A loopback HTTP server answering 204 to anything; counts the
+/// connections and requests that reach it and keeps the last request line.
 struct Listener {
     port: u16,
+    /// Connections accepted.
     hits: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
     last_line: Arc<std::sync::Mutex<String>>,
 }
 
+/// A listener that closes every connection after one response.
 async fn listener() -> Listener {
+    listener_keeping_connections(false).await
+}
+
+async fn listener_keeping_connections(keep_alive: bool) -> Listener {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = socket.local_addr().unwrap().port();
     let hits = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
     let last_line = Arc::new(std::sync::Mutex::new(String::new()));
-    let (counted, line) = (hits.clone(), last_line.clone());
+    let (counted, requested, line) = (hits.clone(), requests.clone(), last_line.clone());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = socket.accept().await {
             counted.fetch_add(1, Ordering::SeqCst);
-            let line = line.clone();
+            let (line, requested) = (line.clone(), requested.clone());
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    requested.fetch_add(1, Ordering::SeqCst);
+                    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let text = String::from_utf8_lossy(&head[..end]).to_string();
+                    head.drain(..end);
+                    *line.lock().unwrap() = text.lines().next().unwrap_or_default().to_string();
+                    let close = if keep_alive { "" } else { "connection: close\r\n" };
+                    let response = format!("HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n{close}\r\n");
+                    if stream.write_all(response.as_bytes()).await.is_err() || !keep_alive {
+                        return;
                     }
                 }
-                let text = String::from_utf8_lossy(&head);
-                *line.lock().unwrap() = text.lines().next().unwrap_or_default().to_string();
-                let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
             });
         }
     });
-    Listener { port, hits, last_line }
+    Listener { port, hits, requests, last_line }
 }
 
 fn settings(http_allow: &[String], preopen: Option<Preopen>) -> PluginSettings {
@@ -96,6 +113,24 @@ async fn an_allowed_origin_is_reached() {
     assert_eq!(allowed.hits.load(Ordering::SeqCst), 1);
     assert_eq!(*allowed.last_line.lock().unwrap(), "GET /bucket/key HTTP/1.1");
     assert_eq!(RuntimeStats::get(&rt.stats().http_denied), 0);
+}
+
+/// Requests to one origin reuse a connection, from one session and the
+/// next: the plugin's connections are pooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_reuse_the_plugins_connections() {
+    let server = listener_keeping_connections(true).await;
+    let rt = runtime();
+    let plugin = load(&rt, settings(&[format!("http://127.0.0.1:{}", server.port)], None)).await.unwrap();
+    for _ in 0..2 {
+        let s = session(&plugin).await;
+        for i in 0..3 {
+            let info = bounded(s.file_info(&format!("/http/127.0.0.1:{}/key{i}", server.port))).await.unwrap();
+            assert_eq!(info.size, 204);
+        }
+    }
+    assert_eq!(server.requests.load(Ordering::SeqCst), 6);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1, "six requests, one after another, over one connection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

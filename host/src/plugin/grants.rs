@@ -5,19 +5,12 @@
 //! a component that imports it without one is refused at load.
 
 use std::fmt;
-use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
-use http_body_util::BodyExt as _;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
-
-use super::RuntimeStats;
 
 /// What one plugin is granted. The default grants nothing.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +50,7 @@ impl Origin {
 
     /// The scheme, host and port `uri` names; none for another scheme, no
     /// host, or a user name.
-    fn of(uri: &http::Uri) -> Option<Self> {
+    pub fn of(uri: &http::Uri) -> Option<Self> {
         let https = match uri.scheme_str()? {
             "http" => false,
             "https" => true,
@@ -66,6 +59,14 @@ impl Origin {
         let authority = uri.authority().filter(|a| !a.as_str().contains('@'))?;
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         Some(Self { https, host: normal_host(authority.host()), port })
+    }
+
+    pub fn https(&self) -> bool {
+        self.https
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     #[cfg(test)]
@@ -92,9 +93,8 @@ fn normal_host(host: &str) -> String {
 /// Addresses no plugin reaches through a name, whatever the allow list
 /// says: link-local ranges (169.254/16, fe80::/10) hold cloud metadata
 /// services (169.254.169.254), and unspecified addresses mean this host.
-/// An operator who means one lists its address literally. The name is
-/// resolved again when connecting: a name whose DNS answers change between
-/// the two lookups (rebinding) is not caught; list addresses to be sure.
+/// An operator who means one lists its address literally. Connections go
+/// to the addresses checked (`outbound`), so DNS rebinding gains nothing.
 fn reserved(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local() || v4.is_unspecified(),
@@ -106,72 +106,28 @@ fn reserved(ip: IpAddr) -> bool {
     }
 }
 
-/// Whether a request to `uri` may go out: its origin is listed, and, when
-/// it names a host rather than an address, the name does not lead to a
-/// reserved address.
-async fn check(allow: &[Origin], uri: &http::Uri) -> Result<(), String> {
-    let Some(origin) = Origin::of(uri).filter(|origin| allow.contains(origin)) else {
-        return Err(format!("{uri} is not in the plugin's http_allow list"));
-    };
-    if origin.host.parse::<IpAddr>().is_ok() {
-        return Ok(());
+/// Whether a request to `uri` may go out: its origin is listed.
+pub fn check_origin(allow: &[Origin], uri: &http::Uri) -> Result<(), String> {
+    match Origin::of(uri) {
+        Some(origin) if allow.contains(&origin) => Ok(()),
+        _ => Err(format!("{uri} is not in the plugin's http_allow list")),
     }
-    let addresses = tokio::net::lookup_host((origin.host.as_str(), origin.port))
+}
+
+/// The addresses to connect to for `origin`: a listed address as it is; a
+/// name's addresses, unless one of them is reserved.
+pub async fn resolve(origin: &Origin) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = origin.host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, origin.port)]);
+    }
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((origin.host.as_str(), origin.port))
         .await
-        .map_err(|e| format!("resolving {}: {e}", origin.host))?;
-    for address in addresses {
-        if reserved(address.ip()) {
-            return Err(format!("{} resolves to the reserved address {}", origin.host, address.ip()));
-        }
+        .map_err(|e| format!("resolving {}: {e}", origin.host))?
+        .collect();
+    if let Some(address) = addresses.iter().find(|a| reserved(a.ip())) {
+        return Err(format!("{} resolves to the reserved address {}", origin.host, address.ip()));
     }
-    Ok(())
-}
-
-/// The `wasi:http` state of one store.
-pub struct HttpState {
-    pub ctx: WasiHttpCtx,
-    pub hooks: HttpHooks,
-}
-
-impl HttpState {
-    pub fn new(plugin: Arc<str>, allow: Arc<[Origin]>, stats: Arc<RuntimeStats>) -> Self {
-        Self { ctx: WasiHttpCtx::new(), hooks: HttpHooks { plugin, allow, stats } }
-    }
-}
-
-/// Sends a plugin's request only to an allowed origin; any other is
-/// answered `HttpRequestDenied` (an error the guest sees, not a trap).
-pub struct HttpHooks {
-    plugin: Arc<str>,
-    allow: Arc<[Origin]>,
-    stats: Arc<RuntimeStats>,
-}
-
-type Response = http::Response<WasiBody>;
-type IoFuture = Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>;
-
-impl WasiHttpHooks for HttpHooks {
-    fn send_request(
-        &mut self,
-        request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
-        fut: IoFuture,
-    ) -> Box<dyn Future<Output = Result<(Response, IoFuture), wasmtime_wasi_http::Error>> + Send> {
-        drop(fut);
-        let allow = self.allow.clone();
-        let plugin = self.plugin.clone();
-        let stats = self.stats.clone();
-        Box::new(async move {
-            if let Err(why) = check(&allow, request.uri()).await {
-                stats.http_denied.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("wasftp_plugin_http_denied_total", "plugin" => plugin.to_string()).increment(1);
-                tracing::warn!(plugin = &*plugin, "outgoing request refused: {why}");
-                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-            }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(|body| body.boxed_unsync()), Box::new(io) as IoFuture))
-        })
-    }
+    Ok(addresses)
 }
 
 /// One linker per grant set, made once: WASI without authority and the
@@ -263,8 +219,13 @@ mod tests {
     async fn a_name_leading_to_a_reserved_address_is_refused() {
         // `localhost` resolves without a network; a listed literal is allowed as is.
         let allow = [Origin::parse("http://localhost:9").unwrap(), Origin::parse("http://169.254.169.254").unwrap()];
-        assert!(check(&allow, &"http://localhost:9/".parse().unwrap()).await.is_ok());
-        assert!(check(&allow, &"http://169.254.169.254/latest".parse().unwrap()).await.is_ok());
-        assert!(check(&allow, &"http://169.254.169.254:8080/".parse().unwrap()).await.is_err());
+        assert!(check_origin(&allow, &"http://localhost:9/".parse().unwrap()).is_ok());
+        assert!(check_origin(&allow, &"http://169.254.169.254/latest".parse().unwrap()).is_ok());
+        assert!(check_origin(&allow, &"http://169.254.169.254:8080/".parse().unwrap()).is_err());
+        let resolved = resolve(&allow[0]).await.unwrap();
+        assert!(!resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback() && a.port() == 9), "{resolved:?}");
+        assert_eq!(resolve(&allow[1]).await.unwrap(), vec!["169.254.169.254:80".parse().unwrap()]);
+        let unknown = Origin::parse("http://wasftp-test.invalid").unwrap();
+        assert!(resolve(&unknown).await.is_err(), "a name that does not resolve");
     }
 }

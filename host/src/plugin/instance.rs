@@ -21,7 +21,7 @@ use super::bindings::{self, BackendExports, LogLevel};
 use super::error::StorageError;
 use super::executor::demote_current_thread;
 use super::guest_clock::GuestClock;
-use super::grants::HttpState;
+use super::outbound::HttpState;
 use super::guest_output::{self, GuestStderr};
 use super::limits::StoreCaps;
 use super::timeouts::{CallKind, STUCK_AFTER};
@@ -382,7 +382,7 @@ impl Instance {
             plugin: shared.name.clone(),
             clock: self.clock.clone(),
             stats: shared.stats.clone(),
-            http: HttpState::new(shared.name.clone(), shared.http_allow.clone(), shared.stats.clone()),
+            http: HttpState::new(shared.outbound.clone()),
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limits);

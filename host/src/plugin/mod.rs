@@ -12,6 +12,7 @@ mod handles;
 mod init_config;
 mod instance;
 mod limits;
+mod outbound;
 mod pool;
 mod timeouts;
 pub mod bundled;
@@ -39,6 +40,7 @@ pub use timeouts::{CallKind, CallTimeouts};
 use engine::PluginEngine;
 use executor::GuestThreads;
 use instance::{Instance, StoreState};
+use outbound::Outbound;
 use pool::Pools;
 
 /// Per-plugin sandbox settings and the configuration handed to `init`.
@@ -152,14 +154,14 @@ impl Runtime {
         })?;
         let pre = bindings::PluginPre::new(pre).with_context(|| format!("plugin {name} does not export the wasftp:storage contract"))?;
         let init_config = anyhow::Context::with_context(init_config::build(&settings), || format!("plugin {name}"))?;
-        let settings_allow: Arc<[Origin]> = settings.grants.http_allow.clone().into();
+        let outbound = Outbound::new(name.into(), settings.grants.http_allow.clone(), self.stats.clone());
         let shared = Arc::new(PluginShared {
             name: name.into(),
             pre,
             engine: self.engine.engine.clone(),
             settings,
             init_config,
-            http_allow: settings_allow,
+            outbound,
             threads: self.threads.clone(),
             stats: self.stats.clone(),
             orphan_aborter: Default::default(),
@@ -233,8 +235,9 @@ pub(crate) struct PluginShared {
     settings: PluginSettings,
     /// What `init` gets: `settings.config` plus the host's reserved keys.
     init_config: Vec<(String, String)>,
-    /// `settings.grants.http_allow`, shared by every store's HTTP hooks.
-    http_allow: Arc<[Origin]>,
+    /// Where its `wasi:http` requests go (`settings.grants.http_allow`),
+    /// and their connection pool, shared by every store.
+    outbound: Arc<Outbound>,
     threads: Arc<GuestThreads>,
     stats: Arc<RuntimeStats>,
     /// The instance aborting uploads lost with their own, while in use.

@@ -34,6 +34,9 @@ pub struct InOrder {
     ahead_bytes: usize,
     /// The connection's budget for what `gathered` and `ahead` hold.
     held: Option<OwnedSemaphorePermit>,
+    /// The budget of parts handed out, kept by the caller until the plugin
+    /// has them (`take_handed_out`).
+    handed_out: Option<OwnedSemaphorePermit>,
     budget: ByteBudget,
     /// Once spooling: every byte from `sent` on is there.
     spool: Option<Spool>,
@@ -55,6 +58,7 @@ impl InOrder {
             ahead: BTreeMap::new(),
             ahead_bytes: 0,
             held: None,
+            handed_out: None,
             budget,
             spool: None,
             spool_area,
@@ -104,10 +108,13 @@ impl InOrder {
         if offset <= gathered_end {
             let at = (offset - self.sent) as usize;
             let new_len = (end - self.sent) as usize;
-            if new_len > self.gathered.len() {
-                self.gathered.resize(new_len, 0);
+            // Room for a whole part at once: a part is not copied as it grows.
+            if new_len > self.gathered.capacity() {
+                self.gathered.reserve_exact(new_len.max(self.chunk) - self.gathered.len());
             }
-            self.gathered[at..at + data.len()].copy_from_slice(data);
+            let overlap = self.gathered.len().saturating_sub(at).min(data.len());
+            self.gathered[at..at + overlap].copy_from_slice(&data[..overlap]);
+            self.gathered.extend_from_slice(&data[overlap..]);
             // WRITEs that waited for this gap follow on now.
             while let Some(bytes) = self.ahead.remove(&self.gathered_end()) {
                 self.ahead_bytes -= bytes.len();
@@ -133,10 +140,19 @@ impl InOrder {
         parts
     }
 
+    /// Moves the budget of `bytes` handed out in a part to `handed_out`.
     fn release(&mut self, bytes: usize) {
-        if let Some(held) = &mut self.held {
-            drop(held.split(bytes.min(held.num_permits())));
+        let Some(part) = self.held.as_mut().and_then(|held| held.split(bytes.min(held.num_permits()))) else { return };
+        match &mut self.handed_out {
+            Some(handed_out) => handed_out.merge(part),
+            None => self.handed_out = Some(part),
         }
+    }
+
+    /// The budget of the parts handed out since the last call: it stays
+    /// taken until the plugin has their bytes.
+    pub fn take_handed_out(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.handed_out.take()
     }
 
     /// Moves everything held in memory to a new spool file.
@@ -332,5 +348,30 @@ mod tests {
         let got = order.write(1000, b"0123456789abc").await.unwrap();
         assert_eq!(got, vec![(1000, b"0123456789".to_vec())]);
         assert_eq!(finish(&mut order, Vec::new()).await, vec![(1010, b"abc".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn rewrites_inside_and_across_the_gathered_end_land_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut order = in_order(0, 100, &dir);
+        order.write(0, b"abcdef").await.unwrap();
+        order.write(2, b"XY").await.unwrap();
+        order.write(4, b"1234").await.unwrap();
+        assert!(order.spool.is_none(), "held in memory");
+        assert_eq!(content(&finish(&mut order, Vec::new()).await, 0), b"abXY1234");
+    }
+
+    #[tokio::test]
+    async fn a_part_keeps_its_budget_until_the_plugin_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = ByteBudget::new(100);
+        let mut order = InOrder::new(0, 60, budget.clone(), SpoolArea::new(dir.path().to_path_buf(), 1 << 30), 1 << 30);
+        let parts = order.write(0, &[7; 70]).await.unwrap();
+        assert_eq!(parts.len(), 1);
+        assert!(budget.try_take(31).is_none(), "the part handed out still holds its 60 bytes, the rest 10");
+        let handed_out = order.take_handed_out().expect("the part's budget");
+        assert_eq!(handed_out.num_permits(), 60);
+        drop(handed_out);
+        assert!(budget.try_take(90).is_some(), "given back once the plugin has the part");
     }
 }

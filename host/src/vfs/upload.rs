@@ -117,7 +117,8 @@ impl Upload {
         if let Some(order) = &mut self.in_order {
             let at = if self.append { end - data.len() as u64 } else { offset };
             let parts = order.write(at, data).await;
-            return self.send_parts(parts).await;
+            let budget = order.take_handed_out();
+            return self.send_parts(parts, budget).await;
         }
         if !self.reserve(data.len()).await? {
             // The connection's budget is spent: this WRITE goes to the plugin as it is.
@@ -156,8 +157,13 @@ impl Upload {
     }
 
     /// Hands the parts an in-order upload has ready to the plugin; a
-    /// failure fails the upload.
-    async fn send_parts(&mut self, parts: Result<Vec<super::in_order::Part>, StorageError>) -> Result<(), StorageError> {
+    /// failure fails the upload. `budget` is theirs: each part keeps its
+    /// share until the plugin has it.
+    async fn send_parts(
+        &mut self,
+        parts: Result<Vec<super::in_order::Part>, StorageError>,
+        mut budget: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), StorageError> {
         let parts = match parts {
             Ok(parts) => parts,
             Err(error) => return self.record(Err(error)),
@@ -165,9 +171,12 @@ impl Upload {
         for (offset, part) in parts {
             self.settle_in_flight().await?;
             let (writer, backend_delay) = (self.writer.clone(), self.backend_delay);
+            let part_budget = budget.as_mut().and_then(|b| b.split(part.len().min(b.num_permits())));
             self.in_flight = Some(tokio::spawn(async move {
                 delay(backend_delay).await;
-                writer.write_chunk(offset, part).await
+                let written = writer.write_chunk(offset, part).await;
+                drop(part_budget);
+                written
             }));
         }
         Ok(())
@@ -291,7 +300,8 @@ impl Upload {
                 Ok(None) => break,
                 Err(error) => return self.record(Err(error)),
             };
-            self.send_parts(Ok(vec![part])).await?;
+            let budget = order.take_handed_out();
+            self.send_parts(Ok(vec![part]), budget).await?;
         }
         self.settle_in_flight().await
     }

@@ -4,6 +4,8 @@ use wasftp_sdk::config::{is_reserved, parse_bytes};
 
 /// S3 needs parts of at least 5 MiB, except the last.
 pub const MIN_PART: u64 = 5 << 20;
+/// The most S3 copies in one request (CopyObject, UploadPartCopy).
+pub const MAX_COPY: u64 = 5 << 30;
 /// S3 allows 5 GiB, but a part is held in the instance's memory (with a
 /// chunk arriving and a copy being sent: about three times its size).
 pub const MAX_PART: u64 = 64 << 20;
@@ -23,6 +25,8 @@ pub struct Config {
     pub secret_access_key: String,
     pub read_chunk: u32,
     pub part_size: u32,
+    /// Larger objects are copied (rename, copy-data) in parts of this size.
+    pub max_single_copy: u64,
     /// Multipart uploads under the prefix older than this are aborted by `maintain`.
     pub orphan_age_secs: u64,
     pub connect_timeout_secs: u64,
@@ -44,6 +48,7 @@ impl Config {
             secret_access_key: String::new(),
             read_chunk: 8 << 20,
             part_size: 8 << 20,
+            max_single_copy: MAX_COPY,
             orphan_age_secs: 24 * 3600,
             connect_timeout_secs: 10,
             read_timeout_secs: 60,
@@ -61,6 +66,7 @@ impl Config {
                 "secret-access-key" => config.secret_access_key = value.clone(),
                 "read-chunk" => config.read_chunk = size(key, value, 64 << 10, MAX_PART)? as u32,
                 "part-size" => config.part_size = size(key, value, MIN_PART, MAX_PART)? as u32,
+                "max-single-copy" => config.max_single_copy = size(key, value, MIN_PART, MAX_COPY)?,
                 "orphan-age-secs" => config.orphan_age_secs = number(key, value)?,
                 "connect-timeout-secs" => config.connect_timeout_secs = number(key, value)?,
                 "read-timeout-secs" => config.read_timeout_secs = number(key, value)?,

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use futures_lite::future::zip;
 use wasftp_sdk::prelude::*;
 
 use crate::client::{self, block_on, is_not_found};
@@ -179,12 +180,16 @@ fn head(key: &str, version: Option<&str>) -> Result<FileInfo> {
 impl S3Session {
     /// Whether anything (a marker or a key) lives under the directory `path`.
     fn is_dir(&self, path: &str) -> Result<bool> {
+        block_on(self.has_children(path))
+    }
+
+    async fn has_children(&self, path: &str) -> Result<bool> {
         if path == "/" {
             return Ok(true);
         }
         let state = state()?;
-        let page = block_on(state.s3.list_objects_v2().bucket(&state.config.bucket).prefix(self.keys.dir(path)).max_keys(1).send())
-            .map_err(|e| client::error("list", e))?;
+        let page = state.s3.list_objects_v2().bucket(&state.config.bucket).prefix(self.keys.dir(path)).max_keys(1).send().await;
+        let page = page.map_err(|e| client::error("list", e))?;
         Ok(!page.contents().is_empty() || !page.common_prefixes().is_empty())
     }
 
@@ -227,12 +232,61 @@ impl S3Session {
         }
     }
 
-    /// Copies the object `from` to the key `to`.
-    fn copy_object(&self, from: &str, to: &str) -> Result<()> {
+    /// Copies the object `from` (`size` bytes, of version `etag` if known)
+    /// to the key `to`: one CopyObject, or past `max-single-copy` (S3 copies
+    /// at most 5 GiB at once) a multipart upload of UploadPartCopy parts.
+    /// Every request is pinned to the version, so the copy is of one version.
+    fn copy_object(&self, from: &str, to: &str, size: u64, etag: Option<&str>) -> Result<()> {
         let state = state()?;
         let source = format!("{}/{}", state.config.bucket, encode_key(from));
-        block_on(state.s3.copy_object().bucket(&state.config.bucket).key(to).copy_source(source).send())
-            .map_err(|e| client::error("copy", e))?;
+        let etag = etag.map(str::to_string);
+        if size <= state.config.max_single_copy {
+            let copy = state.s3.copy_object().bucket(&state.config.bucket).key(to).copy_source(source);
+            block_on(copy.set_copy_source_if_match(etag).send()).map_err(|e| client::error("copy", e))?;
+            return Ok(());
+        }
+        let created = block_on(state.s3.create_multipart_upload().bucket(&state.config.bucket).key(to).send())
+            .map_err(|e| client::error("create multipart upload", e))?;
+        let id = created.upload_id().ok_or_else(|| io_error("create multipart upload: no upload id"))?.to_string();
+        // Parts of the same size but the last; at most 10,000 of them.
+        let part_len = state.config.max_single_copy.max(size.div_ceil(MAX_PARTS)).min(config::MAX_COPY);
+        let copied = (|| {
+            let mut parts = Vec::new();
+            // In u64: a part is past a wasm32 usize.
+            let mut start = 0;
+            while start < size {
+                let end = (start + part_len).min(size) - 1;
+                let number = parts.len() as i32 + 1;
+                let copied = block_on(
+                    state
+                        .s3
+                        .upload_part_copy()
+                        .bucket(&state.config.bucket)
+                        .key(to)
+                        .upload_id(&id)
+                        .part_number(number)
+                        .copy_source(&source)
+                        .copy_source_range(format!("bytes={start}-{end}"))
+                        .set_copy_source_if_match(etag.clone())
+                        .send(),
+                )
+                .map_err(|e| client::error("upload part copy", e))?;
+                let part_etag = copied.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string);
+                parts.push(CompletedPart::builder().part_number(number).set_e_tag(part_etag).build());
+                start = end + 1;
+            }
+            let parts = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
+            block_on(
+                state.s3.complete_multipart_upload().bucket(&state.config.bucket).key(to).upload_id(&id).multipart_upload(parts).send(),
+            )
+            .map_err(|e| client::error("complete multipart upload", e))
+        })();
+        if let Err(error) = copied {
+            if let Err(e) = abort_upload(state, to, &id) {
+                log::warn(&format!("s3: aborting the copy to {to}: {e:?}"));
+            }
+            return Err(error);
+        }
         Ok(())
     }
 
@@ -256,21 +310,21 @@ impl S3Session {
         let (Some(src_key), Some(dst_key)) = (self.keys.file(src), self.keys.file(dst)) else {
             return Err(Error::PermissionDenied);
         };
-        let source = self.kind(src)?.ok_or(Error::NotFound)?;
+        let source = self.info(src)?;
         let target = self.kind(dst)?;
         if let Some(parent) = wasftp_sdk::path::parent(dst)
             && !self.is_dir(parent)?
         {
             return Err(Error::NotFound);
         }
-        match (source, target) {
+        match (source.kind, target) {
             (_, Some(_)) if !overwrite => return Err(Error::AlreadyExists),
             (FileKind::File, Some(FileKind::Directory)) => return Err(Error::IsADirectory),
             (FileKind::Directory, Some(_)) => return Err(Error::AlreadyExists),
             _ => {}
         }
-        if source == FileKind::File {
-            self.copy_object(&src_key, &dst_key)?;
+        if source.kind == FileKind::File {
+            self.copy_object(&src_key, &dst_key, source.size, source.version.as_deref())?;
             return Ok(vec![src_key]);
         }
         if dst.starts_with(&format!("{src}/")) {
@@ -279,8 +333,8 @@ impl S3Session {
         // Listed in full first: past the bound, nothing is touched.
         let (from, to) = (self.keys.dir(src), self.keys.dir(dst));
         let keys = self.keys_under(src, MAX_RENAME_KEYS)?;
-        for (key, _) in &keys {
-            self.copy_object(key, &format!("{to}{}", &key[from.len()..]))?;
+        for (key, size) in &keys {
+            self.copy_object(key, &format!("{to}{}", &key[from.len()..]), (*size).max(0) as u64, None)?;
         }
         if keys.is_empty() {
             // A directory known only by its name in a path cannot be empty;
@@ -366,32 +420,34 @@ impl GuestSession for S3Session {
         self.info(&path)
     }
 
+    /// One GET of the first bytes, which also gives the size and the ETag
+    /// to pin: a small file is read whole at open, with no HEAD before it.
     fn open_read(&self, path: String, version: Option<String>) -> Result<Reader> {
         let Some(key) = self.keys.file(&path) else { return Err(Error::IsADirectory) };
-        let info = match head(&key, version.as_deref()) {
+        let (info, first) = match get_first(&key, version) {
             Err(Error::NotFound) if self.is_dir(&path)? => return Err(Error::IsADirectory),
             other => other?,
         };
         // Without an ETag nothing pins the version; S3 always sends one.
         let etag = info.version.clone();
-        Ok(Reader::new(S3Reader { key, etag, info }))
+        Ok(Reader::new(S3Reader { key, etag, info, first: RefCell::new(first) }))
     }
 
     /// The checks OpenSSH's server makes at open (not a directory, a
     /// parent that is a directory), so a client learns at OPEN rather than
-    /// after sending the whole file: one LIST at the root, two below it.
+    /// after sending the whole file: two LISTs at once, one round trip.
     fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
         let Some(key) = self.keys.file(&path) else { return Err(Error::IsADirectory) };
         // The key and a multipart upload id must fit in a recovery token.
         if key.len() > MAX_KEY_LEN {
             return Err(invalid(format!("object keys are limited to {MAX_KEY_LEN} bytes here")));
         }
-        if self.is_dir(&path)? {
+        let parent = wasftp_sdk::path::parent(&path).unwrap_or("/");
+        let (is_dir, parent_is_dir) = block_on(zip(self.has_children(&path), self.has_children(parent)));
+        if is_dir? {
             return Err(Error::IsADirectory);
         }
-        if let Some(parent) = wasftp_sdk::path::parent(&path)
-            && !self.is_dir(parent)?
-        {
+        if !parent_is_dir? {
             return match self.kind(parent)? {
                 Some(_) => Err(Error::NotADirectory),
                 None => Err(Error::NotFound),
@@ -510,6 +566,8 @@ pub struct S3Reader {
     key: String,
     etag: Option<String>,
     info: FileInfo,
+    /// The object's first bytes, fetched at open; let go once read past.
+    first: RefCell<Vec<u8>>,
 }
 
 impl GuestReader for S3Reader {
@@ -517,15 +575,70 @@ impl GuestReader for S3Reader {
         self.info.clone()
     }
 
-    /// One ranged GET of the pinned version (If-Match): an object replaced
-    /// meanwhile is a conflict, never a mix of two versions.
+    /// The bytes fetched at open, then ranged GETs of the pinned version
+    /// (If-Match): an object replaced meanwhile is a conflict, never a mix
+    /// of two versions.
     fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
         if offset >= self.info.size || len == 0 {
             return Ok(Vec::new());
         }
-        let last = (offset + u64::from(len)).min(self.info.size) - 1;
-        get_range(&self.key, offset, last, self.etag.clone())
+        let end = (offset + u64::from(len)).min(self.info.size);
+        let mut first = self.first.borrow_mut();
+        let held = first.len() as u64;
+        if offset >= held {
+            return get_range(&self.key, offset, end - 1, self.etag.clone());
+        }
+        let mut out = first[offset as usize..end.min(held) as usize].to_vec();
+        if end >= held {
+            // Read to its end: the client has moved on.
+            *first = Vec::new();
+        }
+        if end > held {
+            out.extend(get_range(&self.key, held, end - 1, self.etag.clone())?);
+        }
+        Ok(out)
     }
+}
+
+/// How much `open-read` fetches with the GET that pins the object: a file
+/// this small is read whole at open.
+const FIRST_BYTES: u64 = 64 * 1024;
+
+/// The object at `key` (of `version` if given) and its first bytes, in one
+/// ranged GET.
+fn get_first(key: &str, version: Option<String>) -> Result<(FileInfo, Vec<u8>)> {
+    let state = state()?;
+    let request = state
+        .s3
+        .get_object()
+        .bucket(&state.config.bucket)
+        .key(key)
+        .range(format!("bytes=0-{}", FIRST_BYTES - 1))
+        .set_if_match(version.clone());
+    let got = match block_on(request.send()) {
+        Ok(got) => got,
+        // An empty object has no byte 0 to range over.
+        Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(416) => {
+            return Ok((head(key, version.as_deref())?, Vec::new()));
+        }
+        Err(e) => return Err(client::error("get", e)),
+    };
+    let sent = got.content_length().unwrap_or(0).max(0) as u64;
+    // `bytes 0-4095/4096`; a server that ignored the range sends it all.
+    let total = match got.content_range() {
+        Some(range) => range.rsplit_once('/').and_then(|(_, total)| total.parse::<u64>().ok()),
+        None => Some(sent),
+    };
+    let Some(total) = total else { return Ok((head(key, version.as_deref())?, Vec::new())) };
+    let info = file_info(total as i64, got.last_modified(), got.e_tag());
+    if sent > FIRST_BYTES {
+        // Not what was asked for: read nothing now, the reads fetch it.
+        return Ok((info, Vec::new()));
+    }
+    let data = block_on(got.body.collect()).map_err(|e| io_error(client::scrub(&format!("get: reading the body: {e}"))))?;
+    let mut first = data.into_bytes().to_vec();
+    first.truncate(total.min(FIRST_BYTES) as usize);
+    Ok((info, first))
 }
 
 /// Bytes `first..=last` of the object at `key`, of version `etag` if given.
@@ -641,9 +754,9 @@ impl S3Writer {
             upload.received = upload.pending.len() as u64;
             return Ok(());
         }
-        // Copy parts of at most 5 GiB, as even as can be (each at least 5 MiB).
-        const MAX_COPY_PART: u64 = 5 << 30;
-        let count = size.div_ceil(MAX_COPY_PART);
+        // Copy parts of at most 5 GiB, as even as can be (each at least 5 MiB:
+        // more parts follow them).
+        let count = size.div_ceil(config::MAX_COPY);
         let part_len = size.div_ceil(count);
         let source = format!("{}/{}", state.config.bucket, encode_key(&self.key));
         self.create_upload(upload)?;
@@ -714,17 +827,33 @@ impl GuestWriter for S3Writer {
         if upload.received + data.len() as u64 > self.part * MAX_PARTS {
             return Err(Error::NoSpace);
         }
-        // Out of memory is no-space for this upload, never a trap.
-        upload.pending.try_reserve(data.len()).map_err(|_| Error::NoSpace)?;
         upload.received += data.len() as u64;
-        upload.pending.extend_from_slice(&data);
-        while upload.pending.len() as u64 > self.part {
-            let rest = upload.pending.split_off(self.part as usize);
-            let part = std::mem::replace(&mut upload.pending, rest);
-            if let Err(e) = self.send_part(&mut upload, part) {
-                upload.failed = true;
-                return Err(e);
+        // A full part goes out only once more comes (a file of exactly one
+        // part is one PutObject). The host sends part-sized chunks, which
+        // are kept as they came: no copy in the guest.
+        let part = self.part as usize;
+        let mut at = 0;
+        while at < data.len() {
+            if upload.pending.len() >= part {
+                let full = std::mem::take(&mut upload.pending);
+                if let Err(e) = self.send_part(&mut upload, full) {
+                    upload.failed = true;
+                    return Err(e);
+                }
             }
+            if at == 0 && upload.pending.is_empty() && data.len() <= part {
+                upload.pending = data;
+                break;
+            }
+            let n = (part - upload.pending.len()).min(data.len() - at);
+            // Out of memory is no-space for this upload, never a trap; the
+            // bytes are lost, so the upload is failed.
+            if upload.pending.try_reserve_exact(n).is_err() {
+                upload.failed = true;
+                return Err(Error::NoSpace);
+            }
+            upload.pending.extend_from_slice(&data[at..at + n]);
+            at += n;
         }
         Ok(())
     }

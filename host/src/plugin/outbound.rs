@@ -1,0 +1,419 @@
+//! Where a plugin's granted `wasi:http` requests go. Each plugin version has
+//! one pool of connections, so requests reuse them: on a TLS endpoint a
+//! handshake per request would cost more than most S3 requests do. A
+//! connection is made only to an address checked against the grant, so a
+//! name whose DNS answer changes after the check (rebinding) gains nothing.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
+
+use super::RuntimeStats;
+use super::grants::{self, Origin};
+
+/// Idle connections are closed after this; S3 servers close theirs after
+/// about 20 s, and a pool that outlives them meets closed connections.
+const IDLE: Duration = Duration::from_secs(15);
+/// Idle connections kept per origin.
+const MAX_IDLE: usize = 32;
+/// What a request may take to connect and get its response's head, when
+/// the guest sets no timeouts.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The longest a connection may take to be made.
+const CONNECT_LIMIT: Duration = Duration::from_secs(60);
+
+/// The requests of one plugin version: the origins it may reach, and its
+/// connection pool.
+pub struct Outbound {
+    plugin: Arc<str>,
+    allow: Vec<Origin>,
+    stats: Arc<RuntimeStats>,
+    client: Client<Connector, WasiBody>,
+}
+
+impl Outbound {
+    pub fn new(plugin: Arc<str>, allow: Vec<Origin>, stats: Arc<RuntimeStats>) -> Arc<Self> {
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() })
+            .with_no_client_auth();
+        let connector = Connector { tls: Arc::new(tls) };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE)
+            .pool_max_idle_per_host(MAX_IDLE)
+            .build(connector);
+        Arc::new(Self { plugin, allow, stats, client })
+    }
+
+    fn deny(&self, why: &str) -> Error {
+        self.stats.http_denied.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("wasftp_plugin_http_denied_total", "plugin" => self.plugin.to_string()).increment(1);
+        tracing::warn!(plugin = &*self.plugin, "outgoing request refused: {why}");
+        Error::HttpRequestDenied
+    }
+
+    /// Sends `request` if its origin is granted; any other is answered
+    /// `HttpRequestDenied` (an error the guest sees, not a trap).
+    async fn send(self: Arc<Self>, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> Result<http::Response<WasiBody>, Error> {
+        if let Err(why) = grants::check_origin(&self.allow, request.uri()) {
+            return Err(self.deny(&why));
+        }
+        let option = |pick: fn(&RequestOptions) -> Option<Duration>| options.as_ref().and_then(pick).unwrap_or(DEFAULT_TIMEOUT);
+        let (connect_timeout, first_byte) = (option(|o| o.connect_timeout), option(|o| o.first_byte_timeout));
+        // Tokio panics on a zero interval.
+        let between_bytes = option(|o| o.between_bytes_timeout).max(Duration::from_nanos(1));
+        let attempt = Arc::new(ConnectAttempt::new(connect_timeout));
+        let request = CONNECT_ATTEMPT.scope(attempt.clone(), self.client.request(request));
+        let mut request = std::pin::pin!(request);
+        let started = tokio::time::Instant::now();
+        let response = loop {
+            let deadline = attempt.head_deadline(started, first_byte);
+            tokio::select! {
+                response = &mut request => break response,
+                () = tokio::time::sleep_until(deadline) => {
+                    if attempt.head_deadline(started, first_byte) <= tokio::time::Instant::now() {
+                        return Err(Error::ConnectionReadTimeout);
+                    }
+                }
+                () = attempt.connected.notified() => {}
+            }
+        };
+        let response = response.map_err(|e| self.request_error(&e))?;
+        Ok(response.map(|body| TimedBody::new(body, between_bytes).boxed_unsync()))
+    }
+
+    /// The guest's error for a failed request.
+    fn request_error(&self, e: &hyper_util::client::legacy::Error) -> Error {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(error) = source {
+            if let Some(denied) = error.downcast_ref::<Denied>() {
+                return self.deny(&denied.0);
+            }
+            if let Some(io) = error.downcast_ref::<io::Error>() {
+                return match io.kind() {
+                    io::ErrorKind::TimedOut => Error::ConnectionTimeout,
+                    io::ErrorKind::ConnectionRefused => Error::ConnectionRefused,
+                    _ => Error::Connect(io::Error::new(io.kind(), io.to_string())),
+                };
+            }
+            if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+                return if hyper.is_timeout() {
+                    Error::HttpResponseTimeout
+                } else if hyper.is_incomplete_message() || hyper.is_closed() || hyper.is_canceled() {
+                    Error::ConnectionTerminated
+                } else {
+                    Error::HttpProtocolError
+                };
+            }
+            source = error.source();
+        }
+        Error::Connect(io::Error::other(e.to_string()))
+    }
+}
+
+/// The `wasi:http` state of one store.
+pub struct HttpState {
+    pub ctx: WasiHttpCtx,
+    pub hooks: HttpHooks,
+}
+
+impl HttpState {
+    pub fn new(outbound: Arc<Outbound>) -> Self {
+        Self { ctx: WasiHttpCtx::new(), hooks: HttpHooks { outbound } }
+    }
+}
+
+pub struct HttpHooks {
+    outbound: Arc<Outbound>,
+}
+
+type Response = http::Response<WasiBody>;
+type IoFuture = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+impl WasiHttpHooks for HttpHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: IoFuture,
+    ) -> Box<dyn Future<Output = Result<(Response, IoFuture), Error>> + Send> {
+        drop(fut);
+        let outbound = self.outbound.clone();
+        Box::new(async move {
+            let response = outbound.send(request, options).await?;
+            // The pool drives the connection; nothing is left to wait for.
+            Ok((response, Box::new(async { Ok(()) }) as IoFuture))
+        })
+    }
+}
+
+/// The connection a request makes when the pool has none for it: the
+/// guest's connect timeout, and when it was made.
+struct ConnectAttempt {
+    timeout: Duration,
+    /// Set when the connector starts (a pooled connection needs none).
+    started: AtomicBool,
+    made_at: std::sync::Mutex<Option<tokio::time::Instant>>,
+    connected: tokio::sync::Notify,
+}
+
+impl ConnectAttempt {
+    fn new(timeout: Duration) -> Self {
+        Self { timeout, started: AtomicBool::new(false), made_at: std::sync::Mutex::new(None), connected: tokio::sync::Notify::new() }
+    }
+
+    fn made(&self) {
+        *self.made_at.lock().expect("connect attempt lock") = Some(tokio::time::Instant::now());
+        self.connected.notify_one();
+    }
+
+    /// When the response's head must have come: `first_byte` after the
+    /// request went out on a connection, which may first take as long as
+    /// the connect timeout to be made.
+    fn head_deadline(&self, started: tokio::time::Instant, first_byte: Duration) -> tokio::time::Instant {
+        let made_at = *self.made_at.lock().expect("connect attempt lock");
+        match made_at {
+            Some(at) => at + first_byte,
+            None if self.started.load(Ordering::Relaxed) => started + self.timeout + first_byte,
+            None => started + first_byte,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Set around a request, so the connector (called from within it) knows.
+    static CONNECT_ATTEMPT: Arc<ConnectAttempt>;
+}
+
+/// A connection refused because of where it would go.
+#[derive(Debug)]
+struct Denied(String);
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Denied {}
+
+/// Makes the pool's connections: to the checked addresses of an origin,
+/// over TLS for https.
+#[derive(Clone)]
+pub struct Connector {
+    tls: Arc<rustls::ClientConfig>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = TokioIo<Stream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        let attempt = CONNECT_ATTEMPT
+            .try_with(|attempt| {
+                attempt.started.store(true, Ordering::Relaxed);
+                attempt.clone()
+            })
+            .ok();
+        let limit = attempt.as_ref().map_or(CONNECT_LIMIT, |a| a.timeout.min(CONNECT_LIMIT));
+        Box::pin(async move {
+            let origin = Origin::of(&uri).ok_or_else(|| Denied(format!("{uri} is not an http(s) origin")))?;
+            let addresses = grants::resolve(&origin).await.map_err(Denied)?;
+            let tcp = tokio::time::timeout(limit, connect_any(&addresses))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {origin}")))??;
+            tcp.set_nodelay(true)?;
+            quick_ack(&tcp);
+            let stream = if origin.https() {
+                let name = rustls::pki_types::ServerName::try_from(origin.host().to_string())?;
+                let handshake = tokio_rustls::TlsConnector::from(tls).connect(name, tcp);
+                let tls = tokio::time::timeout(limit, handshake)
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("TLS handshake with {origin}")))??;
+                Stream::Tls(Box::new(tls))
+            } else {
+                Stream::Plain(tcp)
+            };
+            if let Some(attempt) = attempt {
+                attempt.made();
+            }
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// The first of `addresses` that takes the connection.
+async fn connect_any(addresses: &[SocketAddr]) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// One pooled connection.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+/// Acknowledges what arrives next at once. On a reused connection Linux
+/// delays its ACKs (up to 40 ms) expecting to send them with the next
+/// request; a server that writes a response's head and body apart (garage
+/// does, under Nagle) waits for that ACK before the body, so every small
+/// response would take 40 ms. Set after every request and read, as the
+/// flag does not last.
+fn quick_ack(tcp: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::net::sockopt::set_tcp_quickack(tcp, true);
+    #[cfg(not(target_os = "linux"))]
+    let _ = tcp;
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let read = match this {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        };
+        if read.is_ready() {
+            quick_ack(this.tcp());
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = match this {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write(cx, data),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, data),
+        };
+        if written.is_ready() {
+            quick_ack(this.tcp());
+        }
+        written
+    }
+
+    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = match this {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        };
+        if written.is_ready() {
+            quick_ack(this.tcp());
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(tcp) => tcp.is_write_vectored(),
+            Stream::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A response body that fails when the next bytes take longer than the
+/// guest's between-bytes timeout.
+struct TimedBody {
+    body: Incoming,
+    between_bytes: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedBody {
+    fn new(body: Incoming, between_bytes: Duration) -> Self {
+        Self { body, between_bytes, deadline: Box::pin(tokio::time::sleep(between_bytes)) }
+    }
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = tokio::time::Instant::now() + this.between_bytes;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(if e.is_timeout() { Error::HttpResponseTimeout } else { Error::from(e) }))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(this.deadline.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
