@@ -155,3 +155,27 @@ async fn the_spool_space_is_shared_by_the_server_and_given_back() {
     assert_eq!(client.get("/c").await, content);
     server.shutdown().await;
 }
+
+/// A part on its way to the plugin keeps its share of the connection's
+/// upload budget until the plugin has it. With a budget of a part and a
+/// half, the next part waits for the one in flight rather than spool the
+/// rest of the upload (here the spool is too small to take it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_short_of_two_parts_waits_for_the_part_in_flight() {
+    let server = start_with([UserSpec::new("alice")], |c| {
+        let mut plugin = wasftp::config::PluginConfig { source: env!("WASFTP_SLOW_PLUGIN").into(), ..Default::default() };
+        plugin.config.insert("random-write".into(), "off".into());
+        plugin.config.insert("write-chunk".into(), "2M".into());
+        plugin.config.insert("delay-ms".into(), "50".into());
+        c.plugins.insert("slow".into(), plugin);
+        c.users[0].plugin = "slow".into();
+        c.sftp.upload_buffer_mib = 3;
+        c.sftp.spool_max_mib = 1;
+    })
+    .await;
+    let client = server.sftp("alice").await;
+    let content = pattern(12 * MIB + 5, 3);
+    client.put("/f", &content).await;
+    assert_eq!(client.get("/f").await, content);
+    server.shutdown().await;
+}

@@ -114,18 +114,27 @@ pub fn check_origin(allow: &[Origin], uri: &http::Uri) -> Result<(), String> {
     }
 }
 
+/// Why an origin's addresses cannot be used.
+#[derive(Debug)]
+pub enum Unreachable {
+    /// A name leading to a reserved address: refused, whatever the list says.
+    Reserved(String),
+    /// The name did not resolve.
+    Lookup(String),
+}
+
 /// The addresses to connect to for `origin`: a listed address as it is; a
 /// name's addresses, unless one of them is reserved.
-pub async fn resolve(origin: &Origin) -> Result<Vec<SocketAddr>, String> {
+pub async fn resolve(origin: &Origin) -> Result<Vec<SocketAddr>, Unreachable> {
     if let Ok(ip) = origin.host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, origin.port)]);
     }
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host((origin.host.as_str(), origin.port))
         .await
-        .map_err(|e| format!("resolving {}: {e}", origin.host))?
+        .map_err(|e| Unreachable::Lookup(format!("resolving {}: {e}", origin.host)))?
         .collect();
     if let Some(address) = addresses.iter().find(|a| reserved(a.ip())) {
-        return Err(format!("{} resolves to the reserved address {}", origin.host, address.ip()));
+        return Err(Unreachable::Reserved(format!("{} resolves to the reserved address {}", origin.host, address.ip())));
     }
     Ok(addresses)
 }
@@ -226,6 +235,6 @@ mod tests {
         assert!(!resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback() && a.port() == 9), "{resolved:?}");
         assert_eq!(resolve(&allow[1]).await.unwrap(), vec!["169.254.169.254:80".parse().unwrap()]);
         let unknown = Origin::parse("http://wasftp-test.invalid").unwrap();
-        assert!(resolve(&unknown).await.is_err(), "a name that does not resolve");
+        assert!(matches!(resolve(&unknown).await, Err(Unreachable::Lookup(_))), "a name that does not resolve");
     }
 }

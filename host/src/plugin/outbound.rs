@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
 
 use super::RuntimeStats;
-use super::grants::{self, Origin};
+use super::grants::{self, Origin, Unreachable};
 
 /// Idle connections are closed after this; S3 servers close theirs after
 /// about 20 s, and a pool that outlives them meets closed connections.
@@ -70,41 +70,66 @@ impl Outbound {
     }
 
     /// Sends `request` if its origin is granted; any other is answered
-    /// `HttpRequestDenied` (an error the guest sees, not a trap).
+    /// `HttpRequestDenied` (an error the guest sees, not a trap). A request
+    /// without a body that meets a pooled connection closed under it (the
+    /// server dropped it while idle) is sent once more, on a new one.
     async fn send(self: Arc<Self>, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> Result<http::Response<WasiBody>, Error> {
         if let Err(why) = grants::check_origin(&self.allow, request.uri()) {
             return Err(self.deny(&why));
         }
         let option = |pick: fn(&RequestOptions) -> Option<Duration>| options.as_ref().and_then(pick).unwrap_or(DEFAULT_TIMEOUT);
-        let (connect_timeout, first_byte) = (option(|o| o.connect_timeout), option(|o| o.first_byte_timeout));
-        // Tokio panics on a zero interval.
-        let between_bytes = option(|o| o.between_bytes_timeout).max(Duration::from_nanos(1));
-        let attempt = Arc::new(ConnectAttempt::new(connect_timeout));
+        let timeouts = Timeouts {
+            connect: option(|o| o.connect_timeout),
+            first_byte: option(|o| o.first_byte_timeout),
+            between_bytes: option(|o| o.between_bytes_timeout),
+        };
+        let again = request.body().is_end_stream().then(|| bodiless_copy(&request));
+        let (error, stale) = match self.send_once(request, &timeouts).await {
+            Ok(response) => return Ok(response),
+            Err(failed) => failed,
+        };
+        match again {
+            Some(request) if stale => self.send_once(request, &timeouts).await.map_err(|(error, _)| error),
+            _ => Err(error),
+        }
+    }
+
+    /// One try; an error says whether it met a pooled connection that was
+    /// closed under it.
+    async fn send_once(&self, request: http::Request<WasiBody>, timeouts: &Timeouts) -> Result<http::Response<WasiBody>, (Error, bool)> {
+        let attempt = Arc::new(ConnectAttempt::new(timeouts.connect));
         let request = CONNECT_ATTEMPT.scope(attempt.clone(), self.client.request(request));
         let mut request = std::pin::pin!(request);
         let started = tokio::time::Instant::now();
         let response = loop {
-            let deadline = attempt.head_deadline(started, first_byte);
+            let deadline = attempt.head_deadline(started, timeouts.first_byte);
             tokio::select! {
                 response = &mut request => break response,
                 () = tokio::time::sleep_until(deadline) => {
-                    if attempt.head_deadline(started, first_byte) <= tokio::time::Instant::now() {
-                        return Err(Error::ConnectionReadTimeout);
+                    if attempt.head_deadline(started, timeouts.first_byte) <= tokio::time::Instant::now() {
+                        return Err((Error::ConnectionReadTimeout, false));
                     }
                 }
                 () = attempt.connected.notified() => {}
             }
         };
-        let response = response.map_err(|e| self.request_error(&e))?;
-        Ok(response.map(|body| TimedBody::new(body, between_bytes).boxed_unsync()))
+        let pooled = !attempt.started.load(Ordering::Relaxed);
+        let response = response.map_err(|e| (self.request_error(&e), pooled && closed_under_us(&e)))?;
+        Ok(response.map(|body| TimedBody::new(body, timeouts.between_bytes).boxed_unsync()))
     }
 
     /// The guest's error for a failed request.
     fn request_error(&self, e: &hyper_util::client::legacy::Error) -> Error {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(error) = source {
-            if let Some(denied) = error.downcast_ref::<Denied>() {
-                return self.deny(&denied.0);
+            if let Some(unreachable) = error.downcast_ref::<NoAddress>() {
+                return match &unreachable.0 {
+                    Unreachable::Reserved(why) => self.deny(why),
+                    Unreachable::Lookup(why) => {
+                        tracing::warn!(plugin = &*self.plugin, "outgoing request: {why}");
+                        Error::DnsError { rcode: None, info_code: None }
+                    }
+                };
             }
             if let Some(io) = error.downcast_ref::<io::Error>() {
                 return match io.kind() {
@@ -202,17 +227,53 @@ tokio::task_local! {
     static CONNECT_ATTEMPT: Arc<ConnectAttempt>;
 }
 
-/// A connection refused because of where it would go.
+/// An origin whose addresses cannot be used (`grants::resolve`).
 #[derive(Debug)]
-struct Denied(String);
+struct NoAddress(Unreachable);
 
-impl std::fmt::Display for Denied {
+impl std::fmt::Display for NoAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match &self.0 {
+            Unreachable::Reserved(why) | Unreachable::Lookup(why) => f.write_str(why),
+        }
     }
 }
 
-impl std::error::Error for Denied {}
+impl std::error::Error for NoAddress {}
+
+/// The guest's timeouts for one request.
+struct Timeouts {
+    connect: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
+}
+
+/// Whether a request failed on a connection the server had closed: sent
+/// again, it goes out on a new one.
+fn closed_under_us(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            return hyper.is_incomplete_message() || hyper.is_closed() || hyper.is_canceled();
+        }
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            use io::ErrorKind::*;
+            return matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof);
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// `request` again, for a request without a body.
+fn bodiless_copy(request: &http::Request<WasiBody>) -> http::Request<WasiBody> {
+    let mut copy = http::Request::new(http_body_util::Empty::new().map_err(Error::from).boxed_unsync());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
 
 /// Makes the pool's connections: to the checked addresses of an origin,
 /// over TLS for https.
@@ -242,29 +303,30 @@ impl tower_service::Service<http::Uri> for Connector {
             .ok();
         let limit = attempt.as_ref().map_or(CONNECT_LIMIT, |a| a.timeout.min(CONNECT_LIMIT));
         Box::pin(async move {
-            let origin = Origin::of(&uri).ok_or_else(|| Denied(format!("{uri} is not an http(s) origin")))?;
-            let addresses = grants::resolve(&origin).await.map_err(Denied)?;
-            let tcp = tokio::time::timeout(limit, connect_any(&addresses))
+            let origin = Origin::of(&uri).ok_or_else(|| io::Error::other(format!("{uri} is not an http(s) origin")))?;
+            let stream = tokio::time::timeout(limit, connect(&origin, tls))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {origin}")))??;
-            tcp.set_nodelay(true)?;
-            quick_ack(&tcp);
-            let stream = if origin.https() {
-                let name = rustls::pki_types::ServerName::try_from(origin.host().to_string())?;
-                let handshake = tokio_rustls::TlsConnector::from(tls).connect(name, tcp);
-                let tls = tokio::time::timeout(limit, handshake)
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("TLS handshake with {origin}")))??;
-                Stream::Tls(Box::new(tls))
-            } else {
-                Stream::Plain(tcp)
-            };
             if let Some(attempt) = attempt {
                 attempt.made();
             }
             Ok(TokioIo::new(stream))
         })
     }
+}
+
+/// A new connection to `origin`'s checked addresses, over TLS for https.
+async fn connect(origin: &Origin, tls: Arc<rustls::ClientConfig>) -> Result<Stream, BoxError> {
+    let addresses = grants::resolve(origin).await.map_err(NoAddress)?;
+    let tcp = connect_any(&addresses).await?;
+    tcp.set_nodelay(true)?;
+    quick_ack(&tcp);
+    if !origin.https() {
+        return Ok(Stream::Plain(tcp));
+    }
+    let name = rustls::pki_types::ServerName::try_from(origin.host().to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+    Ok(Stream::Tls(Box::new(tls)))
 }
 
 /// The first of `addresses` that takes the connection.

@@ -26,6 +26,11 @@ impl ByteBudget {
         Self { bytes: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))) }
     }
 
+    /// Whether `n` bytes are free now.
+    pub fn has(&self, n: usize) -> bool {
+        self.bytes.available_permits() >= n
+    }
+
     /// Takes `n` bytes at once if they are free.
     pub fn try_take(&self, n: usize) -> Option<OwnedSemaphorePermit> {
         self.bytes.clone().try_acquire_many_owned(u32::try_from(n).ok()?).ok()

@@ -114,6 +114,11 @@ impl Upload {
             self.high_water = end;
             self.placeholder.set_size(end, false);
         }
+        // The part on its way to the plugin holds budget: wait for it, rather
+        // than have this upload spool the rest of its bytes to disk.
+        if self.in_order.is_some() && self.in_flight.is_some() && !self.budget.has(data.len()) {
+            self.settle_in_flight().await?;
+        }
         if let Some(order) = &mut self.in_order {
             let at = if self.append { end - data.len() as u64 } else { offset };
             let parts = order.write(at, data).await;

@@ -203,8 +203,9 @@ impl S3Session {
         if self.is_dir(path)? { Ok(dir_info()) } else { Err(Error::NotFound) }
     }
 
-    /// Every key under the directory `path`, at most `max` of them.
-    fn keys_under(&self, path: &str, max: usize) -> Result<Vec<(String, i64)>> {
+    /// Every key under the directory `path` with its size and ETag, at most
+    /// `max` of them.
+    fn keys_under(&self, path: &str, max: usize) -> Result<Vec<(String, u64, Option<String>)>> {
         let state = state()?;
         let mut keys = Vec::new();
         let mut token = None;
@@ -223,7 +224,8 @@ impl S3Session {
                 if keys.len() == max {
                     return Err(invalid(format!("more than {max} objects under {path}: too many to rename")));
                 }
-                keys.push((object.key().unwrap_or_default().to_string(), object.size().unwrap_or(0)));
+                let size = object.size().unwrap_or(0).max(0) as u64;
+                keys.push((object.key().unwrap_or_default().to_string(), size, object.e_tag().map(str::to_string)));
             }
             match page.next_continuation_token() {
                 Some(next) if page.is_truncated().unwrap_or(false) => token = Some(next.to_string()),
@@ -333,15 +335,15 @@ impl S3Session {
         // Listed in full first: past the bound, nothing is touched.
         let (from, to) = (self.keys.dir(src), self.keys.dir(dst));
         let keys = self.keys_under(src, MAX_RENAME_KEYS)?;
-        for (key, size) in &keys {
-            self.copy_object(key, &format!("{to}{}", &key[from.len()..]), (*size).max(0) as u64, None)?;
+        for (key, size, etag) in &keys {
+            self.copy_object(key, &format!("{to}{}", &key[from.len()..]), *size, etag.as_deref())?;
         }
         if keys.is_empty() {
             // A directory known only by its name in a path cannot be empty;
             // this is a marker-less race: leave a marker at the target.
             self.put_marker(&to)?;
         }
-        Ok(keys.into_iter().map(|(key, _)| key).collect())
+        Ok(keys.into_iter().map(|(key, ..)| key).collect())
     }
 
     fn put_marker(&self, dir_key: &str) -> Result<()> {
@@ -623,13 +625,14 @@ fn get_first(key: &str, version: Option<String>) -> Result<(FileInfo, Vec<u8>)> 
         }
         Err(e) => return Err(client::error("get", e)),
     };
-    let sent = got.content_length().unwrap_or(0).max(0) as u64;
-    // `bytes 0-4095/4096`; a server that ignored the range sends it all.
+    let sent = got.content_length().map(|n| n.max(0) as u64);
+    // `bytes 0-4095/4096`; a server that ignored the range sends it all,
+    // with its length (or without: then a HEAD says).
     let total = match got.content_range() {
         Some(range) => range.rsplit_once('/').and_then(|(_, total)| total.parse::<u64>().ok()),
-        None => Some(sent),
+        None => sent,
     };
-    let Some(total) = total else { return Ok((head(key, version.as_deref())?, Vec::new())) };
+    let (Some(total), Some(sent)) = (total, sent) else { return Ok((head(key, version.as_deref())?, Vec::new())) };
     let info = file_info(total as i64, got.last_modified(), got.e_tag());
     if sent > FIRST_BYTES {
         // Not what was asked for: read nothing now, the reads fetch it.
@@ -655,8 +658,16 @@ fn get_range(key: &str, first: u64, last: u64, etag: Option<String>) -> Result<V
             .send(),
     )
     .map_err(|e| client::error("get", e))?;
+    // A server that ignored the range sends other bytes, or all of them.
+    let want = last - first + 1;
+    let from = got.content_range().and_then(|r| r.strip_prefix("bytes ")).and_then(|r| r.split_once('-')).map(|(from, _)| from);
+    if (first > 0 && from != Some(first.to_string().as_str())) || got.content_length().is_some_and(|n| n.max(0) as u64 > want) {
+        return Err(io_error(format!("get: asked for bytes {first}-{last}, the server answered {:?}", got.content_range())));
+    }
     let data = block_on(got.body.collect()).map_err(|e| io_error(client::scrub(&format!("get: reading the body: {e}"))))?;
-    Ok(data.into_bytes().to_vec())
+    let mut data = data.into_bytes().to_vec();
+    data.truncate(want as usize);
+    Ok(data)
 }
 
 #[derive(Default)]
@@ -829,8 +840,9 @@ impl GuestWriter for S3Writer {
         }
         upload.received += data.len() as u64;
         // A full part goes out only once more comes (a file of exactly one
-        // part is one PutObject). The host sends part-sized chunks, which
-        // are kept as they came: no copy in the guest.
+        // part is one PutObject). A chunk that is a whole part (the host
+        // sends chunks of up to 8 MiB) is kept as it came; smaller ones are
+        // gathered into one buffer of a part, reserved once.
         let part = self.part as usize;
         let mut at = 0;
         while at < data.len() {
@@ -848,7 +860,8 @@ impl GuestWriter for S3Writer {
             let n = (part - upload.pending.len()).min(data.len() - at);
             // Out of memory is no-space for this upload, never a trap; the
             // bytes are lost, so the upload is failed.
-            if upload.pending.try_reserve_exact(n).is_err() {
+            let room = part - upload.pending.len();
+            if upload.pending.try_reserve_exact(room).is_err() {
                 upload.failed = true;
                 return Err(Error::NoSpace);
             }
