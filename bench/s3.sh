@@ -85,9 +85,24 @@ bucket = "$BUCKET"
 prefix = "wasftp/"
 access-key-id = "\${AWS_ACCESS_KEY_ID}"
 secret-access-key = "\${AWS_SECRET_ACCESS_KEY}"
+# The same bucket without the checks OpenSSH's server makes at OPEN.
+[plugins.s3-no-open-checks]
+source = "bundled:s3"
+http_allow = ["$ENDPOINT"]
+[plugins.s3-no-open-checks.config]
+endpoint = "$ENDPOINT"
+bucket = "$BUCKET"
+prefix = "wasftp-no-open-checks/"
+open-checks = "false"
+access-key-id = "\${AWS_ACCESS_KEY_ID}"
+secret-access-key = "\${AWS_SECRET_ACCESS_KEY}"
 [[users]]
 name = "bench"
 plugin = "s3"
+authorized_keys = ["$(cat "$WORK/client_key.pub")"]
+[[users]]
+name = "bench-no-open-checks"
+plugin = "s3-no-open-checks"
 authorized_keys = ["$(cat "$WORK/client_key.pub")"]
 TOML
 RUST_LOG=warn "$BIN" serve --config "$WORK/wasftp.toml" > "$WORK/wasftp.log" 2>&1 &
@@ -148,22 +163,25 @@ for case in put_big get_big; do
   echo "direct $case $(printf '%s\n' "${times[@]}" | median)" | tee -a "$RESULTS"
 done
 
-# Small files: wasftp and rclone serve sftp.
+# Small files: wasftp (with and without OPEN's checks) and rclone serve sftp.
 # Only the uploads are timed: the last run's files are removed beforehand.
 printf -- '-rm small/*\n-rmdir small\nmkdir small\n' > "$WORK/clear_small"
 printf 'put %s/local/small/* small/\n' "$WORK" > "$WORK/put_small"
 printf 'get small/* %s/got_small/\n' "$WORK" > "$WORK/get_small"
-for target in wasftp ${PEER_RCLONE-rclone}; do
-  port=$([ "$target" = wasftp ] && echo "$WASFTP_PORT" || echo "$RCLONE_PORT")
-  for case in put_small get_small; do
+for target in wasftp wasftp-no-open-checks ${PEER_RCLONE-rclone}; do
+  port=$([ "$target" = rclone ] && echo "$RCLONE_PORT" || echo "$WASFTP_PORT")
+  user=$([ "$target" = wasftp-no-open-checks ] && echo bench-no-open-checks || echo bench)
+  cases="put_small get_small"
+  [ "$target" = wasftp-no-open-checks ] && cases=put_small
+  for case in $cases; do
     times=()
     for _ in $(seq "$RUNS"); do
       rm -rf "$WORK/got_small"; mkdir -p "$WORK/got_small"
-      if [ "$case" = put_small ]; then timed_sftp bench "$port" "$WORK/clear_small" > /dev/null; fi
-      times+=("$(timed_sftp bench "$port" "$WORK/$case")")
+      if [ "$case" = put_small ]; then timed_sftp "$user" "$port" "$WORK/clear_small" > /dev/null; fi
+      times+=("$(timed_sftp "$user" "$port" "$WORK/$case")")
       if [ "$case" = get_small ] && [ "$(ls "$WORK/got_small" | wc -l)" != "$SMALL_FILES" ]; then
         echo "$target: small files missing (its log: $WORK/$target.log)" >&2
-        [ "$target" = wasftp ] && exit 1
+        [ "$target" != rclone ] && exit 1
       fi
     done
     echo "$target $case $(printf '%s\n' "${times[@]}" | median)" | tee -a "$RESULTS"
@@ -176,10 +194,11 @@ awk -v size="$SIZE_MIB" -v n="$SMALL_FILES" '
   { t[$1" "$2] = $3 }
   END {
     printf "%-10s %16s %16s %8s\n", "case", "wasftp", "peer", "ratio"
-    split("put_big:direct get_big:direct put_small:rclone get_small:rclone", cases, " ")
-    for (i = 1; i <= 4; i++) {
+    n_cases = split("put_big:direct:wasftp get_big:direct:wasftp put_small:rclone:wasftp put_small:rclone:wasftp-no-open-checks get_small:rclone:wasftp", cases, " ")
+    for (i = 1; i <= n_cases; i++) {
       split(cases[i], p, ":"); c = p[1]; peer = p[2]
-      w = t["wasftp " c]; o = t[peer " " c]
+      w = t[p[3] " " c]; o = t[peer " " c]
+      if (p[3] != "wasftp") printf "(open-checks = false)\n"
       if (c ~ /big/) { wr = size * 1.048576 / w; unit = "MB/s" } else { wr = n / w; unit = "files/s" }
       if (o == "") { printf "%-10s %9.1f %-7s %16s\n", c, wr, unit, "(peer not run)"; continue }
       orate = (c ~ /big/) ? size * 1.048576 / o : n / o

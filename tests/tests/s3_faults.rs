@@ -248,3 +248,25 @@ async fn a_file_past_the_single_copy_limit_is_renamed_in_parts() {
     assert_eq!(bucket.multipart_uploads().await, 0);
     server.shutdown().await;
 }
+
+/// With `open-checks = false`, OPEN for writing makes no S3 call, and a
+/// file may go under a directory that does not exist: the directory comes
+/// into being with it, as in S3. (By default OPEN refuses it, as OpenSSH's
+/// server does: `s3_plugin::uploads_are_refused_at_open_where_openssh_refuses_them`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_open_checks_an_upload_is_one_put() {
+    let bucket = S3Bucket::start().await;
+    let proxy = FaultProxy::start(&bucket.endpoint).await;
+    let server = server_via(&bucket, &proxy, &[("open-checks", "false")], 0).await;
+    let sftp = server.sftp("alice").await;
+    let requests = || [Kind::List, Kind::Head, Kind::Get, Kind::PutObject, Kind::Other].map(|k| proxy.seen(k));
+    let before = requests();
+    sftp.put("/new/dir/f", b"content").await;
+    let after = requests();
+    let made: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(made, [0, 0, 0, 1, 0], "LIST, HEAD, GET, PUT, other: the upload is one PutObject");
+    assert_eq!(bucket.get("new/dir/f").await, b"content");
+    let listed = sftp.list("/new").await.expect("the directory exists with its file");
+    assert!(listed.iter().any(|name| name == "dir"), "{listed:?}");
+    server.shutdown().await;
+}

@@ -31,8 +31,8 @@ use super::grants::{self, Origin, Unreachable};
 const IDLE: Duration = Duration::from_secs(15);
 /// Idle connections kept per origin.
 const MAX_IDLE: usize = 32;
-/// What a request may take to connect and get its response's head, when
-/// the guest sets no timeouts.
+/// The limit of each of a request's phases (connecting, the response's
+/// head, each gap in its body) the guest sets no timeout for.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The longest a connection may take to be made.
 const CONNECT_LIMIT: Duration = Duration::from_secs(60);

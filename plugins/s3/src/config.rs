@@ -19,6 +19,10 @@ pub struct Config {
     /// Sign request payloads (SHA-256 of every part); off: `UNSIGNED-PAYLOAD`,
     /// integrity left to TLS (use an https endpoint beyond loopback).
     pub sign_payload: bool,
+    /// OPEN for writing checks what OpenSSH's server checks (the name is
+    /// not a directory, the parent is one); off: no S3 call at OPEN, and a
+    /// missing parent comes into being with the file, as in S3 itself.
+    pub open_checks: bool,
     /// Prepended to every key (after normalising: empty or ending in `/`).
     pub prefix: String,
     pub access_key_id: String,
@@ -43,6 +47,7 @@ impl Config {
             bucket: String::new(),
             path_style: true,
             sign_payload: false,
+            open_checks: true,
             prefix: String::new(),
             access_key_id: String::new(),
             secret_access_key: String::new(),
@@ -61,6 +66,7 @@ impl Config {
                 "bucket" => config.bucket = value.clone(),
                 "path-style" => config.path_style = flag(key, value)?,
                 "sign-payload" => config.sign_payload = flag(key, value)?,
+                "open-checks" => config.open_checks = flag(key, value)?,
                 "prefix" => config.prefix = key_prefix(value).map_err(|e| format!("`prefix`: {e}"))?,
                 "access-key-id" => config.access_key_id = value.clone(),
                 "secret-access-key" => config.secret_access_key = value.clone(),

@@ -438,22 +438,25 @@ impl GuestSession for S3Session {
     /// The checks OpenSSH's server makes at open (not a directory, a
     /// parent that is a directory), so a client learns at OPEN rather than
     /// after sending the whole file: two LISTs at once, one round trip.
+    /// Skipped with `open-checks = false`.
     fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
         let Some(key) = self.keys.file(&path) else { return Err(Error::IsADirectory) };
         // The key and a multipart upload id must fit in a recovery token.
         if key.len() > MAX_KEY_LEN {
             return Err(invalid(format!("object keys are limited to {MAX_KEY_LEN} bytes here")));
         }
-        let parent = wasftp_sdk::path::parent(&path).unwrap_or("/");
-        let (is_dir, parent_is_dir) = block_on(zip(self.has_children(&path), self.has_children(parent)));
-        if is_dir? {
-            return Err(Error::IsADirectory);
-        }
-        if !parent_is_dir? {
-            return match self.kind(parent)? {
-                Some(_) => Err(Error::NotADirectory),
-                None => Err(Error::NotFound),
-            };
+        if state()?.config.open_checks {
+            let parent = wasftp_sdk::path::parent(&path).unwrap_or("/");
+            let (is_dir, parent_is_dir) = block_on(zip(self.has_children(&path), self.has_children(parent)));
+            if is_dir? {
+                return Err(Error::IsADirectory);
+            }
+            if !parent_is_dir? {
+                return match self.kind(parent)? {
+                    Some(_) => Err(Error::NotADirectory),
+                    None => Err(Error::NotFound),
+                };
+            }
         }
         let mut existing = None;
         if options.exclusive || !options.create || !options.truncate {
