@@ -85,15 +85,15 @@ bucket = "$BUCKET"
 prefix = "wasftp/"
 access-key-id = "\${AWS_ACCESS_KEY_ID}"
 secret-access-key = "\${AWS_SECRET_ACCESS_KEY}"
-# The same bucket without the checks OpenSSH's server makes at OPEN.
-[plugins.s3-no-open-checks]
+# The same bucket with the checks OpenSSH's server makes at OPEN.
+[plugins.s3-open-checks]
 source = "bundled:s3"
 http_allow = ["$ENDPOINT"]
-[plugins.s3-no-open-checks.config]
+[plugins.s3-open-checks.config]
 endpoint = "$ENDPOINT"
 bucket = "$BUCKET"
-prefix = "wasftp-no-open-checks/"
-open-checks = "false"
+prefix = "wasftp-open-checks/"
+open-checks = "true"
 access-key-id = "\${AWS_ACCESS_KEY_ID}"
 secret-access-key = "\${AWS_SECRET_ACCESS_KEY}"
 [[users]]
@@ -101,8 +101,8 @@ name = "bench"
 plugin = "s3"
 authorized_keys = ["$(cat "$WORK/client_key.pub")"]
 [[users]]
-name = "bench-no-open-checks"
-plugin = "s3-no-open-checks"
+name = "bench-open-checks"
+plugin = "s3-open-checks"
 authorized_keys = ["$(cat "$WORK/client_key.pub")"]
 TOML
 RUST_LOG=warn "$BIN" serve --config "$WORK/wasftp.toml" > "$WORK/wasftp.log" 2>&1 &
@@ -163,16 +163,16 @@ for case in put_big get_big; do
   echo "direct $case $(printf '%s\n' "${times[@]}" | median)" | tee -a "$RESULTS"
 done
 
-# Small files: wasftp (with and without OPEN's checks) and rclone serve sftp.
+# Small files: wasftp (without and with OPEN's checks) and rclone serve sftp.
 # Only the uploads are timed: the last run's files are removed beforehand.
 printf -- '-rm small/*\n-rmdir small\nmkdir small\n' > "$WORK/clear_small"
 printf 'put %s/local/small/* small/\n' "$WORK" > "$WORK/put_small"
 printf 'get small/* %s/got_small/\n' "$WORK" > "$WORK/get_small"
-for target in wasftp wasftp-no-open-checks ${PEER_RCLONE-rclone}; do
+for target in wasftp wasftp-open-checks ${PEER_RCLONE-rclone}; do
   port=$([ "$target" = rclone ] && echo "$RCLONE_PORT" || echo "$WASFTP_PORT")
-  user=$([ "$target" = wasftp-no-open-checks ] && echo bench-no-open-checks || echo bench)
+  user=$([ "$target" = wasftp-open-checks ] && echo bench-open-checks || echo bench)
   cases="put_small get_small"
-  [ "$target" = wasftp-no-open-checks ] && cases=put_small
+  [ "$target" = wasftp-open-checks ] && cases=put_small
   for case in $cases; do
     times=()
     for _ in $(seq "$RUNS"); do
@@ -194,11 +194,11 @@ awk -v size="$SIZE_MIB" -v n="$SMALL_FILES" '
   { t[$1" "$2] = $3 }
   END {
     printf "%-10s %16s %16s %8s\n", "case", "wasftp", "peer", "ratio"
-    n_cases = split("put_big:direct:wasftp get_big:direct:wasftp put_small:rclone:wasftp put_small:rclone:wasftp-no-open-checks get_small:rclone:wasftp", cases, " ")
+    n_cases = split("put_big:direct:wasftp get_big:direct:wasftp put_small:rclone:wasftp put_small:rclone:wasftp-open-checks get_small:rclone:wasftp", cases, " ")
     for (i = 1; i <= n_cases; i++) {
       split(cases[i], p, ":"); c = p[1]; peer = p[2]
       w = t[p[3] " " c]; o = t[peer " " c]
-      if (p[3] != "wasftp") printf "(open-checks = false)\n"
+      if (p[3] != "wasftp") printf "(open-checks = true)\n"
       if (c ~ /big/) { wr = size * 1.048576 / w; unit = "MB/s" } else { wr = n / w; unit = "files/s" }
       if (o == "") { printf "%-10s %9.1f %-7s %16s\n", c, wr, unit, "(peer not run)"; continue }
       orate = (c ~ /big/) ? size * 1.048576 / o : n / o

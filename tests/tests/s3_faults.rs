@@ -249,15 +249,16 @@ async fn a_file_past_the_single_copy_limit_is_renamed_in_parts() {
     server.shutdown().await;
 }
 
-/// With `open-checks = false`, OPEN for writing makes no S3 call, and a
-/// file may go under a directory that does not exist: the directory comes
-/// into being with it, as in S3. (By default OPEN refuses it, as OpenSSH's
-/// server does: `s3_plugin::uploads_are_refused_at_open_where_openssh_refuses_them`.)
+/// By default (`open-checks = false`) OPEN for writing makes no S3 call,
+/// and a file may go under a directory that does not exist: the directory
+/// comes into being with it, as in S3. (With `open-checks = true` OPEN
+/// refuses it, as OpenSSH's server does:
+/// `s3_plugin::uploads_are_refused_at_open_where_openssh_refuses_them`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_open_checks_an_upload_is_one_put() {
     let bucket = S3Bucket::start().await;
     let proxy = FaultProxy::start(&bucket.endpoint).await;
-    let server = server_via(&bucket, &proxy, &[("open-checks", "false")], 0).await;
+    let server = server_via(&bucket, &proxy, &[], 0).await;
     let sftp = server.sftp("alice").await;
     let requests = || [Kind::List, Kind::Head, Kind::Get, Kind::PutObject, Kind::Other].map(|k| proxy.seen(k));
     let before = requests();

@@ -266,13 +266,13 @@ async fn two_servers_over_one_bucket_share_the_files() {
     two.shutdown().await;
 }
 
-/// OPEN checks what OpenSSH's server checks: not a directory, a parent
-/// that exists and is a directory, and O_EXCL.
+/// With `open-checks = true`, OPEN checks what OpenSSH's server checks:
+/// not a directory, a parent that exists and is a directory, and O_EXCL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_are_refused_at_open_where_openssh_refuses_them() {
     use russh_sftp::protocol::StatusCode;
     let bucket = S3Bucket::start().await;
-    let server = s3_server(&bucket).await;
+    let server = s3_server_with(&bucket, &[("open-checks", "true")]).await;
     let sftp = server.sftp("alice").await;
     bounded("mkdir", sftp.sftp.mkdir("/dir", FileAttributes::empty())).await.unwrap();
     sftp.put("/file", b"f").await;

@@ -20,8 +20,9 @@ pub struct Config {
     /// integrity left to TLS (use an https endpoint beyond loopback).
     pub sign_payload: bool,
     /// OPEN for writing checks what OpenSSH's server checks (the name is
-    /// not a directory, the parent is one); off: no S3 call at OPEN, and a
-    /// missing parent comes into being with the file, as in S3 itself.
+    /// not a directory, the parent is one). Off (the default): no S3 call
+    /// at OPEN, and a missing parent comes into being with the file, as in
+    /// S3 itself.
     pub open_checks: bool,
     /// Prepended to every key (after normalising: empty or ending in `/`).
     pub prefix: String,
@@ -47,7 +48,7 @@ impl Config {
             bucket: String::new(),
             path_style: true,
             sign_payload: false,
-            open_checks: true,
+            open_checks: false,
             prefix: String::new(),
             access_key_id: String::new(),
             secret_access_key: String::new(),
