@@ -4,6 +4,8 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::operation::upload_part_copy::UploadPartCopyError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures_lite::future::zip;
@@ -259,22 +261,9 @@ impl S3Session {
             while start < size {
                 let end = (start + part_len).min(size) - 1;
                 let number = parts.len() as i32 + 1;
-                let copied = block_on(
-                    state
-                        .s3
-                        .upload_part_copy()
-                        .bucket(&state.config.bucket)
-                        .key(to)
-                        .upload_id(&id)
-                        .part_number(number)
-                        .copy_source(&source)
-                        .copy_source_range(format!("bytes={start}-{end}"))
-                        .set_copy_source_if_match(etag.clone())
-                        .send(),
-                )
-                .map_err(|e| client::error("upload part copy", e))?;
-                let part_etag = copied.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string);
-                parts.push(CompletedPart::builder().part_number(number).set_e_tag(part_etag).build());
+                let part = copy_part(state, to, &id, number, &source, (start, end), etag.clone())
+                    .map_err(|e| client::error("upload part copy", e))?;
+                parts.push(part);
                 start = end + 1;
             }
             let parts = CompletedMultipartUpload::builder().set_parts(Some(parts)).build();
@@ -700,6 +689,34 @@ struct Multipart {
 
 /// An upload's own failure: a vanished multipart upload (404) is not the
 /// file missing, which is what not-found would tell the client.
+/// Bytes `start..=end` of `source` (`bucket/key`, URL-encoded), pinned to
+/// `etag`, copied inside S3 as part `number` of the upload `id` of `key`.
+fn copy_part(
+    state: &State,
+    key: &str,
+    id: &str,
+    number: i32,
+    source: &str,
+    (start, end): (u64, u64),
+    etag: Option<String>,
+) -> std::result::Result<CompletedPart, aws_sdk_s3::error::SdkError<UploadPartCopyError, HttpResponse>> {
+    let copied = block_on(
+        state
+            .s3
+            .upload_part_copy()
+            .bucket(&state.config.bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .copy_source(source)
+            .copy_source_range(format!("bytes={start}-{end}"))
+            .set_copy_source_if_match(etag)
+            .send(),
+    )?;
+    let part_etag = copied.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string);
+    Ok(CompletedPart::builder().part_number(number).set_e_tag(part_etag).build())
+}
+
 fn upload_error<E, R>(op: &str, e: aws_sdk_s3::error::SdkError<E, R>) -> Error
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
@@ -779,28 +796,14 @@ impl S3Writer {
             let (start, end) = (i * part_len, ((i + 1) * part_len).min(size) - 1);
             let multipart = upload.multipart.as_mut().expect("just created");
             let number = multipart.parts.len() as i32 + 1;
-            let copied = block_on(
-                state
-                    .s3
-                    .upload_part_copy()
-                    .bucket(&state.config.bucket)
-                    .key(&self.key)
-                    .upload_id(&multipart.id)
-                    .part_number(number)
-                    .copy_source(&source)
-                    .copy_source_range(format!("bytes={start}-{end}"))
-                    .set_copy_source_if_match(existing.version.clone())
-                    .send(),
-            );
-            let etag = match copied {
-                Ok(copied) => copied.copy_part_result().and_then(|r| r.e_tag()).map(str::to_string),
+            match copy_part(state, &self.key, &multipart.id, number, &source, (start, end), existing.version.clone()) {
+                Ok(part) => multipart.parts.push(part),
                 Err(e) => {
                     let error = upload_error("upload part copy", e);
                     self.abort_now(upload);
                     return Err(error);
                 }
-            };
-            multipart.parts.push(CompletedPart::builder().part_number(number).set_e_tag(etag).build());
+            }
         }
         upload.received = size;
         upload.copied = size;
