@@ -819,6 +819,22 @@ impl S3Writer {
         Ok(())
     }
 
+    /// `If-None-Match: *` for an exclusive create: S3 refuses (412) to put
+    /// over an object that appeared after the HEAD, even through another
+    /// host. A server without conditional writes ignores it; the HEAD is
+    /// then all there is.
+    fn if_none_match(&self) -> Option<String> {
+        self.exclusive.then(|| "*".to_string())
+    }
+
+    /// A refused condition of an exclusive create is the file existing.
+    fn created_elsewhere(&self, error: Error) -> Error {
+        match error {
+            Error::Conflict if self.exclusive => Error::AlreadyExists,
+            other => other,
+        }
+    }
+
     fn abort_now(&self, upload: &mut Upload) {
         upload.closed = true;
         upload.pending = Vec::new();
@@ -924,12 +940,13 @@ impl GuestWriter for S3Writer {
         let etag = if upload.multipart.is_none() {
             let body = std::mem::take(&mut upload.pending);
             let request = state.s3.put_object().bucket(&state.config.bucket).key(&self.key).body(ByteStream::from(body));
+            let request = request.set_if_none_match(self.if_none_match());
             let put = if state.config.sign_payload {
                 block_on(request.send())
             } else {
                 block_on(request.customize().disable_payload_signing().send())
             }
-            .map_err(|e| client::error("put", e))?;
+            .map_err(|e| self.created_elsewhere(client::error("put", e)))?;
             put.e_tag().map(str::to_string)
         } else {
             if !upload.pending.is_empty() {
@@ -949,9 +966,10 @@ impl GuestWriter for S3Writer {
                     .key(&self.key)
                     .upload_id(&multipart.id)
                     .multipart_upload(parts)
+                    .set_if_none_match(self.if_none_match())
                     .send(),
             )
-            .map_err(|e| upload_error("complete multipart upload", e))?;
+            .map_err(|e| self.created_elsewhere(upload_error("complete multipart upload", e)))?;
             upload.multipart = None;
             done.e_tag().map(str::to_string)
         };

@@ -49,6 +49,8 @@ struct Shared {
     rules: Vec<Rule>,
     body_bytes: HashMap<Kind, u64>,
     seen: HashMap<Kind, u64>,
+    /// The head (request line and headers, lower case) of every request.
+    heads: Vec<(Kind, String)>,
 }
 
 #[derive(Clone)]
@@ -91,6 +93,12 @@ impl FaultProxy {
     pub fn seen(&self, kind: Kind) -> u64 {
         self.shared.lock().unwrap().seen.get(&kind).copied().unwrap_or(0)
     }
+
+    /// The heads (request line and headers, lower case) of the requests of
+    /// `kind` seen so far.
+    pub fn heads(&self, kind: Kind) -> Vec<String> {
+        self.shared.lock().unwrap().heads.iter().filter(|(k, _)| *k == kind).map(|(_, head)| head.clone()).collect()
+    }
 }
 
 fn kind_of(method: &str, target: &str, headers: &str) -> Kind {
@@ -117,10 +125,12 @@ async fn serve(mut client: TcpStream, upstream: String, shared: Arc<Mutex<Shared
     let head_text = String::from_utf8_lossy(&head).to_string();
     let mut first = head_text.lines().next().unwrap_or_default().split(' ');
     let (method, target) = (first.next().unwrap_or_default(), first.next().unwrap_or_default());
-    let kind = kind_of(method, target, &head_text.to_ascii_lowercase());
+    let lower = head_text.to_ascii_lowercase();
+    let kind = kind_of(method, target, &lower);
     let fault = {
         let mut shared = shared.lock().unwrap();
         *shared.seen.entry(kind).or_default() += 1;
+        shared.heads.push((kind, lower));
         let rule = shared.rules.iter_mut().find(|r| r.times > 0 && r.kind.is_none_or(|k| k == kind));
         rule.map(|r| {
             r.times -= 1;
