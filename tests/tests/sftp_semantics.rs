@@ -432,6 +432,37 @@ async fn a_request_sent_just_before_close_finds_the_file() {
     server.shutdown().await;
 }
 
+/// A RENAME or an exclusive OPEN behind a CLOSE whose commit takes longer
+/// than the wait for a CLOSE on its way (a busy backend) waits for that
+/// commit: git writes `config.lock` (O_EXCL), closes it and renames it over
+/// `config`, and through sshfs the CLOSE goes out in the background. Before,
+/// the RENAME gave up after 2 s and failed (EPERM through sshfs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rename_behind_a_slow_commit_waits_for_it() {
+    let server = start_with([UserSpec::new("alice")], |config| config.sftp.backend_delay_ms = 3000).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let lock = FXF_READ | FXF_WRITE | FXF_CREAT | FXF_EXCL;
+    let h = wire.open_file("/config.lock", lock).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"[core]\n")).await.status(), FX_OK);
+    let close = wire.send(FXP_CLOSE, Body::new().string(&h)).await;
+    let rename = wire.send(
+        FXP_EXTENDED,
+        Body::new().string("posix-rename@openssh.com").string("/config.lock").string("/config"),
+    )
+    .await;
+    for _ in 0..2 {
+        let reply = wire.recv().await;
+        assert!(reply.id == close || reply.id == rename);
+        assert_eq!(reply.status(), FX_OK, "{}", reply.message());
+    }
+    // The lock's name is free again.
+    let again = wire.call(FXP_OPEN, Body::new().string("/config.lock").u32(lock).no_attrs()).await;
+    assert_eq!(again.kind, FXP_HANDLE, "{again:?}");
+    let client = server.sftp("alice").await;
+    assert_eq!(client.get("/config").await, b"[core]\n");
+    server.shutdown().await;
+}
+
 /// A STAT racing the CLOSE that commits the file (sshfs: the kernel looks a
 /// file up again while its RELEASE is still on the way) finds the file,
 /// whichever of the commit and the lookup wins: it is never between the

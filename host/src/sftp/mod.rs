@@ -237,7 +237,11 @@ impl SftpSession {
         use handles::{HandleKind as Kind, Sequencing};
         let (name, is_read, is_fstat) = match packet {
             Packet::Close(p) => {
-                return self.handles.remove(&p.handle).map_or(Target::None, Target::Closing);
+                let Some(entry) = self.handles.remove(&p.handle) else { return Target::None };
+                if matches!(entry.kind, Kind::Write(_) | Kind::ReadWrite(_)) {
+                    self.files.closing(&entry.path);
+                }
+                return Target::Closing(entry);
             }
             Packet::Read(p) => (p.handle.as_str(), true, false),
             Packet::Write(p) => (p.handle.as_str(), false, false),

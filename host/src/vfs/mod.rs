@@ -76,10 +76,16 @@ impl Files {
         self.pending.announce_size(path, size, exact);
     }
 
-    /// Lets a CLOSE of this session's upload of `path` that is on its way
-    /// land first.
+    /// A CLOSE of this session's upload of `path` was just read off the
+    /// wire: requests behind it wait for its commit (see `settle`).
+    pub fn closing(&self, path: &str) {
+        self.pending.closing(path, self.session);
+    }
+
+    /// Lets a CLOSE of this session's upload of `path` land first: one on
+    /// its way for `SETTLE`, one read off the wire for its commit.
     async fn settle(&self, path: &str) {
-        self.pending.settle(path, self.session, SETTLE).await;
+        self.pending.settle(path, self.session, SETTLE, COMMIT_WAIT).await;
     }
 
     /// The plugin session, for calls the file layer adds nothing to.

@@ -17,7 +17,8 @@ use crate::plugin::{FileInfo, FileKind, SetAttrs};
 #[derive(Default)]
 pub struct PendingUploads {
     files: Mutex<HashMap<String, Placeholder>>,
-    /// Bumped whenever an upload ends, for those waiting on one.
+    /// Bumped whenever an upload ends or its CLOSE comes, for those waiting
+    /// on one.
     ended: watch::Sender<u64>,
     /// Numbers placeholders, so an upload can tell its own from a new one
     /// at the same path after its file was removed.
@@ -36,6 +37,9 @@ struct Placeholder {
     /// Holders past the point of no return: their content is on its way
     /// into the plugin, so the name can no longer be taken from them.
     committing: usize,
+    /// Sessions whose CLOSE of a handle here was read off the wire, one
+    /// entry a handle, until its upload ends.
+    closing: Vec<u64>,
 }
 
 /// What [`PendingUploads::unlink`] did.
@@ -74,6 +78,7 @@ impl PendingUploads {
             holders: Vec::new(),
             deferred: None,
             committing: 0,
+            closing: Vec::new(),
         });
         entry.holders.push(session);
         entry.info.size = size;
@@ -97,8 +102,24 @@ impl PendingUploads {
     /// committed at CLOSE, so such a request waits for the CLOSE that is on
     /// its way (a session's own uploads only: another session's upload in
     /// progress is not waited for).
-    pub async fn settle(&self, path: &str, session: u64, limit: std::time::Duration) {
-        self.wait_while(path, limit, |p| p.holders.contains(&session)).await;
+    ///
+    /// A CLOSE already read off the wire is waited for up to `commit_limit`:
+    /// its commit is under way, and a busy backend may take longer than a
+    /// CLOSE takes to come.
+    pub async fn settle(&self, path: &str, session: u64, limit: std::time::Duration, commit_limit: std::time::Duration) {
+        let on_its_way = |p: &Placeholder| p.holders.contains(&session) && !p.closing.contains(&session);
+        self.wait_while(path, limit, on_its_way).await;
+        let committing = |p: &Placeholder| p.holders.contains(&session) && p.closing.contains(&session);
+        self.wait_while(path, commit_limit, committing).await;
+    }
+
+    /// Marks a CLOSE of `session`'s upload of `path` as read off the wire.
+    pub fn closing(&self, path: &str, session: u64) {
+        let mut files = self.files.lock().expect("pending table lock");
+        let Some(p) = files.get_mut(path).filter(|p| p.holders.contains(&session)) else { return };
+        p.closing.push(session);
+        drop(files);
+        self.ended.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Waits (at most `limit`) while the placeholder of `path`, if any,
@@ -261,6 +282,9 @@ impl PendingGuard {
         }
         if let Some(at) = p.holders.iter().position(|s| *s == self.session) {
             p.holders.swap_remove(at);
+        }
+        if let Some(at) = p.closing.iter().position(|s| *s == self.session) {
+            p.closing.swap_remove(at);
         }
         if self.committing {
             p.committing -= 1;
