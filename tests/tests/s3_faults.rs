@@ -276,7 +276,8 @@ async fn without_open_checks_an_upload_is_one_put() {
 /// after its check, even through another host: its PutObject carries
 /// `If-None-Match: *`, which S3 answers 412 when the key exists. (garage
 /// 2.5.0 ignores the header: measured here, the file was replaced. AWS,
-/// MinIO, R2 and Ceph honour it.) A plain upload does not carry it.
+/// MinIO, R2 and Ceph honour it.) A plain upload does not carry it, and the
+/// conditional one is not retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_exclusive_create_asks_s3_not_to_replace_a_file() {
     let bucket = S3Bucket::start().await;
@@ -289,10 +290,23 @@ async fn an_exclusive_create_asks_s3_not_to_replace_a_file() {
     bounded("write", sftp.sftp.write(handle.as_str(), 0, b"new".to_vec())).await.expect("write");
     bounded("close", sftp.sftp.close(handle)).await.expect("close");
     let puts = proxy.heads(Kind::PutObject);
-    let conditional = |key: &str| puts.iter().filter(|h| h.contains(&format!("/{key}?"))).all(|h| h.contains("\r\nif-none-match: *\r\n"));
+    let conditional = |key: &str| {
+        let of_key: Vec<&String> = puts.iter().filter(|h| h.contains(&format!("/{key}?"))).collect();
+        assert!(!of_key.is_empty(), "no PutObject of {key}: {puts:?}");
+        of_key.iter().all(|h| h.contains("\r\nif-none-match: *\r\n"))
+    };
     assert_eq!(puts.len(), 2, "{puts:?}");
     assert!(conditional("new"), "the exclusive create is conditional: {puts:?}");
     assert!(!conditional("plain"), "a plain upload is not: {puts:?}");
     assert_eq!(bucket.get("new").await, b"new");
+
+    // Sent once: a retry after a reply lost on the way would be refused by
+    // the object the first try created. A 503 fails the CLOSE instead.
+    proxy.inject(Some(Kind::PutObject), Fault::Status(503), 1);
+    let before = proxy.seen(Kind::PutObject);
+    let handle = bounded("open", sftp.sftp.open("/once", exclusive, FileAttributes::empty())).await.expect("open").handle;
+    bounded("write", sftp.sftp.write(handle.as_str(), 0, b"once".to_vec())).await.expect("write");
+    assert!(bounded("close", sftp.sftp.close(handle)).await.is_err(), "the refused conditional PutObject fails the CLOSE");
+    assert_eq!(proxy.seen(Kind::PutObject) - before, 1, "not retried");
     server.shutdown().await;
 }

@@ -238,8 +238,8 @@ impl SftpSession {
         let (name, is_read, is_fstat) = match packet {
             Packet::Close(p) => {
                 let Some(entry) = self.handles.remove(&p.handle) else { return Target::None };
-                if matches!(entry.kind, Kind::Write(_) | Kind::ReadWrite(_)) {
-                    self.files.closing(&entry.path);
+                if let Some(id) = entry.upload_id {
+                    self.files.closing(&entry.path, id);
                 }
                 return Target::Closing(entry);
             }

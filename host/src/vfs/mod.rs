@@ -78,8 +78,8 @@ impl Files {
 
     /// A CLOSE of this session's upload of `path` was just read off the
     /// wire: requests behind it wait for its commit (see `settle`).
-    pub fn closing(&self, path: &str) {
-        self.pending.closing(path, self.session);
+    pub fn closing(&self, path: &str, upload_id: u64) {
+        self.pending.closing(path, upload_id, self.session);
     }
 
     /// Lets a CLOSE of this session's upload of `path` land first: one on

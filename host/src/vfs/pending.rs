@@ -107,16 +107,18 @@ impl PendingUploads {
     /// its commit is under way, and a busy backend may take longer than a
     /// CLOSE takes to come.
     pub async fn settle(&self, path: &str, session: u64, limit: std::time::Duration, commit_limit: std::time::Duration) {
-        let on_its_way = |p: &Placeholder| p.holders.contains(&session) && !p.closing.contains(&session);
+        let count = |of: &[u64]| of.iter().filter(|s| **s == session).count();
+        let on_its_way = |p: &Placeholder| count(&p.holders) > count(&p.closing);
         self.wait_while(path, limit, on_its_way).await;
-        let committing = |p: &Placeholder| p.holders.contains(&session) && p.closing.contains(&session);
+        let committing = |p: &Placeholder| count(&p.closing) > 0;
         self.wait_while(path, commit_limit, committing).await;
     }
 
-    /// Marks a CLOSE of `session`'s upload of `path` as read off the wire.
-    pub fn closing(&self, path: &str, session: u64) {
+    /// Marks a CLOSE of `session`'s upload `id` (its placeholder, see
+    /// [`PendingGuard::id`]) of `path` as read off the wire.
+    pub fn closing(&self, path: &str, id: u64, session: u64) {
         let mut files = self.files.lock().expect("pending table lock");
-        let Some(p) = files.get_mut(path).filter(|p| p.holders.contains(&session)) else { return };
+        let Some(p) = files.get_mut(path).filter(|p| p.id == id && p.holders.contains(&session)) else { return };
         p.closing.push(session);
         drop(files);
         self.ended.send_modify(|n| *n = n.wrapping_add(1));
@@ -225,6 +227,12 @@ pub struct PendingGuard {
 }
 
 impl PendingGuard {
+    /// The placeholder this upload registered: a later upload of the same
+    /// path after a removal has another.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The upload is about to hand its content to the plugin: from now on
     /// a REMOVE waits for the commit instead of taking the name. False when
     /// the file was removed while the upload ran: there is nothing to commit.
@@ -417,5 +425,35 @@ mod tests {
         assert!(tables.for_view("memory", "bob", &[]).info("/x").is_none());
         let prefixed = [("prefix".to_string(), "p/".to_string())];
         assert!(tables.for_view("memory", "alice", &prefixed).info("/x").is_none());
+    }
+
+    /// A CLOSE marks only its own upload: the close of an upload whose file
+    /// was removed does not make a later upload of the path look closing
+    /// (a RENAME would wait for a commit that never comes); and with two
+    /// uploads of a path open, the one not closing is still waited for.
+    #[tokio::test]
+    async fn a_close_marks_its_own_upload_only() {
+        use std::time::{Duration, Instant};
+        let table = Arc::new(PendingUploads::default());
+        let removed = table.register("/p", 0o644, 0, false, 1).unwrap();
+        assert_eq!(table.unlink("/p"), Unlink::Removed);
+        let _reopened = table.register("/p", 0o644, 0, false, 1).unwrap();
+        table.closing("/p", removed.id(), 1);
+        let started = Instant::now();
+        table.settle("/p", 1, Duration::from_millis(50), Duration::from_secs(30)).await;
+        assert!(started.elapsed() < Duration::from_secs(5), "waited {:?} for a commit that is not coming", started.elapsed());
+
+        let table = Arc::new(PendingUploads::default());
+        let closing = table.register("/q", 0o644, 0, false, 1).unwrap();
+        let _open = table.register("/q", 0o644, 0, false, 1).unwrap();
+        table.closing("/q", closing.id(), 1);
+        let committed = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(closing);
+        });
+        let started = Instant::now();
+        table.settle("/q", 1, Duration::from_millis(300), Duration::from_secs(30)).await;
+        committed.await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300), "the upload still open was waited for too");
     }
 }

@@ -689,6 +689,11 @@ struct Multipart {
 
 /// An upload's own failure: a vanished multipart upload (404) is not the
 /// file missing, which is what not-found would tell the client.
+/// A request's config sent once, without the SDK's retries.
+fn once() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::new().retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+}
+
 /// Bytes `start..=end` of `source` (`bucket/key`, URL-encoded), pinned to
 /// `etag`, copied inside S3 as part `number` of the upload `id` of `key`.
 fn copy_part(
@@ -827,7 +832,9 @@ impl S3Writer {
         self.exclusive.then(|| "*".to_string())
     }
 
-    /// A refused condition of an exclusive create is the file existing.
+    /// A refused condition of an exclusive create is the file existing. (The
+    /// conditional request is sent `once`: a retry after a reply lost on
+    /// the way would be refused by the object it had just created.)
     fn created_elsewhere(&self, error: Error) -> Error {
         match error {
             Error::Conflict if self.exclusive => Error::AlreadyExists,
@@ -940,13 +947,14 @@ impl GuestWriter for S3Writer {
         let etag = if upload.multipart.is_none() {
             let body = std::mem::take(&mut upload.pending);
             let request = state.s3.put_object().bucket(&state.config.bucket).key(&self.key).body(ByteStream::from(body));
-            let request = request.set_if_none_match(self.if_none_match());
-            let put = if state.config.sign_payload {
-                block_on(request.send())
-            } else {
-                block_on(request.customize().disable_payload_signing().send())
+            let mut request = request.set_if_none_match(self.if_none_match()).customize();
+            if self.exclusive {
+                request = request.config_override(once());
             }
-            .map_err(|e| self.created_elsewhere(client::error("put", e)))?;
+            if !state.config.sign_payload {
+                request = request.disable_payload_signing();
+            }
+            let put = block_on(request.send()).map_err(|e| self.created_elsewhere(client::error("put", e)))?;
             put.e_tag().map(str::to_string)
         } else {
             if !upload.pending.is_empty() {
@@ -967,6 +975,8 @@ impl GuestWriter for S3Writer {
                     .upload_id(&multipart.id)
                     .multipart_upload(parts)
                     .set_if_none_match(self.if_none_match())
+                    .customize()
+                    .config_override(if self.exclusive { once() } else { aws_sdk_s3::config::Builder::new() })
                     .send(),
             )
             .map_err(|e| self.created_elsewhere(upload_error("complete multipart upload", e)))?;
