@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::operation::get_object::{GetObjectError, GetObjectOutput};
 use aws_sdk_s3::operation::upload_part_copy::UploadPartCopyError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -602,15 +603,7 @@ const FIRST_BYTES: u64 = 64 * 1024;
 /// The object at `key` (of `version` if given) and its first bytes, in one
 /// ranged GET.
 fn get_first(key: &str, version: Option<String>) -> Result<(FileInfo, Vec<u8>)> {
-    let state = state()?;
-    let request = state
-        .s3
-        .get_object()
-        .bucket(&state.config.bucket)
-        .key(key)
-        .range(format!("bytes=0-{}", FIRST_BYTES - 1))
-        .set_if_match(version.clone());
-    let got = match block_on(request.send()) {
+    let got = match ranged_get(state()?, key, (0, FIRST_BYTES - 1), version.clone()) {
         Ok(got) => got,
         // An empty object has no byte 0 to range over.
         Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(416) => {
@@ -631,36 +624,40 @@ fn get_first(key: &str, version: Option<String>) -> Result<(FileInfo, Vec<u8>)> 
         // Not what was asked for: read nothing now, the reads fetch it.
         return Ok((info, Vec::new()));
     }
-    let data = block_on(got.body.collect()).map_err(|e| io_error(client::scrub(&format!("get: reading the body: {e}"))))?;
-    let mut first = data.into_bytes().to_vec();
+    let mut first = read_body(got.body)?;
     first.truncate(total.min(FIRST_BYTES) as usize);
     Ok((info, first))
 }
 
 /// Bytes `first..=last` of the object at `key`, of version `etag` if given.
 fn get_range(key: &str, first: u64, last: u64, etag: Option<String>) -> Result<Vec<u8>> {
-    let state = state()?;
-    let got = block_on(
-        state
-            .s3
-            .get_object()
-            .bucket(&state.config.bucket)
-            .key(key)
-            .range(format!("bytes={first}-{last}"))
-            .set_if_match(etag)
-            .send(),
-    )
-    .map_err(|e| client::error("get", e))?;
+    let got = ranged_get(state()?, key, (first, last), etag).map_err(|e| client::error("get", e))?;
     // A server that ignored the range sends other bytes, or all of them.
     let want = last - first + 1;
     let from = got.content_range().and_then(|r| r.strip_prefix("bytes ")).and_then(|r| r.split_once('-')).map(|(from, _)| from);
     if (first > 0 && from != Some(first.to_string().as_str())) || got.content_length().is_some_and(|n| n.max(0) as u64 > want) {
         return Err(io_error(format!("get: asked for bytes {first}-{last}, the server answered {:?}", got.content_range())));
     }
-    let data = block_on(got.body.collect()).map_err(|e| io_error(client::scrub(&format!("get: reading the body: {e}"))))?;
-    let mut data = data.into_bytes().to_vec();
+    let mut data = read_body(got.body)?;
     data.truncate(want as usize);
     Ok(data)
+}
+
+/// Bytes `first..=last` of the object at `key`, if it is of version `etag`.
+fn ranged_get(
+    state: &State,
+    key: &str,
+    (first, last): (u64, u64),
+    etag: Option<String>,
+) -> std::result::Result<GetObjectOutput, aws_sdk_s3::error::SdkError<GetObjectError, HttpResponse>> {
+    let request = state.s3.get_object().bucket(&state.config.bucket).key(key);
+    block_on(request.range(format!("bytes={first}-{last}")).set_if_match(etag).send())
+}
+
+/// All of a GET's body.
+fn read_body(body: ByteStream) -> Result<Vec<u8>> {
+    let data = block_on(body.collect()).map_err(|e| io_error(client::scrub(&format!("get: reading the body: {e}"))))?;
+    Ok(data.into_bytes().to_vec())
 }
 
 #[derive(Default)]
@@ -687,8 +684,6 @@ struct Multipart {
     parts: Vec<CompletedPart>,
 }
 
-/// An upload's own failure: a vanished multipart upload (404) is not the
-/// file missing, which is what not-found would tell the client.
 /// A request's config sent once, without the SDK's retries.
 fn once() -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::new().retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
@@ -722,6 +717,8 @@ fn copy_part(
     Ok(CompletedPart::builder().part_number(number).set_e_tag(part_etag).build())
 }
 
+/// An upload's own failure: a vanished multipart upload (404) is not the
+/// file missing, which is what not-found would tell the client.
 fn upload_error<E, R>(op: &str, e: aws_sdk_s3::error::SdkError<E, R>) -> Error
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
