@@ -1,5 +1,15 @@
 # Helpers the bench scripts share (sourced, not run).
 
+# apt_install COMMAND [PACKAGE]: installs PACKAGE (default COMMAND) from Debian
+# when COMMAND is missing
+apt_install() {
+  command -v "$1" >/dev/null && return 0
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${2:-$1}" >/dev/null
+}
+
+# timed_sftp measures with bc.
+apt_install bc
+
 # median: the median of the numbers on stdin, one a line
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 

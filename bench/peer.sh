@@ -24,7 +24,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasftp-target}"
 if [ "$DELAY_MS" = 0 ] && [ ! -x /usr/sbin/sshd ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
 fi
-command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
 cargo build --release -q -p wasftp
 BIN="$CARGO_TARGET_DIR/release/wasftp"
 

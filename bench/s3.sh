@@ -25,8 +25,7 @@ RPC_PORT=${RPC_PORT:-22435}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasftp-target}"
 
 command -v garage >/dev/null || { echo "garage is missing: bash .ci/run installs it" >&2; exit 1; }
-command -v rclone >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone >/dev/null; }
-command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
+apt_install rclone
 cargo build --release -q -p wasftp
 cargo build --release -q -p wasftp-bench-s3-direct
 BIN="$CARGO_TARGET_DIR/release/wasftp"

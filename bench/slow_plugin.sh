@@ -22,7 +22,6 @@ CIPHER=${CIPHER:-aes256-gcm@openssh.com}
 PORT=${PORT:-22424}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasftp-target}"
 
-command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
 cargo build --release -q -p wasftp
 BIN="$CARGO_TARGET_DIR/release/wasftp"
 # The plugin, built as the tests build it.

@@ -236,7 +236,11 @@ mod tests {
     use super::*;
 
     fn in_order(start: u64, chunk: usize, dir: &tempfile::TempDir) -> InOrder {
-        InOrder::new(start, chunk, ByteBudget::new(64 << 20), SpoolArea::new(dir.path().to_path_buf(), 1 << 30), 1 << 30)
+        in_order_within(start, chunk, ByteBudget::new(64 << 20), dir)
+    }
+
+    fn in_order_within(start: u64, chunk: usize, budget: ByteBudget, dir: &tempfile::TempDir) -> InOrder {
+        InOrder::new(start, chunk, budget, SpoolArea::new(dir.path().to_path_buf(), 1 << 30), 1 << 30)
     }
 
     /// Sends every part, as the upload does, and returns what the plugin got.
@@ -365,7 +369,7 @@ mod tests {
     async fn a_part_keeps_its_budget_until_the_plugin_has_it() {
         let dir = tempfile::tempdir().unwrap();
         let budget = ByteBudget::new(100);
-        let mut order = InOrder::new(0, 60, budget.clone(), SpoolArea::new(dir.path().to_path_buf(), 1 << 30), 1 << 30);
+        let mut order = in_order_within(0, 60, budget.clone(), &dir);
         let parts = order.write(0, &[7; 70]).await.unwrap();
         assert_eq!(parts.len(), 1);
         assert!(budget.try_take(31).is_none(), "the part handed out still holds its 60 bytes, the rest 10");
