@@ -159,6 +159,10 @@ pub struct PluginConfig {
     pub instances_per_session: usize,
     /// A stateless instance idle this long is dropped, in seconds.
     pub idle_evict_secs: u64,
+    /// Calls of one tenant computing on guest threads at once (calls that
+    /// wait in a host call hold none); more wait behind the tenant's own.
+    /// Default: twice the cores, at least 4.
+    pub guest_threads_per_tenant: usize,
     /// How often the plugin's `maintain` runs after the one at load, in
     /// seconds; 0 = only at load.
     pub maintain_every_secs: u64,
@@ -237,6 +241,7 @@ impl Default for PluginConfig {
             max_tenants: 256,
             instances_per_session: 4,
             idle_evict_secs: 60,
+            guest_threads_per_tenant: crate::plugin::default_guest_threads_per_tenant(),
             maintain_every_secs: 3600,
             http_allow: Vec::new(),
             preopen: None,
@@ -363,6 +368,10 @@ impl Config {
             anyhow::ensure!(
                 (1..=64).contains(&plugin.instances_per_session),
                 "plugin {name}: instances_per_session must be 1..=64"
+            );
+            anyhow::ensure!(
+                (1..=4096).contains(&plugin.guest_threads_per_tenant),
+                "plugin {name}: guest_threads_per_tenant must be 1..=4096"
             );
             for origin in &plugin.http_allow {
                 crate::plugin::Origin::parse(origin).map_err(|e| anyhow::anyhow!("plugin {name}: http_allow: {e}"))?;

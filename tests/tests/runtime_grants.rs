@@ -374,3 +374,34 @@ async fn an_upload_dropped_behind_a_long_call_that_traps_is_aborted() {
     assert_eq!(staged_files(dir.path()), 0);
     assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 1);
 }
+
+/// Before: one orphan-abort instance served every tenant of the plugin, and
+/// tenant b's abort waited behind tenant a's hung one (its commit limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_orphan_abort_of_one_tenant_holds_up_no_other_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut settings = settings(&["http://127.0.0.1:9".into()], Some(Preopen { dir: dir.path().to_path_buf(), writable: true }));
+    settings.pools = PoolLimits { instances_per_session: 1, ..PoolLimits::default() };
+    settings.timeouts.commit = Duration::from_secs(6);
+    let plugin = load(&rt, settings).await.unwrap();
+    let a = bounded(plugin.open_session(ctx("ann", "tenant-a"))).await.unwrap();
+    let b = bounded(plugin.open_session(ctx("bo", "tenant-b"))).await.unwrap();
+    let options = WriteOptions { create: true, truncate: true, exclusive: false, append: false, permissions: None };
+    let wa = bounded(a.begin_write("/fs/hang.bin", options)).await.unwrap();
+    bounded(wa.write_chunk(0, vec![1u8; 100])).await.unwrap();
+    let wb = bounded(b.begin_write("/fs/b.bin", options)).await.unwrap();
+    bounded(wb.write_chunk(0, vec![2u8; 100])).await.unwrap();
+    assert_eq!(staged_files(dir.path()), 2);
+
+    // Tenant a's instance traps: its upload's abort hangs.
+    assert!(bounded(a.file_info("/panic")).await.is_err());
+    drop(wa);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Then tenant b's: its abort runs at once.
+    assert!(bounded(b.file_info("/panic")).await.is_err());
+    drop(wb);
+    let aborted = server_support::wait_until(Duration::from_secs(3), || RuntimeStats::get(&rt.stats().orphans_aborted) == 1).await;
+    assert!(aborted, "tenant b's orphan abort waited behind tenant a's");
+    assert_eq!(staged_files(dir.path()), 1, "only tenant a's hung upload is left");
+}

@@ -24,7 +24,8 @@ pub struct EngineOptions {
     pub max_instances: u32,
     /// Try the pooling allocator (falls back to on-demand if the probe fails).
     pub pooling: bool,
-    /// Most guest calls running at once, server-wide (each on its own thread).
+    /// Most guest threads, server-wide: guest calls computing at once (a
+    /// call waiting in a host call holds none; see `executor`).
     pub max_guest_threads: usize,
 }
 

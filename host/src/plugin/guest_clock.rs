@@ -22,6 +22,8 @@ pub struct GuestClock {
     in_host: AtomicU64,
     entered_host: AtomicU64,
     running: AtomicBool,
+    /// When the current call's wall-clock limit ends (`OUTSIDE`: none).
+    wall_deadline: AtomicU64,
     /// The most a call may compute.
     budget: Duration,
 }
@@ -34,6 +36,7 @@ impl GuestClock {
             in_host: AtomicU64::new(0),
             entered_host: AtomicU64::new(OUTSIDE),
             running: AtomicBool::new(false),
+            wall_deadline: AtomicU64::new(OUTSIDE),
             budget,
         }
     }
@@ -46,8 +49,10 @@ impl GuestClock {
         self.budget
     }
 
-    /// A call (or instantiation) starts.
-    pub fn start(&self) {
+    /// A call (or instantiation) starts, to be over by `wall_deadline`.
+    pub fn start(&self, wall_deadline: Instant) {
+        let at = wall_deadline.checked_duration_since(self.origin).map_or(0, |d| d.as_nanos() as u64);
+        self.wall_deadline.store(at, Ordering::SeqCst);
         self.in_host.store(0, Ordering::SeqCst);
         self.entered_host.store(OUTSIDE, Ordering::SeqCst);
         self.started.store(self.now(), Ordering::SeqCst);
@@ -73,6 +78,14 @@ impl GuestClock {
         self.guest_time() >= self.budget
     }
 
+    /// Whether the running call is past its wall-clock limit. The epoch
+    /// callback checks it too, so guest code that runs while the clock
+    /// counts host time (the guest's allocator, called to lower a host
+    /// call's results) is stopped by the wall clock.
+    pub fn past_wall_deadline(&self) -> bool {
+        self.running.load(Ordering::SeqCst) && self.now() >= self.wall_deadline.load(Ordering::SeqCst)
+    }
+
     /// The store's call hook.
     pub fn hook(&self, hook: CallHook) {
         match hook {
@@ -96,7 +109,7 @@ mod tests {
     fn time_in_host_calls_is_not_computing() {
         let clock = GuestClock::new(Duration::from_millis(50));
         assert_eq!(clock.guest_time(), Duration::ZERO, "no call, no time");
-        clock.start();
+        clock.start(Instant::now() + Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(20));
         clock.hook(CallHook::CallingHost);
         std::thread::sleep(Duration::from_millis(60));
@@ -106,7 +119,21 @@ mod tests {
         clock.hook(CallHook::ReturningFromHost);
         std::thread::sleep(Duration::from_millis(40));
         assert!(clock.past_budget(), "computing again does");
+        assert!(!clock.past_wall_deadline());
         clock.stop();
         assert!(!clock.past_budget());
+    }
+
+    #[test]
+    fn the_wall_clock_counts_host_time_too() {
+        let clock = GuestClock::new(Duration::from_secs(5));
+        clock.start(Instant::now() + Duration::from_millis(30));
+        clock.hook(CallHook::CallingHost);
+        assert!(!clock.past_wall_deadline());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(clock.past_wall_deadline(), "past the wall clock while in a host call");
+        assert!(!clock.past_budget());
+        clock.stop();
+        assert!(!clock.past_wall_deadline(), "no call, no deadline");
     }
 }

@@ -1,10 +1,10 @@
 //! One live plugin instance: its own `Store` with limits, one call at a
 //! time, each run on a guest thread (`executor`) under two clocks: an epoch
 //! deadline on the guest's computing time, and a wall-clock limit per kind
-//! of call (`timeouts`). A trap, or a call still stuck long after its limit,
-//! poisons the instance: it is dropped and the next call builds a fresh one.
-//! A call that only waits too long in a host call fails its request and
-//! leaves the instance alone.
+//! of call (`timeouts`). A trap, or a call that reaches its wall-clock limit
+//! (it is interrupted there, so it cannot change data after its client was
+//! answered), poisons the instance: it is dropped and the next call builds
+//! a fresh one. A call that never got to start fails without touching it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,12 +19,12 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{self, BackendExports, LogLevel};
 use super::error::StorageError;
-use super::executor::demote_current_thread;
+use super::executor::{Share, demote_current_thread};
 use super::guest_clock::GuestClock;
 use super::outbound::HttpState;
 use super::guest_output::{self, GuestStderr};
 use super::limits::StoreCaps;
-use super::timeouts::{CallKind, STUCK_AFTER};
+use super::timeouts::{CallKind, may_change_data};
 use super::PluginShared;
 
 /// A guest that computes this long in one call yields its thread's priority
@@ -88,6 +88,10 @@ struct Slot {
 pub struct Instance {
     shared: Arc<PluginShared>,
     label: String,
+    /// The tenant whose data it holds ("" for the host's own instances).
+    tenant: Arc<str>,
+    /// What its calls are charged to on the guest threads.
+    share: Share,
     slot: Arc<tokio::sync::Mutex<Slot>>,
     /// The generation now live, 0 when none is: lets a session see without
     /// waiting that resources it made here are gone.
@@ -98,10 +102,25 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn new(shared: Arc<PluginShared>, label: String) -> Arc<Self> {
+    /// An instance for `tenant`'s data; `label` names it in logs. The
+    /// host's own instances (probe, maintenance) pass an empty tenant.
+    pub fn new(shared: Arc<PluginShared>, tenant: &str, label: String) -> Arc<Self> {
         let slot = Arc::new(tokio::sync::Mutex::new(Slot { live: None, generation: 0 }));
         let clock = Arc::new(GuestClock::new(shared.settings.call_deadline));
-        Arc::new(Self { shared, label, slot, live_generation: AtomicU64::new(0), running_late: AtomicBool::new(false), clock })
+        // A tenant's calls share one queue over all its instances; the
+        // host's own work has a queue of its own.
+        let key = if tenant.is_empty() { format!("{}#host", shared.name) } else { format!("{}/{tenant}", shared.name) };
+        let share = Share { key: key.into(), cap: shared.settings.pools.guest_threads_per_tenant };
+        Arc::new(Self {
+            label,
+            tenant: tenant.into(),
+            share,
+            slot,
+            live_generation: AtomicU64::new(0),
+            running_late: AtomicBool::new(false),
+            clock,
+            shared,
+        })
     }
 
     /// Whether resources made in `generation` still exist.
@@ -169,7 +188,7 @@ impl Instance {
             Queue::Bounded => match tokio::time::timeout_at(deadline, waiting).await {
                 Ok(slot) => slot,
                 // Never started: the call holding the instance is someone else's.
-                Err(_) => return Err(self.no_answer(op, limit)),
+                Err(_) => return Err(self.no_answer(op, limit, Started::No)),
             },
             Queue::Unbounded => waiting.await,
         };
@@ -184,41 +203,63 @@ impl Instance {
                 "the plugin instance was restarted after a failure; this handle is gone".into(),
             ));
         }
-        let this = self.clone();
-        let run = async move {
-            let call = this.clone().run_on_guest_thread(slot, op, limit + STUCK_AFTER, f);
-            let done = this.shared.threads.run(call);
-            tokio::select! {
-                done = done => done.unwrap_or_else(|| {
+        let run = self.clone().run_on_guest_thread(slot, op, limit, deadline, f);
+        // Dropped unstarted (this caller gone, or out of time), the call
+        // never runs; once started it runs to its end or its deadline.
+        let mut call = self.shared.threads.spawn(&self.share, run);
+        enum Waited<T> {
+            Done(Option<T>),
+            PastBudget,
+            PastDeadline,
+        }
+        let waited = tokio::select! {
+            done = call.output() => Waited::Done(done),
+            () = self.computed_past_budget() => Waited::PastBudget,
+            () = tokio::time::sleep_until(deadline) => Waited::PastDeadline,
+        };
+        let answer = match waited {
+            Waited::Done(done) => {
+                return done.unwrap_or_else(|| {
                     Err(StorageError::PluginFailed(format!("{op}: the host failed while running the call")))
-                }),
-                () = this.computed_past_budget() => Err(StorageError::PluginFailed(format!(
-                    "{op}: deadline exceeded (interrupted)"
-                ))),
+                });
+            }
+            Waited::PastBudget => Err(StorageError::PluginFailed(format!("{op}: deadline exceeded (interrupted)"))),
+            // It waited for a guest thread all along (its tenant's calls
+            // were using its share): nothing happened.
+            Waited::PastDeadline if call.withdraw() => return Err(self.no_answer(op, limit, Started::No)),
+            Waited::PastDeadline => {
+                // The call interrupts itself at the deadline; its thread,
+                // lowered in priority, may wait for a CPU to say so.
+                match tokio::time::timeout(ANSWER_GRACE, call.output()).await {
+                    Ok(Some(done)) => return done,
+                    Ok(None) | Err(_) => Err(self.no_answer(op, limit, Started::Yes)),
+                }
             }
         };
-        match tokio::time::timeout_at(deadline, run).await {
-            Ok(result) => result,
-            Err(_) => {
-                self.running_late.store(true, Ordering::SeqCst);
-                if !self.busy() {
-                    // It finished meanwhile, after its own reset.
-                    self.running_late.store(false, Ordering::SeqCst);
-                }
-                Err(self.no_answer(op, limit))
-            }
+        // Answered before the call let go of the instance.
+        self.running_late.store(true, Ordering::SeqCst);
+        if !self.busy() {
+            // It finished meanwhile, after its own reset.
+            self.running_late.store(false, Ordering::SeqCst);
         }
+        answer
     }
 
-    fn no_answer(&self, op: &str, limit: Duration) -> StorageError {
+    fn no_answer(&self, op: &str, limit: Duration, started: Started) -> StorageError {
         self.shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             plugin = &*self.shared.name,
             instance = %self.label,
             op,
+            started = matches!(started, Started::Yes),
             "no answer within {limit:?}; the request failed"
         );
-        StorageError::Io(format!("{op}: no answer from the storage within {limit:?}"))
+        let outcome = match started {
+            Started::Yes if may_change_data(op) => "; the call was interrupted and whether it took effect is unknown",
+            Started::Yes => "; the call was interrupted",
+            Started::No => "; it was never started",
+        };
+        StorageError::Io(format!("{op}: no answer from the storage within {limit:?}{outcome}"))
     }
 
     /// Resolves once the running call has computed past its budget. The
@@ -241,11 +282,17 @@ impl Instance {
     }
 
     /// The part of a call that runs on a guest thread, holding the instance.
+    /// At `deadline` the call is interrupted wherever it is: waiting in a
+    /// host call (its future is dropped, which unwinds the guest) or
+    /// computing (the epoch callback traps it). The instance is dropped
+    /// then, so the call cannot change anything after its caller was
+    /// answered.
     async fn run_on_guest_thread<R>(
         self: Arc<Self>,
         slot: tokio::sync::OwnedMutexGuard<Slot>,
         op: &'static str,
-        stuck_after: Duration,
+        limit: Duration,
+        deadline: tokio::time::Instant,
         f: impl for<'a> FnOnce(&'a mut Live) -> GuestFuture<'a, R> + Send + 'static,
     ) -> Result<(R, u64), StorageError> {
         let mut held = SlotHeld { instance: &self, slot: Some(slot), settled: false };
@@ -258,21 +305,29 @@ impl Instance {
         }
         let generation = slot.generation;
         let live = slot.live.as_mut().expect("instance is live");
-        self.clock.start();
+        self.clock.start(deadline.into_std());
         live.store.data_mut().limits.take_refused();
         live.store.set_epoch_deadline(1);
-        let outcome = tokio::time::timeout(stuck_after, f(live)).await;
+        let outcome = tokio::time::timeout_at(deadline, f(live)).await;
+        let past_wall_clock = self.clock.past_wall_deadline();
         self.clock.stop();
         held.settled = true;
         let slot = held.slot.as_mut().expect("held until dropped");
         match outcome {
             Ok(Ok(value)) => Ok((value, generation)),
+            Ok(Err(_)) if past_wall_clock => {
+                self.poison(slot, op, format!("interrupted computing at its wall-clock limit ({limit:?})"));
+                Err(self.no_answer(op, limit, Started::Yes))
+            }
             Ok(Err(error)) => {
                 let live = slot.live.as_mut().expect("instance is live");
                 let why = describe_trap(&error, &mut live.store.data_mut().limits);
                 Err(self.poison(slot, op, why))
             }
-            Err(_) => Err(self.poison(slot, op, format!("still blocked in a host call after {stuck_after:?}"))),
+            Err(_) => {
+                self.poison(slot, op, format!("interrupted in a host call at its wall-clock limit ({limit:?})"));
+                Err(self.no_answer(op, limit, Started::Yes))
+            }
         }
     }
 
@@ -315,10 +370,10 @@ impl Instance {
     }
 
     /// Aborts an upload whose writer was lost with this instance's
-    /// generation, on the plugin's orphan-abort instance: one bounded call
+    /// generation, on the tenant's orphan-abort instance: one bounded call
     /// (the commit timeout); a failure is logged.
     async fn abort_orphan(&self, token: String) {
-        let aborter = self.shared.orphan_aborter();
+        let aborter = self.shared.orphan_aborter(&self.tenant);
         let aborted = aborter
             .call_when_free(None, "abort-orphan", move |live: &mut Live| {
                 Box::pin(async move {
@@ -393,6 +448,9 @@ impl Instance {
         // Runs on the guest's thread at each epoch tick while it computes.
         store.epoch_deadline_callback(|ctx| {
             let state = ctx.data();
+            if state.clock.past_wall_deadline() {
+                return Ok(UpdateDeadline::Interrupt);
+            }
             let computed = state.clock.guest_time();
             if computed >= state.clock.budget() {
                 return Ok(UpdateDeadline::Interrupt);
@@ -405,10 +463,11 @@ impl Instance {
         store.set_epoch_deadline(1);
 
         let budget = shared.settings.call_deadline + shared.settings.timeouts.metadata;
+        let wall_deadline = std::time::Instant::now() + budget;
         let started = async {
-            self.clock.start();
+            self.clock.start(wall_deadline);
             let bindings = shared.pre.instantiate_async(&mut store).await?;
-            self.clock.start();
+            self.clock.start(wall_deadline);
             let init = bindings.wasftp_storage_backend().call_init(&mut store, &shared.init_config).await?;
             wasmtime::Result::Ok((bindings, init))
         };
@@ -428,6 +487,17 @@ impl Instance {
         tracing::debug!(plugin = &*shared.name, instance = %self.label, "plugin instance started");
         Ok(Live { store, bindings })
     }
+}
+
+/// After its deadline, how long a caller waits for a started call to say
+/// it was interrupted before answering for it.
+const ANSWER_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether a call that got no answer in time had started.
+#[derive(Clone, Copy)]
+enum Started {
+    Yes,
+    No,
 }
 
 /// Whether the wall-clock limit of a call counts the wait for the instance.
@@ -501,7 +571,7 @@ mod tests {
         let runtime = Runtime::new(&EngineOptions::default()).unwrap();
         let memory = bundled::get("memory").expect("the memory plugin is bundled");
         let plugin = runtime.load("memory", memory, PluginSettings::default()).await.unwrap();
-        let instance = Instance::new(plugin.shared.clone(), "test".into());
+        let instance = Instance::new(plugin.shared.clone(), "", "test".into());
         fn describe(live: &mut Live) -> GuestFuture<'_, ()> {
             Box::pin(async move {
                 let (store, api) = live.parts();

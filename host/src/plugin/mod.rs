@@ -18,6 +18,7 @@ mod timeouts;
 pub mod bundled;
 pub mod validate;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +35,7 @@ pub use engine::{EPOCH_TICK, EngineOptions};
 pub use error::StorageError;
 pub use grants::{Grants, Origin, Preopen};
 pub use handles::{Reader, Session, Writer};
-pub use pool::PoolLimits;
+pub use pool::{PoolLimits, default_guest_threads_per_tenant};
 pub use timeouts::{CallKind, CallTimeouts};
 
 use engine::PluginEngine;
@@ -164,9 +165,9 @@ impl Runtime {
             outbound,
             threads: self.threads.clone(),
             stats: self.stats.clone(),
-            orphan_aborter: Default::default(),
+            orphan_aborters: Default::default(),
         });
-        let probe = Instance::new(shared.clone(), "probe".into());
+        let probe = Instance::new(shared.clone(), "", "probe".into());
         let described = probe
             .call(None, "describe", |live: &mut instance::Live| {
                 Box::pin(async move {
@@ -222,7 +223,7 @@ async fn housekeeping(plugin: std::sync::Weak<Plugin>) {
             && last_maintained.elapsed() >= every
         {
             last_maintained = tokio::time::Instant::now();
-            maintain(&Instance::new(plugin.shared.clone(), "maintenance".into())).await;
+            maintain(&Instance::new(plugin.shared.clone(), "", "maintenance".into())).await;
         }
     }
 }
@@ -240,20 +241,23 @@ pub(crate) struct PluginShared {
     outbound: Arc<Outbound>,
     threads: Arc<GuestThreads>,
     stats: Arc<RuntimeStats>,
-    /// The instance aborting uploads lost with their own, while in use.
-    orphan_aborter: std::sync::Mutex<std::sync::Weak<Instance>>,
+    /// Per tenant, the instance aborting uploads lost with their own,
+    /// while in use.
+    orphan_aborters: std::sync::Mutex<HashMap<Arc<str>, std::sync::Weak<Instance>>>,
 }
 
 impl PluginShared {
-    /// One instance for all orphan aborts of this plugin version at a time
-    /// (they queue on it), made when needed and dropped when idle.
-    fn orphan_aborter(self: &Arc<Self>) -> Arc<Instance> {
-        let mut aborter = self.orphan_aborter.lock().expect("orphan aborter lock");
-        if let Some(instance) = aborter.upgrade() {
+    /// One instance per tenant for the tenant's orphan aborts (they queue
+    /// on it, behind none of another tenant's), made when needed and
+    /// dropped when idle.
+    fn orphan_aborter(self: &Arc<Self>, tenant: &Arc<str>) -> Arc<Instance> {
+        let mut aborters = self.orphan_aborters.lock().expect("orphan aborters lock");
+        if let Some(instance) = aborters.get(tenant).and_then(std::sync::Weak::upgrade) {
             return instance;
         }
-        let instance = Instance::new(self.clone(), "orphan-abort".into());
-        *aborter = Arc::downgrade(&instance);
+        aborters.retain(|_, aborter| aborter.strong_count() > 0);
+        let instance = Instance::new(self.clone(), tenant, format!("orphan-abort:{tenant}"));
+        aborters.insert(tenant.clone(), Arc::downgrade(&instance));
         instance
     }
 }

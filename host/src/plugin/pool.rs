@@ -30,12 +30,26 @@ pub struct PoolLimits {
     pub instances_per_session: usize,
     /// An idle stateless instance is dropped after this long.
     pub idle_evict: Duration,
+    /// A tenant's calls computing on guest threads at once; more wait for
+    /// the tenant's own calls (a call waiting in a host call holds no thread).
+    pub guest_threads_per_tenant: usize,
 }
 
 impl Default for PoolLimits {
     fn default() -> Self {
-        Self { max_tenants: 256, instances_per_session: 4, idle_evict: Duration::from_secs(60) }
+        Self {
+            max_tenants: 256,
+            instances_per_session: 4,
+            idle_evict: Duration::from_secs(60),
+            guest_threads_per_tenant: default_guest_threads_per_tenant(),
+        }
     }
+}
+
+/// Twice the cores, at least 4: a tenant can keep every core busy, and
+/// other tenants still find threads free.
+pub fn default_guest_threads_per_tenant() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).saturating_mul(2).max(4)
 }
 
 pub(crate) struct Pools {
@@ -87,7 +101,7 @@ impl Pools {
                 )));
             }
             let stateful = match self.scope {
-                InstanceScope::Tenant => Some(Instance::new(self.shared.clone(), format!("tenant:{tenant}"))),
+                InstanceScope::Tenant => Some(Instance::new(self.shared.clone(), tenant, format!("tenant:{tenant}"))),
                 InstanceScope::Stateless => None,
             };
             let pool = TenantPool {
@@ -162,7 +176,7 @@ impl SessionSeat {
             Some((instance, _)) => instance,
             None => {
                 let n = self.pool.made.fetch_add(1, Ordering::Relaxed);
-                Instance::new(self.pool.shared.clone(), format!("tenant:{}#{n}", self.pool.tenant))
+                Instance::new(self.pool.shared.clone(), &self.pool.tenant, format!("tenant:{}#{n}", self.pool.tenant))
             }
         }
     }

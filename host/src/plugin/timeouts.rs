@@ -57,10 +57,16 @@ impl CallTimeouts {
     }
 }
 
-/// After the caller has been answered "no answer", the call keeps its
-/// instance this much longer to finish on its own; past it the guest is
-/// stuck for good and the instance is dropped.
-pub const STUCK_AFTER: Duration = Duration::from_secs(10);
+/// Whether a contract function may change stored data: a call of it cut
+/// at its wall-clock limit may have taken effect (a request already sent
+/// to object storage), and the client is told the outcome is unknown.
+pub fn may_change_data(op: &str) -> bool {
+    !matches!(
+        op,
+        "describe" | "open-session" | "file-info" | "link-info" | "list-dir" | "open-read" | "read" | "reader-info"
+            | "read-link" | "space" | "recovery-token" | "drop"
+    )
+}
 
 #[cfg(test)]
 mod tests {
@@ -76,5 +82,7 @@ mod tests {
         assert_eq!(CallKind::of("file-info"), CallKind::Metadata);
         assert!(timeouts.limit(CallKind::Commit) > timeouts.limit(CallKind::Data));
         assert!(timeouts.limit(CallKind::Data) > timeouts.limit(CallKind::Metadata));
+        assert!(may_change_data("rename") && may_change_data("write-chunk") && may_change_data("finish"));
+        assert!(!may_change_data("file-info") && !may_change_data("read"));
     }
 }

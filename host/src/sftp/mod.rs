@@ -8,6 +8,7 @@ mod attrs;
 mod budgets;
 mod framing;
 mod handles;
+mod in_service;
 mod names;
 mod ops;
 mod paths;
@@ -28,6 +29,7 @@ use crate::vfs::Files;
 
 pub use budgets::ConnectionBudgets;
 pub use framing::{MAX_PACKET, MAX_READ, MAX_WRITE};
+pub use in_service::InService;
 
 /// Per-session settings of the SFTP layer.
 #[derive(Debug, Clone)]
@@ -54,6 +56,8 @@ pub struct SftpSession {
     pub(crate) namespace_order: Arc<handles::Sequence>,
     /// Queue and reply budgets of the connection this session runs on.
     budgets: ConnectionBudgets,
+    /// The connection's requests being served (its idle timer asks).
+    in_service: InService,
 }
 
 impl SftpSession {
@@ -63,6 +67,7 @@ impl SftpSession {
         files: Files,
         settings: SftpSettings,
         budgets: ConnectionBudgets,
+        in_service: InService,
     ) -> Arc<Self> {
         Arc::new(Self {
             principal,
@@ -72,6 +77,7 @@ impl SftpSession {
             handles: Default::default(),
             namespace_order: Default::default(),
             budgets,
+            in_service,
         })
     }
 
@@ -83,7 +89,8 @@ impl SftpSession {
     ///    orders they belong to, and queues them within the connection's
     ///    queue budget.
     /// 2. `dispatch` starts them in arrival order, each once its reply fits
-    ///    in the reply budget and one of `max_inflight` slots is free.
+    ///    in the reply budget; each runs once it has its turn and one of
+    ///    `max_inflight` slots is free.
     /// 3. `write_replies` sends replies and gives their budget back.
     pub async fn run<S>(self: Arc<Self>, stream: S, mut shutdown: watch::Receiver<bool>)
     where
@@ -180,17 +187,25 @@ impl SftpSession {
     }
 
     /// Stage 2: starts queued requests in arrival order; returns once the
-    /// queue is closed and every request has finished.
+    /// queue is closed and every request has finished. A request first
+    /// waits for its turn (its place among path requests, or on its
+    /// handle), and only then for one of `max_inflight` slots: requests
+    /// waiting for a turn hold none (the connection's queue budget bounds
+    /// them), so a RENAME waiting for a commit, with path requests queued
+    /// behind it, never keeps the CLOSE that makes the commit from running.
+    /// CLOSE has a lane of its own (at most one per open handle).
     async fn dispatch(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Request>, replies: mpsc::UnboundedSender<Outgoing>) {
         let inflight = Arc::new(Semaphore::new(self.settings.max_inflight));
+        // Each request's task holds a sender: all gone, all finished.
+        let (running, mut all_done) = mpsc::channel::<()>(1);
         while let Some(Request { packet, target, namespace, queued }) = queue.recv().await {
             // Taken in arrival order: a READ answered after an earlier one
             // never holds budget that the earlier one waits for.
             let Some(budget) = self.budgets.reply(reply_charge(&packet)).await else { break };
-            let Ok(permit) = inflight.clone().acquire_owned().await else { break };
-            drop(queued);
             let this = self.clone();
             let replies = replies.clone();
+            let inflight = inflight.clone();
+            let running = running.clone();
             let span = tracing::info_span!(
                 "sftp",
                 user = %self.principal.user,
@@ -203,6 +218,7 @@ impl SftpSession {
             );
             tokio::spawn(
                 async move {
+                    let _running = running;
                     let started = Instant::now();
                     if let Some(place) = &namespace {
                         place.wait_turn().await;
@@ -210,7 +226,17 @@ impl SftpSession {
                     if let Some(ticket) = target.ticket() {
                         ticket.wait_run_turn().await;
                     }
+                    let permit = match target {
+                        Target::Closing(_) => None,
+                        _ => match inflight.acquire_owned().await {
+                            Ok(permit) => Some(permit),
+                            Err(_) => return,
+                        },
+                    };
+                    drop(queued);
+                    let serving = this.in_service.serving();
                     let reply = this.handle(packet, &target).await;
+                    drop(serving);
                     drop(namespace);
                     let span = tracing::Span::current();
                     span.record("micros", started.elapsed().as_micros() as u64);
@@ -225,8 +251,8 @@ impl SftpSession {
                 .instrument(span),
             );
         }
-        let all = self.settings.max_inflight as u32;
-        let _ = inflight.acquire_many(all).await;
+        drop(running);
+        let _ = all_done.recv().await;
     }
 
     /// The handle a request works on, matched when it is read off the wire:

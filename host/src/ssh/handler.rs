@@ -14,7 +14,7 @@ use super::channel_stream::ChannelReader;
 use super::limits::Ticket;
 use crate::auth::Principal;
 use crate::plugin::SessionContext;
-use crate::sftp::{ConnectionBudgets, SftpSession};
+use crate::sftp::{ConnectionBudgets, InService, SftpSession};
 use crate::vfs::{ByteBudget, FileBudgets, Files};
 
 /// Most session channels open at once on one connection (OpenSSH's
@@ -37,6 +37,8 @@ pub struct Connection {
     file_budgets: FileBudgets,
     /// Requests queued and replies unsent, shared by its channels.
     sftp_budgets: ConnectionBudgets,
+    /// Requests being served, for the connection's idle timer.
+    in_service: InService,
 }
 
 impl Connection {
@@ -46,6 +48,7 @@ impl Connection {
         session_id: u64,
         ticket: Arc<Ticket>,
         sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
+        in_service: InService,
     ) -> Self {
         let file_budgets = FileBudgets {
             upload: ByteBudget::new(shared.upload_buffer_per_connection),
@@ -62,6 +65,7 @@ impl Connection {
             sftp_running,
             file_budgets,
             sftp_budgets: ConnectionBudgets::default(),
+            in_service,
         }
     }
 
@@ -101,8 +105,14 @@ impl Connection {
         ensure_home(&storage, &principal.home).await.map_err(|e| format!("preparing home {}: {e}", principal.home))?;
         let pending = self.shared.pending_uploads.for_view(&principal.plugin, &principal.tenant, &principal.attributes);
         let files = Files::new(storage, pending, self.file_budgets.clone(), self.shared.files.clone(), self.session_id);
-        let sftp =
-            SftpSession::new(principal, self.session_id, files, self.shared.sftp.clone(), self.sftp_budgets.clone());
+        let sftp = SftpSession::new(
+            principal,
+            self.session_id,
+            files,
+            self.shared.sftp.clone(),
+            self.sftp_budgets.clone(),
+            self.in_service.clone(),
+        );
         let shutdown = self.shared.shutdown.clone();
         let running = self.sftp_running.clone();
         running.send_modify(|n| *n += 1);

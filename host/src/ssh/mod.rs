@@ -77,7 +77,9 @@ impl Shared {
             channel_buffer_size: 256,
             window_size: 8 << 20,
             maximum_packet_size: 65535,
-            inactivity_timeout: Some(idle_timeout),
+            // The watchdog closes idle connections: it knows when a quiet
+            // client is waiting for a request being served.
+            inactivity_timeout: None,
             keepalive_interval: None,
             nodelay: true,
             ..Default::default()
@@ -186,7 +188,7 @@ async fn serve_connection(
     // is closed as soon as they have finished.
     let (sftp_running, _) = watch::channel(0usize);
     let sftp_running = Arc::new(sftp_running);
-    let handler = handler::Connection::new(shared.clone(), peer, session_id, ticket, sftp_running.clone());
+    let handler = handler::Connection::new(shared.clone(), peer, session_id, ticket, sftp_running.clone(), liveness.in_service());
     match russh::server::run_stream(shared.ssh.clone(), stream, handler).await {
         Ok(mut session) => {
             let handle = session.handle();

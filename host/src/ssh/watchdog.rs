@@ -2,7 +2,9 @@
 //! session loop is stuck writing to a peer that stopped reading, so the TCP
 //! stream itself is wrapped: it records progress in both directions, and a
 //! watchdog kills the stream (every pending and later I/O fails) when neither
-//! direction moved for the idle timeout, or on a forced shutdown.
+//! direction moved for the idle timeout and no request was being served
+//! meanwhile, or on a forced shutdown. (russh's own inactivity timer is
+//! off: it cannot know that a quiet client is waiting for a long CLOSE.)
 
 use std::io;
 use std::pin::Pin;
@@ -14,6 +16,8 @@ use std::time::{Duration, Instant};
 use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::sftp::InService;
+
 pub struct Liveness {
     started: Instant,
     /// Milliseconds since `started` of the last byte read or written.
@@ -22,6 +26,8 @@ pub struct Liveness {
     killed: AtomicBool,
     read_waker: AtomicWaker,
     write_waker: AtomicWaker,
+    /// SFTP requests of this connection being served.
+    in_service: InService,
 }
 
 impl Liveness {
@@ -33,7 +39,13 @@ impl Liveness {
             killed: AtomicBool::new(false),
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
+            in_service: InService::default(),
         })
+    }
+
+    /// Where the connection's SFTP sessions count the requests they serve.
+    pub fn in_service(&self) -> InService {
+        self.in_service.clone()
     }
 
     fn now_ms(&self) -> u64 {
@@ -44,6 +56,14 @@ impl Liveness {
     pub fn idle_for(&self) -> Duration {
         let last = self.last_read.load(Ordering::Relaxed).max(self.last_write.load(Ordering::Relaxed));
         Duration::from_millis(self.now_ms().saturating_sub(last))
+    }
+
+    /// Time with no traffic and no request being served.
+    fn unused_for(&self) -> Duration {
+        match self.in_service.quiet_for() {
+            None => Duration::ZERO,
+            Some(quiet) => quiet.min(self.idle_for()),
+        }
     }
 
     /// Fails every pending and future I/O on the stream.
@@ -133,8 +153,8 @@ pub async fn watch(liveness: Arc<Liveness>, idle: Duration, mut force: tokio::sy
         if liveness.is_killed() {
             return;
         }
-        if liveness.idle_for() >= idle {
-            tracing::info!("no traffic for {:?}; closing the connection", liveness.idle_for());
+        if liveness.unused_for() >= idle {
+            tracing::info!("no traffic and no request for {:?}; closing the connection", liveness.unused_for());
             liveness.kill();
             return;
         }

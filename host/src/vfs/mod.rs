@@ -304,6 +304,7 @@ impl Files {
         ReadWriteFile::open(read_write::ReadWriteParts {
             writer,
             base,
+            base_size: existing.as_ref().map_or(0, |info| info.size),
             created: existing.is_none() || options.truncate,
             spool: &self.settings.spool,
             max_size: self.capabilities().max_file_size.map_or(max_spool, |max| max.min(max_spool)),

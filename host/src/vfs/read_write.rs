@@ -1,8 +1,10 @@
 //! A handle opened for READ and WRITE (paramiko "r+", sshfs, editors,
-//! `dd conv=notrunc`): the file's content is copied into a spool file when
-//! it is opened, reads and writes act on the spool, and CLOSE commits the
-//! whole spool through one writer, so the content changes atomically and
-//! every plugin (random-write or not) gets the same behaviour.
+//! `dd conv=notrunc`): the file's content is copied into a spool file
+//! before the handle's first READ, WRITE or size change (not at OPEN,
+//! where the copy would hold up the session's later path requests), reads
+//! and writes act on the spool, and CLOSE commits the whole spool through
+//! one writer, so the content changes atomically and every plugin
+//! (random-write or not) gets the same behaviour.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,12 @@ pub struct ReadWriteFile {
     writer: Writer,
     /// The content, with its size (bounded).
     spool: Spool,
+    /// The content to start from (pinned to the version opened), until it
+    /// is copied into the spool.
+    base: Option<Base>,
+    /// Why copying the base failed: the handle then fails every request,
+    /// and CLOSE commits nothing (a part copy must never be committed).
+    broken: Option<String>,
     /// Whether CLOSE has anything to commit.
     changed: bool,
     append: bool,
@@ -30,6 +38,8 @@ pub(super) struct ReadWriteParts<'a> {
     pub writer: Writer,
     /// The current content to start from; `None` for an empty file.
     pub base: Option<Reader>,
+    /// Its size, as the plugin told it.
+    pub base_size: u64,
     /// Whether the file is new: CLOSE then creates it even if nothing was written.
     pub created: bool,
     pub spool: &'a Arc<SpoolArea>,
@@ -42,32 +52,49 @@ pub(super) struct ReadWriteParts<'a> {
     pub backend_delay: Duration,
 }
 
+struct Base {
+    reader: Reader,
+    /// Its size as the plugin said at OPEN (what FSTAT shows until the copy).
+    size: u64,
+    chunk: u32,
+}
+
 impl ReadWriteFile {
     pub(super) async fn open(parts: ReadWriteParts<'_>) -> Result<Self, StorageError> {
         let spool = Spool::create(parts.spool, 0, parts.max_size).await?;
-        let mut file = Self {
+        let base = parts.base.map(|reader| Base { reader, size: parts.base_size, chunk: parts.read_chunk });
+        Ok(Self {
             writer: parts.writer,
             spool,
+            base,
+            broken: None,
             changed: parts.created,
             append: parts.append,
             permissions: parts.permissions,
             chunk: parts.write_chunk,
             placeholder: parts.placeholder,
             backend_delay: parts.backend_delay,
-        };
-        if let Some(base) = parts.base {
-            if let Err(e) = file.copy_in(&base, parts.read_chunk).await {
-                let _ = file.writer.abort().await;
-                return Err(e);
-            }
-        }
-        Ok(file)
+        })
     }
 
-    async fn copy_in(&mut self, base: &Reader, chunk: u32) -> Result<(), StorageError> {
+    /// Copies the base into the spool, once, before the first request that
+    /// needs the content.
+    async fn copied(&mut self) -> Result<(), StorageError> {
+        if let Some(why) = &self.broken {
+            return Err(StorageError::Io(why.clone()));
+        }
+        let Some(base) = self.base.take() else { return Ok(()) };
+        if let Err(e) = self.copy_in(&base).await {
+            self.broken = Some(format!("copying the file for reading and writing failed: {e}"));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn copy_in(&mut self, base: &Base) -> Result<(), StorageError> {
         loop {
             let size = self.spool.len();
-            let data = base.read(size, chunk).await?;
+            let data = base.reader.read(size, base.chunk).await?;
             if data.is_empty() {
                 return Ok(());
             }
@@ -81,11 +108,13 @@ impl ReadWriteFile {
         Ok(())
     }
 
-    pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
+    pub async fn read(&mut self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
+        self.copied().await?;
         self.spool.read_at(offset, len).await
     }
 
     pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        self.copied().await?;
         // Appended data lands at the end of the file, whatever its offset.
         let offset = if self.append { self.spool.len() } else { offset };
         self.put(offset, data.to_vec()).await?;
@@ -95,6 +124,7 @@ impl ReadWriteFile {
 
     /// A size change acts on the content at once, in order with the WRITEs.
     pub async fn set_size(&mut self, size: u64) -> Result<(), StorageError> {
+        self.copied().await?;
         self.spool.set_len(size).await?;
         self.placeholder.set_size(size, true);
         self.changed = true;
@@ -111,14 +141,18 @@ impl ReadWriteFile {
     async fn commit_content(&mut self) -> Result<(), StorageError> {
         // Removed while open (as unlink(2) of an open file), or untouched:
         // the file stays as the plugin has it.
-        if !self.changed || !self.placeholder.begin_commit() {
+        if !self.changed || self.broken.is_some() || !self.placeholder.begin_commit() {
             return self.writer.abort().await;
+        }
+        if let Err(e) = self.copied().await {
+            let _ = self.writer.abort().await;
+            return Err(e);
         }
         let mut offset = 0;
         let size = self.spool.len();
         while offset < size {
             let len = (size - offset).min(self.chunk as u64) as u32;
-            let data = match self.read(offset, len).await {
+            let data = match self.spool.read_at(offset, len).await {
                 Ok(data) => data,
                 Err(e) => {
                     let _ = self.writer.abort().await;
@@ -153,7 +187,7 @@ impl ReadWriteFile {
         let now = unix_now();
         FileInfo {
             kind: FileKind::File,
-            size: self.spool.len(),
+            size: self.base.as_ref().map_or(self.spool.len(), |base| base.size),
             permissions: self.permissions,
             modified: now,
             accessed: now,

@@ -11,7 +11,9 @@
 //! - an upload to `/fs/PATH` is staged in `/.uploads/` of the directory (as
 //!   object storage stages a multipart upload outside the instance) and
 //!   moved to PATH at finish; the writer's recovery token names the staged
-//!   file, so the host can abort it from a fresh instance (`abort-orphans`).
+//!   file, so the host can abort it from a fresh instance (`abort-orphans`);
+//!   the abort of an upload to a name containing `hang` waits 30 s first
+//!   (a host call that never answers in time).
 //! - `stat /panic`: traps, losing the instance and its writers;
 //!   `stat /panic-after/MS` waits MS milliseconds (a host call) first.
 
@@ -60,6 +62,9 @@ impl Guest for GrantsPlugin {
     fn abort_orphan(token: String) -> Result<()> {
         if !token.starts_with(STAGING) || token.contains("..") {
             return Err(invalid("not a staged upload"));
+        }
+        if token.ends_with("-hang") {
+            std::thread::sleep(std::time::Duration::from_secs(30));
         }
         match std::fs::remove_file(&token) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fs_error(e)),
@@ -219,7 +224,8 @@ impl GuestWriter for StagedWriter {
         if staged.is_none() {
             std::fs::create_dir_all(STAGING).map_err(fs_error)?;
             let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-            let name = format!("{STAGING}{nanos}");
+            let hang = if self.target.contains("hang") { "-hang" } else { "" };
+            let name = format!("{STAGING}{nanos}{hang}");
             let file = std::fs::File::create(&name).map_err(fs_error)?;
             *staged = Some((name, file));
         }

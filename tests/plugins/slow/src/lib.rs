@@ -3,7 +3,8 @@
 //! every call counted. It stands in for object storage without a network.
 //! Never bundled.
 //!
-//! Config (all optional): `delay-ms` (per call), `read-chunk` and
+//! Config (all optional): `delay-ms` (per call), `delay-ms.OP` (for the
+//! calls of kind OP only, e.g. `delay-ms.rename`, before it acts), `read-chunk` and
 //! `write-chunk` (sizes declared to the host), `random-write = "off"`
 //! (write-chunk then refuses any offset but the next one, as object storage
 //! does), `scope = "stateless"` (declared to the host, for the pool tests:
@@ -11,7 +12,8 @@
 //!
 //! Paths every instance serves alike: `/.pattern/N` is a read-only file of
 //! N bytes, byte i being `i % 251`; `stat /.sleep/MS` waits MS milliseconds
-//! on the host's clock (a hung request); `stat /.panic` traps.
+//! on the host's clock (a hung request); `stat /.spin/MS` computes for MS
+//! milliseconds (no host call but the clock's); `stat /.panic` traps.
 //!
 //! The counts are read through the plugin itself: `/.calls` lists one entry
 //! per kind of call, whose size is how many were made (`stat
@@ -31,6 +33,7 @@ thread_local! {
     static FS: RefCell<Fs> = RefCell::new(Fs::new());
     static SETTINGS: Cell<Settings> = const { Cell::new(Settings::DEFAULT) };
     static CALLS: RefCell<BTreeMap<&'static str, u64>> = const { RefCell::new(BTreeMap::new()) };
+    static OP_DELAYS: RefCell<BTreeMap<String, Duration>> = const { RefCell::new(BTreeMap::new()) };
 }
 
 #[derive(Clone, Copy)]
@@ -51,6 +54,11 @@ impl Settings {
             parse_bytes(value).and_then(|v| u32::try_from(v).ok()).ok_or_else(|| format!("`{key}`: invalid size {value:?}"))
         };
         for (key, value) in config {
+            if let Some(op) = key.strip_prefix("delay-ms.") {
+                let ms = value.parse().map_err(|_| format!("`{key}`: not a number: {value:?}"))?;
+                OP_DELAYS.with(|delays| delays.borrow_mut().insert(op.to_string(), Duration::from_millis(ms)));
+                continue;
+            }
             match key.as_str() {
                 "delay-ms" => {
                     let ms = value.parse().map_err(|_| format!("`delay-ms`: not a number: {value:?}"))?;
@@ -71,7 +79,7 @@ impl Settings {
 /// Counts a call of kind `op`, then waits as a remote backend would.
 fn call(op: &'static str) {
     CALLS.with(|calls| *calls.borrow_mut().entry(op).or_default() += 1);
-    let delay = SETTINGS.get().delay;
+    let delay = OP_DELAYS.with(|delays| delays.borrow().get(op).copied()).unwrap_or(SETTINGS.get().delay);
     if !delay.is_zero() {
         std::thread::sleep(delay);
     }
@@ -164,6 +172,15 @@ impl GuestSession for SlowSession {
         if let Some(ms) = path.strip_prefix("/.sleep/") {
             let ms = ms.parse().map_err(|_| Error::NotFound)?;
             std::thread::sleep(Duration::from_millis(ms));
+            return Ok(counter_info(ms));
+        }
+        if let Some(ms) = path.strip_prefix("/.spin/") {
+            let ms: u64 = ms.parse().map_err(|_| Error::NotFound)?;
+            let until = std::time::Instant::now() + Duration::from_millis(ms);
+            let mut spins = 0u64;
+            while std::time::Instant::now() < until {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
             return Ok(counter_info(ms));
         }
         if path == "/.panic" {

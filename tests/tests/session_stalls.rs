@@ -1,0 +1,120 @@
+//! One session must not stall itself: what a client pipelines never keeps
+//! the request that would unblock it from running.
+
+mod server_support;
+mod wire_support;
+
+use std::time::{Duration, Instant};
+
+use server_support::*;
+use wire_support::*;
+
+const FX_OK: u32 = 0;
+
+/// Before: the RENAME (waiting for the upload's commit) and the path
+/// requests queued behind it took all 64 request slots, the CLOSE that
+/// commits never started, and the RENAME failed after the commit wait
+/// (120 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn path_requests_queued_behind_a_rename_leave_room_for_the_close() {
+    let server = start(&["alice"]).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let h = wire.open_file("/upload", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"content")).await.status(), FX_OK);
+
+    let started = Instant::now();
+    let rename = wire
+        .send(FXP_EXTENDED, Body::new().string("posix-rename@openssh.com").string("/upload").string("/done"))
+        .await;
+    let mut stats = Vec::new();
+    for _ in 0..100 {
+        stats.push(wire.send(FXP_STAT, Body::new().string("/")).await);
+    }
+    let close = wire.send(FXP_CLOSE, Body::new().string(&h)).await;
+    for _ in 0..stats.len() + 2 {
+        let reply = wire.recv().await;
+        if reply.id == rename || reply.id == close {
+            assert_eq!(reply.status(), FX_OK, "{}", reply.message());
+        } else {
+            assert!(stats.contains(&reply.id));
+            assert_eq!(reply.kind, FXP_ATTRS);
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "the pipeline took {took:?}");
+    let client = server.sftp("alice").await;
+    assert_eq!(client.get("/done").await, b"content");
+    server.shutdown().await;
+}
+
+/// Before: the connection was cut as idle 2 s into a 4 s commit of a quiet
+/// client, and the client saw a failure for an upload that landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn time_spent_serving_a_request_is_not_idle_time() {
+    let server = start_with([UserSpec::new("alice")], |config| {
+        config.limits.idle_timeout_secs = 2;
+        let mut plugin = wasftp::config::PluginConfig { source: env!("WASFTP_SLOW_PLUGIN").into(), ..Default::default() };
+        plugin.config.insert("delay-ms.begin-write".into(), "3000".into());
+        plugin.config.insert("delay-ms.finish".into(), "3000".into());
+        config.plugins.insert("slow".into(), plugin);
+        config.users[0].plugin = "slow".into();
+    })
+    .await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    // OPEN and CLOSE each take 3 s with no traffic on the connection.
+    let h = wire.open_file("/slow", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"landed")).await.status(), FX_OK);
+    let closed = wire.call(FXP_CLOSE, Body::new().string(&h)).await;
+    assert_eq!(closed.status(), FX_OK, "{}", closed.message());
+    let stat = wire.call(FXP_STAT, Body::new().string("/slow")).await;
+    assert_eq!(stat.size(), 6);
+    // A connection with nothing going on is still closed as idle.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(wait_until(Duration::from_secs(3), || server.active_sessions() == 0).await, "the idle connection was closed");
+    server.shutdown().await;
+}
+
+/// Before: the READ|WRITE OPEN copied the whole file (16 slow reads) while
+/// holding the session's turn for path requests, and the STAT pipelined
+/// behind it waited for the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_write_open_copies_outside_the_sessions_path_turn() {
+    let server = start_with([UserSpec::new("alice")], |c| {
+        let mut plugin = wasftp::config::PluginConfig { source: env!("WASFTP_SLOW_PLUGIN").into(), ..Default::default() };
+        plugin.config.insert("delay-ms.read".into(), "200".into());
+        plugin.config.insert("read-chunk".into(), "256K".into());
+        c.plugins.insert("slow".into(), plugin);
+        c.users[0].plugin = "slow".into();
+    })
+    .await;
+    let content = pattern(4 << 20, 3);
+    let client = server.sftp("alice").await;
+    client.put("/big", &content).await;
+
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let started = Instant::now();
+    let open = wire.send(FXP_OPEN, Body::new().string("/big").u32(FXF_READ | FXF_WRITE).no_attrs()).await;
+    let stat = wire.send(FXP_STAT, Body::new().string("/")).await;
+    let mut handle = Vec::new();
+    for _ in 0..2 {
+        let reply = wire.recv().await;
+        if reply.id == open {
+            assert_eq!(reply.kind, FXP_HANDLE, "{}", reply.message());
+            handle = reply.handle();
+        } else {
+            assert_eq!(reply.id, stat);
+            assert_eq!(reply.kind, FXP_ATTRS);
+        }
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "OPEN and the STAT behind it took {took:?}");
+    // The copy happens before the first READ, whose answer is the old content.
+    let read = wire.call(FXP_READ, Body::new().string(&handle).u64(1 << 20).u32(4096)).await;
+    assert_eq!(read.data(), &content[1 << 20..(1 << 20) + 4096]);
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&handle).u64(0).string(b"NEW")).await.status(), FX_OK);
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&handle)).await.status(), FX_OK);
+    let mut expected = content.clone();
+    expected[..3].copy_from_slice(b"NEW");
+    assert!(client.get("/big").await == expected, "the file is the old content with the write");
+    server.shutdown().await;
+}
