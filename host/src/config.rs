@@ -290,6 +290,7 @@ pub struct UserConfig {
     #[serde(default)]
     pub authorized_keys_file: Option<PathBuf>,
     /// The user's root inside the plugin's namespace; `..` never leaves it.
+    /// Normalised when the config is read (`/data//` is `/data`).
     #[serde(default = "default_home")]
     pub home: String,
     #[serde(default = "default_plugin")]
@@ -322,6 +323,23 @@ impl UserConfig {
     }
 }
 
+/// `home` as the plugin contract wants paths: absolute, with no empty or
+/// `.` segments (a trailing `/`, `//` or `/./` would make some). A `..` is
+/// refused, not resolved: such a home was surely meant to be elsewhere.
+pub fn normalize_home(home: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(home.starts_with('/'), "home {home:?} must be an absolute path");
+    anyhow::ensure!(!home.contains('\0'), "home {home:?} contains NUL");
+    let mut segments = Vec::new();
+    for segment in home.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => anyhow::bail!("home {home:?} must not contain `..`"),
+            name => segments.push(name),
+        }
+    }
+    Ok(format!("/{}", segments.join("/")))
+}
+
 impl Config {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
@@ -334,8 +352,19 @@ impl Config {
         for (name, plugin) in &mut config.plugins {
             plugin.expand_env().with_context(|| format!("plugin {name}"))?;
         }
+        config.normalize()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Puts what may be written several ways in its one form: users' homes
+    /// (see [`normalize_home`]). `from_toml` does it; the server does it
+    /// again for a config built in code.
+    pub fn normalize(&mut self) -> anyhow::Result<()> {
+        for user in &mut self.users {
+            user.home = normalize_home(&user.home).with_context(|| format!("user {}", user.name))?;
+        }
+        Ok(())
     }
 
     /// Checks what serde cannot: references between sections and ranges.
@@ -350,7 +379,8 @@ impl Config {
                 user.name,
                 user.plugin
             );
-            anyhow::ensure!(user.home.starts_with('/'), "user {}: home must be an absolute path", user.name);
+            let home = normalize_home(&user.home).with_context(|| format!("user {}", user.name))?;
+            anyhow::ensure!(home == user.home, "user {}: home {:?} is not normalised (Config::normalize)", user.name, user.home);
         }
         for (name, plugin) in &self.plugins {
             anyhow::ensure!(!plugin.source.is_empty(), "plugin {name}: `source` is required");
@@ -484,6 +514,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rwx"), "{err}");
+    }
+
+    #[test]
+    fn homes_are_normalised_and_may_not_climb() {
+        let home = |home: &str| Config::from_toml(&format!("[[users]]\nname = \"a\"\nhome = {home:?}\n"));
+        for (written, normal) in [
+            ("/data/", "/data"),
+            ("/data//", "/data"),
+            ("//data/./x/", "/data/x"),
+            ("/./", "/"),
+            ("/", "/"),
+        ] {
+            assert_eq!(home(written).unwrap().users[0].home, normal, "home {written:?}");
+        }
+        for climbing in ["/data/..", "/../data", "/a/../b"] {
+            let err = format!("{:#}", home(climbing).unwrap_err());
+            assert!(err.contains("user a") && err.contains("`..`"), "{climbing}: {err}");
+        }
+        let err = format!("{:#}", home("data").unwrap_err());
+        assert!(err.contains("absolute"), "{err}");
     }
 
     #[test]

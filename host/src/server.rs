@@ -38,7 +38,8 @@ impl ServerBuilder {
 
     /// Loads plugins, users and host keys, binds the listener and starts serving.
     pub async fn start(self) -> anyhow::Result<RunningServer> {
-        let config = self.config;
+        let mut config = self.config;
+        config.normalize()?;
         config.validate()?;
         let users = Users::from_config(&config)?;
         anyhow::ensure!(!users.is_empty(), "no users are configured; nobody could log in");

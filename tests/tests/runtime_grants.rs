@@ -158,6 +158,32 @@ async fn a_request_on_a_connection_closed_under_it_goes_again() {
     assert_eq!(server.requests.load(Ordering::SeqCst), 3);
 }
 
+/// A POST is never sent twice, even without a body: one that meets a pooled
+/// connection closed under it may have been acted on (S3's
+/// CreateMultipartUpload and CompleteMultipartUpload are POSTs), so it fails,
+/// and the plugin sees why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_on_a_connection_closed_under_it_is_not_sent_again() {
+    let server = listener_keeping_connections(true, 1).await;
+    let rt = runtime();
+    let plugin = load(&rt, settings(&[format!("http://127.0.0.1:{}", server.port)], None)).await.unwrap();
+    let s = session(&plugin).await;
+    let info = bounded(s.file_info(&format!("/http/127.0.0.1:{}/bucket/key", server.port))).await.unwrap();
+    assert_eq!(info.size, 204);
+    // The connection goes back to the pool from a task of its own: the POST
+    // must find it there.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let posted = bounded(s.file_info(&format!("/http-post/127.0.0.1:{}/bucket/key?uploads", server.port))).await;
+    let message = io_message(posted, "the POST on a closed connection");
+    assert!(message.contains("ConnectionTerminated"), "{message}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2, "the POST was read once and not sent again");
+    assert_eq!(server.hits.load(Ordering::SeqCst), 1, "no new connection was made for it");
+    // A failed request is an answer: the instance and the session go on.
+    assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 0);
+    let info = bounded(s.file_info(&format!("/http/127.0.0.1:{}/bucket/key", server.port))).await.unwrap();
+    assert_eq!(info.size, 204);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_other_origin_is_refused_with_an_error_not_a_trap() {
     let allowed = listener().await;

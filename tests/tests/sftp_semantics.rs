@@ -589,3 +589,32 @@ async fn writes_past_the_plugins_largest_file_are_refused_by_the_host() {
     assert_eq!(server.sftp("alice").await.get("/f").await, b"kept");
     server.shutdown().await;
 }
+
+/// WRITEs on a handle opened with APPEND land at the end of the file,
+/// whatever their offset, as on `sftp-server` (which opens with O_APPEND):
+/// with a plugin that appends itself (memory), and with one that declares
+/// it cannot (the slow plugin with `append = "off"` puts every chunk at its
+/// offset), for which the host places them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn append_writes_land_at_the_end_whatever_their_offset() {
+    let server = start_with([UserSpec::new("alice"), UserSpec::new("bob")], |c| {
+        let mut plugin = wasftp::config::PluginConfig { source: env!("WASFTP_SLOW_PLUGIN").into(), ..Default::default() };
+        plugin.config.insert("append".into(), "off".into());
+        c.plugins.insert("slow".into(), plugin);
+        c.users[1].plugin = "slow".into();
+    })
+    .await;
+    for user in ["alice", "bob"] {
+        server.sftp(user).await.put("/log", b"existing").await;
+        let mut wire = Wire::open(&server, user, 3).await;
+        let h = wire.open_file("/log", FXF_WRITE | FXF_APPEND).await;
+        for piece in [&b"+one"[..], b"+two"] {
+            let write = wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(piece)).await;
+            assert_eq!(write.status(), FX_OK, "{user}: {}", write.message());
+        }
+        assert_eq!(wire.call(FXP_FSTAT, Body::new().string(&h)).await.size(), 16, "{user}: the size so far");
+        assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+        assert_eq!(server.sftp(user).await.get("/log").await, b"existing+one+two", "{user}: appended at the end");
+    }
+    server.shutdown().await;
+}

@@ -188,6 +188,43 @@ async fn rename_and_posix_rename() {
     server.shutdown().await;
 }
 
+/// A home written with a trailing `//` is the same root as `/data`: the
+/// user lists it and uploads into it, the file lands at `/data/f.txt`, and
+/// while it is being uploaded the tenant's other users see it there (no
+/// empty path segment reaches the plugin or names the upload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_home_with_a_trailing_slash_is_the_plain_directory() {
+    let server = start_with(
+        [
+            UserSpec::new("admin").tenant("shared"),
+            UserSpec::new("dana").tenant("shared").home("/data//"),
+        ],
+        |_| {},
+    )
+    .await;
+    let dana = server.sftp("dana").await;
+    let admin = server.sftp("admin").await;
+    assert_eq!(dana.list("/").await.expect("ls of the home"), Vec::<String>::new());
+    let h = bounded("open", dana.open("/f.txt", create_trunc(), FileAttributes::empty()))
+        .await
+        .expect("open for upload")
+        .handle;
+    bounded("write", dana.write(h.as_str(), 0, b"in data".to_vec()))
+        .await
+        .expect("write");
+    let uploading = bounded("stat", admin.stat("/data/f.txt"))
+        .await
+        .expect("the upload in progress is seen at /data/f.txt");
+    assert_eq!(uploading.attrs.size, Some(7));
+    bounded("close", dana.close(h.as_str())).await.expect("close");
+    assert_eq!(dana.list("/").await.expect("ls after the upload"), vec!["f.txt".to_string()]);
+    assert_eq!(admin.list("/").await.unwrap(), vec!["data".to_string()]);
+    assert_eq!(admin.get("/data/f.txt").await, b"in data");
+    dana.disconnect().await;
+    admin.disconnect().await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn realpath_and_confinement() {
     // admin and alice share a tenant; alice's root is /alice in it.

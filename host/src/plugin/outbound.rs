@@ -71,8 +71,9 @@ impl Outbound {
 
     /// Sends `request` if its origin is granted; any other is answered
     /// `HttpRequestDenied` (an error the guest sees, not a trap). A request
-    /// without a body that meets a pooled connection closed under it (the
-    /// server dropped it while idle) is sent once more, on a new one.
+    /// safe to repeat (see [`repeatable`]) that meets a pooled connection
+    /// closed under it (the server dropped it while idle) is sent once
+    /// more, on a new one.
     async fn send(self: Arc<Self>, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> Result<http::Response<WasiBody>, Error> {
         if let Err(why) = grants::check_origin(&self.allow, request.uri()) {
             return Err(self.deny(&why));
@@ -83,7 +84,7 @@ impl Outbound {
             first_byte: option(|o| o.first_byte_timeout),
             between_bytes: option(|o| o.between_bytes_timeout),
         };
-        let again = request.body().is_end_stream().then(|| bodiless_copy(&request));
+        let again = repeatable(&request).then(|| bodiless_copy(&request));
         let (error, stale) = match self.send_once(request, &timeouts).await {
             Ok(response) => return Ok(response),
             Err(failed) => failed,
@@ -254,6 +255,21 @@ struct Timeouts {
     connect: Duration,
     first_byte: Duration,
     between_bytes: Duration,
+}
+
+/// Whether `request` may go again after meeting a connection closed under
+/// it. The server may have read it and acted on it before closing, so only
+/// a request that changes nothing more when repeated: no body to replay,
+/// and a method that is safe or idempotent (RFC 9110). Never a POST, even
+/// without a body (S3's CreateMultipartUpload would start a second upload),
+/// nor a PUT with If-None-Match (an exclusive create, which the object its
+/// first try made would refuse).
+fn repeatable(request: &http::Request<WasiBody>) -> bool {
+    use http::Method;
+    let method = request.method();
+    let idempotent = [Method::GET, Method::HEAD, Method::OPTIONS, Method::DELETE, Method::PUT].contains(method);
+    let conditional_create = method == Method::PUT && request.headers().contains_key(http::header::IF_NONE_MATCH);
+    idempotent && !conditional_create && request.body().is_end_stream()
 }
 
 /// `request` again, for a request without a body.
@@ -466,5 +482,32 @@ impl Body for TimedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: http::Method, body: &'static [u8]) -> http::Request<WasiBody> {
+        // An empty `Full` is at its end from the start, as a body never written.
+        let body = http_body_util::Full::new(Bytes::from_static(body)).map_err(|never| match never {}).boxed_unsync();
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method;
+        request
+    }
+
+    #[test]
+    fn only_requests_safe_to_repeat_go_again() {
+        use http::Method;
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::DELETE, Method::PUT] {
+            assert!(repeatable(&request(method.clone(), b"")), "{method} without a body");
+        }
+        assert!(!repeatable(&request(Method::POST, b"")), "a POST, even without a body");
+        assert!(!repeatable(&request(Method::PATCH, b"")));
+        assert!(!repeatable(&request(Method::PUT, b"part")), "a body cannot be sent again");
+        let mut exclusive = request(Method::PUT, b"");
+        exclusive.headers_mut().insert(http::header::IF_NONE_MATCH, http::HeaderValue::from_static("*"));
+        assert!(!repeatable(&exclusive), "an exclusive create");
     }
 }

@@ -244,7 +244,10 @@ impl Files {
         let permissions = options.permissions.unwrap_or(0o644);
         let placeholder = self.placeholder(path, permissions, start_size, options)?;
         delay(self.settings.backend_delay).await;
-        let writer = self.storage.begin_write(path, options).await?;
+        // A plugin that does not honour `append` gets a write that keeps the
+        // content; the upload places each WRITE at the end itself.
+        let plugin_options = WriteOptions { append: options.append && self.capabilities().append, ..options };
+        let writer = self.storage.begin_write(path, plugin_options).await?;
         Ok(Upload::new(upload::UploadParts {
             writer,
             chunk: self.capabilities().write_chunk as usize,

@@ -21,6 +21,7 @@ pub struct Upload {
     budget: ByteBudget,
     /// Bytes per plugin `write-chunk`.
     chunk: usize,
+    /// Opened with APPEND: every WRITE lands at the end, whatever its offset.
     append: bool,
     /// Highest end offset written: the size FSTAT reports before commit.
     high_water: u64,
@@ -99,17 +100,19 @@ impl Upload {
             return Err(StorageError::Unsupported);
         }
         self.touched = true;
+        // As O_APPEND (what `sftp-server` opens an APPEND with): the WRITE
+        // lands at the current end, whatever its offset. Placed here, so a
+        // plugin that does not honour `append` gets it right too.
+        let offset = if self.append { self.high_water } else { offset };
         // A client offset near u64::MAX must not overflow the arithmetic below.
         let Some(end) = offset.checked_add(data.len() as u64) else {
             return Err(StorageError::InvalidInput("write beyond the largest file offset".into()));
         };
-        self.check_size(if self.append { self.high_water.saturating_add(data.len() as u64) } else { end })?;
+        self.check_size(end)?;
         let contiguous = self.buffer_offset.checked_add(self.buffer.len() as u64) == Some(offset);
-        if !self.append && !self.buffer.is_empty() && !contiguous {
+        if !self.buffer.is_empty() && !contiguous {
             self.flush().await?;
         }
-        // Appended data lands at the end of the file, whatever its offset.
-        let end = if self.append { self.high_water.saturating_add(data.len() as u64) } else { end };
         if end > self.high_water {
             self.high_water = end;
             self.placeholder.set_size(end, false);
@@ -120,8 +123,7 @@ impl Upload {
             self.settle_in_flight().await?;
         }
         if let Some(order) = &mut self.in_order {
-            let at = if self.append { end - data.len() as u64 } else { offset };
-            let parts = order.write(at, data).await;
+            let parts = order.write(offset, data).await;
             let budget = order.take_handed_out();
             return self.send_parts(parts, budget).await;
         }

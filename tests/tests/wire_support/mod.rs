@@ -33,6 +33,7 @@ pub const FXP_ATTRS: u8 = 105;
 
 pub const FXF_READ: u32 = 1;
 pub const FXF_WRITE: u32 = 2;
+pub const FXF_APPEND: u32 = 4;
 pub const FXF_CREAT: u32 = 8;
 pub const FXF_TRUNC: u32 = 0x10;
 pub const FXF_EXCL: u32 = 0x20;

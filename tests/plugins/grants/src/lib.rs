@@ -6,6 +6,8 @@
 //! - `stat /http/HOST:PORT/PATH`: GET `http://HOST:PORT/PATH`; the size is
 //!   the response status. A refused or failed request is an `io` error
 //!   carrying the `wasi:http` error code (`HttpRequestDenied`, ...).
+//! - `stat /http-post/HOST:PORT/PATH`: the same with a POST without a body
+//!   (as S3's CreateMultipartUpload).
 //! - `stat /fs/PATH`: PATH in the preopened directory; the size is its length.
 //! - `mkdir /fs/PATH`: creates PATH there.
 //! - an upload to `/fs/PATH` is staged in `/.uploads/` of the directory (as
@@ -22,7 +24,7 @@ use std::io::{Seek, SeekFrom, Write};
 
 use wasftp_sdk::prelude::*;
 use wasi::http::outgoing_handler;
-use wasi::http::types::{Fields, OutgoingRequest, Scheme};
+use wasi::http::types::{Fields, Method, OutgoingRequest, Scheme};
 
 pub struct GrantsPlugin;
 
@@ -77,9 +79,10 @@ impl Guest for GrantsPlugin {
     }
 }
 
-/// One GET, answered with its status.
-fn get(authority: &str, path: &str) -> std::result::Result<u16, String> {
+/// One request without a body, answered with its status.
+fn send(method: Method, authority: &str, path: &str) -> std::result::Result<u16, String> {
     let request = OutgoingRequest::new(Fields::new());
+    request.set_method(&method).map_err(|()| "method refused".to_string())?;
     request.set_scheme(Some(&Scheme::Http)).map_err(|()| "scheme refused".to_string())?;
     request.set_authority(Some(authority)).map_err(|()| format!("authority {authority:?} refused"))?;
     request.set_path_with_query(Some(path)).map_err(|()| format!("path {path:?} refused"))?;
@@ -123,9 +126,14 @@ impl GuestSession for GrantsSession {
         if path == "/" {
             return Ok(FileInfo { kind: FileKind::Directory, ..file(0) });
         }
-        if let Some(rest) = path.strip_prefix("/http/") {
+        let request = match (path.strip_prefix("/http/"), path.strip_prefix("/http-post/")) {
+            (Some(rest), _) => Some((Method::Get, rest)),
+            (_, Some(rest)) => Some((Method::Post, rest)),
+            _ => None,
+        };
+        if let Some((method, rest)) = request {
             let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
-            return get(authority, &format!("/{tail}")).map(|status| file(status.into())).map_err(io_error);
+            return send(method, authority, &format!("/{tail}")).map(|status| file(status.into())).map_err(io_error);
         }
         if let Some(rest) = path.strip_prefix("/fs") {
             let meta = std::fs::metadata(if rest.is_empty() { "/" } else { rest }).map_err(fs_error)?;

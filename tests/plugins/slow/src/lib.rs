@@ -7,8 +7,10 @@
 //! calls of kind OP only, e.g. `delay-ms.rename`, before it acts), `read-chunk` and
 //! `write-chunk` (sizes declared to the host), `random-write = "off"`
 //! (write-chunk then refuses any offset but the next one, as object storage
-//! does), `scope = "stateless"` (declared to the host, for the pool tests:
-//! each instance then has its own files, so use the paths below).
+//! does), `append = "off"` (declared to the host, and `begin-write` then
+//! ignores `append`: every chunk lands at its offset, as on a backend that
+//! cannot append), `scope = "stateless"` (declared to the host, for the pool
+//! tests: each instance then has its own files, so use the paths below).
 //!
 //! Paths every instance serves alike: `/.pattern/N` is a read-only file of
 //! N bytes, byte i being `i % 251`; `stat /.sleep/MS` waits MS milliseconds
@@ -42,11 +44,19 @@ struct Settings {
     read_chunk: u32,
     write_chunk: u32,
     random_write: bool,
+    append: bool,
     stateless: bool,
 }
 
 impl Settings {
-    const DEFAULT: Settings = Settings { delay: Duration::ZERO, read_chunk: 256 << 10, write_chunk: 256 << 10, random_write: true, stateless: false };
+    const DEFAULT: Settings = Settings {
+        delay: Duration::ZERO,
+        read_chunk: 256 << 10,
+        write_chunk: 256 << 10,
+        random_write: true,
+        append: true,
+        stateless: false,
+    };
 
     fn parse(config: &[(String, String)]) -> std::result::Result<Self, String> {
         let mut settings = Settings::DEFAULT;
@@ -67,6 +77,7 @@ impl Settings {
                 "read-chunk" => settings.read_chunk = bytes(key, value)?,
                 "write-chunk" => settings.write_chunk = bytes(key, value)?,
                 "random-write" => settings.random_write = value != "off",
+                "append" => settings.append = value != "off",
                 "scope" => settings.stateless = value == "stateless",
                 key if wasftp_sdk::config::is_reserved(key) => {}
                 other => return Err(format!("unknown config key `{other}`")),
@@ -121,7 +132,7 @@ impl Guest for SlowPlugin {
             version: env!("CARGO_PKG_VERSION").into(),
             scope: if settings.stateless { InstanceScope::Stateless } else { InstanceScope::Tenant },
             random_write: settings.random_write,
-            append: true,
+            append: settings.append,
             atomic_rename: true,
             copy: true,
             abort_orphans: false,
@@ -207,6 +218,7 @@ impl GuestSession for SlowSession {
 
     fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
         call("begin-write");
+        let options = WriteOptions { append: options.append && SETTINGS.get().append, ..options };
         let pending = with_fs(|fs| fs.begin_write(&path, options))?;
         Ok(Writer::new(SlowWriter { pending: RefCell::new(Some(pending)), next: Cell::new(0) }))
     }
