@@ -44,6 +44,17 @@ pub struct Limits {
     /// Most authenticated SSH connections at once; a login past it is
     /// disconnected with "too many connections".
     pub max_sessions: usize,
+    /// Most of them one user may hold, so one user cannot take them all; a
+    /// login past it is disconnected with "too many connections for this
+    /// user". Above `max_sessions` it changes nothing.
+    pub max_sessions_per_user: usize,
+    /// Most of them the users of one tenant may hold together; a login past
+    /// it is disconnected with "too many connections for this tenant".
+    pub max_sessions_per_tenant: usize,
+    /// Session channels (each SFTP channel is a storage session of its own)
+    /// one connection may have open at once (OpenSSH's MaxSessions); one
+    /// more is refused at channel open.
+    pub max_channels_per_session: usize,
     /// A connection that has not authenticated after this long is closed
     /// (sshd's LoginGraceTime).
     pub login_grace_secs: u64,
@@ -79,6 +90,13 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_sessions: 1024,
+            // Room for a parallel client (rclone's transfers and checkers,
+            // lftp's mirror) several times over, yet 1/16 of the server.
+            max_sessions_per_user: 64,
+            // A quarter of the server: a few tenants at their cap still
+            // leave most slots to the others.
+            max_sessions_per_tenant: 256,
+            max_channels_per_session: 10,
             login_grace_secs: 30,
             max_unauthenticated: 100,
             max_unauthenticated_per_ip: 32,
@@ -409,6 +427,14 @@ impl Config {
         }
         let l = &self.limits;
         anyhow::ensure!(l.max_sessions > 0, "limits.max_sessions must be at least 1");
+        // Above max_sessions a share is simply not the tighter cap, so a
+        // config that only lowers max_sessions keeps working.
+        anyhow::ensure!(l.max_sessions_per_user > 0, "limits.max_sessions_per_user must be at least 1");
+        anyhow::ensure!(l.max_sessions_per_tenant > 0, "limits.max_sessions_per_tenant must be at least 1");
+        anyhow::ensure!(
+            (1..=1024).contains(&l.max_channels_per_session),
+            "limits.max_channels_per_session must be 1..=1024"
+        );
         anyhow::ensure!(l.max_handles > 0, "limits.max_handles must be at least 1");
         anyhow::ensure!((1..=1024).contains(&l.max_inflight), "limits.max_inflight must be 1..=1024");
         anyhow::ensure!(l.idle_timeout_secs > 0, "limits.idle_timeout_secs must be at least 1");
@@ -494,6 +520,22 @@ mod tests {
         assert!(err.contains("max_unauthenticated_per_ip"), "{err}");
         let config = Config::from_toml("[limits]\nmax_auth_failures_per_ip = 0\nauth_ban_secs = 5\n").unwrap();
         assert_eq!(config.limits.max_auth_failures_per_ip, 0);
+    }
+
+    #[test]
+    fn session_shares_have_defaults_below_max_sessions_and_are_validated() {
+        let limits = Config::from_toml("").unwrap().limits;
+        assert_eq!((limits.max_sessions_per_user, limits.max_sessions_per_tenant), (64, 256));
+        assert!(limits.max_sessions_per_user < limits.max_sessions_per_tenant);
+        assert!(limits.max_sessions_per_tenant < limits.max_sessions);
+        assert_eq!(limits.max_channels_per_session, 10);
+        for field in ["max_sessions_per_user", "max_sessions_per_tenant", "max_channels_per_session"] {
+            let err = Config::from_toml(&format!("[limits]\n{field} = 0\n")).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        // Lowering only max_sessions leaves the shares valid (they stop binding).
+        let config = Config::from_toml("[limits]\nmax_sessions = 8\n").unwrap();
+        assert_eq!(config.limits.max_sessions_per_user, 64);
     }
 
     #[test]

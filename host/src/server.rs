@@ -1,7 +1,7 @@
 //! Start and stop a wasftp server from Rust: load the config's plugins and
 //! users, bind, serve, shut down gracefully.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -77,23 +77,41 @@ impl ServerBuilder {
     }
 }
 
-/// Instances the allocator needs room for, from the configured caps: a
-/// tenant-scoped plugin holds one per tenant, a stateless one up to
-/// `instances_per_session` per session and as many idle per tenant (the
-/// scope is known only once the plugin is loaded, so the larger of the two
-/// counts), plus its load probe, maintenance and orphan-abort instances.
-/// Never below `floor`. Past the pooling allocator's slots the engine
-/// allocates on demand (and says so in the log).
+/// Instances the allocator needs room for, from the configured caps, for
+/// each plugin some user has: a tenant-scoped plugin holds one per tenant;
+/// a stateless one up to `instances_per_session` per storage session and as
+/// many idle per tenant (the scope is known only once the plugin is loaded,
+/// so the larger of the two counts); and each its load probe, maintenance
+/// and orphan-abort instances. A storage session is one SFTP channel: a
+/// connection may have `max_channels_per_session` of them. Never below
+/// `floor`. Past the pooling allocator's slots the engine allocates on
+/// demand (and says so in the log).
+///
+/// Every count here is a cap enforced at login (sessions of the server,
+/// tenant and user; tenants of the plugin) or at channel open, so a client
+/// who would need more is refused there, never by a full allocator
+/// mid-session.
 fn instance_slots(config: &Config, floor: u32) -> u32 {
     const PER_PLUGIN: usize = 3;
-    let sessions = config.limits.max_sessions;
+    let limits = &config.limits;
     let mut slots = 0usize;
     for (name, plugin) in &config.plugins {
-        if config.users.iter().any(|u| &u.plugin == name) {
-            // Stateless: the sessions' instances, and one session's worth idle per tenant.
-            let stateless = sessions.saturating_add(plugin.max_tenants).saturating_mul(plugin.instances_per_session);
-            slots = slots.saturating_add(plugin.max_tenants.max(stateless)).saturating_add(PER_PLUGIN);
+        let users: Vec<_> = config.users.iter().filter(|u| &u.plugin == name).collect();
+        if users.is_empty() {
+            continue;
         }
+        let tenants = users.iter().map(|u| u.tenant()).collect::<HashSet<_>>().len();
+        // Users are fixed by the config, so their shares bound the plugin's
+        // connections too (an authenticator making users up would not).
+        let connections = limits
+            .max_sessions
+            .min(users.len().saturating_mul(limits.max_sessions_per_user))
+            .min(tenants.saturating_mul(limits.max_sessions_per_tenant));
+        let sessions = connections.saturating_mul(limits.max_channels_per_session);
+        let tenants = tenants.min(plugin.max_tenants);
+        // Stateless: the sessions' instances, and one session's worth idle per tenant.
+        let stateless = sessions.saturating_add(tenants).saturating_mul(plugin.instances_per_session);
+        slots = slots.saturating_add(tenants.max(stateless)).saturating_add(PER_PLUGIN);
     }
     slots.clamp(floor as usize, u32::MAX as usize) as u32
 }
@@ -200,5 +218,81 @@ impl RunningServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!("wasftp stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UserConfig;
+
+    fn user(name: &str, tenant: &str, plugin: &str) -> UserConfig {
+        UserConfig {
+            name: name.into(),
+            password_hash: None,
+            authorized_keys: Vec::new(),
+            authorized_keys_file: None,
+            home: "/".into(),
+            plugin: plugin.into(),
+            tenant: Some(tenant.into()),
+            attributes: Default::default(),
+            uid: 1000,
+            gid: 1000,
+        }
+    }
+
+    /// Three users of `memory` in two tenants, default limits.
+    fn config() -> Config {
+        let mut config = Config::from_toml("").unwrap();
+        config.users =
+            vec![user("alice", "acme", "memory"), user("bob", "acme", "memory"), user("carol", "globex", "memory")];
+        config
+    }
+
+    #[test]
+    fn every_channel_of_every_connection_counts() {
+        let mut config = config();
+        // Connections: 3 users x 64 (below 2 tenants x 256 and 1024); 10
+        // channels each; 4 instances per channel, and 4 idle per tenant.
+        assert_eq!(instance_slots(&config, 0), (3 * 64 * 10 + 2) * 4 + 3);
+        config.limits.max_channels_per_session = 1;
+        assert_eq!(instance_slots(&config, 0), (3 * 64 + 2) * 4 + 3);
+        config.plugins.get_mut("memory").unwrap().instances_per_session = 1;
+        assert_eq!(instance_slots(&config, 0), 3 * 64 + 2 + 3);
+    }
+
+    #[test]
+    fn the_tightest_session_cap_bounds_the_connections() {
+        let mut config = config();
+        config.limits.max_channels_per_session = 1;
+        config.plugins.get_mut("memory").unwrap().instances_per_session = 1;
+        config.limits.max_sessions_per_tenant = 50;
+        assert_eq!(instance_slots(&config, 0), 2 * 50 + 2 + 3, "two tenants of 50");
+        config.limits.max_sessions = 20;
+        assert_eq!(instance_slots(&config, 0), 20 + 2 + 3, "the server's 20");
+        config.plugins.get_mut("memory").unwrap().max_tenants = 1;
+        assert_eq!(instance_slots(&config, 0), 20 + 1 + 3, "one tenant at a time keeps idle instances");
+    }
+
+    #[test]
+    fn plugins_are_counted_apart_and_only_when_used() {
+        let mut config = config();
+        config.limits.max_channels_per_session = 2;
+        let one = instance_slots(&config, 0);
+        config.plugins.insert("s3".into(), PluginConfig { source: "x.wasm".into(), ..PluginConfig::default() });
+        assert_eq!(instance_slots(&config, 0), one, "a plugin nobody uses gets no instances");
+        config.users.push(user("dave", "initech", "s3"));
+        assert_eq!(instance_slots(&config, 0), one + (64 * 2 + 1) * 4 + 3);
+    }
+
+    #[test]
+    fn never_below_the_floor() {
+        let mut config = config();
+        config.users.truncate(1);
+        config.limits.max_sessions = 1;
+        config.limits.max_channels_per_session = 1;
+        config.plugins.get_mut("memory").unwrap().instances_per_session = 1;
+        assert_eq!(instance_slots(&config, 0), 1 + 1 + 3);
+        assert_eq!(instance_slots(&config, 256), 256);
     }
 }

@@ -3,16 +3,22 @@
 //! with that source address, no setup needed on Linux):
 //! silent connections cannot lock an honest client out, the login grace time
 //! closes connections that never log in, only logins count against
-//! `max_sessions` (the one past it is told why), and password guessing from
-//! one address gets it refused for a while without touching other addresses.
+//! `max_sessions` (the one past it is told why), one user or one tenant gets
+//! only its share of them, a connection only so many channels, and password
+//! guessing from one address gets it refused for a while without touching
+//! other addresses.
 
 mod server_support;
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use russh::client;
+use russh_sftp::client::RawSftpSession;
 use server_support::*;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
 use tokio::net::{TcpSocket, TcpStream};
@@ -267,6 +273,225 @@ async fn password_guessing_gets_the_address_refused_for_a_while() {
 
     drop(tcp);
     let _ = early.disconnect(russh::Disconnect::ByApplication, "", "").await;
+    server.wait_idle(Duration::from_secs(10)).await;
+    server.shutdown().await;
+}
+
+/// Counters the servers of this test binary increment, by name and labels
+/// (`name{k=v,...}`). Tests running side by side share it, so each test
+/// reads only counters no other test touches.
+#[derive(Default)]
+struct Counters(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+impl Counters {
+    fn installed() -> &'static Counters {
+        static COUNTERS: OnceLock<&'static Counters> = OnceLock::new();
+        COUNTERS.get_or_init(|| {
+            let counters: &'static Counters = Box::leak(Box::default());
+            assert!(metrics::set_global_recorder(counters).is_ok(), "no other metrics recorder in this test binary");
+            counters
+        })
+    }
+
+    fn get(&self, key: &str) -> u64 {
+        self.0.lock().unwrap().get(key).map_or(0, |n| n.load(Ordering::SeqCst))
+    }
+}
+
+impl metrics::Recorder for Counters {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let labels: Vec<_> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        metrics::Counter::from_arc(self.0.lock().unwrap().entry(name).or_default().clone())
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// Logs `user` in, opens SFTP and lists `/`; fails the test past 1 s.
+async fn logs_in_at_once(server: &TestServer, user: &str) -> SftpClient {
+    let started = Instant::now();
+    let c = server.sftp(user).await;
+    c.list("/").await.unwrap_or_else(|e| panic!("{user} lists /: {e}"));
+    let took = started.elapsed();
+    eprintln!("{user}: login and listing in {took:?}");
+    assert!(took < Duration::from_secs(1), "{user} took {took:?} to log in and list");
+    c
+}
+
+/// OpenSSH `sftp` as `user`: refused after login, with `reason` shown.
+async fn refused_with(server: &TestServer, user: &str, reason: &str) {
+    let local = tempfile::tempdir().unwrap();
+    let out = server.sftp_batch(user, "ls\n", local.path(), Duration::from_secs(30)).await;
+    eprintln!("{user} refused: {}", out.stderr.trim());
+    assert!(!out.success() && !out.timed_out(), "the login of {user} fails: {out}");
+    assert!(out.stderr.contains(reason), "{user} is told {reason:?}: {out}");
+}
+
+async fn wait_authenticated(server: &TestServer, n: usize) {
+    assert!(
+        wait_until(Duration::from_secs(10), || server.server().authenticated_sessions() == n).await,
+        "expected {n} logged-in connections, have {}",
+        server.server().authenticated_sessions()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_user_gets_only_its_share_of_sessions() {
+    let counters = Counters::installed();
+    let refused_key = "wasftp_connections_refused_total{reason=max_sessions_per_user}";
+    let users = [UserSpec::new("alice").tenant("acme"), UserSpec::new("bob").tenant("acme"), UserSpec::new("carol")];
+    let server = start_with(users, |c| c.limits.max_sessions_per_user = 2).await;
+    let first = server.sftp("alice").await;
+    let _second = server.sftp("alice").await;
+
+    let before = counters.get(refused_key);
+    refused_with(&server, "alice", "too many connections for this user (at most 2)").await;
+    assert_eq!(counters.get(refused_key), before + 1, "the refusal is counted under its own reason");
+    assert_eq!(server.server().authenticated_sessions(), 2, "the refused login took no slot");
+
+    // Another user of the same tenant, and a user of another tenant, are not held up.
+    let bob = logs_in_at_once(&server, "bob").await;
+    let carol = logs_in_at_once(&server, "carol").await;
+
+    // A session that ends gives its slot back to its user.
+    first.disconnect().await;
+    wait_authenticated(&server, 3).await;
+    let again = logs_in_at_once(&server, "alice").await;
+    refused_with(&server, "alice", "too many connections for this user").await;
+
+    // So does a client killed without a word: its TCP connection just closes.
+    again.disconnect().await;
+    wait_authenticated(&server, 3).await;
+    let mut cmd = server.ssh_command("alice", &["-s"], &["sftp"]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true);
+    let mut killed = cmd.spawn().expect("starting ssh");
+    wait_authenticated(&server, 4).await;
+    refused_with(&server, "alice", "too many connections for this user").await;
+    killed.kill().await.expect("killing ssh");
+    wait_authenticated(&server, 3).await;
+    let _last = logs_in_at_once(&server, "alice").await;
+
+    drop((bob, carol));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_tenant_gets_only_its_share_of_sessions() {
+    let counters = Counters::installed();
+    let refused_key = "wasftp_connections_refused_total{reason=max_sessions_per_tenant}";
+    let users = [
+        UserSpec::new("alice").tenant("acme"),
+        UserSpec::new("bob").tenant("acme"),
+        UserSpec::new("dave").tenant("acme"),
+        UserSpec::new("carol").tenant("globex"),
+    ];
+    let server = start_with(users, |c| c.limits.max_sessions_per_tenant = 3).await;
+    let _a1 = server.sftp("alice").await;
+    let _a2 = server.sftp("alice").await;
+    let bob = server.sftp("bob").await;
+
+    let before = counters.get(refused_key);
+    // Dave has no session at all: it is his tenant that is full.
+    refused_with(&server, "dave", "too many connections for this tenant (at most 3)").await;
+    refused_with(&server, "alice", "too many connections for this tenant").await;
+    assert_eq!(counters.get(refused_key), before + 2, "both refusals are counted under their own reason");
+    assert_eq!(server.server().authenticated_sessions(), 3);
+
+    let carol = logs_in_at_once(&server, "carol").await;
+    let carol_too = logs_in_at_once(&server, "carol").await;
+
+    bob.disconnect().await;
+    wait_authenticated(&server, 4).await;
+    let _dave = logs_in_at_once(&server, "dave").await;
+    refused_with(&server, "bob", "too many connections for this tenant").await;
+
+    drop((carol, carol_too));
+    server.shutdown().await;
+}
+
+/// Opens a session channel; the open failure when the server refuses it.
+async fn open_channel(ssh: &client::Handle<Client>) -> Result<russh::Channel<client::Msg>, russh::Error> {
+    bounded("channel open", ssh.channel_open_session()).await
+}
+
+/// An SFTP session on a new channel of `ssh`.
+async fn sftp_on(ssh: &client::Handle<Client>) -> RawSftpSession {
+    let sftp = RawSftpSession::new(sftp_channel(ssh).await.into_stream());
+    sftp.set_timeout(STEP.as_secs());
+    bounded("sftp init", sftp.init()).await.expect("sftp init");
+    sftp
+}
+
+fn refused_for_resources<T>(opened: &Result<T, russh::Error>) -> bool {
+    matches!(opened, Err(russh::Error::ChannelOpenFailure(russh::ChannelOpenFailure::ResourceShortage)))
+}
+
+/// An SFTP session on a new channel, once the server has a place for it
+/// again (a closed session gives its place back when it is gone).
+async fn sftp_once_there_is_room(ssh: &client::Handle<Client>) -> RawSftpSession {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let channel = loop {
+        let opened = open_channel(ssh).await;
+        if refused_for_resources(&opened) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        break opened.expect("a channel once another has closed");
+    };
+    bounded("subsystem request", channel.request_subsystem(true, "sftp")).await.expect("sftp subsystem");
+    let sftp = RawSftpSession::new(channel.into_stream());
+    sftp.set_timeout(STEP.as_secs());
+    bounded("sftp init", sftp.init()).await.expect("sftp init");
+    sftp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connection_gets_only_so_many_channels_and_they_come_back() {
+    let counters = Counters::installed();
+    let refused_key = "wasftp_channels_refused_total{reason=max_channels_per_session}";
+    let server = start_with([UserSpec::new("alice")], |c| c.limits.max_channels_per_session = 3).await;
+    let ssh = server.login("alice").await;
+    let first = sftp_on(&ssh).await;
+    let second = sftp_on(&ssh).await;
+    // A channel without a subsystem yet counts too.
+    let bare = open_channel(&ssh).await.expect("the third channel");
+
+    let before = counters.get(refused_key);
+    assert!(refused_for_resources(&open_channel(&ssh).await), "the fourth channel is refused");
+    assert!(refused_for_resources(&open_channel(&ssh).await), "and the fifth");
+    assert_eq!(counters.get(refused_key), before + 2);
+    // The connection and its sessions go on; another connection has its own channels.
+    bounded("stat on an open session", first.stat("/")).await.expect("stat");
+    let other = server.sftp("alice").await;
+    other.disconnect().await;
+
+    bounded("closing the bare channel", bare.close()).await.expect("close");
+    let mut open = vec![first, second, sftp_once_there_is_room(&ssh).await];
+    assert!(refused_for_resources(&open_channel(&ssh).await), "at the cap again");
+    // A closed session is a place for the next, over and over: none stays
+    // counted once it is gone.
+    for _ in 0..8 {
+        let closing = open.remove(0);
+        closing.close_session().expect("closing a session");
+        drop(closing);
+        open.push(sftp_once_there_is_room(&ssh).await);
+    }
+    assert!(refused_for_resources(&open_channel(&ssh).await), "still at the cap");
+    for sftp in &open {
+        bounded("stat", sftp.stat("/")).await.expect("every session still works");
+    }
+    let _ = ssh.disconnect(russh::Disconnect::ByApplication, "", "").await;
     server.wait_idle(Duration::from_secs(10)).await;
     server.shutdown().await;
 }

@@ -138,15 +138,18 @@ async fn two_hundred_concurrent_wrong_passwords_keep_memory_bounded() {
 async fn logged_in_sessions_are_cheap_enough_for_the_default_max_sessions() {
     let _turn = ONE_AT_A_TIME.lock().await;
     const SESSIONS: usize = 200;
-    let server = start(&["alice"]).await;
+    // Four users of one tenant: one user may hold only max_sessions_per_user
+    // (64) of them, and one tenant means one plugin instance for all.
+    const USERS: [&str; 4] = ["alice", "bob", "carol", "dave"];
+    let server = start_with(USERS.map(|name| UserSpec::new(name).tenant("acme")), |_| {}).await;
     let default_max = wasftp::config::Config::from_toml("").unwrap().limits.max_sessions as u64;
     // The tenant's plugin instance exists before measuring: it is per
     // tenant, not per session.
     let first = server.sftp("alice").await;
     let before = rss();
     let mut sessions = Vec::new();
-    for _ in 0..SESSIONS {
-        sessions.push(server.sftp("alice").await);
+    for i in 0..SESSIONS {
+        sessions.push(server.sftp(USERS[i % USERS.len()]).await);
     }
     for (i, s) in sessions.iter().enumerate().step_by(50) {
         assert!(s.list("/").await.is_ok(), "session {i} works");

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use russh::server::{Auth, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
@@ -17,10 +17,6 @@ use crate::plugin::SessionContext;
 use crate::sftp::{ConnectionBudgets, InService, SftpSession};
 use crate::vfs::{ByteBudget, FileBudgets, Files};
 
-/// Most session channels open at once on one connection (OpenSSH's
-/// MaxSessions default).
-const MAX_CHANNELS: usize = 10;
-
 pub struct Connection {
     shared: Arc<Shared>,
     peer: SocketAddr,
@@ -30,7 +26,14 @@ pub struct Connection {
     /// This connection's place in the gate; becomes a session slot at login.
     ticket: Arc<Ticket>,
     principal: Option<Principal>,
+    /// Session channels opened and not yet serving SFTP.
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// SFTP sessions started here, until they are gone: one outlives its
+    /// channel while its last requests finish, and keeps its plugin session
+    /// (instances) till then, so it still counts against the channel cap.
+    sftp_sessions: Vec<Weak<SftpSession>>,
+    /// Channel opens refused so far (only the first is logged).
+    channels_refused: u64,
     /// How many SFTP sessions run on this connection.
     sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
     /// File data this connection's SFTP sessions may hold, shared by its channels.
@@ -62,6 +65,8 @@ impl Connection {
             ticket,
             principal: None,
             channels: HashMap::new(),
+            sftp_sessions: Vec::new(),
+            channels_refused: 0,
             sftp_running,
             file_budgets,
             sftp_budgets: ConnectionBudgets::default(),
@@ -113,6 +118,7 @@ impl Connection {
             self.sftp_budgets.clone(),
             self.in_service.clone(),
         );
+        self.sftp_sessions.push(Arc::downgrade(&sftp));
         let shutdown = self.shared.shutdown.clone();
         let running = self.sftp_running.clone();
         running.send_modify(|n| *n += 1);
@@ -194,14 +200,26 @@ impl russh::server::Handler for Connection {
         }
     }
 
-    /// Only now does the connection take one of `max_sessions`; past it, the
-    /// client is told why before the connection closes.
+    /// Only now does the connection take a session slot of the server, its
+    /// tenant and its user; past one of them, the client is told which
+    /// before the connection closes.
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        if let Err(full) = self.ticket.authenticate() {
-            tracing::warn!(peer = %self.peer, session = self.session_id, "refused login: {} sessions already open", full.0);
-            metrics::counter!("wasftp_connections_refused_total", "reason" => "max_sessions").increment(1);
+        // `accepted` set it before the Accept that led here; without it the
+        // connection stays unauthenticated and the login grace closes it.
+        let Some(principal) = &self.principal else { return Ok(()) };
+        if let Err(full) = self.ticket.authenticate(&principal.user, &principal.tenant) {
+            metrics::counter!("wasftp_connections_refused_total", "reason" => full.reason()).increment(1);
+            if let Some(unlogged) = self.shared.gate.log_refusal(&full) {
+                tracing::warn!(
+                    user = %principal.user,
+                    peer = %self.peer,
+                    session = self.session_id,
+                    unlogged_since_last = unlogged,
+                    "refused login: {full} (logged at most once a minute for the same user, tenant or server)"
+                );
+            }
             self.principal = None;
-            session.disconnect(russh::Disconnect::TooManyConnections, "too many connections", "")?;
+            session.disconnect(russh::Disconnect::TooManyConnections, &full.message(), "")?;
         }
         Ok(())
     }
@@ -212,12 +230,25 @@ impl russh::server::Handler for Connection {
         reply: russh::server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Each SFTP channel opens a storage session (for session-scoped
-        // plugins a whole instance): bound them per connection, as
-        // max_sessions only bounds connections.
-        if self.channels.len() + *self.sftp_running.borrow() >= MAX_CHANNELS {
-            tracing::warn!(session = self.session_id, "refused channel: {MAX_CHANNELS} already open");
-            reply.reject(russh::ChannelOpenFailure::ResourceShortage).await;
+        // Each SFTP channel opens a storage session (for stateless plugins
+        // up to `instances_per_session` instances): bound them per
+        // connection, as max_sessions only bounds connections, and the
+        // instance allocator is sized for this many (server::instance_slots).
+        self.sftp_sessions.retain(|sftp| sftp.strong_count() > 0);
+        let max = self.shared.max_channels;
+        if self.channels.len() + self.sftp_sessions.len() >= max {
+            self.channels_refused += 1;
+            metrics::counter!("wasftp_channels_refused_total", "reason" => "max_channels_per_session").increment(1);
+            if self.channels_refused == 1 {
+                tracing::warn!(
+                    session = self.session_id,
+                    "refused channel: {max} already open (max_channels_per_session; logged once per connection)"
+                );
+            }
+            // Code 4 (resource shortage) with a description that says which
+            // limit; russh's own ResourceShortage sends no more than its name.
+            let reason = format!("too many channels on this connection (at most {max})");
+            reply.reject(russh::ChannelOpenFailure::Other { code: 4, reason }).await;
             return Ok(());
         }
         self.channels.insert(channel.id(), channel);

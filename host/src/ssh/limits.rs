@@ -1,6 +1,8 @@
 //! The connection gate: how many connections may wait to log in, overall and
 //! per address (sshd's MaxStartups and PerSourceMaxStartups), how long they
-//! may take (LoginGraceTime), and how many logged-in sessions there may be.
+//! may take (LoginGraceTime), and how many logged-in sessions there may be:
+//! on the server, per tenant and per user, so that one user or one tenant
+//! cannot take every session slot.
 //!
 //! Unlike sshd, a full gate does not turn newcomers away: a new connection
 //! displaces the oldest waiting connection of the address that holds the
@@ -13,12 +15,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::watchdog::Liveness;
+use crate::config::Limits;
+
+/// While logins keep being refused for the same share, at most one log line
+/// this often (the metric counts every refusal).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub struct ConnectionGate {
     max_unauthenticated: usize,
     max_unauthenticated_per_ip: usize,
     max_sessions: usize,
+    max_sessions_per_user: usize,
+    max_sessions_per_tenant: usize,
     state: Mutex<GateState>,
+    /// Refused logins last logged, per share.
+    refusals: Mutex<HashMap<Share, Burst>>,
 }
 
 #[derive(Default)]
@@ -28,6 +39,9 @@ struct GateState {
     /// How many of `waiting` each address holds (no zero entries).
     waiting_per_ip: HashMap<IpAddr, usize>,
     authenticated: usize,
+    /// Logged-in connections per user and per tenant (no zero entries).
+    per_user: HashMap<String, usize>,
+    per_tenant: HashMap<String, usize>,
     next_id: u64,
 }
 
@@ -53,17 +67,71 @@ impl Refusal {
     }
 }
 
-/// A login past `max_sessions`.
-#[derive(Debug)]
-pub struct SessionsFull(pub usize);
+/// Whose session slots a login counts against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Share {
+    Server,
+    Tenant(String),
+    User(String),
+}
+
+/// A login past one of the session caps: the first full share, server,
+/// then tenant, then user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionsFull {
+    pub share: Share,
+    pub max: usize,
+}
+
+impl SessionsFull {
+    /// The `reason` label of `wasftp_connections_refused_total`: the config field.
+    pub fn reason(&self) -> &'static str {
+        match self.share {
+            Share::Server => "max_sessions",
+            Share::Tenant(_) => "max_sessions_per_tenant",
+            Share::User(_) => "max_sessions_per_user",
+        }
+    }
+
+    /// The SSH disconnect description the client shows. The tenant's name
+    /// is not in it: users need not know how the server groups them.
+    pub fn message(&self) -> String {
+        match self.share {
+            Share::Server => "too many connections".into(),
+            Share::Tenant(_) => format!("too many connections for this tenant (at most {})", self.max),
+            Share::User(_) => format!("too many connections for this user (at most {})", self.max),
+        }
+    }
+}
+
+impl std::fmt::Display for SessionsFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.share {
+            Share::Server => write!(f, "{} sessions already open (max_sessions)", self.max),
+            Share::Tenant(tenant) => {
+                write!(f, "tenant {tenant} has {} sessions open (max_sessions_per_tenant)", self.max)
+            }
+            Share::User(user) => write!(f, "user {user} has {} sessions open (max_sessions_per_user)", self.max),
+        }
+    }
+}
+
+/// Refusals of one share since it was last logged.
+struct Burst {
+    logged: Instant,
+    unlogged: u64,
+}
 
 impl ConnectionGate {
-    pub fn new(max_unauthenticated: usize, max_unauthenticated_per_ip: usize, max_sessions: usize) -> Arc<Self> {
+    pub fn new(limits: &Limits) -> Arc<Self> {
         Arc::new(Self {
-            max_unauthenticated: max_unauthenticated.max(1),
-            max_unauthenticated_per_ip: max_unauthenticated_per_ip.max(1),
-            max_sessions,
+            max_unauthenticated: limits.max_unauthenticated.max(1),
+            max_unauthenticated_per_ip: limits.max_unauthenticated_per_ip.max(1),
+            max_sessions: limits.max_sessions,
+            max_sessions_per_user: limits.max_sessions_per_user,
+            max_sessions_per_tenant: limits.max_sessions_per_tenant,
             state: Mutex::new(GateState::default()),
+            refusals: Mutex::default(),
         })
     }
 
@@ -102,6 +170,30 @@ impl ConnectionGate {
     pub fn authenticated(&self) -> usize {
         self.state().authenticated
     }
+
+    /// Whether to log this refusal: `Some(n)` for the first of a burst on
+    /// its share, then once per `REFUSAL_LOG_EVERY`, with the `n` refusals
+    /// left unlogged since the previous line. A client retrying in a loop
+    /// must not flood the log.
+    pub fn log_refusal(&self, full: &SessionsFull) -> Option<u64> {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Shares are the configured users and tenants and the server: bounded.
+        match refusals.get_mut(&full.share) {
+            Some(burst) if burst.logged.elapsed() < REFUSAL_LOG_EVERY => {
+                burst.unlogged += 1;
+                None
+            }
+            Some(burst) => {
+                let unlogged = std::mem::take(&mut burst.unlogged);
+                burst.logged = Instant::now();
+                Some(unlogged)
+            }
+            None => {
+                refusals.insert(full.share.clone(), Burst { logged: Instant::now(), unlogged: 0 });
+                Some(0)
+            }
+        }
+    }
 }
 
 impl GateState {
@@ -125,10 +217,24 @@ impl GateState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+fn count_in(counts: &mut HashMap<String, usize>, key: &str) {
+    *counts.entry(key.to_string()).or_insert(0) += 1;
+}
+
+fn count_out(counts: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Stage {
     Waiting,
-    Authenticated,
+    /// Holds a session slot of the server, its tenant and its user.
+    Authenticated { user: String, tenant: String },
     /// Displaced, or refused at login: holds no slot.
     Out,
 }
@@ -145,38 +251,58 @@ impl Ticket {
         self.stage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Moves the connection from the waiting room to a session slot.
-    pub fn authenticate(&self) -> Result<(), SessionsFull> {
+    /// Moves the connection from the waiting room to a session slot of
+    /// the server, of `tenant` and of `user`; refused when any is full.
+    pub fn authenticate(&self, user: &str, tenant: &str) -> Result<(), SessionsFull> {
         let mut stage = self.stage();
-        if *stage == Stage::Authenticated {
+        if matches!(*stage, Stage::Authenticated { .. }) {
             return Ok(());
         }
-        let mut state = self.gate.state();
+        let gate = &self.gate;
+        let mut state = gate.state();
         state.remove_waiting(self.id);
-        if state.authenticated >= self.gate.max_sessions {
+        let taken = |counts: &HashMap<String, usize>, key: &str| counts.get(key).copied().unwrap_or(0);
+        let full = if state.authenticated >= gate.max_sessions {
+            Some(SessionsFull { share: Share::Server, max: gate.max_sessions })
+        } else if taken(&state.per_tenant, tenant) >= gate.max_sessions_per_tenant {
+            Some(SessionsFull { share: Share::Tenant(tenant.into()), max: gate.max_sessions_per_tenant })
+        } else if taken(&state.per_user, user) >= gate.max_sessions_per_user {
+            Some(SessionsFull { share: Share::User(user.into()), max: gate.max_sessions_per_user })
+        } else {
+            None
+        };
+        if let Some(full) = full {
             *stage = Stage::Out;
-            return Err(SessionsFull(self.gate.max_sessions));
+            return Err(full);
         }
         state.authenticated += 1;
-        *stage = Stage::Authenticated;
+        count_in(&mut state.per_tenant, tenant);
+        count_in(&mut state.per_user, user);
+        *stage = Stage::Authenticated { user: user.into(), tenant: tenant.into() };
         Ok(())
     }
 
     pub fn is_authenticated(&self) -> bool {
-        *self.stage() == Stage::Authenticated
+        matches!(*self.stage(), Stage::Authenticated { .. })
     }
 }
 
+/// Whatever ends the connection (client, error, idle or grace timeout,
+/// shutdown) drops its ticket, and with it every slot it held.
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let stage = *self.stage();
+        let stage = std::mem::replace(&mut *self.stage(), Stage::Out);
         let mut state = self.gate.state();
         match stage {
             Stage::Waiting => {
                 // Absent when it was displaced; then nothing is held.
                 state.remove_waiting(self.id);
             }
-            Stage::Authenticated => state.authenticated -= 1,
+            Stage::Authenticated { user, tenant } => {
+                state.authenticated -= 1;
+                count_out(&mut state.per_tenant, &tenant);
+                count_out(&mut state.per_user, &user);
+            }
             Stage::Out => {}
         }
     }
@@ -200,9 +326,38 @@ mod tests {
         IpAddr::from([127, 0, 0, last])
     }
 
+    fn gate(max_unauthenticated: usize, max_unauthenticated_per_ip: usize, max_sessions: usize) -> Arc<ConnectionGate> {
+        let limits = Limits { max_unauthenticated, max_unauthenticated_per_ip, max_sessions, ..Limits::default() };
+        ConnectionGate::new(&limits)
+    }
+
+    /// A gate of 10 sessions, 3 per tenant and 2 per user.
+    fn shared_gate() -> Arc<ConnectionGate> {
+        ConnectionGate::new(&Limits {
+            max_sessions: 10,
+            max_sessions_per_tenant: 3,
+            max_sessions_per_user: 2,
+            ..Limits::default()
+        })
+    }
+
+    /// A logged-in connection of `user` in `tenant`, or why it was refused.
+    fn login(gate: &Arc<ConnectionGate>, user: &str, tenant: &str) -> Result<Ticket, SessionsFull> {
+        let ticket = gate.admit(ip(2), Liveness::new()).unwrap();
+        ticket.authenticate(user, tenant).map(|()| ticket)
+    }
+
+    /// Why a login of `user` in `tenant` is refused; fails the test if it is not.
+    fn refused(gate: &Arc<ConnectionGate>, user: &str, tenant: &str) -> SessionsFull {
+        match login(gate, user, tenant) {
+            Ok(_) => panic!("{user} of {tenant} logged in"),
+            Err(full) => full,
+        }
+    }
+
     #[test]
     fn per_address_cap_refuses_and_frees() {
-        let gate = ConnectionGate::new(10, 2, 5);
+        let gate = gate(10, 2, 5);
         let a = gate.admit(ip(2), Liveness::new()).unwrap();
         let _b = gate.admit(ip(2), Liveness::new()).unwrap();
         assert_eq!(gate.admit(ip(2), Liveness::new()).err(), Some(Refusal::PerSourceLimit));
@@ -213,7 +368,7 @@ mod tests {
 
     #[test]
     fn full_gate_displaces_the_oldest_of_the_busiest_address() {
-        let gate = ConnectionGate::new(3, 3, 5);
+        let gate = gate(3, 3, 5);
         let first_of_busy = Liveness::new();
         let _a = gate.admit(ip(2), first_of_busy.clone()).unwrap();
         let _b = gate.admit(ip(2), Liveness::new()).unwrap();
@@ -227,15 +382,80 @@ mod tests {
 
     #[test]
     fn only_authenticated_connections_count_as_sessions() {
-        let gate = ConnectionGate::new(4, 4, 1);
+        let gate = gate(4, 4, 1);
         let a = gate.admit(ip(2), Liveness::new()).unwrap();
         let b = gate.admit(ip(2), Liveness::new()).unwrap();
-        a.authenticate().unwrap();
+        a.authenticate("alice", "alice").unwrap();
         assert_eq!((gate.unauthenticated(), gate.authenticated()), (1, 1));
-        assert!(b.authenticate().is_err(), "the second login is past max_sessions");
+        assert_eq!(
+            b.authenticate("bob", "bob").unwrap_err(),
+            SessionsFull { share: Share::Server, max: 1 },
+            "the second login is past max_sessions"
+        );
         assert_eq!((gate.unauthenticated(), gate.authenticated()), (0, 1));
         drop(b);
         drop(a);
         assert_eq!((gate.unauthenticated(), gate.authenticated()), (0, 0));
+    }
+
+    #[test]
+    fn a_user_gets_only_its_share_and_its_tenant_still_logs_in() {
+        let gate = shared_gate();
+        let first = login(&gate, "alice", "acme").unwrap();
+        let _second = login(&gate, "alice", "acme").unwrap();
+        let refused = refused(&gate, "alice", "acme");
+        assert_eq!(refused, SessionsFull { share: Share::User("alice".into()), max: 2 });
+        assert_eq!(refused.reason(), "max_sessions_per_user");
+        assert!(refused.message().starts_with("too many connections for this user"), "{}", refused.message());
+        assert_eq!(gate.authenticated(), 2, "the refused login holds nothing");
+        let _colleague = login(&gate, "bob", "acme").expect("another user of the tenant logs in");
+        drop(first);
+        let _again = login(&gate, "alice", "acme").expect("a closed connection gives its user's slot back");
+    }
+
+    #[test]
+    fn a_tenant_gets_only_its_share_and_other_tenants_still_log_in() {
+        let gate = shared_gate();
+        let _a = login(&gate, "alice", "acme").unwrap();
+        let _b = login(&gate, "bob", "acme").unwrap();
+        let carol = login(&gate, "carol", "acme").unwrap();
+        let refused = refused(&gate, "dave", "acme");
+        assert_eq!(refused, SessionsFull { share: Share::Tenant("acme".into()), max: 3 });
+        assert_eq!(refused.reason(), "max_sessions_per_tenant");
+        assert!(!refused.message().contains("acme"), "the tenant's name is not told: {}", refused.message());
+        let _other = login(&gate, "erin", "globex").expect("another tenant logs in");
+        drop(carol);
+        let _dave = login(&gate, "dave", "acme").expect("a closed connection gives its tenant's slot back");
+        assert_eq!(gate.authenticated(), 4, "acme: alice, bob, dave; globex: erin");
+    }
+
+    #[test]
+    fn the_server_cap_is_checked_first_and_every_slot_comes_back() {
+        let gate = ConnectionGate::new(&Limits { max_sessions: 2, max_sessions_per_user: 2, ..Limits::default() });
+        let a = login(&gate, "alice", "acme").unwrap();
+        let b = login(&gate, "alice", "acme").unwrap();
+        assert_eq!(refused(&gate, "alice", "acme").share, Share::Server, "both are full: the server is said");
+        drop((a, b));
+        let state = gate.state();
+        assert_eq!(state.authenticated, 0);
+        assert!(state.per_user.is_empty() && state.per_tenant.is_empty(), "no zero entries are left behind");
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_burst_and_share() {
+        let gate = shared_gate();
+        let alice = SessionsFull { share: Share::User("alice".into()), max: 2 };
+        let bob = SessionsFull { share: Share::User("bob".into()), max: 2 };
+        assert_eq!(gate.log_refusal(&alice), Some(0), "the first of a burst is logged");
+        assert_eq!(gate.log_refusal(&alice), None);
+        assert_eq!(gate.log_refusal(&alice), None);
+        assert_eq!(gate.log_refusal(&bob), Some(0), "another share has its own burst");
+        // A minute later the next refusal is logged with the ones kept quiet.
+        let mut refusals = gate.refusals.lock().unwrap();
+        let burst = refusals.get_mut(&alice.share).unwrap();
+        burst.logged = burst.logged.checked_sub(REFUSAL_LOG_EVERY).expect("a monotonic clock over a minute old");
+        drop(refusals);
+        assert_eq!(gate.log_refusal(&alice), Some(2));
+        assert_eq!(gate.log_refusal(&alice), None);
     }
 }

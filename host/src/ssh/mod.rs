@@ -40,8 +40,10 @@ pub struct Shared {
     pub idle_timeout: Duration,
     /// A connection must authenticate within this.
     pub login_grace: Duration,
-    /// Unauthenticated connections and session slots.
+    /// Unauthenticated connections and session slots (server, tenant, user).
     pub gate: Arc<limits::ConnectionGate>,
+    /// Session channels one connection may have open at once.
+    pub max_channels: usize,
     pub failed_logins: failed_logins::FailedLogins,
     /// Turns true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
@@ -105,7 +107,8 @@ impl Shared {
             ssh: Arc::new(ssh),
             idle_timeout,
             login_grace: Duration::from_secs(limits.login_grace_secs),
-            gate: limits::ConnectionGate::new(limits.max_unauthenticated, limits.max_unauthenticated_per_ip, limits.max_sessions),
+            gate: limits::ConnectionGate::new(limits),
+            max_channels: limits.max_channels_per_session,
             failed_logins: failed_logins::FailedLogins::new(
                 limits.max_auth_failures_per_ip,
                 Duration::from_secs(limits.auth_ban_secs),
