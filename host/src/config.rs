@@ -122,6 +122,10 @@ pub enum SetstatPolicy {
     Strict,
 }
 
+/// Largest server-wide total of upload buffers or read-ahead, in MiB (1 TiB):
+/// a bound on typos, not a sizing advice.
+const MAX_TOTAL_MIB: usize = 1 << 20;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SftpOptions {
@@ -132,16 +136,49 @@ pub struct SftpOptions {
     /// Upload data one SSH connection may hold in the server's buffers, in
     /// MiB; past it a WRITE goes to the plugin as it is, unbuffered.
     pub upload_buffer_mib: usize,
+    /// Upload data all connections together may hold, in MiB; past it, as
+    /// past a connection's own budget.
+    pub upload_buffer_total_mib: usize,
+    /// Upload data the connections of one tenant may hold together, in MiB;
+    /// default a quarter of the total.
+    pub upload_buffer_tenant_mib: Option<usize>,
     /// Largest file a read-write handle may open, in MiB (it is spooled to
     /// a temporary file under `state_dir`).
     pub spool_max_mib: u64,
     /// What all spool files of the server may hold together, in MiB; past
     /// it a spooling request fails ("spool space is full").
     pub spool_total_mib: u64,
+    /// What the spool files of one tenant may hold together, in MiB; past
+    /// it its spooling requests fail ("this tenant's spool share (N MiB) is
+    /// full"), other tenants' do not. Default a quarter of the total.
+    pub spool_tenant_mib: Option<u64>,
     /// Read-ahead chunks one SSH connection may hold, in MiB (a handle read
     /// sequentially holds the chunks its READs in flight touch, up to 16 MiB
     /// either side of the furthest, and one more); 0 turns read-ahead off.
     pub read_ahead_mib: usize,
+    /// Read-ahead all connections together may hold, in MiB; past it READs
+    /// go straight to the plugin.
+    pub read_ahead_total_mib: usize,
+    /// Read-ahead the connections of one tenant may hold together, in MiB;
+    /// default a quarter of the total.
+    pub read_ahead_tenant_mib: Option<usize>,
+}
+
+impl SftpOptions {
+    /// One tenant's share of the server's upload buffers, in MiB.
+    pub fn upload_buffer_tenant_share_mib(&self) -> usize {
+        self.upload_buffer_tenant_mib.unwrap_or((self.upload_buffer_total_mib / 4).max(1))
+    }
+
+    /// One tenant's share of the server's spool space, in MiB.
+    pub fn spool_tenant_share_mib(&self) -> u64 {
+        self.spool_tenant_mib.unwrap_or((self.spool_total_mib / 4).max(1))
+    }
+
+    /// One tenant's share of the server's read-ahead, in MiB.
+    pub fn read_ahead_tenant_share_mib(&self) -> usize {
+        self.read_ahead_tenant_mib.unwrap_or(self.read_ahead_total_mib / 4)
+    }
 }
 
 impl Default for SftpOptions {
@@ -150,9 +187,16 @@ impl Default for SftpOptions {
             setstat_unsupported: SetstatPolicy::Ignore,
             backend_delay_ms: 0,
             upload_buffer_mib: 64,
+            // Sized for ~1000 sessions on a machine with a few GiB to spare:
+            // see the README (Configuration) for why.
+            upload_buffer_total_mib: 2048,
+            upload_buffer_tenant_mib: None,
             spool_max_mib: 1024,
             spool_total_mib: 8192,
+            spool_tenant_mib: None,
             read_ahead_mib: 64,
+            read_ahead_total_mib: 1024,
+            read_ahead_tenant_mib: None,
         }
     }
 }
@@ -455,9 +499,30 @@ impl Config {
             (1..=4096).contains(&self.sftp.upload_buffer_mib),
             "sftp.upload_buffer_mib must be 1..=4096"
         );
-        anyhow::ensure!(self.sftp.spool_max_mib > 0, "sftp.spool_max_mib must be at least 1");
-        anyhow::ensure!(self.sftp.spool_total_mib > 0, "sftp.spool_total_mib must be at least 1");
-        anyhow::ensure!(self.sftp.read_ahead_mib <= 4096, "sftp.read_ahead_mib must be 0..=4096");
+        let sftp = &self.sftp;
+        anyhow::ensure!(
+            (1..=MAX_TOTAL_MIB).contains(&sftp.upload_buffer_total_mib),
+            "sftp.upload_buffer_total_mib must be 1..={MAX_TOTAL_MIB}"
+        );
+        anyhow::ensure!(
+            (1..=sftp.upload_buffer_total_mib).contains(&sftp.upload_buffer_tenant_share_mib()),
+            "sftp.upload_buffer_tenant_mib must be 1..=upload_buffer_total_mib"
+        );
+        anyhow::ensure!(sftp.spool_max_mib > 0, "sftp.spool_max_mib must be at least 1");
+        anyhow::ensure!(sftp.spool_total_mib > 0, "sftp.spool_total_mib must be at least 1");
+        anyhow::ensure!(
+            (1..=sftp.spool_total_mib).contains(&sftp.spool_tenant_share_mib()),
+            "sftp.spool_tenant_mib must be 1..=spool_total_mib"
+        );
+        anyhow::ensure!(sftp.read_ahead_mib <= 4096, "sftp.read_ahead_mib must be 0..=4096");
+        anyhow::ensure!(
+            sftp.read_ahead_total_mib <= MAX_TOTAL_MIB,
+            "sftp.read_ahead_total_mib must be 0..={MAX_TOTAL_MIB}"
+        );
+        anyhow::ensure!(
+            sftp.read_ahead_tenant_share_mib() <= sftp.read_ahead_total_mib,
+            "sftp.read_ahead_tenant_mib must be 0..=read_ahead_total_mib"
+        );
         Ok(())
     }
 
@@ -576,6 +641,29 @@ mod tests {
         }
         let err = format!("{:#}", home("data").unwrap_err());
         assert!(err.contains("absolute"), "{err}");
+    }
+
+    #[test]
+    fn tenant_shares_default_to_a_quarter_and_fit_in_their_total() {
+        let sftp = Config::from_toml("").unwrap().sftp;
+        assert_eq!(
+            (sftp.upload_buffer_tenant_share_mib(), sftp.read_ahead_tenant_share_mib(), sftp.spool_tenant_share_mib()),
+            (512, 256, 2048)
+        );
+        let sftp = Config::from_toml("[sftp]\nspool_total_mib = 100\nspool_tenant_mib = 100\n").unwrap().sftp;
+        assert_eq!((sftp.spool_tenant_share_mib(), sftp.upload_buffer_tenant_share_mib()), (100, 512));
+        for (text, field) in [
+            ("spool_total_mib = 100\nspool_tenant_mib = 101", "spool_tenant_mib"),
+            ("spool_tenant_mib = 0", "spool_tenant_mib"),
+            ("upload_buffer_total_mib = 10\nupload_buffer_tenant_mib = 11", "upload_buffer_tenant_mib"),
+            ("upload_buffer_total_mib = 0", "upload_buffer_total_mib"),
+            ("read_ahead_total_mib = 0\nread_ahead_tenant_mib = 1", "read_ahead_tenant_mib"),
+        ] {
+            let err = Config::from_toml(&format!("[sftp]\n{text}\n")).unwrap_err().to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
+        let off = Config::from_toml("[sftp]\nread_ahead_total_mib = 0\n").unwrap().sftp;
+        assert_eq!(off.read_ahead_tenant_share_mib(), 0, "no read-ahead at all is allowed");
     }
 
     #[test]

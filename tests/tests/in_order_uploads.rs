@@ -31,6 +31,8 @@ async fn sequential_server_with(spool_max_mib: u64, spool_total_mib: u64) -> Tes
         c.users[0].plugin = "slow".into();
         c.sftp.spool_max_mib = spool_max_mib;
         c.sftp.spool_total_mib = spool_total_mib;
+        // One tenant here: the server's whole spool is its share.
+        c.sftp.spool_tenant_mib = Some(spool_total_mib);
     })
     .await
 }

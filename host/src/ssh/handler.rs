@@ -15,7 +15,7 @@ use super::limits::Ticket;
 use crate::auth::Principal;
 use crate::plugin::SessionContext;
 use crate::sftp::{ConnectionBudgets, InService, SftpSession};
-use crate::vfs::{ByteBudget, FileBudgets, Files};
+use crate::vfs::{FileBudgets, Files};
 
 pub struct Connection {
     shared: Arc<Shared>,
@@ -36,8 +36,9 @@ pub struct Connection {
     channels_refused: u64,
     /// How many SFTP sessions run on this connection.
     sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
-    /// File data this connection's SFTP sessions may hold, shared by its channels.
-    file_budgets: FileBudgets,
+    /// File data this connection's SFTP sessions may hold, shared by its
+    /// channels, within its tenant's share; made at login.
+    file_budgets: Option<FileBudgets>,
     /// Requests queued and replies unsent, shared by its channels.
     sftp_budgets: ConnectionBudgets,
     /// Requests being served, for the connection's idle timer.
@@ -53,10 +54,6 @@ impl Connection {
         sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
         in_service: InService,
     ) -> Self {
-        let file_budgets = FileBudgets {
-            upload: ByteBudget::new(shared.upload_buffer_per_connection),
-            read_ahead: ByteBudget::new(shared.read_ahead_per_connection),
-        };
         Self {
             shared,
             peer,
@@ -68,7 +65,7 @@ impl Connection {
             sftp_sessions: Vec::new(),
             channels_refused: 0,
             sftp_running,
-            file_budgets,
+            file_budgets: None,
             sftp_budgets: ConnectionBudgets::default(),
             in_service,
         }
@@ -76,6 +73,7 @@ impl Connection {
 
     fn accepted(&mut self, principal: Principal, method: &str) -> Auth {
         tracing::info!(user = %principal.user, peer = %self.peer, session = self.session_id, method, "login");
+        self.file_budgets = Some(self.shared.budgets.for_connection(&principal.tenant));
         self.principal = Some(principal);
         Auth::Accept
     }
@@ -99,6 +97,7 @@ impl Connection {
 
     async fn start_sftp(&mut self, channel_id: ChannelId) -> Result<(), String> {
         let principal = self.principal.clone().ok_or("not authenticated")?;
+        let budgets = self.file_budgets.clone().ok_or("not authenticated")?;
         let channel = self.channels.remove(&channel_id).ok_or("unknown channel")?;
         let plugin = self.shared.plugins.get(&principal.plugin).cloned().ok_or("plugin missing")?;
         let context = SessionContext {
@@ -109,7 +108,7 @@ impl Connection {
         let storage = plugin.open_session(context).await.map_err(|e| format!("opening storage: {e}"))?;
         ensure_home(&storage, &principal.home).await.map_err(|e| format!("preparing home {}: {e}", principal.home))?;
         let pending = self.shared.pending_uploads.for_view(&principal.plugin, &principal.tenant, &principal.attributes);
-        let files = Files::new(storage, pending, self.file_budgets.clone(), self.shared.files.clone(), self.session_id);
+        let files = Files::new(storage, pending, budgets, self.shared.files.clone(), self.session_id);
         let sftp = SftpSession::new(
             principal,
             self.session_id,
@@ -219,6 +218,7 @@ impl russh::server::Handler for Connection {
                 );
             }
             self.principal = None;
+            self.file_budgets = None;
             session.disconnect(russh::Disconnect::TooManyConnections, &full.message(), "")?;
         }
         Ok(())

@@ -22,7 +22,7 @@ use crate::auth::Users;
 use crate::config::Config;
 use crate::plugin::Plugin;
 use crate::sftp::SftpSettings;
-use crate::vfs::{FileSettings, TenantTables};
+use crate::vfs::{FileSettings, ServerBudget, ServerBudgets, SpoolArea, TenantTables};
 
 /// What every connection shares.
 pub struct Shared {
@@ -30,10 +30,9 @@ pub struct Shared {
     pub plugins: HashMap<String, Arc<Plugin>>,
     pub sftp: SftpSettings,
     pub files: FileSettings,
-    /// Bytes of upload data one connection may hold in the server.
-    pub upload_buffer_per_connection: usize,
-    /// Read-ahead chunks one connection may hold, in bytes.
-    pub read_ahead_per_connection: usize,
+    /// Upload buffers, read-ahead and spool space: per connection, per
+    /// tenant and for the whole server.
+    pub budgets: ServerBudgets,
     /// Files being uploaded, per tenant.
     pub pending_uploads: TenantTables,
     pub ssh: Arc<russh::server::Config>,
@@ -97,12 +96,10 @@ impl Shared {
                 shutdown_grace: Duration::from_secs(limits.shutdown_grace_secs),
             },
             files: FileSettings {
-                spool: crate::vfs::SpoolArea::new(config.state_dir().join("spool"), config.sftp.spool_total_mib << 20),
                 max_spool_bytes: config.sftp.spool_max_mib << 20,
                 backend_delay: Duration::from_millis(config.sftp.backend_delay_ms),
             },
-            upload_buffer_per_connection: config.sftp.upload_buffer_mib << 20,
-            read_ahead_per_connection: config.sftp.read_ahead_mib << 20,
+            budgets: server_budgets(config),
             pending_uploads: TenantTables::default(),
             ssh: Arc::new(ssh),
             idle_timeout,
@@ -118,6 +115,29 @@ impl Shared {
             active: AtomicUsize::new(0),
             next_session: AtomicU64::new(1),
         }
+    }
+}
+
+/// The budgets every connection draws on, from `[sftp]` (sizes in MiB).
+fn server_budgets(config: &Config) -> ServerBudgets {
+    const MIB: u64 = 1 << 20;
+    let sftp = &config.sftp;
+    ServerBudgets {
+        upload: ServerBudget::new(
+            sftp.upload_buffer_mib as u64 * MIB,
+            sftp.upload_buffer_total_mib as u64 * MIB,
+            sftp.upload_buffer_tenant_share_mib() as u64 * MIB,
+        ),
+        read_ahead: ServerBudget::new(
+            sftp.read_ahead_mib as u64 * MIB,
+            sftp.read_ahead_total_mib as u64 * MIB,
+            sftp.read_ahead_tenant_share_mib() as u64 * MIB,
+        ),
+        spool: SpoolArea::new(
+            config.state_dir().join("spool"),
+            sftp.spool_total_mib * MIB,
+            sftp.spool_tenant_share_mib() * MIB,
+        ),
     }
 }
 

@@ -1,17 +1,149 @@
-//! Byte budgets per SSH connection for file data held in the host: upload
-//! data (write coalescing buffers) and read-ahead chunks. Without them, 10
+//! Byte budgets for file data held in the host's memory: upload data (write
+//! coalescing buffers, in-order parts) and read-ahead chunks. Each byte is
+//! taken from three bounds at once: the SSH connection's, its tenant's share
+//! and the whole server's, and given back to all three. Without them, 10
 //! channels × 256 handles × up to 8 MiB chunks could pin gigabytes for one
-//! login. Past the upload budget a WRITE is not held at all: it goes to the
-//! plugin as its own chunk; past the read-ahead budget a READ goes straight
-//! to the plugin.
+//! login, and a thousand logins each within their own budget could still
+//! pin far more than the machine has.
+//!
+//! Running short is a slower path, never an error: past the upload budget a
+//! WRITE is not held at all, it goes to the plugin as its own chunk (an
+//! upload to a plugin without random writes spools instead); past the
+//! read-ahead budget a READ goes straight to the plugin.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use super::shares::{TenantShare, TenantShares};
+use super::spool::{SpoolArea, TenantSpool};
 
+/// One connection's budget of one kind of data, within its tenant's share.
 #[derive(Clone)]
-pub struct ByteBudget {
-    bytes: Arc<Semaphore>,
+pub struct ByteBudget(Arc<Budget>);
+
+struct Budget {
+    /// What the connection may hold.
+    connection_limit: u64,
+    connection_held: AtomicU64,
+    /// The tenant's share and the server's total, counted together.
+    share: TenantShare,
+}
+
+/// Bytes taken from a [`ByteBudget`], given back to the connection, the
+/// tenant and the server when dropped.
+pub struct BudgetPermit {
+    budget: ByteBudget,
+    bytes: u64,
+}
+
+impl ByteBudget {
+    pub fn new(connection_limit: u64, share: TenantShare) -> Self {
+        Self(Arc::new(Budget { connection_limit, connection_held: AtomicU64::new(0), share }))
+    }
+
+    /// Whether `n` bytes are free now.
+    pub fn has(&self, n: usize) -> bool {
+        let free_here = self.0.connection_limit.saturating_sub(self.0.connection_held.load(Ordering::SeqCst));
+        free_here >= n as u64 && self.0.share.free() >= n as u64
+    }
+
+    /// Takes `n` bytes at once if the connection, the tenant and the server
+    /// all have them free.
+    pub fn try_take(&self, n: usize) -> Option<BudgetPermit> {
+        let n = n as u64;
+        let limit = self.0.connection_limit;
+        self.0
+            .connection_held
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| held.checked_add(n).filter(|&h| h <= limit))
+            .ok()?;
+        // Refused by the tenant or the server: the connection's part goes
+        // back (a take racing with this one may have been refused meanwhile:
+        // a slower path for it, never an error).
+        if self.0.share.take(n).is_err() {
+            self.0.connection_held.fetch_sub(n, Ordering::SeqCst);
+            return None;
+        }
+        Some(BudgetPermit { budget: self.clone(), bytes: n })
+    }
+
+    /// Bytes the connection holds now.
+    pub fn held(&self) -> u64 {
+        self.0.connection_held.load(Ordering::SeqCst)
+    }
+
+    fn give_back(&self, n: u64) {
+        self.0.share.give_back(n);
+        self.0.connection_held.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+impl BudgetPermit {
+    pub fn bytes(&self) -> usize {
+        self.bytes as usize
+    }
+
+    /// Joins `other`, taken from the same budget, to this permit.
+    pub fn merge(&mut self, mut other: BudgetPermit) {
+        assert!(Arc::ptr_eq(&self.budget.0, &other.budget.0), "permits of different budgets merged");
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
+    /// Splits `n` bytes off into a permit of their own; `None` if this one
+    /// holds fewer.
+    pub fn split(&mut self, n: usize) -> Option<BudgetPermit> {
+        let n = n as u64;
+        self.bytes = self.bytes.checked_sub(n)?;
+        Some(BudgetPermit { budget: self.budget.clone(), bytes: n })
+    }
+}
+
+impl Drop for BudgetPermit {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.give_back(self.bytes);
+        }
+    }
+}
+
+/// One kind of data across the server: what one connection may hold, and
+/// the server's total with each tenant's share of it.
+pub struct ServerBudget {
+    per_connection: u64,
+    shares: Arc<TenantShares>,
+}
+
+impl ServerBudget {
+    pub fn new(per_connection: u64, total: u64, per_tenant: u64) -> Self {
+        Self { per_connection, shares: TenantShares::new(total, per_tenant) }
+    }
+
+    /// A new connection's budget, within `tenant`'s share.
+    pub fn for_connection(&self, tenant: &str) -> ByteBudget {
+        ByteBudget::new(self.per_connection, self.shares.share(tenant))
+    }
+
+    /// The server's and the tenants' holdings.
+    pub fn shares(&self) -> &TenantShares {
+        &self.shares
+    }
+}
+
+/// What every connection draws on: upload buffers, read-ahead, spool disk.
+pub struct ServerBudgets {
+    pub upload: ServerBudget,
+    pub read_ahead: ServerBudget,
+    pub spool: Arc<SpoolArea>,
+}
+
+impl ServerBudgets {
+    /// The budgets of a new connection of `tenant`.
+    pub fn for_connection(&self, tenant: &str) -> FileBudgets {
+        FileBudgets {
+            upload: self.upload.for_connection(tenant),
+            read_ahead: self.read_ahead.for_connection(tenant),
+            spool: self.spool.for_tenant(tenant),
+        }
+    }
 }
 
 /// The budgets of one connection, shared by its SFTP sessions.
@@ -19,20 +151,71 @@ pub struct ByteBudget {
 pub struct FileBudgets {
     pub upload: ByteBudget,
     pub read_ahead: ByteBudget,
+    /// Its tenant's part of the spool area (disk, not memory: no
+    /// connection bound, each file has its own).
+    pub spool: TenantSpool,
 }
 
+#[cfg(test)]
 impl ByteBudget {
-    pub fn new(total: usize) -> Self {
-        Self { bytes: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))) }
+    /// A connection's budget of `limit` bytes, alone on a server that
+    /// bounds nothing else.
+    pub fn alone(limit: u64) -> Self {
+        Self::new(limit, TenantShares::new(u64::MAX, u64::MAX).share("tenant"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_byte_is_taken_from_the_connection_the_tenant_and_the_server_together() {
+        // 100 per connection, 150 per tenant, 250 for the server.
+        let server = ServerBudget::new(100, 250, 150);
+        let (a1, a2, b) = (server.for_connection("a"), server.for_connection("a"), server.for_connection("b"));
+        let first = a1.try_take(100).expect("within all three");
+        assert!(a1.try_take(1).is_none(), "the connection's own bound");
+        let second = a2.try_take(50).expect("the tenant's share has 50 left");
+        assert!(!a2.has(1) && a2.try_take(1).is_none(), "a's share (150) is spent, a2's own budget is not");
+        assert_eq!((server.shares().held_by("a"), a2.held()), (150, 50), "a refused take holds nothing");
+        // b is untouched by a's share being spent, up to what the server has left.
+        let theirs = b.try_take(100).expect("b's share is whole");
+        assert_eq!(server.shares().held(), 250);
+        let c = server.for_connection("c");
+        assert!(c.try_take(1).is_none(), "the server's total holds over the tenants");
+        drop(theirs);
+        assert!(c.try_take(100).is_some(), "what b gave back, c may take");
+        drop((first, second));
+        assert_eq!((server.shares().held(), server.shares().tenants()), (0, 0));
+        assert_eq!((a1.held(), a2.held(), b.held()), (0, 0, 0));
     }
 
-    /// Whether `n` bytes are free now.
-    pub fn has(&self, n: usize) -> bool {
-        self.bytes.available_permits() >= n
+    #[test]
+    fn split_and_merged_permits_give_back_exactly_what_they_hold() {
+        let server = ServerBudget::new(1000, 1000, 1000);
+        let budget = server.for_connection("a");
+        let mut held = budget.try_take(300).unwrap();
+        held.merge(budget.try_take(200).unwrap());
+        assert_eq!(held.bytes(), 500);
+        let part = held.split(120).expect("holds 500");
+        assert!(held.split(381).is_none(), "holds 380 now");
+        assert_eq!((held.bytes(), part.bytes()), (380, 120));
+        drop(part);
+        assert_eq!((budget.held(), server.shares().held_by("a")), (380, 380));
+        let empty = held.split(380).unwrap();
+        assert_eq!(held.bytes(), 0);
+        drop(held);
+        assert_eq!(budget.held(), 380, "an empty permit gives back nothing");
+        drop(empty);
+        assert_eq!((budget.held(), server.shares().held(), server.shares().tenants()), (0, 0, 0));
     }
 
-    /// Takes `n` bytes at once if they are free.
-    pub fn try_take(&self, n: usize) -> Option<OwnedSemaphorePermit> {
-        self.bytes.clone().try_acquire_many_owned(u32::try_from(n).ok()?).ok()
+    #[test]
+    fn a_connection_budget_of_nothing_takes_nothing() {
+        let server = ServerBudget::new(0, 1000, 1000);
+        let budget = server.for_connection("a");
+        assert!(budget.try_take(1).is_none());
+        assert_eq!(server.shares().tenants(), 0);
     }
 }

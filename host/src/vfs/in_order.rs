@@ -5,19 +5,16 @@
 //! The plugin gets whole `write-chunk` parts from the start of the file;
 //! only the last one, at CLOSE, may be shorter. A WRITE ahead of the bytes
 //! gathered so far waits in a small reorder window (clients pipeline, and
-//! their WRITEs are handled in parallel). Past the window or the
-//! connection's budget, for a size change, or for WRITEs that overlap, the
+//! their WRITEs are handled in parallel). Past the window or the upload
+//! budget (the connection's, its tenant's or the server's), for a size change, or for WRITEs that overlap, the
 //! rest of the upload goes to a spool file on disk and is replayed in order
 //! at CLOSE. A WRITE before what the plugin already has cannot be honoured
 //! and fails clearly.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use tokio::sync::OwnedSemaphorePermit;
-
-use super::budget::ByteBudget;
-use super::spool::{Spool, SpoolArea};
+use super::budget::{BudgetPermit, ByteBudget};
+use super::spool::{Spool, TenantSpool};
 use crate::plugin::StorageError;
 
 /// Out-of-order bytes one upload may hold in memory before spooling.
@@ -32,15 +29,15 @@ pub struct InOrder {
     /// or `gathered`.
     ahead: BTreeMap<u64, Vec<u8>>,
     ahead_bytes: usize,
-    /// The connection's budget for what `gathered` and `ahead` hold.
-    held: Option<OwnedSemaphorePermit>,
+    /// The budget for what `gathered` and `ahead` hold.
+    held: Option<BudgetPermit>,
     /// The budget of parts handed out, kept by the caller until the plugin
     /// has them (`take_handed_out`).
-    handed_out: Option<OwnedSemaphorePermit>,
+    handed_out: Option<BudgetPermit>,
     budget: ByteBudget,
     /// Once spooling: every byte from `sent` on is there.
     spool: Option<Spool>,
-    spool_area: Arc<SpoolArea>,
+    spool_share: TenantSpool,
     spool_max: u64,
     chunk: usize,
 }
@@ -51,7 +48,7 @@ pub type Part = (u64, Vec<u8>);
 impl InOrder {
     /// `start`: the bytes the plugin's writer starts with (the current
     /// content when the file is not truncated), written only after them.
-    pub fn new(start: u64, chunk: usize, budget: ByteBudget, spool_area: Arc<SpoolArea>, spool_max: u64) -> Self {
+    pub fn new(start: u64, chunk: usize, budget: ByteBudget, spool_share: TenantSpool, spool_max: u64) -> Self {
         Self {
             sent: start,
             gathered: Vec::new(),
@@ -61,7 +58,7 @@ impl InOrder {
             handed_out: None,
             budget,
             spool: None,
-            spool_area,
+            spool_share,
             spool_max,
             chunk: chunk.max(1),
         }
@@ -142,7 +139,7 @@ impl InOrder {
 
     /// Moves the budget of `bytes` handed out in a part to `handed_out`.
     fn release(&mut self, bytes: usize) {
-        let Some(part) = self.held.as_mut().and_then(|held| held.split(bytes.min(held.num_permits()))) else { return };
+        let Some(part) = self.held.as_mut().and_then(|held| held.split(bytes.min(held.bytes()))) else { return };
         match &mut self.handed_out {
             Some(handed_out) => handed_out.merge(part),
             None => self.handed_out = Some(part),
@@ -151,13 +148,13 @@ impl InOrder {
 
     /// The budget of the parts handed out since the last call: it stays
     /// taken until the plugin has their bytes.
-    pub fn take_handed_out(&mut self) -> Option<OwnedSemaphorePermit> {
+    pub fn take_handed_out(&mut self) -> Option<BudgetPermit> {
         self.handed_out.take()
     }
 
     /// Moves everything held in memory to a new spool file.
     async fn start_spool(&mut self) -> Result<(), StorageError> {
-        let mut spool = Spool::create(&self.spool_area, self.sent, self.spool_max).await?;
+        let mut spool = Spool::create(&self.spool_share, self.sent, self.spool_max).await?;
         spool.write_at(self.sent, std::mem::take(&mut self.gathered)).await?;
         for (offset, data) in std::mem::take(&mut self.ahead) {
             spool.write_at(offset, data).await?;
@@ -234,13 +231,16 @@ fn before_sent(sent: u64) -> StorageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vfs::budget::ServerBudget;
+    use crate::vfs::spool::SpoolArea;
 
     fn in_order(start: u64, chunk: usize, dir: &tempfile::TempDir) -> InOrder {
-        in_order_within(start, chunk, ByteBudget::new(64 << 20), dir)
+        in_order_within(start, chunk, ByteBudget::alone(64 << 20), dir)
     }
 
     fn in_order_within(start: u64, chunk: usize, budget: ByteBudget, dir: &tempfile::TempDir) -> InOrder {
-        InOrder::new(start, chunk, budget, SpoolArea::new(dir.path().to_path_buf(), 1 << 30), 1 << 30)
+        let spool = SpoolArea::new(dir.path().to_path_buf(), 1 << 30, 1 << 30).for_tenant("tenant");
+        InOrder::new(start, chunk, budget, spool, 1 << 30)
     }
 
     /// Sends every part, as the upload does, and returns what the plugin got.
@@ -368,14 +368,41 @@ mod tests {
     #[tokio::test]
     async fn a_part_keeps_its_budget_until_the_plugin_has_it() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = ByteBudget::new(100);
+        let budget = ByteBudget::alone(100);
         let mut order = in_order_within(0, 60, budget.clone(), &dir);
         let parts = order.write(0, &[7; 70]).await.unwrap();
         assert_eq!(parts.len(), 1);
         assert!(budget.try_take(31).is_none(), "the part handed out still holds its 60 bytes, the rest 10");
         let handed_out = order.take_handed_out().expect("the part's budget");
-        assert_eq!(handed_out.num_permits(), 60);
+        assert_eq!(handed_out.bytes(), 60);
         drop(handed_out);
         assert!(budget.try_take(90).is_some(), "given back once the plugin has the part");
+    }
+
+    /// Short of upload budget because another tenant holds the server's
+    /// total, an upload spools (slower, not an error); past its tenant's
+    /// spool share it fails, naming the share; and once it is dropped,
+    /// the budgets and the spool hold nothing of it.
+    #[tokio::test]
+    async fn short_of_budget_it_spools_and_past_the_spool_share_it_fails_giving_back_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        const MIB: usize = 1 << 20;
+        let uploads = ServerBudget::new(64 * MIB as u64, 4 * MIB as u64, 3 * MIB as u64);
+        let spool = SpoolArea::new(dir.path().to_path_buf(), 64 << 20, 2 << 20);
+        let other_tenant = uploads.for_connection("b").try_take(3 * MIB).expect("b's share");
+        let budget = uploads.for_connection("a");
+        let mut order = InOrder::new(0, 4 * MIB, budget.clone(), spool.for_tenant("a"), 1 << 30);
+        assert!(order.write(0, &vec![1; MIB]).await.unwrap().is_empty(), "held in memory: 1 MiB is left");
+        assert_eq!(uploads.shares().held_by("a"), MIB as u64);
+        assert!(order.write(MIB as u64, &vec![2; MIB]).await.unwrap().is_empty(), "the server is short: spooled");
+        assert!(order.spool.is_some());
+        assert_eq!((budget.held(), spool.used_by("a")), (0, 2 * MIB as u64), "memory given back, disk taken");
+        let refused = order.write(2 * MIB as u64, &[3; 4096]).await.unwrap_err();
+        assert!(refused.to_string().contains("this tenant's spool share (2 MiB) is full"), "{refused}");
+        drop(order);
+        assert_eq!((spool.used(), spool.tenants()), (0, 0));
+        assert_eq!((budget.held(), uploads.shares().held_by("a")), (0, 0));
+        drop(other_tenant);
+        assert_eq!((uploads.shares().held(), uploads.shares().tenants()), (0, 0));
     }
 }

@@ -9,14 +9,15 @@ mod listing;
 mod pending;
 mod read_ahead;
 mod read_write;
-mod spool;
 mod reader;
+mod shares;
+mod spool;
 mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use budget::{ByteBudget, FileBudgets};
+pub use budget::{BudgetPermit, ByteBudget, FileBudgets, ServerBudget, ServerBudgets};
 pub use listing::ListingUploads;
 pub use pending::{PendingGuard, PendingUploads, TenantTables, unix_now};
 use in_order::InOrder;
@@ -24,17 +25,15 @@ use pending::Unlink;
 pub use read_ahead::ReadAhead;
 pub use read_write::ReadWriteFile;
 pub use reader::FileReader;
-pub use spool::SpoolArea;
+pub use shares::TenantShares;
+pub use spool::{SpoolArea, TenantSpool};
 pub use upload::Upload;
 
 use crate::plugin::{Capabilities, DirPage, FileInfo, Session, SetAttrs, StorageError, WriteOptions};
 
-/// Settings of the file layer for one connection.
+/// Settings of the file layer, the same for every connection.
 #[derive(Clone)]
 pub struct FileSettings {
-    /// Where spool files go (read-write handles, out-of-order uploads),
-    /// shared by the server's connections.
-    pub spool: Arc<SpoolArea>,
     /// Largest file one spool may hold.
     pub max_spool_bytes: u64,
     /// Added before each backend call (benchmarking a slow backend).
@@ -263,7 +262,7 @@ impl Files {
                     start_size,
                     self.capabilities().write_chunk as usize,
                     self.budgets.upload.clone(),
-                    self.settings.spool.clone(),
+                    self.budgets.spool.clone(),
                     self.settings.max_spool_bytes,
                 )
             }),
@@ -309,7 +308,7 @@ impl Files {
             base,
             base_size: existing.as_ref().map_or(0, |info| info.size),
             created: existing.is_none() || options.truncate,
-            spool: &self.settings.spool,
+            spool: &self.budgets.spool,
             max_size: self.capabilities().max_file_size.map_or(max_spool, |max| max.min(max_spool)),
             append: options.append,
             permissions,

@@ -11,17 +11,18 @@
 //! means within a window around the furthest chunk read so far, of
 //! [`WINDOW`] bytes (rounded up to whole chunks) on both sides. A handle
 //! holds the chunks READs touched in that window and one more ahead, each
-//! taken from the connection's read-ahead budget until every byte of it was
-//! served; without budget, READs go straight to the plugin.
+//! taken from the read-ahead budget (the connection's, within its tenant's
+//! share of the server's) until every byte of it was served; without
+//! budget, READs go straight to the plugin.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OnceCell, OwnedSemaphorePermit};
+use tokio::sync::OnceCell;
 
-use super::ByteBudget;
+use super::budget::{BudgetPermit, ByteBudget};
 use crate::plugin::{Reader, StorageError};
 
 /// How far apart a client's READs in flight may be: 64 requests of up to
@@ -66,12 +67,12 @@ struct ChunkSlot {
     /// Bytes of the chunk served to READs so far: once all were, the chunk
     /// is done with and its budget goes back (another handle may need it).
     served: AtomicU64,
-    /// The chunk's bytes in the connection's read-ahead budget.
-    _budget: OwnedSemaphorePermit,
+    /// The chunk's bytes in the read-ahead budget.
+    _budget: BudgetPermit,
 }
 
 impl ChunkSlot {
-    fn new(budget: OwnedSemaphorePermit) -> Slot {
+    fn new(budget: BudgetPermit) -> Slot {
         Arc::new(ChunkSlot { data: OnceCell::new(), served: AtomicU64::new(0), _budget: budget })
     }
 }

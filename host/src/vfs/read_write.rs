@@ -6,11 +6,10 @@
 //! one writer, so the content changes atomically and every plugin
 //! (random-write or not) gets the same behaviour.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::pending::{PendingGuard, unix_now};
-use super::spool::{Spool, SpoolArea};
+use super::spool::{Spool, TenantSpool};
 use super::upload::delay;
 use crate::plugin::{FileInfo, FileKind, Reader, StorageError, Writer};
 
@@ -42,7 +41,8 @@ pub(super) struct ReadWriteParts<'a> {
     pub base_size: u64,
     /// Whether the file is new: CLOSE then creates it even if nothing was written.
     pub created: bool,
-    pub spool: &'a Arc<SpoolArea>,
+    /// The tenant's part of the spool area the copy is charged to.
+    pub spool: &'a TenantSpool,
     pub max_size: u64,
     pub append: bool,
     pub permissions: u32,

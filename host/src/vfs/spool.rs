@@ -1,47 +1,79 @@
 //! A temporary file on the server's disk holding content the plugin cannot
 //! take yet: unlinked at creation, so nothing is left behind whatever
-//! happens to the server, and bounded in size, per file and for the whole
-//! server (`SpoolArea`).
+//! happens to the server, and bounded in size: per file, per tenant and for
+//! the whole server (`SpoolArea`), so one tenant's spooling cannot fill the
+//! disk space every other tenant's uploads need.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::shares::{Shortage, TenantShare, TenantShares};
 use crate::plugin::StorageError;
 
-/// Where spool files go, and the bytes all of them may hold together.
+/// Where spool files go, and the bytes all of them, and those of each
+/// tenant, may hold together.
 pub struct SpoolArea {
     dir: PathBuf,
-    total: u64,
-    used: AtomicU64,
+    space: Arc<TenantShares>,
 }
 
 impl SpoolArea {
-    pub fn new(dir: PathBuf, total: u64) -> Arc<Self> {
-        Arc::new(Self { dir, total, used: AtomicU64::new(0) })
+    pub fn new(dir: PathBuf, total: u64, per_tenant: u64) -> Arc<Self> {
+        Arc::new(Self { dir, space: TenantShares::new(total, per_tenant) })
+    }
+
+    /// Where `tenant`'s spool files go, charged to its share.
+    pub fn for_tenant(self: &Arc<Self>, tenant: &str) -> TenantSpool {
+        TenantSpool { dir: self.dir.clone(), space: self.space.share(tenant) }
     }
 
     /// Bytes the server's spool files hold now.
     pub fn used(&self) -> u64 {
-        self.used.load(Ordering::SeqCst)
+        self.space.held()
     }
 
-    /// Takes `bytes` more, if the area has room.
+    /// Bytes `tenant`'s spool files hold now.
+    pub fn used_by(&self, tenant: &str) -> u64 {
+        self.space.held_by(tenant)
+    }
+
+    /// Tenants with spool files holding disk now.
+    pub fn tenants(&self) -> usize {
+        self.space.tenants()
+    }
+}
+
+/// One tenant's part of the spool area.
+#[derive(Clone)]
+pub struct TenantSpool {
+    dir: PathBuf,
+    space: TenantShare,
+}
+
+impl TenantSpool {
+    /// Takes `bytes` more, if both the tenant's share and the area have room.
     fn take(&self, bytes: u64) -> Result<(), StorageError> {
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| used.checked_add(bytes).filter(|&n| n <= self.total))
-            .map(drop)
-            .map_err(|_| {
-                tracing::warn!(total = self.total, "the server's spool space is full");
+        self.space.take(bytes).map_err(|shortage| match shortage {
+            Shortage::Tenant => {
+                let share = self.space.limit();
+                tracing::warn!(tenant = self.space.tenant(), share, "a tenant's spool share is full");
+                StorageError::Io(format!(
+                    "this tenant's spool share ({} MiB) is full; try again when its other transfers are done",
+                    share >> 20
+                ))
+            }
+            Shortage::Server => {
+                tracing::warn!(tenant = self.space.tenant(), "the server's spool space is full");
                 StorageError::Io("the server's spool space is full; try again later".into())
-            })
+            }
+        })
     }
 
     fn give_back(&self, bytes: u64) {
-        self.used.fetch_sub(bytes, Ordering::SeqCst);
+        self.space.give_back(bytes);
     }
 }
 
@@ -99,8 +131,9 @@ impl Touched {
 }
 
 pub struct Spool {
-    area: Arc<SpoolArea>,
-    /// Bytes of the area this file holds: the blocks its writes touched.
+    share: TenantSpool,
+    /// Bytes of the tenant's share this file holds: the blocks its writes
+    /// touched. Given back as they are cut and, all of it, on drop.
     charged: u64,
     touched: Touched,
     file: Arc<File>,
@@ -115,8 +148,8 @@ pub struct Spool {
 
 impl Spool {
     /// A spool for a file's bytes from offset `base` on.
-    pub async fn create(area: &Arc<SpoolArea>, base: u64, max: u64) -> Result<Self, StorageError> {
-        let dir = area.dir.clone();
+    pub async fn create(share: &TenantSpool, base: u64, max: u64) -> Result<Self, StorageError> {
+        let dir = share.dir.clone();
         let (file, block) = blocking(move || {
             std::fs::create_dir_all(&dir)?;
             let file = tempfile::tempfile_in(dir)?;
@@ -124,15 +157,16 @@ impl Spool {
             Ok((file, block))
         })
         .await?;
-        Ok(Self { area: area.clone(), charged: 0, touched: Touched::new(block), file: Arc::new(file), base, max, len: base })
+        Ok(Self { share: share.clone(), charged: 0, touched: Touched::new(block), file: Arc::new(file), base, max, len: base })
     }
 
-    /// Charges the area for `size` bytes of disk (or gives back).
+    /// Charges the tenant's share for `size` bytes of disk (or gives back);
+    /// refused, nothing changes.
     fn charge(&mut self, size: u64) -> Result<(), StorageError> {
         if size > self.charged {
-            self.area.take(size - self.charged)?;
+            self.share.take(size - self.charged)?;
         } else {
-            self.area.give_back(self.charged - size);
+            self.share.give_back(self.charged - size);
         }
         self.charged = size;
         Ok(())
@@ -195,7 +229,7 @@ impl Spool {
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        self.area.give_back(self.charged);
+        self.share.give_back(self.charged);
     }
 }
 
@@ -222,8 +256,8 @@ mod tests {
     #[tokio::test]
     async fn the_area_is_charged_for_the_blocks_written_not_the_extent() {
         let dir = tempfile::tempdir().unwrap();
-        let area = SpoolArea::new(dir.path().to_path_buf(), MIB);
-        let mut spool = Spool::create(&area, 0, 1 << 30).await.unwrap();
+        let area = SpoolArea::new(dir.path().to_path_buf(), MIB, MIB);
+        let mut spool = Spool::create(&area.for_tenant("t"), 0, 1 << 30).await.unwrap();
         const BLOCK: u64 = 4096;
         assert_eq!(spool.touched.block, BLOCK, "figures below are for 4 KiB blocks");
         // One byte far out: a sparse file, one block of disk.
@@ -250,5 +284,83 @@ mod tests {
         assert_eq!(area.used(), (64 << 10) + (102_400 - 98_304), "zeros take no disk");
         drop(spool);
         assert_eq!(area.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_past_its_share_is_refused_naming_it_and_the_others_still_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        // 8 MiB for the server, 3 MiB for each tenant.
+        let area = SpoolArea::new(dir.path().to_path_buf(), 8 * MIB, 3 * MIB);
+        let (a, b) = (area.for_tenant("a"), area.for_tenant("b"));
+        let mut first = Spool::create(&a, 0, 1 << 30).await.unwrap();
+        first.write_at(0, vec![1; 2 * MIB as usize]).await.unwrap();
+        let mut second = Spool::create(&a, 0, 1 << 30).await.unwrap();
+        second.write_at(0, vec![2; MIB as usize]).await.unwrap();
+        let refused = second.write_at(MIB, vec![2; 4096]).await;
+        assert!(
+            matches!(&refused, Err(StorageError::Io(m)) if m.contains("this tenant's spool share (3 MiB) is full")),
+            "{refused:?}"
+        );
+        assert_eq!(area.used_by("a"), 3 * MIB, "the refused write took nothing");
+        // b has its whole share, a's spools notwithstanding.
+        let mut theirs = Spool::create(&b, 0, 1 << 30).await.unwrap();
+        theirs.write_at(0, vec![3; 3 * MIB as usize]).await.unwrap();
+        assert_eq!((area.used_by("b"), area.used()), (3 * MIB, 6 * MIB));
+        // Past b's share it is refused too, not a's.
+        assert!(theirs.write_at(3 * MIB, vec![3; 4096]).await.is_err());
+        assert_eq!(area.used_by("a"), 3 * MIB);
+        drop(theirs);
+        assert_eq!((area.used_by("b"), area.tenants()), (0, 1), "b holds nothing and leaves the table");
+    }
+
+    #[tokio::test]
+    async fn the_servers_total_caps_the_tenants_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = SpoolArea::new(dir.path().to_path_buf(), 4 * MIB, 3 * MIB);
+        let mut a = Spool::create(&area.for_tenant("a"), 0, 1 << 30).await.unwrap();
+        a.write_at(0, vec![1; 3 * MIB as usize]).await.unwrap();
+        let mut b = Spool::create(&area.for_tenant("b"), 0, 1 << 30).await.unwrap();
+        b.write_at(0, vec![2; MIB as usize]).await.unwrap();
+        let refused = b.write_at(MIB, vec![2; 4096]).await;
+        let server_full = matches!(&refused, Err(StorageError::Io(m)) if m.contains("the server's spool space is full"));
+        assert!(server_full, "{refused:?}");
+        assert_eq!((area.used_by("b"), area.used()), (MIB, 4 * MIB));
+        // What a gives back, b may take.
+        a.set_len(MIB).await.unwrap();
+        b.write_at(MIB, vec![2; 2 * MIB as usize]).await.unwrap();
+        assert_eq!((area.used_by("a"), area.used_by("b"), area.used()), (MIB, 3 * MIB, 4 * MIB));
+    }
+
+    /// Every way a spool ends or shrinks gives back exactly what it held:
+    /// a cut, a refused write, a failed file operation, and the drop.
+    #[tokio::test]
+    async fn every_release_path_gives_back_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = SpoolArea::new(dir.path().to_path_buf(), 64 * MIB, 2 * MIB);
+        let share = area.for_tenant("a");
+        let mut spool = Spool::create(&share, 0, 4 * MIB).await.unwrap();
+        spool.write_at(0, vec![1; MIB as usize + 10]).await.unwrap();
+        assert_eq!(area.used_by("a"), MIB + 4096);
+        // Refused by the tenant's share (2 MiB and a block): nothing more
+        // is charged...
+        assert!(spool.write_at(MIB, vec![1; MIB as usize + 1]).await.is_err());
+        assert_eq!(area.used_by("a"), MIB + 4096);
+        // ...nor by the file's own bound.
+        assert!(spool.write_at(4 * MIB, vec![1]).await.is_err());
+        assert!(spool.set_len(4 * MIB + 1).await.is_err());
+        assert_eq!(area.used_by("a"), MIB + 4096);
+        // A cut to nothing gives back everything, and the share takes again.
+        spool.set_len(0).await.unwrap();
+        assert_eq!((area.used_by("a"), area.tenants()), (0, 0));
+        spool.write_at(0, vec![1; 2 * MIB as usize]).await.unwrap();
+        assert_eq!(area.used_by("a"), 2 * MIB);
+        drop(spool);
+        assert_eq!((area.used(), area.tenants()), (0, 0));
+
+        // A spool whose file cannot be created takes nothing.
+        let gone = SpoolArea::new(dir.path().join("file").join("under-a-file"), 64 * MIB, 2 * MIB);
+        std::fs::write(dir.path().join("file"), b"not a directory").unwrap();
+        assert!(Spool::create(&gone.for_tenant("a"), 0, MIB).await.is_err());
+        assert_eq!(gone.used(), 0);
     }
 }

@@ -1,13 +1,10 @@
 //! A write-only upload: many small client WRITEs coalesced into
-//! plugin-sized chunks, held within the connection's byte budget, committed
-//! at CLOSE.
+//! plugin-sized chunks, held within the upload budget, committed at CLOSE.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
-
-use super::budget::ByteBudget;
+use super::budget::{BudgetPermit, ByteBudget};
 use super::in_order::InOrder;
 use super::pending::{PendingGuard, unix_now};
 use crate::plugin::{FileInfo, FileKind, StorageError, Writer};
@@ -17,7 +14,7 @@ pub struct Upload {
     buffer: Vec<u8>,
     buffer_offset: u64,
     /// The budget bytes `buffer` holds; given back when it is flushed.
-    buffer_permit: Option<OwnedSemaphorePermit>,
+    buffer_permit: Option<BudgetPermit>,
     budget: ByteBudget,
     /// Bytes per plugin `write-chunk`.
     chunk: usize,
@@ -128,7 +125,8 @@ impl Upload {
             return self.send_parts(parts, budget).await;
         }
         if !self.reserve(data.len()).await? {
-            // The connection's budget is spent: this WRITE goes to the plugin as it is.
+            // The budget is spent (the connection's, its tenant's or the
+            // server's): this WRITE goes to the plugin as it is.
             delay(self.backend_delay).await;
             return self.record(self.writer.write_chunk(offset, data).await);
         }
@@ -142,7 +140,7 @@ impl Upload {
         Ok(())
     }
 
-    /// Takes `n` bytes of the connection's budget for the buffer. When the
+    /// Takes `n` bytes of the upload budget for the buffer. When the
     /// budget is short, this upload's own buffer goes to the plugin first;
     /// false when even then there is no room, and the data must not be held.
     async fn reserve(&mut self, n: usize) -> Result<bool, StorageError> {
@@ -169,7 +167,7 @@ impl Upload {
     async fn send_parts(
         &mut self,
         parts: Result<Vec<super::in_order::Part>, StorageError>,
-        mut budget: Option<OwnedSemaphorePermit>,
+        mut budget: Option<BudgetPermit>,
     ) -> Result<(), StorageError> {
         let parts = match parts {
             Ok(parts) => parts,
@@ -178,7 +176,7 @@ impl Upload {
         for (offset, part) in parts {
             self.settle_in_flight().await?;
             let (writer, backend_delay) = (self.writer.clone(), self.backend_delay);
-            let part_budget = budget.as_mut().and_then(|b| b.split(part.len().min(b.num_permits())));
+            let part_budget = budget.as_mut().and_then(|b| b.split(part.len().min(b.bytes())));
             self.in_flight = Some(tokio::spawn(async move {
                 delay(backend_delay).await;
                 let written = writer.write_chunk(offset, part).await;
