@@ -1,6 +1,6 @@
 //! Shared resources have a share per tenant: one tenant using up its share
 //! of the server's spool space (here with files open for reading and
-//! writing, which are copied into the spool) is refused with a message
+//! writing, which are copied into the spool at their first READ) is refused with a message
 //! naming its share, and another tenant's uploads through the spool still
 //! succeed. Closing gives the share back.
 
@@ -53,13 +53,18 @@ async fn a_tenant_filling_its_spool_share_leaves_other_tenants_uploads_alone() {
     let big = pattern(4 * MIB, 1);
     alice.put("/big.bin", &big).await;
 
-    // alice opens her 4 MiB file for reading and writing until her share is
-    // used up: one copy fits in 6 MiB, a second does not.
+    // alice opens her 4 MiB file for reading and writing, and reads it
+    // (which copies it into the spool), until her share is used up: one copy
+    // fits in 6 MiB, a second does not.
     let mut held = Vec::new();
     let refused = loop {
-        match open_read_write(&alice, "/big.bin", read_write()).await {
-            Ok(handle) => held.push(handle),
-            Err(e) => break e,
+        let handle = open_read_write(&alice, "/big.bin", read_write()).await.expect("the open copies nothing yet");
+        match bounded("read", alice.read(handle.as_str(), 0, 1)).await {
+            Ok(_) => held.push(handle),
+            Err(e) => {
+                bounded("close", alice.close(handle)).await.expect("close");
+                break e;
+            }
         }
         assert!(held.len() <= 4, "{} copies of 4 MiB open within a 16 MiB spool", held.len());
     };
