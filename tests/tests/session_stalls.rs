@@ -118,3 +118,27 @@ async fn a_read_write_open_copies_outside_the_sessions_path_turn() {
     assert!(client.get("/big").await == expected, "the file is the old content with the write");
     server.shutdown().await;
 }
+
+/// A download pipelined far deeper than the request slots: every READ gets
+/// its answer, in order. (With slots taken as tasks start, in no particular
+/// order, later READs held every slot waiting for an earlier READ's reply
+/// turn, and the earlier READ had none.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_download_pipelined_past_the_request_slots_completes_in_order() {
+    let server = start(&["alice"]).await;
+    let content = pattern(12 << 20, 5);
+    let client = server.sftp("alice").await;
+    client.put("/deep", &content).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let h = wire.open_file("/deep", FXF_READ).await;
+    let mut ids = Vec::new();
+    for i in 0..384u64 {
+        ids.push(wire.send(FXP_READ, Body::new().string(&h).u64(i * 32768).u32(32768)).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let reply = wire.recv().await;
+        assert_eq!(reply.id, *id, "READ replies leave in order");
+        assert_eq!(reply.data(), &content[i * 32768..(i + 1) * 32768]);
+    }
+    server.shutdown().await;
+}

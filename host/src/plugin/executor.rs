@@ -186,7 +186,9 @@ impl GuestThreads {
             let _ = done.send(call.await);
         });
         let task = Arc::new(Task {
-            share: Share { key: share.key.clone(), cap: share.cap.max(1) },
+            // No share may take more than half the threads: the other
+            // half stays for everyone else, however the caps are set.
+            share: Share { key: share.key.clone(), cap: share.cap.clamp(1, (self.inner.max_threads / 2).max(1)) },
             runtime: tokio::runtime::Handle::current(),
             status: Mutex::new(Status::Ready { started: false }),
             future: Mutex::new(Some(future)),

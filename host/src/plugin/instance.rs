@@ -192,9 +192,12 @@ impl Instance {
             },
             Queue::Unbounded => waiting.await,
         };
+        // Background work (drops, orphan aborts) gets its whole limit from
+        // when it starts running, and is never withdrawn: a drop given up
+        // would leak the resource and skip the orphan abort.
         let deadline = match queue {
-            Queue::Bounded => deadline,
-            Queue::Unbounded => tokio::time::Instant::now() + limit,
+            Queue::Bounded => Some(deadline),
+            Queue::Unbounded => None,
         };
         if let Some(generation) = pinned
             && (generation != slot.generation || slot.live.is_none())
@@ -212,10 +215,16 @@ impl Instance {
             PastBudget,
             PastDeadline,
         }
+        let past_deadline = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         let waited = tokio::select! {
             done = call.output() => Waited::Done(done),
             () = self.computed_past_budget() => Waited::PastBudget,
-            () = tokio::time::sleep_until(deadline) => Waited::PastDeadline,
+            () = past_deadline => Waited::PastDeadline,
         };
         let answer = match waited {
             Waited::Done(done) => {
@@ -292,9 +301,10 @@ impl Instance {
         slot: tokio::sync::OwnedMutexGuard<Slot>,
         op: &'static str,
         limit: Duration,
-        deadline: tokio::time::Instant,
+        deadline: Option<tokio::time::Instant>,
         f: impl for<'a> FnOnce(&'a mut Live) -> GuestFuture<'a, R> + Send + 'static,
     ) -> Result<(R, u64), StorageError> {
+        let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + limit);
         let mut held = SlotHeld { instance: &self, slot: Some(slot), settled: false };
         let slot = held.slot.as_mut().expect("held until dropped");
         if slot.live.is_none() {
@@ -302,6 +312,12 @@ impl Instance {
             slot.live = Some(live);
             slot.generation += 1;
             self.live_generation.store(slot.generation, Ordering::SeqCst);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            // Instantiating took the call's time: its caller has been
+            // answered, so the call itself must not start.
+            held.settled = true;
+            return Err(self.no_answer(op, limit, Started::No));
         }
         let generation = slot.generation;
         let live = slot.live.as_mut().expect("instance is live");

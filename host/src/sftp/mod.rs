@@ -196,12 +196,24 @@ impl SftpSession {
     /// CLOSE has a lane of its own (at most one per open handle).
     async fn dispatch(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Request>, replies: mpsc::UnboundedSender<Outgoing>) {
         let inflight = Arc::new(Semaphore::new(self.settings.max_inflight));
+        // Requests started and not yet running (waiting for their turn or a
+        // slot), taken in arrival order: the earliest unfinished request
+        // always has one, so this bounds the tasks a pipelining client makes
+        // without blocking the one whose turn it is. CLOSE needs none.
+        let waiting = Arc::new(Semaphore::new(self.settings.max_inflight * WAITING_PER_SLOT));
         // Each request's task holds a sender: all gone, all finished.
         let (running, mut all_done) = mpsc::channel::<()>(1);
         while let Some(Request { packet, target, namespace, queued }) = queue.recv().await {
             // Taken in arrival order: a READ answered after an earlier one
             // never holds budget that the earlier one waits for.
             let Some(budget) = self.budgets.reply(reply_charge(&packet)).await else { break };
+            let waiting_place = match target {
+                Target::Closing(_) => None,
+                _ => match waiting.clone().acquire_owned().await {
+                    Ok(place) => Some(place),
+                    Err(_) => break,
+                },
+            };
             let this = self.clone();
             let replies = replies.clone();
             let inflight = inflight.clone();
@@ -234,6 +246,7 @@ impl SftpSession {
                         },
                     };
                     drop(queued);
+                    drop(waiting_place);
                     let serving = this.in_service.serving();
                     let reply = this.handle(packet, &target).await;
                     drop(serving);
@@ -241,12 +254,16 @@ impl SftpSession {
                     let span = tracing::Span::current();
                     span.record("micros", started.elapsed().as_micros() as u64);
                     tracing::debug!("done");
+                    // The slot goes before the wait for the reply's turn:
+                    // READs of a download take slots in no particular order,
+                    // and one holding a slot while it waits for an earlier
+                    // one that has none would stall the download.
+                    drop(permit);
                     if let Some(ticket) = target.ticket() {
                         ticket.wait_reply_turn().await;
                     }
                     let _ = replies.send(Outgoing { bytes: encode(reply), _held: Held::Reply(budget) });
                     drop(target);
-                    drop(permit);
                 }
                 .instrument(span),
             );
@@ -318,6 +335,9 @@ impl SftpSession {
         }
     }
 }
+
+/// Requests that may wait for their turn, per `max_inflight` slot.
+const WAITING_PER_SLOT: usize = 4;
 
 /// What a queued request costs beyond its bytes (decoded form, places).
 const QUEUE_OVERHEAD: usize = 160;

@@ -294,7 +294,8 @@ impl Files {
             }
         }
         let permissions = options.permissions.or(existing.as_ref().map(|i| i.permissions)).unwrap_or(0o644);
-        let placeholder = self.placeholder(path, permissions, 0, options)?;
+        let kept = existing.as_ref().filter(|_| !options.truncate).map_or(0, |info| info.size);
+        let placeholder = self.placeholder(path, permissions, kept, options)?;
         // The base is opened first: the writer truncates (in its own pending
         // content), the spool carries what is kept.
         let base = match &existing {

@@ -84,10 +84,14 @@ impl ReadWriteFile {
             return Err(StorageError::Io(why.clone()));
         }
         let Some(base) = self.base.take() else { return Ok(()) };
+        // Marked broken until the copy is whole, so a copy cut short (its
+        // request cancelled) is never taken for the content.
+        self.broken = Some("copying the file for reading and writing did not finish".into());
         if let Err(e) = self.copy_in(&base).await {
             self.broken = Some(format!("copying the file for reading and writing failed: {e}"));
             return Err(e);
         }
+        self.broken = None;
         Ok(())
     }
 
