@@ -129,22 +129,25 @@ async fn eve(server: Arc<TestServer>, scenario: Scenario, stop: Arc<AtomicBool>,
         Scenario::Waiting { logins, calls } => {
             let sleep = format!("/.sleep/{}", (seconds + 5) * 1000);
             let held = Arc::new(AtomicUsize::new(0));
-            let mut tasks = Vec::new();
-            for _ in 0..logins {
-                let (server, sleep, held) = (server.clone(), sleep.clone(), held.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut wire = Wire::open(&server, "eve", 3).await;
-                    for _ in 0..calls {
-                        wire.send(FXP_STAT, Body::new().string(&sleep)).await;
-                    }
-                    held.fetch_add(calls, Ordering::Relaxed);
-                    // Kept open (its calls waiting) until the run ends.
-                    wire
-                }));
-            }
+            // In batches below max_unauthenticated_per_ip (32).
             let mut wires = Vec::new();
-            for task in tasks {
-                wires.push(task.await.expect("eve's login"));
+            for batch in (0..logins).collect::<Vec<_>>().chunks(16) {
+                let mut tasks = Vec::new();
+                for _ in batch {
+                    let (server, sleep, held) = (server.clone(), sleep.clone(), held.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let mut wire = Wire::open(&server, "eve", 3).await;
+                        for _ in 0..calls {
+                            wire.send(FXP_STAT, Body::new().string(&sleep)).await;
+                        }
+                        held.fetch_add(calls, Ordering::Relaxed);
+                        // Kept open (its calls waiting) until the run ends.
+                        wire
+                    }));
+                }
+                for task in tasks {
+                    wires.push(task.await.expect("eve's login"));
+                }
             }
             while !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
