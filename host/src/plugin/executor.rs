@@ -217,16 +217,29 @@ impl GuestThreads {
 impl Inner {
     fn enqueue(self: &Arc<Self>, task: Arc<Task>) {
         let mut state = self.state.lock().expect("guest threads lock");
+        if Self::push_ready(&mut state, task) {
+            self.find_thread(state);
+        }
+        // Else its share is at its cap: one of its own calls on a thread takes it next.
+    }
+
+    /// Queues a ready task; true when its share now waits for a turn.
+    fn push_ready(state: &mut State, task: Arc<Task>) -> bool {
         let key = task.share.key.clone();
         let queue = state.shares.entry(key.clone()).or_default();
         queue.cap = task.share.cap;
         queue.ready.push_back(task);
         if !queue.wants_turn() {
-            // At its cap: one of its own calls on a thread takes it next.
-            return;
+            return false;
         }
         queue.waiting_turn = true;
         state.turns.push_back(key);
+        true
+    }
+
+    /// A share waits for its turn: wakes an idle thread, or starts one
+    /// under the cap; else every thread is busy and the share waits.
+    fn find_thread(self: &Arc<Self>, mut state: std::sync::MutexGuard<'_, State>) {
         if state.idle > state.wakeups {
             state.wakeups += 1;
             self.work.notify_one();
@@ -235,7 +248,6 @@ impl Inner {
             drop(state);
             self.spawn_thread();
         }
-        // Else every thread is busy: the share waits its turn.
     }
 
     /// The next task to poll: the first share in turn takes one step.
@@ -310,22 +322,20 @@ impl Inner {
                 continue;
             };
             drop(state);
-            poll_task(&task);
+            let again = poll_task(&task);
             state = self.state.lock().expect("guest threads lock");
             Self::left_thread(&mut state, &task.share.key);
+            if again {
+                // Woken while it was polled: queued here, so this thread
+                // (free now) takes it in turn rather than waking another.
+                Self::push_ready(&mut state, task);
+            }
             if GUEST_THREAD.with(|flag| flag.get()) == Some(true) {
                 state.threads -= 1;
                 // A share in turn (this call's own, back under its cap)
                 // counted on this thread: hand it to another.
                 if !state.turns.is_empty() {
-                    if state.idle > state.wakeups {
-                        state.wakeups += 1;
-                        self.work.notify_one();
-                    } else {
-                        state.threads += 1;
-                        drop(state);
-                        self.spawn_thread();
-                    }
+                    self.find_thread(state);
                 }
                 return;
             }
@@ -333,21 +343,22 @@ impl Inner {
     }
 }
 
-/// One poll of `task` on this thread.
-fn poll_task(task: &Arc<Task>) {
+/// One poll of `task` on this thread; true when it was woken meanwhile and
+/// is ready again (the caller queues it).
+fn poll_task(task: &Arc<Task>) -> bool {
     {
         let mut status = task.status.lock().expect("task status lock");
         match *status {
             Status::Ready { .. } => *status = Status::Polling { woken: false },
             // Withdrawn before it started.
-            Status::Done => return,
+            Status::Done => return false,
             Status::Polling { .. } | Status::Parked => unreachable!("a task is queued only when ready"),
         }
     }
     let mut slot = task.future.lock().expect("task future lock");
     let Some(future) = slot.as_mut() else {
         *task.status.lock().expect("task status lock") = Status::Done;
-        return;
+        return false;
     };
     let waker = Waker::from(task.clone());
     let mut cx = Context::from_waker(&waker);
@@ -363,14 +374,13 @@ fn poll_task(task: &Arc<Task>) {
     let mut status = task.status.lock().expect("task status lock");
     if finished {
         *status = Status::Done;
+        false
     } else if *status == (Status::Polling { woken: true }) {
         *status = Status::Ready { started: true };
-        drop(status);
-        if let Some(scheduler) = task.scheduler.upgrade() {
-            scheduler.enqueue(task.clone());
-        }
+        true
     } else {
         *status = Status::Parked;
+        false
     }
 }
 
