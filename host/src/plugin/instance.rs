@@ -241,7 +241,8 @@ impl Instance {
                 // lowered in priority, may wait for a CPU to say so.
                 match tokio::time::timeout(ANSWER_GRACE, call.output()).await {
                     Ok(Some(done)) => return done,
-                    Ok(None) | Err(_) => Err(self.no_answer(op, limit, Started::Yes)),
+                    // Counted and logged by the call itself when it stops.
+                    Ok(None) | Err(_) => Err(no_answer_error(op, limit, Started::Yes)),
                 }
             }
         };
@@ -263,12 +264,7 @@ impl Instance {
             started = matches!(started, Started::Yes),
             "no answer within {limit:?}; the request failed"
         );
-        let outcome = match started {
-            Started::Yes if may_change_data(op) => "; the call was interrupted and whether it took effect is unknown",
-            Started::Yes => "; the call was interrupted",
-            Started::No => "; it was never started",
-        };
-        StorageError::Io(format!("{op}: no answer from the storage within {limit:?}{outcome}"))
+        no_answer_error(op, limit, started)
     }
 
     /// Resolves once the running call has computed past its budget. The
@@ -508,6 +504,16 @@ impl Instance {
 /// After its deadline, how long a caller waits for a started call to say
 /// it was interrupted before answering for it.
 const ANSWER_GRACE: Duration = Duration::from_millis(500);
+
+/// What the client is told of a call that got no answer in time.
+fn no_answer_error(op: &str, limit: Duration, started: Started) -> StorageError {
+    let outcome = match started {
+        Started::Yes if may_change_data(op) => "; the call was interrupted and whether it took effect is unknown",
+        Started::Yes => "; the call was interrupted",
+        Started::No => "; it was never started",
+    };
+    StorageError::Io(format!("{op}: no answer from the storage within {limit:?}{outcome}"))
+}
 
 /// Whether a call that got no answer in time had started.
 #[derive(Clone, Copy)]

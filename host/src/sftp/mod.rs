@@ -207,12 +207,11 @@ impl SftpSession {
             // Taken in arrival order: a READ answered after an earlier one
             // never holds budget that the earlier one waits for.
             let Some(budget) = self.budgets.reply(reply_charge(&packet)).await else { break };
-            let waiting_place = match target {
-                Target::Closing(_) => None,
-                _ => match waiting.clone().acquire_owned().await {
-                    Ok(place) => Some(place),
-                    Err(_) => break,
-                },
+            let waiting_place = if target.has_own_lane() {
+                None
+            } else {
+                let Ok(place) = waiting.clone().acquire_owned().await else { break };
+                Some(place)
             };
             let this = self.clone();
             let replies = replies.clone();
@@ -238,12 +237,11 @@ impl SftpSession {
                     if let Some(ticket) = target.ticket() {
                         ticket.wait_run_turn().await;
                     }
-                    let permit = match target {
-                        Target::Closing(_) => None,
-                        _ => match inflight.acquire_owned().await {
-                            Ok(permit) => Some(permit),
-                            Err(_) => return,
-                        },
+                    let permit = if target.has_own_lane() {
+                        None
+                    } else {
+                        let Ok(permit) = inflight.acquire_owned().await else { return };
+                        Some(permit)
                     };
                     drop(queued);
                     drop(waiting_place);
@@ -397,6 +395,12 @@ impl Target {
             Target::Open(ticket) | Target::Copy { destination: ticket, .. } => Some(ticket),
             Target::None | Target::Closing(_) => None,
         }
+    }
+
+    /// CLOSE takes none of the request slots: the commit it makes is what
+    /// requests holding them may be waiting for.
+    fn has_own_lane(&self) -> bool {
+        matches!(self, Target::Closing(_))
     }
 }
 
