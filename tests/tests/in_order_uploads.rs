@@ -120,10 +120,11 @@ async fn past_the_spool_bound_the_upload_fails_and_leaves_nothing() {
     server.shutdown().await;
 }
 
-/// Writes `content` to `handle` backwards in 64 KiB WRITEs (so it is
-/// spooled); the first refusal, if any.
+/// Writes `content` to `handle` backwards in 64 KiB WRITEs, all but the
+/// first (so it is spooled, and stays there: nothing is in order until the
+/// first WRITE comes, see `write_first`); the first refusal, if any.
 async fn write_backwards(wire: &mut Wire, handle: &[u8], content: &[u8]) -> Option<Reply> {
-    for at in (0..content.len()).step_by(WRITE).rev() {
+    for at in (WRITE..content.len()).step_by(WRITE).rev() {
         let body = Body::new().string(handle).u64(at as u64).string(&content[at..at + WRITE]);
         let reply = wire.call(FXP_WRITE, body).await;
         if reply.status() != FX_OK {
@@ -131,6 +132,11 @@ async fn write_backwards(wire: &mut Wire, handle: &[u8], content: &[u8]) -> Opti
         }
     }
     None
+}
+
+/// The first 64 KiB WRITE, which puts everything spooled after it in order.
+async fn write_first(wire: &mut Wire, handle: &[u8], content: &[u8]) -> u32 {
+    wire.call(FXP_WRITE, Body::new().string(handle).u64(0).string(&content[..WRITE])).await.status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -147,10 +153,12 @@ async fn the_spool_space_is_shared_by_the_server_and_given_back() {
     assert_eq!(refused.status(), FX_FAILURE);
     assert!(refused.message().contains("spool space is full"), "{}", refused.message());
     assert_eq!(second.call(FXP_CLOSE, Body::new().string(&b)).await.status(), FX_FAILURE);
+    assert_eq!(write_first(&mut first, &a, &content).await, FX_OK);
     assert_eq!(first.call(FXP_CLOSE, Body::new().string(&a)).await.status(), FX_OK);
     // Both spools are gone: the space is free again.
     let c = second.open_file("/c", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
     assert!(write_backwards(&mut second, &c, &content).await.is_none(), "the space was given back");
+    assert_eq!(write_first(&mut second, &c, &content).await, FX_OK);
     assert_eq!(second.call(FXP_CLOSE, Body::new().string(&c)).await.status(), FX_OK);
     let client = server.sftp("alice").await;
     assert_eq!(client.get("/a").await, content);
@@ -179,5 +187,38 @@ async fn a_budget_short_of_two_parts_waits_for_the_part_in_flight() {
     let content = pattern(12 * MIB + 5, 3);
     client.put("/f", &content).await;
     assert_eq!(client.get("/f").await, content);
+    server.shutdown().await;
+}
+
+/// Five uploads at once on one connection whose upload budget holds three
+/// parts: one found the budget short and spooled the rest of its bytes,
+/// failing past `spool_max` (4 MiB here) although nothing was wrong. Now a
+/// WRITE waits briefly for budget, and a spooled upload hands its bytes
+/// over as the budget comes back and streams again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_uploads_of_one_connection_share_its_budget_without_failing() {
+    let server = start_with([UserSpec::new("alice")], |c| {
+        let mut plugin = wasftp::config::PluginConfig { source: env!("WASFTP_SLOW_PLUGIN").into(), ..Default::default() };
+        plugin.config.insert("random-write".into(), "off".into());
+        plugin.config.insert("write-chunk".into(), "1M".into());
+        // Parts take a while to reach the plugin, as over a network.
+        plugin.config.insert("delay-ms.write-chunk".into(), "20".into());
+        c.plugins.insert("slow".into(), plugin);
+        c.users[0].plugin = "slow".into();
+        c.sftp.upload_buffer_mib = 3;
+        c.sftp.spool_max_mib = 4;
+    })
+    .await;
+    let client = server.sftp("alice").await;
+    let contents: Vec<Vec<u8>> = (0..5).map(|i| pattern(12 * MIB + 3 * i, i as u8 + 1)).collect();
+    futures::future::join_all(contents.iter().enumerate().map(|(i, content)| {
+        let path = format!("/f{i}");
+        let client = &client;
+        async move { client.put(&path, content).await }
+    }))
+    .await;
+    for (i, content) in contents.iter().enumerate() {
+        assert_eq!(client.get(&format!("/f{i}")).await, *content, "/f{i}");
+    }
     server.shutdown().await;
 }

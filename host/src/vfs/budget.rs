@@ -12,7 +12,7 @@
 //! read-ahead budget a READ goes straight to the plugin.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::shares::{TenantShare, TenantShares};
 use super::spool::{SpoolArea, TenantSpool};
@@ -25,6 +25,9 @@ struct Budget {
     /// What the connection may hold.
     connection_limit: u64,
     connection_held: AtomicU64,
+    /// Takers waiting for room (`take_within`): bytes given back go to
+    /// them, not to a `try_take` that comes by meanwhile.
+    waiting: AtomicUsize,
     /// The tenant's share and the server's total, counted together.
     share: TenantShare,
 }
@@ -38,7 +41,7 @@ pub struct BudgetPermit {
 
 impl ByteBudget {
     pub fn new(connection_limit: u64, share: TenantShare) -> Self {
-        Self(Arc::new(Budget { connection_limit, connection_held: AtomicU64::new(0), share }))
+        Self(Arc::new(Budget { connection_limit, connection_held: AtomicU64::new(0), waiting: AtomicUsize::new(0), share }))
     }
 
     /// Whether `n` bytes are free now.
@@ -48,8 +51,15 @@ impl ByteBudget {
     }
 
     /// Takes `n` bytes at once if the connection, the tenant and the server
-    /// all have them free.
+    /// all have them free, and none of this connection's takers is waiting.
     pub fn try_take(&self, n: usize) -> Option<BudgetPermit> {
+        if n > 0 && self.0.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        self.take_now(n)
+    }
+
+    fn take_now(&self, n: usize) -> Option<BudgetPermit> {
         let n = n as u64;
         let limit = self.0.connection_limit;
         self.0
@@ -66,14 +76,55 @@ impl ByteBudget {
         Some(BudgetPermit { budget: self.clone(), bytes: n })
     }
 
+    /// Takes `n` bytes, waiting up to `limit` for them to be given back
+    /// (by this connection, its tenant or anyone on the server). `None`
+    /// once the time is up, or at once if `n` can never fit.
+    pub async fn take_within(&self, n: usize, limit: std::time::Duration) -> Option<BudgetPermit> {
+        if n as u64 > self.0.connection_limit.min(self.0.share.limit()) {
+            return None;
+        }
+        if let Some(permit) = self.try_take(n) {
+            return Some(permit);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        let _waiting = Waiting::count(&self.0.waiting);
+        loop {
+            let freed = self.0.share.freed();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(permit) = self.take_now(n) {
+                return Some(permit);
+            }
+            tokio::time::timeout_at(deadline, freed).await.ok()?;
+        }
+    }
+
     /// Bytes the connection holds now.
     pub fn held(&self) -> u64 {
         self.0.connection_held.load(Ordering::SeqCst)
     }
 
     fn give_back(&self, n: u64) {
-        self.0.share.give_back(n);
+        // The connection's part first: the share's give-back wakes those
+        // waiting for room, and they must find it here too.
         self.0.connection_held.fetch_sub(n, Ordering::SeqCst);
+        self.0.share.give_back(n);
+    }
+}
+
+/// One taker counted as waiting, for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Self(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -209,6 +260,39 @@ mod tests {
         assert_eq!(budget.held(), 380, "an empty permit gives back nothing");
         drop(empty);
         assert_eq!((budget.held(), server.shares().held(), server.shares().tenants()), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_take_waits_briefly_for_bytes_given_back_anywhere_on_the_server() {
+        use std::time::Duration;
+        let server = ServerBudget::new(100, 100, 100);
+        let (a, b) = (server.for_connection("a"), server.for_connection("b"));
+        let held_by_b = b.try_take(80).unwrap();
+        let started = std::time::Instant::now();
+        assert!(a.take_within(30, Duration::from_millis(100)).await.is_none(), "nothing is given back");
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        let give_back = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(held_by_b);
+        });
+        let waited = a.take_within(30, Duration::from_secs(10)).await.expect("b's bytes come back");
+        assert!(started.elapsed() < Duration::from_secs(5), "woken by the give-back, not the limit");
+        give_back.await.unwrap();
+        assert_eq!(waited.bytes(), 30);
+        // A waiting taker gets what is given back before one that comes by.
+        let held = a.try_take(70).unwrap();
+        let waiter = {
+            let a = a.clone();
+            tokio::spawn(async move { a.take_within(50, Duration::from_secs(10)).await.map(|p| p.bytes()) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(a.try_take(1).is_none(), "a taker is waiting: it goes first");
+        drop((held, waited));
+        assert_eq!(waiter.await.unwrap(), Some(50));
+        assert!(a.try_take(100).is_some(), "nobody waits any more");
+        let never = std::time::Instant::now();
+        assert!(a.take_within(101, Duration::from_secs(10)).await.is_none(), "past every bound: no wait");
+        assert!(never.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

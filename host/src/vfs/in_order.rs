@@ -5,11 +5,16 @@
 //! The plugin gets whole `write-chunk` parts from the start of the file;
 //! only the last one, at CLOSE, may be shorter. A WRITE ahead of the bytes
 //! gathered so far waits in a small reorder window (clients pipeline, and
-//! their WRITEs are handled in parallel). Past the window or the upload
-//! budget (the connection's, its tenant's or the server's), for a size change, or for WRITEs that overlap, the
-//! rest of the upload goes to a spool file on disk and is replayed in order
-//! at CLOSE. A WRITE before what the plugin already has cannot be honoured
-//! and fails clearly.
+//! their WRITEs are handled in parallel). Past the window, for a size
+//! change, for WRITEs that overlap, or when the upload budget (the
+//! connection's, its tenant's or the server's) stays short for
+//! `BUDGET_WAIT`, the upload goes to a spool file on disk. Spooled bytes
+//! that are in order go on to the plugin as WRITEs come and budget allows,
+//! and once the spool has handed everything over the upload streams from
+//! memory again (so a busy moment does not send the rest of a large upload
+//! to disk, nor past the spool bound); the rest is replayed at CLOSE. A
+//! WRITE before what the plugin already has cannot be honoured and fails
+//! clearly.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +24,10 @@ use crate::plugin::StorageError;
 
 /// Out-of-order bytes one upload may hold in memory before spooling.
 const REORDER_WINDOW: usize = 8 << 20;
+
+/// How long a WRITE waits for upload budget to be given back (by parts of
+/// this or other uploads reaching their plugins) before it spools.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub struct InOrder {
     /// Bytes the plugin has: where its next part starts.
@@ -37,6 +46,10 @@ pub struct InOrder {
     budget: ByteBudget,
     /// Once spooling: every byte from `sent` on is there.
     spool: Option<Spool>,
+    /// The ranges written into the spool, for handing its in-order bytes
+    /// over before CLOSE; `None` after a size change while spooling (its
+    /// zeros are not tracked: the spool is then replayed at CLOSE).
+    spooled: Option<Ranges>,
     spool_share: TenantSpool,
     spool_max: u64,
     chunk: usize,
@@ -58,6 +71,7 @@ impl InOrder {
             handed_out: None,
             budget,
             spool: None,
+            spooled: None,
             spool_share,
             spool_max,
             chunk: chunk.max(1),
@@ -73,34 +87,49 @@ impl InOrder {
         if offset < self.sent {
             return Err(before_sent(self.sent));
         }
-        if self.spool.is_none() && !self.hold(offset, data) {
+        if self.spool.is_none() {
+            if let Some(growth) = self.growth_in_memory(offset, data) {
+                let permit = match self.budget.try_take(growth) {
+                    Some(permit) => Some(permit),
+                    None => self.budget.take_within(growth, BUDGET_WAIT).await,
+                };
+                if let Some(permit) = permit {
+                    self.hold(offset, data, permit);
+                    return Ok(self.ready_parts());
+                }
+            }
             self.start_spool().await?;
         }
-        if let Some(spool) = &mut self.spool {
-            spool.write_at(offset, data.to_vec()).await?;
-            return Ok(Vec::new());
+        let spool = self.spool.as_mut().expect("spooling");
+        spool.write_at(offset, data.to_vec()).await?;
+        if let Some(spooled) = &mut self.spooled {
+            spooled.add(offset, offset + data.len() as u64);
         }
-        Ok(self.ready_parts())
+        self.hand_over_spooled().await
     }
 
-    /// Keeps `data` in memory if it fits in order; false to spool instead.
-    fn hold(&mut self, offset: u64, data: &[u8]) -> bool {
+    /// The budget `data` at `offset` needs to be held in memory, in order;
+    /// `None` if it cannot be (it overlaps WRITEs ahead, or is past the window).
+    fn growth_in_memory(&self, offset: u64, data: &[u8]) -> Option<usize> {
         let end = offset + data.len() as u64;
         let overlaps_ahead = self.ahead.range(..end).next_back().is_some_and(|(o, d)| o + d.len() as u64 > offset);
         if overlaps_ahead {
-            return false;
+            return None;
         }
         let gathered_end = self.gathered_end();
-        let growth = if offset <= gathered_end { end.saturating_sub(gathered_end) } else { data.len() as u64 };
-        if offset > gathered_end && self.ahead_bytes + data.len() > REORDER_WINDOW {
-            return false;
+        if offset > gathered_end {
+            return (self.ahead_bytes + data.len() <= REORDER_WINDOW).then_some(data.len());
         }
-        if growth > 0 {
-            let Some(permit) = self.budget.try_take(growth as usize) else { return false };
-            match &mut self.held {
-                Some(held) => held.merge(permit),
-                None => self.held = Some(permit),
-            }
+        Some(end.saturating_sub(gathered_end) as usize)
+    }
+
+    /// Keeps `data` in memory, paid for by `permit` (see `growth_in_memory`).
+    fn hold(&mut self, offset: u64, data: &[u8], permit: BudgetPermit) {
+        let end = offset + data.len() as u64;
+        let gathered_end = self.gathered_end();
+        match &mut self.held {
+            Some(held) => held.merge(permit),
+            None => self.held = Some(permit),
         }
         if offset <= gathered_end {
             let at = (offset - self.sent) as usize;
@@ -121,7 +150,53 @@ impl InOrder {
             self.ahead_bytes += data.len();
             self.ahead.insert(offset, data.to_vec());
         }
-        true
+    }
+
+    /// Spooled bytes in order from `sent` go to the plugin, a whole part at
+    /// a time, while the budget has room for them. When what is left is in
+    /// order and less than a part, it moves back into memory (budget
+    /// allowing) and the spool is dropped: the upload streams again.
+    async fn hand_over_spooled(&mut self) -> Result<Vec<Part>, StorageError> {
+        let mut parts = Vec::new();
+        while let (Some(spool), Some(spooled)) = (&self.spool, &self.spooled) {
+            let in_order = spooled.contiguous_end(self.sent) - self.sent;
+            let chunk = self.chunk as u64;
+            if in_order < chunk {
+                if spooled.any_from(self.sent + in_order) {
+                    break;
+                }
+                if let Some(permit) = self.budget.try_take(in_order as usize) {
+                    self.gathered = spool.read_at(self.sent, in_order as u32).await?;
+                    self.held = Some(permit);
+                    self.spool = None;
+                    self.spooled = None;
+                    tracing::debug!("upload streams from memory again: its spool is handed over");
+                } else if spool.base() < self.sent {
+                    // Still short of budget: the rest moves to a fresh spool, so
+                    // what was handed over no longer takes disk or counts
+                    // toward the spool bound.
+                    let rest = spool.read_at(self.sent, in_order as u32).await?;
+                    let mut fresh = Spool::create(&self.spool_share, self.sent, self.spool_max).await?;
+                    let mut spooled = Ranges::default();
+                    spooled.add(self.sent, self.sent + rest.len() as u64);
+                    fresh.write_at(self.sent, rest).await?;
+                    self.spool = Some(fresh);
+                    self.spooled = Some(spooled);
+                }
+                break;
+            }
+            // Its bytes are in order: this upload waits for the budget of
+            // a part (as one in memory would) rather than let its spool grow.
+            let Some(permit) = self.budget.take_within(self.chunk, BUDGET_WAIT).await else { break };
+            let part = spool.read_at(self.sent, self.chunk as u32).await?;
+            parts.push((self.sent, part));
+            self.sent += chunk;
+            match &mut self.handed_out {
+                Some(handed_out) => handed_out.merge(permit),
+                None => self.handed_out = Some(permit),
+            }
+        }
+        Ok(parts)
     }
 
     /// The whole parts at the front of `gathered`, taken off it.
@@ -155,14 +230,19 @@ impl InOrder {
     /// Moves everything held in memory to a new spool file.
     async fn start_spool(&mut self) -> Result<(), StorageError> {
         let mut spool = Spool::create(&self.spool_share, self.sent, self.spool_max).await?;
-        spool.write_at(self.sent, std::mem::take(&mut self.gathered)).await?;
+        let mut spooled = Ranges::default();
+        let gathered = std::mem::take(&mut self.gathered);
+        spooled.add(self.sent, self.sent + gathered.len() as u64);
+        spool.write_at(self.sent, gathered).await?;
         for (offset, data) in std::mem::take(&mut self.ahead) {
+            spooled.add(offset, offset + data.len() as u64);
             spool.write_at(offset, data).await?;
         }
         self.ahead_bytes = 0;
         self.held = None;
         tracing::debug!("upload spooled to disk (out of order beyond the window, a size change, or no budget)");
         self.spool = Some(spool);
+        self.spooled = Some(spooled);
         Ok(())
     }
 
@@ -180,6 +260,7 @@ impl InOrder {
         self.ahead_bytes = 0;
         self.held = None;
         self.spool = None;
+        self.spooled = None;
     }
 
     /// A size change: cut or zero-extend the content, in order with the
@@ -195,6 +276,7 @@ impl InOrder {
         if self.spool.is_none() {
             self.start_spool().await?;
         }
+        self.spooled = None;
         self.spool.as_mut().expect("just started").set_len(size).await
     }
 
@@ -219,6 +301,40 @@ impl InOrder {
         self.sent += part.len() as u64;
         self.release(part.len());
         Ok(Some((offset, part)))
+    }
+}
+
+/// Byte ranges, merged where they touch.
+#[derive(Default)]
+struct Ranges(BTreeMap<u64, u64>);
+
+impl Ranges {
+    fn add(&mut self, mut start: u64, mut end: u64) {
+        if start == end {
+            return;
+        }
+        let touching: Vec<(u64, u64)> =
+            self.0.range(..=end).rev().take_while(|(_, e)| **e >= start).map(|(s, e)| (*s, *e)).collect();
+        for (s, e) in touching {
+            self.0.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        self.0.insert(start, end);
+    }
+
+    /// Where the bytes from `from` on stop being contiguous (`from` if
+    /// the byte at `from` is not there).
+    fn contiguous_end(&self, from: u64) -> u64 {
+        match self.0.range(..=from).next_back() {
+            Some((_, end)) if *end > from => *end,
+            _ => from,
+        }
+    }
+
+    /// Whether any byte at `from` or after is there.
+    fn any_from(&self, from: u64) -> bool {
+        self.contiguous_end(from) > from || self.0.range(from..).next().is_some()
     }
 }
 
@@ -286,10 +402,14 @@ mod tests {
         let data: Vec<u8> = (0..(12 * piece)).map(|i| (i / 4096) as u8).collect();
         let mut got = Vec::new();
         // Backwards: nothing is in order until the first piece comes last.
-        for i in (0..12).rev() {
+        for i in (1..12).rev() {
             got.extend(order.write((i * piece) as u64, &data[i * piece..(i + 1) * piece]).await.unwrap());
         }
         assert!(order.spool.is_some(), "11 MiB ahead is past the window");
+        assert!(got.is_empty());
+        got.extend(order.write(0, &data[..piece]).await.unwrap());
+        assert_eq!(got.len(), 12, "the gap is written: the spool hands everything over");
+        assert!(order.spool.is_none());
         assert_eq!(content(&finish(&mut order, got).await, 0), data);
     }
 
@@ -404,5 +524,110 @@ mod tests {
         assert_eq!((budget.held(), uploads.shares().held_by("a")), (0, 0));
         drop(other_tenant);
         assert_eq!((uploads.shares().held(), uploads.shares().tenants()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_write_short_of_budget_waits_for_it_rather_than_spooling() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = ByteBudget::alone(100);
+        let mut order = in_order_within(0, 50, budget.clone(), &dir);
+        let part_on_its_way = budget.try_take(90).unwrap();
+        let lands = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(part_on_its_way);
+        });
+        assert!(order.write(0, &[1; 40]).await.unwrap().is_empty());
+        assert!(order.spool.is_none(), "the budget came back within the wait: held in memory");
+        lands.await.unwrap();
+    }
+
+    /// The fifth S3 upload of a connection found the budget short once and
+    /// spooled the rest of its bytes, failing past `spool_max` although
+    /// nothing was wrong. Now the spool hands its bytes over as the budget
+    /// comes back, and the upload streams from memory again.
+    #[tokio::test]
+    async fn a_spooled_upload_hands_its_bytes_over_and_streams_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = 1000;
+        let budget = ByteBudget::alone(4 * chunk as u64);
+        let spool = SpoolArea::new(dir.path().to_path_buf(), 1 << 30, 1 << 30).for_tenant("tenant");
+        // A spool may hold three parts; the upload is twelve.
+        let mut order = InOrder::new(0, chunk, budget.clone(), spool, 3 * chunk as u64);
+        let data: Vec<u8> = (0..12 * chunk).map(|i| (i % 251) as u8).collect();
+        let others = budget.try_take(4 * chunk).unwrap();
+        let mut got = order.write(0, &data[..300]).await.unwrap();
+        assert!(order.spool.is_some(), "short of budget past the wait: spooled");
+        got.extend(order.write(300, &data[300..1500]).await.unwrap());
+        assert!(got.is_empty(), "nothing goes on while the budget is taken");
+        drop(others);
+        let mut at = 1500;
+        while at < data.len() {
+            let to = (at + 700).min(data.len());
+            let parts = order.write(at as u64, &data[at..to]).await.unwrap();
+            // As the plugin has each part, its budget comes back.
+            drop(order.take_handed_out());
+            got.extend(parts);
+            at = to;
+        }
+        assert!(order.spool.is_none(), "handed over: streaming from memory again");
+        assert!(got.len() >= 11, "the parts went on before CLOSE, not replayed then: {}", got.len());
+        assert_eq!(content(&finish(&mut order, got).await, 0), data);
+    }
+
+    #[tokio::test]
+    async fn bytes_ahead_in_the_spool_wait_there_until_the_gap_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = ByteBudget::alone(1000);
+        let mut order = in_order_within(0, 100, budget.clone(), &dir);
+        let others = budget.try_take(1000).unwrap();
+        order.write(200, &[2; 100]).await.unwrap();
+        drop(others);
+        assert!(order.write(100, &[1; 100]).await.unwrap().is_empty(), "0..100 is missing: nothing is in order");
+        assert!(order.spool.is_some());
+        let parts = order.write(0, &[0; 100]).await.unwrap();
+        assert_eq!(parts.iter().map(|(o, d)| (*o, d.len())).collect::<Vec<_>>(), vec![(0, 100), (100, 100), (200, 100)]);
+        assert!(order.spool.is_none());
+        let mut expected = vec![0; 100];
+        expected.extend([1; 100]);
+        expected.extend([2; 100]);
+        assert_eq!(content(&parts, 0), expected);
+    }
+
+    #[tokio::test]
+    async fn a_spool_short_of_budget_holds_at_most_what_is_not_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        const PART: usize = 64 << 10;
+        let budget = ByteBudget::alone(5 * PART as u64 / 2);
+        let area = SpoolArea::new(dir.path().to_path_buf(), 1 << 30, 1 << 30);
+        // A spool may hold three parts; the upload is ten.
+        let mut order = InOrder::new(0, PART, budget.clone(), area.for_tenant("tenant"), 3 * PART as u64);
+        let others = budget.try_take(5 * PART / 2).unwrap();
+        let data: Vec<u8> = (0..10 * PART).map(|i| (i % 253) as u8).collect();
+        let mut got = order.write(0, &data[..3 * PART / 2]).await.unwrap();
+        assert!(order.spool.is_some());
+        // Room for one part at a time, never for the rest as well.
+        drop(others);
+        let _others = budget.try_take(3 * PART / 2).unwrap();
+        for at in (3 * PART / 2..10 * PART).step_by(PART / 2) {
+            got.extend(order.write(at as u64, &data[at..at + PART / 2]).await.unwrap());
+            drop(order.take_handed_out());
+            assert!(area.used() <= 2 * PART as u64 + 4096, "the spool holds what is not handed over: {}", area.used());
+        }
+        assert_eq!(content(&finish(&mut order, got).await, 0), data);
+    }
+
+    #[test]
+    fn ranges_merge_where_they_touch() {
+        let mut ranges = Ranges::default();
+        ranges.add(10, 20);
+        ranges.add(30, 40);
+        assert_eq!((ranges.contiguous_end(10), ranges.contiguous_end(15), ranges.contiguous_end(20)), (20, 20, 20));
+        assert!(ranges.any_from(20) && ranges.any_from(35) && !ranges.any_from(40));
+        ranges.add(20, 30);
+        assert_eq!(ranges.contiguous_end(12), 40);
+        ranges.add(5, 45);
+        assert_eq!((ranges.0.len(), ranges.contiguous_end(5)), (1, 45));
+        ranges.add(50, 50);
+        assert!(!ranges.any_from(45), "an empty write adds nothing");
     }
 }

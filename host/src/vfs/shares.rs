@@ -18,6 +18,8 @@ pub struct TenantShares {
     /// What one tenant may hold.
     per_tenant: u64,
     held: Mutex<Held>,
+    /// Woken whenever bytes are given back, for takers waiting for room.
+    freed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -38,7 +40,7 @@ pub enum Shortage {
 
 impl TenantShares {
     pub fn new(total: u64, per_tenant: u64) -> Arc<Self> {
-        Arc::new(Self { total, per_tenant: per_tenant.min(total), held: Mutex::default() })
+        Arc::new(Self { total, per_tenant: per_tenant.min(total), held: Mutex::default(), freed: tokio::sync::Notify::new() })
     }
 
     /// One tenant's view of the table.
@@ -101,6 +103,8 @@ impl TenantShares {
             held.by_tenant.remove(tenant);
         }
         held.all -= given;
+        drop(held);
+        self.freed.notify_waiters();
     }
 
     /// What `tenant` could take now: the least of what is left of its share
@@ -138,6 +142,12 @@ impl TenantShare {
     /// What could be taken now.
     pub fn free(&self) -> u64 {
         self.shares.free_for(&self.tenant)
+    }
+
+    /// Resolves once bytes are given back anywhere in the table (enable
+    /// it before a take that may fail, so no give-back is missed).
+    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shares.freed.notified()
     }
 
     /// The most this tenant may hold.

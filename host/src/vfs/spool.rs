@@ -176,6 +176,11 @@ impl Spool {
         self.len
     }
 
+    /// The file offset the spool starts at.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
     /// Writes at `offset`; past the size bound, nothing is written.
     pub async fn write_at(&mut self, offset: u64, data: Vec<u8>) -> Result<(), StorageError> {
         let at = offset.checked_sub(self.base).expect("no write before the spool's start");

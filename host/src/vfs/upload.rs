@@ -11,10 +11,8 @@ use crate::plugin::{FileInfo, FileKind, StorageError, Writer};
 
 pub struct Upload {
     pub(super) writer: Arc<Writer>,
-    buffer: Vec<u8>,
-    buffer_offset: u64,
-    /// The budget bytes `buffer` holds; given back when it is flushed.
-    buffer_permit: Option<BudgetPermit>,
+    /// Contiguous WRITEs gathered into the next chunk.
+    gathered: Gathered,
     budget: ByteBudget,
     /// Bytes per plugin `write-chunk`.
     chunk: usize,
@@ -62,9 +60,7 @@ impl Upload {
     pub(super) fn new(parts: UploadParts) -> Self {
         Self {
             writer: Arc::new(parts.writer),
-            buffer: Vec::new(),
-            buffer_offset: 0,
-            buffer_permit: None,
+            gathered: Gathered::default(),
             budget: parts.budget,
             chunk: parts.chunk,
             append: parts.append,
@@ -106,8 +102,7 @@ impl Upload {
             return Err(StorageError::InvalidInput("write beyond the largest file offset".into()));
         };
         self.check_size(end)?;
-        let contiguous = self.buffer_offset.checked_add(self.buffer.len() as u64) == Some(offset);
-        if !self.buffer.is_empty() && !contiguous {
+        if !self.gathered.continues_at(offset) {
             self.flush().await?;
         }
         if end > self.high_water {
@@ -124,41 +119,29 @@ impl Upload {
             let budget = order.take_handed_out();
             return self.send_parts(parts, budget).await;
         }
-        if !self.reserve(data.len()).await? {
+        let Some(permit) = self.reserve(data.len()).await? else {
             // The budget is spent (the connection's, its tenant's or the
             // server's): this WRITE goes to the plugin as it is.
             delay(self.backend_delay).await;
             return self.record(self.writer.write_chunk(offset, data).await);
-        }
-        if self.buffer.is_empty() {
-            self.buffer_offset = offset;
-        }
-        self.buffer.extend_from_slice(data);
-        if self.buffer.len() >= self.chunk {
+        };
+        self.gathered.add(offset, data, permit);
+        if self.gathered.len() >= self.chunk {
             self.flush().await?;
         }
         Ok(())
     }
 
-    /// Takes `n` bytes of the upload budget for the buffer. When the
-    /// budget is short, this upload's own buffer goes to the plugin first;
-    /// false when even then there is no room, and the data must not be held.
-    async fn reserve(&mut self, n: usize) -> Result<bool, StorageError> {
-        let permit = match self.budget.try_take(n) {
-            Some(permit) => permit,
-            None => {
-                self.flush().await?;
-                match self.budget.try_take(n) {
-                    Some(permit) => permit,
-                    None => return Ok(false),
-                }
-            }
-        };
-        match &mut self.buffer_permit {
-            Some(held) => held.merge(permit),
-            None => self.buffer_permit = Some(permit),
+    /// Takes `n` bytes of the upload budget to gather. When the
+    /// budget is short, this upload's own gathered bytes go to the plugin
+    /// first; `None` when even then there is no room, and the data must not
+    /// be held.
+    async fn reserve(&mut self, n: usize) -> Result<Option<BudgetPermit>, StorageError> {
+        if let Some(permit) = self.budget.try_take(n) {
+            return Ok(Some(permit));
         }
-        Ok(true)
+        self.flush().await?;
+        Ok(self.budget.try_take(n))
     }
 
     /// Hands the parts an in-order upload has ready to the plugin; a
@@ -207,19 +190,13 @@ impl Upload {
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
+        let Some((offset, bytes, permit)) = self.gathered.take() else { return Ok(()) };
         delay(self.backend_delay).await;
-        let result = self.writer.write_chunk(self.buffer_offset, &self.buffer[..]).await;
-        self.buffer_offset = self.buffer_offset.saturating_add(self.buffer.len() as u64);
-        self.buffer.clear();
-        // Chunks vary in size; a buffer kept at its largest would pin memory
-        // outside the budget.
-        if self.buffer.capacity() > self.chunk {
-            self.buffer.shrink_to(self.chunk);
-        }
-        self.buffer_permit = None;
+        // The bytes move to the plugin call, and their budget is given back
+        // once it has them: an upload between chunks holds nothing (a
+        // thousand idle uploads must not pin a chunk each outside the budget).
+        let result = self.writer.write_chunk(offset, bytes).await;
+        drop(permit);
         self.record(result)
     }
 
@@ -318,8 +295,7 @@ impl Upload {
 
     /// Gives up the upload: nothing of it becomes visible.
     pub async fn abort(&mut self) -> Result<(), StorageError> {
-        self.buffer.clear();
-        self.buffer_permit = None;
+        self.gathered = Gathered::default();
         let _ = self.settle_in_flight().await;
         let result = self.writer.abort().await;
         self.placeholder.release();
@@ -340,8 +316,74 @@ impl Upload {
     }
 }
 
+/// Contiguous WRITEs held for one plugin chunk, with the budget they take.
+#[derive(Default)]
+struct Gathered {
+    offset: u64,
+    bytes: Vec<u8>,
+    permit: Option<BudgetPermit>,
+}
+
+impl Gathered {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether a WRITE at `offset` extends what is held (or nothing is).
+    fn continues_at(&self, offset: u64) -> bool {
+        self.bytes.is_empty() || self.offset.checked_add(self.bytes.len() as u64) == Some(offset)
+    }
+
+    /// Appends `data`, which `permit` pays for; it must continue what is held.
+    fn add(&mut self, offset: u64, data: &[u8], permit: BudgetPermit) {
+        debug_assert!(self.continues_at(offset));
+        if self.bytes.is_empty() {
+            self.offset = offset;
+        }
+        self.bytes.extend_from_slice(data);
+        match &mut self.permit {
+            Some(held) => held.merge(permit),
+            None => self.permit = Some(permit),
+        }
+    }
+
+    /// Everything held, with its budget: nothing stays allocated here.
+    fn take(&mut self) -> Option<(u64, Vec<u8>, Option<BudgetPermit>)> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        let offset = self.offset;
+        self.offset = offset.saturating_add(self.bytes.len() as u64);
+        Some((offset, std::mem::take(&mut self.bytes), self.permit.take()))
+    }
+}
+
 pub(super) async fn delay(by: Duration) {
     if !by.is_zero() {
         tokio::time::sleep(by).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gathered_bytes_leave_nothing_allocated_once_taken() {
+        let budget = ByteBudget::alone(1 << 20);
+        let mut gathered = Gathered::default();
+        for i in 0..4u64 {
+            let data = vec![i as u8; 64 << 10];
+            assert!(gathered.continues_at(i * (64 << 10)));
+            gathered.add(i * (64 << 10), &data, budget.try_take(data.len()).unwrap());
+        }
+        assert!(!gathered.continues_at(1), "a WRITE elsewhere does not continue the chunk");
+        let (offset, bytes, permit) = gathered.take().expect("256 KiB held");
+        assert_eq!((offset, bytes.len(), budget.held()), (0, 256 << 10, 256 << 10));
+        drop((bytes, permit));
+        assert_eq!(budget.held(), 0);
+        assert_eq!(gathered.bytes.capacity(), 0, "an idle upload pins no chunk outside the budget");
+        assert!(gathered.take().is_none());
+        assert!(gathered.continues_at(12345), "empty: anything starts a new chunk");
     }
 }
