@@ -140,6 +140,39 @@ async fn a_call_at_its_wall_clock_limit_is_interrupted_there() {
     assert_eq!(RuntimeStats::get(&rt.stats().instances_created), made + 1, "the next call runs on a fresh instance");
 }
 
+/// Before: the second stat got the instance with 0.3 s of its 2 s left,
+/// started, was interrupted at its limit, and the instance went with the
+/// tenant's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_left_with_little_time_is_not_started_and_the_instance_stays() {
+    let rt = runtime_with_threads(8);
+    let timeouts = CallTimeouts { metadata: Duration::from_secs(2), ..CallTimeouts::default() };
+    let settings = PluginSettings {
+        timeouts,
+        pools: PoolLimits { instances_per_session: 1, ..PoolLimits::default() },
+        ..PluginSettings::default()
+    };
+    let plugin = slow(&rt, "slow", settings).await;
+    let sam = Arc::new(bounded(plugin.open_session(ctx("sam", "acme"))).await.unwrap());
+    let w = bounded(sam.begin_write("/x", runtime_support::opts(true, true, false, false))).await.unwrap();
+    bounded(w.write_chunk(0, b"x".to_vec())).await.unwrap();
+    bounded(w.finish()).await.unwrap();
+
+    let first = tokio::spawn({
+        let sam = sam.clone();
+        async move { sam.file_info("/.sleep/1700").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = bounded(sam.file_info("/.sleep/600")).await;
+    match &second {
+        Err(StorageError::Io(message)) => assert!(message.contains("never started"), "{message}"),
+        other => panic!("expected no answer, got {other:?}"),
+    }
+    assert_eq!(bounded(first).await.unwrap().unwrap().size, 1700, "the first call ends well");
+    assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 0, "no instance was dropped");
+    assert_eq!(bounded(sam.file_info("/x")).await.unwrap().size, 1, "the tenant's file is still there");
+}
+
 /// A call that waits in a host call and one that computes, of one tenant,
 /// both at the tenant's cap: another tenant's calls still run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

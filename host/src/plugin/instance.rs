@@ -309,9 +309,11 @@ impl Instance {
             slot.generation += 1;
             self.live_generation.store(slot.generation, Ordering::SeqCst);
         }
-        if tokio::time::Instant::now() >= deadline {
-            // Instantiating took the call's time: its caller has been
-            // answered, so the call itself must not start.
+        if deadline.saturating_duration_since(tokio::time::Instant::now()) < least_time_to_start(limit) {
+            // Waiting (for the instance, a thread, or its instantiation)
+            // took most of the call's time: started now, it would likely be
+            // interrupted, dropping a healthy instance and, for a
+            // tenant-scoped plugin, the tenant's state. Nothing happens.
             held.settled = true;
             return Err(self.no_answer(op, limit, Started::No));
         }
@@ -499,6 +501,12 @@ impl Instance {
         tracing::debug!(plugin = &*shared.name, instance = %self.label, "plugin instance started");
         Ok(Live { store, bindings })
     }
+}
+
+/// The least of its limit a call must have left to start (a quarter, at
+/// most 5 s).
+fn least_time_to_start(limit: Duration) -> Duration {
+    (limit / 4).min(Duration::from_secs(5))
 }
 
 /// After its deadline, how long a caller waits for a started call to say
