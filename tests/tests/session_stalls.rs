@@ -119,6 +119,51 @@ async fn a_read_write_open_copies_outside_the_sessions_path_turn() {
     server.shutdown().await;
 }
 
+/// Before: truncating a READ|WRITE handle to 1000 bytes first copied the
+/// whole 4 MiB file (16 reads) into the spool, only to cut it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_truncated_read_write_handle_copies_only_what_it_keeps() {
+    let server = start_with([UserSpec::new("alice")], |c| {
+        let mut plugin = wasftp::config::PluginConfig { source: env!("WASFTP_SLOW_PLUGIN").into(), ..Default::default() };
+        plugin.config.insert("read-chunk".into(), "256K".into());
+        c.plugins.insert("slow".into(), plugin);
+        c.users[0].plugin = "slow".into();
+    })
+    .await;
+    let content = pattern(4 << 20, 5);
+    let client = server.sftp("alice").await;
+    client.put("/big", &content).await;
+    let before = reads(&client).await;
+
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let h = wire.open_file("/big", FXF_READ | FXF_WRITE).await;
+    assert_eq!(wire.call(FXP_FSETSTAT, Body::new().string(&h).u32(0x1).u64(1000)).await.status(), FX_OK);
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&h).u64(0).string(b"NEW")).await.status(), FX_OK);
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+    let copied = reads(&client).await - before;
+    assert!(copied <= 1, "{copied} reads to keep 1000 bytes");
+    let mut expected = content[..1000].to_vec();
+    expected[..3].copy_from_slice(b"NEW");
+    assert!(client.get("/big").await == expected, "the first 1000 bytes, with the write");
+
+    // Cut to nothing: nothing is read at all.
+    let before = reads(&client).await;
+    let h = wire.open_file("/big", FXF_READ | FXF_WRITE).await;
+    assert_eq!(wire.call(FXP_FSETSTAT, Body::new().string(&h).u32(0x1).u64(0)).await.status(), FX_OK);
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+    assert_eq!(reads(&client).await - before, 0);
+    assert_eq!(client.get("/big").await.len(), 0);
+    server.shutdown().await;
+}
+
+/// The slow plugin's count of `read` calls.
+async fn reads(client: &SftpClient) -> u64 {
+    match bounded("stat counter", client.sftp.stat("/.calls/read")).await {
+        Ok(attrs) => attrs.attrs.size.expect("a counter has a size"),
+        Err(_) => 0,
+    }
+}
+
 /// A download pipelined far deeper than the request slots: every READ gets
 /// its answer, in order. (With slots taken as tasks start, in no particular
 /// order, later READs held every slot waiting for an earlier READ's reply

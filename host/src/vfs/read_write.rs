@@ -80,6 +80,12 @@ impl ReadWriteFile {
     /// Copies the base into the spool, once, before the first request that
     /// needs the content.
     async fn copied(&mut self) -> Result<(), StorageError> {
+        self.copied_up_to(u64::MAX).await
+    }
+
+    /// As `copied`, for a request that keeps only the first `keep` bytes
+    /// (a truncate): what lies past them is never read.
+    async fn copied_up_to(&mut self, keep: u64) -> Result<(), StorageError> {
         if let Some(why) = &self.broken {
             return Err(StorageError::Io(why.clone()));
         }
@@ -87,7 +93,7 @@ impl ReadWriteFile {
         // Marked broken until the copy is whole, so a copy cut short (its
         // request cancelled) is never taken for the content.
         self.broken = Some("copying the file for reading and writing did not finish".into());
-        if let Err(e) = self.copy_in(&base).await {
+        if let Err(e) = self.copy_in(&base, keep).await {
             self.broken = Some(format!("copying the file for reading and writing failed: {e}"));
             return Err(e);
         }
@@ -95,10 +101,14 @@ impl ReadWriteFile {
         Ok(())
     }
 
-    async fn copy_in(&mut self, base: &Base) -> Result<(), StorageError> {
+    async fn copy_in(&mut self, base: &Base, keep: u64) -> Result<(), StorageError> {
         loop {
             let size = self.spool.len();
-            let data = base.reader.read(size, base.chunk).await?;
+            let want = (keep - size.min(keep)).min(u64::from(base.chunk)) as u32;
+            if want == 0 {
+                return Ok(());
+            }
+            let data = base.reader.read(size, want).await?;
             if data.is_empty() {
                 return Ok(());
             }
@@ -128,7 +138,7 @@ impl ReadWriteFile {
 
     /// A size change acts on the content at once, in order with the WRITEs.
     pub async fn set_size(&mut self, size: u64) -> Result<(), StorageError> {
-        self.copied().await?;
+        self.copied_up_to(size).await?;
         self.spool.set_len(size).await?;
         self.placeholder.set_size(size, true);
         self.changed = true;
