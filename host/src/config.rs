@@ -225,6 +225,9 @@ pub struct PluginConfig {
     /// wait in a host call hold none); more wait behind the tenant's own.
     /// Default: twice the cores, at least 4.
     pub guest_threads_per_tenant: usize,
+    /// Tenants with a cap of their own, by tenant name (a large tenant
+    /// given more, an untrusted one less).
+    pub guest_threads_by_tenant: BTreeMap<String, usize>,
     /// How often the plugin's `maintain` runs after the one at load, in
     /// seconds; 0 = only at load.
     pub maintain_every_secs: u64,
@@ -304,6 +307,7 @@ impl Default for PluginConfig {
             instances_per_session: 4,
             idle_evict_secs: 60,
             guest_threads_per_tenant: crate::plugin::default_guest_threads_per_tenant(),
+            guest_threads_by_tenant: BTreeMap::new(),
             maintain_every_secs: 3600,
             http_allow: Vec::new(),
             preopen: None,
@@ -313,7 +317,8 @@ impl Default for PluginConfig {
 }
 
 /// Wall-clock limits of plugin calls, in seconds. Past one, the request
-/// fails; the instance is kept unless the call is still stuck 10 s later.
+/// fails; a call that had started is interrupted there, and its instance
+/// dropped.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
@@ -465,6 +470,12 @@ impl Config {
                 (1..=4096).contains(&plugin.guest_threads_per_tenant),
                 "plugin {name}: guest_threads_per_tenant must be 1..=4096"
             );
+            for (tenant, cap) in &plugin.guest_threads_by_tenant {
+                anyhow::ensure!(
+                    (1..=4096).contains(cap),
+                    "plugin {name}: guest_threads_by_tenant.{tenant} must be 1..=4096"
+                );
+            }
             for origin in &plugin.http_allow {
                 crate::plugin::Origin::parse(origin).map_err(|e| anyhow::anyhow!("plugin {name}: http_allow: {e}"))?;
             }
@@ -664,6 +675,17 @@ mod tests {
         }
         let off = Config::from_toml("[sftp]\nread_ahead_total_mib = 0\n").unwrap().sftp;
         assert_eq!(off.read_ahead_tenant_share_mib(), 0, "no read-ahead at all is allowed");
+    }
+
+    #[test]
+    fn a_tenant_may_have_a_guest_thread_cap_of_its_own() {
+        let base = "[plugins.p]\nsource = \"bundled:memory\"\nguest_threads_per_tenant = 4\n";
+        let config = Config::from_toml(&format!("{base}guest_threads_by_tenant = {{ acme = 1, big = 16 }}\n")).unwrap();
+        let plugin = &config.plugins["p"];
+        assert_eq!(plugin.guest_threads_by_tenant.get("acme"), Some(&1));
+        assert_eq!(plugin.guest_threads_by_tenant.get("big"), Some(&16));
+        let err = Config::from_toml(&format!("{base}guest_threads_by_tenant = {{ acme = 0 }}\n")).unwrap_err().to_string();
+        assert!(err.contains("guest_threads_by_tenant.acme"), "{err}");
     }
 
     #[test]

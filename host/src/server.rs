@@ -139,6 +139,7 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
             instances_per_session: plugin.instances_per_session,
             idle_evict: Duration::from_secs(plugin.idle_evict_secs),
             guest_threads_per_tenant: plugin.guest_threads_per_tenant,
+            guest_threads_by_tenant: plugin.guest_threads_by_tenant.clone(),
         },
         maintain_every: (plugin.maintain_every_secs > 0).then(|| Duration::from_secs(plugin.maintain_every_secs)),
         config: plugin.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

@@ -174,12 +174,18 @@ async fn a_call_left_with_little_time_is_not_started_and_the_instance_stays() {
 }
 
 /// A call that waits in a host call and one that computes, of one tenant,
-/// both at the tenant's cap: another tenant's calls still run at once.
+/// both at the tenant's cap (eve's tenant has a cap of its own, 2, below
+/// the plugin's 4): another tenant's calls still run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_computing_at_its_cap_leaves_threads_for_others() {
     let rt = runtime_with_threads(8);
     let settings = PluginSettings {
-        pools: PoolLimits { guest_threads_per_tenant: 2, instances_per_session: 4, ..PoolLimits::default() },
+        pools: PoolLimits {
+            guest_threads_per_tenant: 4,
+            guest_threads_by_tenant: [("eves".to_string(), 2)].into(),
+            instances_per_session: 4,
+            ..PoolLimits::default()
+        },
         config: config(&[("scope", "stateless")]),
         ..PluginSettings::default()
     };

@@ -110,7 +110,7 @@ impl Instance {
         // A tenant's calls share one queue over all its instances; the
         // host's own work has a queue of its own.
         let key = if tenant.is_empty() { format!("{}#host", shared.name) } else { format!("{}/{tenant}", shared.name) };
-        let share = Share { key: key.into(), cap: shared.settings.pools.guest_threads_per_tenant };
+        let share = Share { key: key.into(), cap: shared.settings.pools.guest_threads_for(tenant) };
         Arc::new(Self {
             label,
             tenant: tenant.into(),

@@ -22,7 +22,7 @@ use super::error::StorageError;
 use super::instance::Instance;
 
 /// How a plugin's instances are shared and bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolLimits {
     /// Tenants holding instances at once.
     pub max_tenants: usize,
@@ -33,6 +33,15 @@ pub struct PoolLimits {
     /// A tenant's calls computing on guest threads at once; more wait for
     /// the tenant's own calls (a call waiting in a host call holds no thread).
     pub guest_threads_per_tenant: usize,
+    /// Tenants with a cap of their own instead.
+    pub guest_threads_by_tenant: std::collections::BTreeMap<String, usize>,
+}
+
+impl PoolLimits {
+    /// `tenant`'s cap of calls on guest threads at once.
+    pub fn guest_threads_for(&self, tenant: &str) -> usize {
+        self.guest_threads_by_tenant.get(tenant).copied().unwrap_or(self.guest_threads_per_tenant)
+    }
 }
 
 impl Default for PoolLimits {
@@ -42,6 +51,7 @@ impl Default for PoolLimits {
             instances_per_session: 4,
             idle_evict: Duration::from_secs(60),
             guest_threads_per_tenant: default_guest_threads_per_tenant(),
+            guest_threads_by_tenant: Default::default(),
         }
     }
 }
