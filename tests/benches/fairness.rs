@@ -162,8 +162,14 @@ async fn eve(server: Arc<TestServer>, scenario: Scenario, stop: Arc<AtomicBool>,
                 let mut ssh = server.connect().await;
                 let accepted =
                     ssh.authenticate_publickey("eve", russh::keys::PrivateKeyWithHashAlg::new(key.clone(), None)).await;
-                match accepted {
-                    Ok(result) if result.success() => wires.push(ssh),
+                if !matches!(accepted, Ok(result) if result.success()) {
+                    break;
+                }
+                // A login past eve's session cap is accepted, then cut with
+                // its reason: only one that opens a channel is held.
+                let channel = tokio::time::timeout(Duration::from_secs(5), ssh.channel_open_session()).await;
+                match channel {
+                    Ok(Ok(channel)) => wires.push((ssh, channel)),
                     _ => break,
                 }
                 if wires.len() >= 2000 {
