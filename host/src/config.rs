@@ -231,6 +231,12 @@ pub struct PluginConfig {
     /// How often the plugin's `maintain` runs after the one at load, in
     /// seconds; 0 = only at load.
     pub maintain_every_secs: u64,
+    /// Lines per second one tenant's instances may write to the server's
+    /// log (its `log` calls and stderr together); past it, lines are dropped
+    /// and counted. Bursts of two seconds' worth pass.
+    pub log_lines_per_sec: u32,
+    /// Bytes per second likewise, in KiB.
+    pub log_kib_per_sec: u32,
     /// Origins (`scheme://host:port`) the plugin may send HTTP requests to;
     /// anything else is refused. Empty: no `wasi:http` at all, and a plugin
     /// that imports it is refused at start.
@@ -309,6 +315,8 @@ impl Default for PluginConfig {
             guest_threads_per_tenant: crate::plugin::default_guest_threads_per_tenant(),
             guest_threads_by_tenant: BTreeMap::new(),
             maintain_every_secs: 3600,
+            log_lines_per_sec: 100,
+            log_kib_per_sec: 64,
             http_allow: Vec::new(),
             preopen: None,
             config: BTreeMap::new(),
@@ -470,6 +478,11 @@ impl Config {
                 (1..=4096).contains(&plugin.guest_threads_per_tenant),
                 "plugin {name}: guest_threads_per_tenant must be 1..=4096"
             );
+            anyhow::ensure!(
+                (1..=1_000_000).contains(&plugin.log_lines_per_sec),
+                "plugin {name}: log_lines_per_sec must be 1..=1000000"
+            );
+            anyhow::ensure!((1..=65_536).contains(&plugin.log_kib_per_sec), "plugin {name}: log_kib_per_sec must be 1..=65536");
             for (tenant, cap) in &plugin.guest_threads_by_tenant {
                 anyhow::ensure!(
                     (1..=4096).contains(cap),

@@ -328,3 +328,32 @@ async fn a_spinning_tenant_does_not_block_another_tenants_memory_session() {
     // And the memory tenant is unaffected afterwards.
     assert_eq!(get(&s, "/doc").await.len(), 64 * 1024);
 }
+
+/// Before: 200 000 `log` calls in one file-info wrote 68 MB to the
+/// server's log. Now a tenant's instances share a rate (100 lines/s and
+/// 64 KiB/s by default, two seconds' burst); the rest is dropped and
+/// counted, and another tenant's lines still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_flood_is_cut_to_the_tenants_rate_and_another_tenant_still_logs() {
+    let rt = runtime();
+    let plugin = hostile(&rt, Duration::from_secs(10)).await;
+    let eve = session(&plugin, "eve").await;
+    for path in ["/stderr-flood", "/log-flood"] {
+        let (written, dropped) = (stat(&rt.stats().log_lines), stat(&rt.stats().log_lines_dropped));
+        let started = Instant::now();
+        let info = bounded(eve.file_info(path)).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(info.size, 0);
+        let took = started.elapsed().as_secs_f64();
+        let written = stat(&rt.stats().log_lines) - written;
+        let dropped = stat(&rt.stats().log_lines_dropped) - dropped;
+        // 340-byte lines: the byte rate bounds them first.
+        let bytes_allowed = (128 << 10) as f64 + took * (64 << 10) as f64;
+        assert!(written as f64 * 340.0 <= bytes_allowed + 340.0, "{path}: {written} lines in {took:.2} s");
+        assert!(written >= 1, "{path}: the first lines pass");
+        assert_eq!(written + dropped, 200_000, "{path}: every line is written or counted as dropped");
+    }
+    let bob = bounded(plugin.open_session(ctx("bob", "good-corp"))).await.expect("bob's session");
+    let written = stat(&rt.stats().log_lines);
+    bounded(bob.file_info("/log-one")).await.expect("bob logs a line");
+    assert_eq!(stat(&rt.stats().log_lines) - written, 1, "another tenant's line passes");
+}

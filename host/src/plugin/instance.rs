@@ -39,6 +39,8 @@ pub struct StoreState {
     table: ResourceTable,
     limits: StoreCaps,
     plugin: Arc<str>,
+    /// The log rate this instance's tenant shares.
+    log: Arc<super::LogBudget>,
     clock: Arc<GuestClock>,
     stats: Arc<super::RuntimeStats>,
     /// Used only when the plugin is granted `wasi:http` (see `grants`).
@@ -59,7 +61,7 @@ impl WasiHttpView for StoreState {
 
 impl bindings::wasftp::storage::log::Host for StoreState {
     fn log(&mut self, level: LogLevel, message: String) {
-        guest_output::log(&self.plugin, level, message);
+        guest_output::log(&self.plugin, &self.log, level, message);
     }
 }
 
@@ -432,7 +434,8 @@ impl Instance {
         let mut wasi = WasiCtxBuilder::new();
         // No ambient authority: no env, args, sockets or stdin; a directory
         // only when granted (HTTP goes through `wasi:http`, see `grants`).
-        wasi.stderr(GuestStderr { plugin: shared.name.clone() })
+        let log = shared.log_budget(&self.tenant);
+        wasi.stderr(GuestStderr { plugin: shared.name.clone(), budget: log.clone() })
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -449,6 +452,7 @@ impl Instance {
             table: ResourceTable::new(),
             limits,
             plugin: shared.name.clone(),
+            log,
             clock: self.clock.clone(),
             stats: shared.stats.clone(),
             http: HttpState::new(shared.outbound.clone()),

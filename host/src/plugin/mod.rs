@@ -34,12 +34,14 @@ pub use bindings::{
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use error::StorageError;
 pub use grants::{Grants, Origin, Preopen};
+pub use guest_output::LogLimits;
 pub use handles::{Reader, Session, Writer};
 pub use pool::{PoolLimits, default_guest_threads_per_tenant};
 pub use timeouts::{CallKind, CallTimeouts};
 
 use engine::PluginEngine;
 use executor::GuestThreads;
+use guest_output::LogBudget;
 use instance::{Instance, StoreState};
 use outbound::Outbound;
 use pool::Pools;
@@ -61,6 +63,8 @@ pub struct PluginSettings {
     pub config: Vec<(String, String)>,
     /// What the plugin may reach beyond the contract (HTTP origins, a directory).
     pub grants: Grants,
+    /// What one tenant's instances may write to the host's log.
+    pub log: LogLimits,
 }
 
 impl Default for PluginSettings {
@@ -73,6 +77,7 @@ impl Default for PluginSettings {
             maintain_every: Some(Duration::from_secs(3600)),
             config: Vec::new(),
             grants: Grants::default(),
+            log: LogLimits::default(),
         }
     }
 }
@@ -96,6 +101,9 @@ pub struct RuntimeStats {
     pub http_denied: AtomicU64,
     /// Uploads aborted on a fresh instance after their own was lost.
     pub orphans_aborted: AtomicU64,
+    /// Lines of guest log and stderr written, and dropped over a tenant's rate.
+    pub log_lines: AtomicU64,
+    pub log_lines_dropped: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -166,6 +174,7 @@ impl Runtime {
             threads: self.threads.clone(),
             stats: self.stats.clone(),
             orphan_aborters: Default::default(),
+            log_budgets: Default::default(),
         });
         let probe = Instance::new(shared.clone(), "", "probe".into());
         let described = probe
@@ -244,9 +253,24 @@ pub(crate) struct PluginShared {
     /// Per tenant, the instance aborting uploads lost with their own,
     /// while in use.
     orphan_aborters: std::sync::Mutex<HashMap<Arc<str>, std::sync::Weak<Instance>>>,
+    /// Per tenant, the log rate its instances share, while any lives.
+    log_budgets: std::sync::Mutex<HashMap<Arc<str>, std::sync::Weak<LogBudget>>>,
 }
 
 impl PluginShared {
+    /// The log rate `tenant`'s instances share (the host's own instances
+    /// share the empty tenant's).
+    fn log_budget(&self, tenant: &str) -> Arc<LogBudget> {
+        let mut budgets = self.log_budgets.lock().expect("log budgets lock");
+        if let Some(budget) = budgets.get(tenant).and_then(std::sync::Weak::upgrade) {
+            return budget;
+        }
+        budgets.retain(|_, budget| budget.strong_count() > 0);
+        let budget = Arc::new(LogBudget::new(self.settings.log, self.stats.clone()));
+        budgets.insert(tenant.into(), Arc::downgrade(&budget));
+        budget
+    }
+
     /// One instance per tenant for the tenant's orphan aborts (they queue
     /// on it, behind none of another tenant's), made when needed and
     /// dropped when idle.

@@ -132,8 +132,30 @@ impl GuestSession for HostileSession {
 
     /// `/spin` loops, `/bomb` allocates without bound, `/bomb-fallible` too
     /// but answers no-space when memory runs out, `/panic` panics, `/ok` is a
-    /// 42-byte file.
+    /// 42-byte file. `/log-flood` and `/stderr-flood` write 200 000 lines of
+    /// 340 bytes (68 MB) to the log or stderr, `/log-one` one line; all
+    /// three then answer an empty file.
     fn file_info(&self, path: String) -> Result<FileInfo> {
+        let line = "flood ".repeat(56);
+        match path.as_str() {
+            "/log-flood" => {
+                for _ in 0..200_000 {
+                    wasftp_sdk::log::warn(&line);
+                }
+                return Ok(ok_info(FileKind::File, 0));
+            }
+            "/stderr-flood" => {
+                for _ in 0..200_000 {
+                    eprintln!("{line}");
+                }
+                return Ok(ok_info(FileKind::File, 0));
+            }
+            "/log-one" => {
+                wasftp_sdk::log::warn("one line");
+                return Ok(ok_info(FileKind::File, 0));
+            }
+            _ => {}
+        }
         match path.as_str() {
             "/spin" => spin(),
             "/bomb" => bomb(),
