@@ -237,6 +237,8 @@ pub struct PluginConfig {
     pub log_lines_per_sec: u32,
     /// Bytes per second likewise, in KiB.
     pub log_kib_per_sec: u32,
+    /// The largest plugin file admitted, in MiB.
+    pub max_component_mib: usize,
     /// Origins (`scheme://host:port`) the plugin may send HTTP requests to;
     /// anything else is refused. Empty: no `wasi:http` at all, and a plugin
     /// that imports it is refused at start.
@@ -317,6 +319,7 @@ impl Default for PluginConfig {
             maintain_every_secs: 3600,
             log_lines_per_sec: 100,
             log_kib_per_sec: 64,
+            max_component_mib: 64,
             http_allow: Vec::new(),
             preopen: None,
             config: BTreeMap::new(),
@@ -483,6 +486,7 @@ impl Config {
                 "plugin {name}: log_lines_per_sec must be 1..=1000000"
             );
             anyhow::ensure!((1..=65_536).contains(&plugin.log_kib_per_sec), "plugin {name}: log_kib_per_sec must be 1..=65536");
+            anyhow::ensure!((1..=4096).contains(&plugin.max_component_mib), "plugin {name}: max_component_mib must be 1..=4096");
             for (tenant, cap) in &plugin.guest_threads_by_tenant {
                 anyhow::ensure!(
                     (1..=4096).contains(cap),

@@ -611,3 +611,26 @@ fn json_log_format_writes_json_lines_to_stderr() {
             .unwrap_or_else(|e| panic!("stderr line is not JSON: {line:?}: {e}"));
     }
 }
+
+#[test]
+fn a_core_module_given_as_a_plugin_is_refused_in_our_words() {
+    let dir = tempdir();
+    let module = dir.path().join("module.wasm");
+    // The smallest core module: the header alone.
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let config = dir.path().join("wasftp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n\n[plugins.mine]\nsource = \"{}\"\n\n[[users]]\nname = \"a\"\nplugin = \"mine\"\n\
+             authorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEyQWS7pnFSX7ZMCkbe1ybvHKdEkPh3ob71g5CvXWrvC a\"]\n",
+            module.display()
+        ),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = run(&["serve", "--config", config.to_str().unwrap()], dir.path());
+    assert!(!status.success(), "a core module must be refused\n{stdout}\n{stderr}");
+    assert!(stderr.contains("plugin mine: this is a core WebAssembly module, not a component"), "{stderr}");
+    assert!(!stderr.contains("component parser"), "not in wasmtime's words:\n{stderr}");
+    assert!(!stdout.contains("listening"), "it must not start:\n{stdout}");
+}

@@ -1,6 +1,7 @@
 //! The sandboxed plugin runtime. The rest of the host sees `Runtime`,
 //! `Plugin` and the async handles in `handles`; wasmtime stays in here.
 
+mod admission;
 mod bindings;
 mod engine;
 mod error;
@@ -65,6 +66,8 @@ pub struct PluginSettings {
     pub grants: Grants,
     /// What one tenant's instances may write to the host's log.
     pub log: LogLimits,
+    /// The largest plugin file admitted.
+    pub max_component_bytes: usize,
 }
 
 impl Default for PluginSettings {
@@ -78,6 +81,7 @@ impl Default for PluginSettings {
             config: Vec::new(),
             grants: Grants::default(),
             log: LogLimits::default(),
+            max_component_bytes: admission::DEFAULT_MAX_COMPONENT_BYTES,
         }
     }
 }
@@ -149,6 +153,7 @@ impl Runtime {
     /// Compiles a component (once per plugin version), checks that it
     /// instantiates and accepts its configuration, and reads its capabilities.
     pub async fn load(&self, name: &str, wasm: &[u8], settings: PluginSettings) -> anyhow::Result<Arc<Plugin>> {
+        admission::check_file(name, wasm, settings.max_component_bytes)?;
         let engine = self.engine.engine.clone();
         let bytes = wasm.to_vec();
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
