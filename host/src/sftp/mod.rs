@@ -37,8 +37,6 @@ pub struct SftpSettings {
     pub max_handles: usize,
     pub max_inflight: usize,
     pub setstat_unsupported: SetstatPolicy,
-    /// Added before every backend call (benchmarking a slow backend).
-    pub backend_delay: Duration,
     /// How long in-flight requests may take once shutdown starts.
     pub shutdown_grace: Duration,
 }

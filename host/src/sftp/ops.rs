@@ -114,19 +114,11 @@ impl SftpSession {
         Ok(plugin)
     }
 
-    /// Waits `backend_delay` (benchmarks of a slow backend).
-    async fn delay(&self) {
-        if !self.settings.backend_delay.is_zero() {
-            tokio::time::sleep(self.settings.backend_delay).await;
-        }
-    }
-
     /// OPEN as `sftp-server` reads the flags: READ and WRITE together give a
     /// read-write handle, WRITE or APPEND alone an upload, anything else a
     /// read-only handle.
     async fn open(&self, id: u32, path: &str, flags: OpenFlags, attrs: &FileAttributes) -> Reply {
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let writes = flags.contains(OpenFlags::WRITE) || flags.contains(OpenFlags::APPEND);
         let options = WriteOptions {
             create: flags.contains(OpenFlags::CREATE),
@@ -193,7 +185,6 @@ impl SftpSession {
         // permissions that cannot be applied are logged, not turned into a
         // failure the client would take for a lost upload.
         if let Some(attrs) = deferred {
-            self.delay().await;
             if let Err(e) = self.files.plugin().set_info(&entry.path, attrs).await {
                 tracing::warn!(path = %entry.path, "attributes set before CLOSE not applied: {e}");
             }
@@ -208,10 +199,7 @@ impl SftpSession {
         }
         let len = len.min(MAX_READ);
         let data = match &entry.kind {
-            HandleKind::Read(reader) => {
-                self.delay().await;
-                reader.read(offset, len).await
-            }
+            HandleKind::Read(reader) => reader.read(offset, len).await,
             HandleKind::ReadWrite(file) => file.lock().await.read(offset, len).await,
             HandleKind::Write(_) | HandleKind::Dir(_) => {
                 return Err(status(id, StatusCode::PermissionDenied, "handle not open for reading"));
@@ -254,7 +242,6 @@ impl SftpSession {
 
     async fn stat(&self, id: u32, path: &str) -> Reply {
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let info = self.files.stat(&path).await.map_err(|e| fail(id, &e))?;
         Ok(self.attrs_reply(id, &info))
     }
@@ -265,7 +252,6 @@ impl SftpSession {
             return self.stat(id, path).await;
         }
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let info = self.files.link_stat(&path).await.map_err(|e| fail(id, &e))?;
         Ok(self.attrs_reply(id, &info))
     }
@@ -279,10 +265,7 @@ impl SftpSession {
         let info = match &entry.kind {
             HandleKind::Write(upload) => upload.lock().await.provisional_info(),
             HandleKind::ReadWrite(file) => file.lock().await.info(),
-            HandleKind::Read(_) | HandleKind::Dir(_) => {
-                self.delay().await;
-                self.files.stat(&entry.path).await.map_err(|e| fail(id, &e))?
-            }
+            HandleKind::Read(_) | HandleKind::Dir(_) => self.files.stat(&entry.path).await.map_err(|e| fail(id, &e))?,
         };
         Ok(self.attrs_reply(id, &info))
     }
@@ -330,7 +313,6 @@ impl SftpSession {
     }
 
     async fn apply_set_info(&self, id: u32, path: &str, set: crate::plugin::SetAttrs) -> Reply {
-        self.delay().await;
         match self.files.set_info(path, set).await {
             Ok(()) => Ok(ok(id)),
             Err(StorageError::Unsupported) if self.settings.setstat_unsupported == SetstatPolicy::Ignore => Ok(ok(id)),
@@ -340,7 +322,6 @@ impl SftpSession {
 
     async fn opendir(&self, id: u32, path: &str) -> Reply {
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let info = self.files.stat(&path).await.map_err(|e| fail(id, &e))?;
         if info.kind != crate::plugin::FileKind::Directory {
             return Err(status(id, StatusCode::Failure, "not a directory"));
@@ -361,7 +342,6 @@ impl SftpSession {
             // A page whose every name was left out (too long) is skipped, a
             // bounded number of times.
             for _ in 0..16 {
-                self.delay().await;
                 let page = self
                     .files
                     .list_page(&entry.path, state.cursor.as_deref(), READDIR_BATCH)
@@ -410,14 +390,12 @@ impl SftpSession {
 
     async fn remove(&self, id: u32, path: &str) -> Reply {
         let path = self.resolve(id, path)?;
-        self.delay().await;
         self.files.remove_file(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
     async fn mkdir(&self, id: u32, path: &str, attrs: &FileAttributes) -> Reply {
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let permissions = attrs.permissions.map(|p| p & 0o7777);
         self.files.plugin().make_dir(&path, permissions).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
@@ -428,7 +406,6 @@ impl SftpSession {
         if path == self.principal.home {
             return Err(status(id, StatusCode::PermissionDenied, "cannot remove the root"));
         }
-        self.delay().await;
         self.files.remove_dir(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
@@ -445,7 +422,6 @@ impl SftpSession {
         if from == self.principal.home || to == self.principal.home {
             return Err(status(id, StatusCode::PermissionDenied, "cannot rename the root"));
         }
-        self.delay().await;
         self.files.rename(&from, &to, overwrite).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
@@ -455,7 +431,6 @@ impl SftpSession {
             return Err(status(id, StatusCode::OpUnsupported, "symbolic links are not supported"));
         }
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let target = self.files.plugin().read_link(&path).await.map_err(|e| fail(id, &e))?;
         // Targets are stored in the plugin namespace: show them as the client
         // sees them, and never show where the user's root is.
@@ -484,7 +459,6 @@ impl SftpSession {
         let target = paths::to_plugin(&self.principal.home, &target_client);
         validate::path(&target).map_err(|_| status(id, StatusCode::BadMessage, "path too long"))?;
         let link = self.resolve(id, link)?;
-        self.delay().await;
         self.files.plugin().make_link(&target, &link).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
@@ -500,7 +474,6 @@ impl SftpSession {
             }
             "statvfs@openssh.com" => {
                 let path = self.resolve(id, args.utf8().ok_or_else(bad)?)?;
-                self.delay().await;
                 let space = self.files.plugin().space(&path).await.map_err(|e| fail(id, &e))?;
                 let block = u64::from(space.block_size.max(1));
                 let fields = [
@@ -540,7 +513,6 @@ impl SftpSession {
             "hardlink@openssh.com" if self.files.capabilities().hard_links => {
                 let from = self.resolve(id, args.utf8().ok_or_else(bad)?)?;
                 let to = self.resolve(id, args.utf8().ok_or_else(bad)?)?;
-                self.delay().await;
                 self.files.plugin().hard_link(&from, &to).await.map_err(|e| fail(id, &e))?;
                 Ok(ok(id))
             }
@@ -568,7 +540,6 @@ impl SftpSession {
         if let (HandleKind::Read(FileReader::Plugin(_)), HandleKind::Write(upload)) = (&source.kind, &destination.kind) {
             let mut upload = upload.lock().await;
             if read_offset == 0 && length == 0 && write_offset == 0 && upload.is_untouched() {
-                self.delay().await;
                 self.files.plugin().copy_file(&source.path, &destination.path, true).await.map_err(|e| fail(id, &e))?;
                 upload.replaced_by_copy();
                 return Ok(ok(id));

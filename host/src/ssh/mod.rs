@@ -92,12 +92,10 @@ impl Shared {
                 max_handles: limits.max_handles,
                 max_inflight: limits.max_inflight,
                 setstat_unsupported: config.sftp.setstat_unsupported,
-                backend_delay: Duration::from_millis(config.sftp.backend_delay_ms),
                 shutdown_grace: Duration::from_secs(limits.shutdown_grace_secs),
             },
             files: FileSettings {
                 max_spool_bytes: config.sftp.spool_max_mib << 20,
-                backend_delay: Duration::from_millis(config.sftp.backend_delay_ms),
             },
             budgets: server_budgets(config),
             pending_uploads: TenantTables::default(),

@@ -36,8 +36,6 @@ use crate::plugin::{Capabilities, DirPage, FileInfo, Session, SetAttrs, StorageE
 pub struct FileSettings {
     /// Largest file one spool may hold.
     pub max_spool_bytes: u64,
-    /// Added before each backend call (benchmarking a slow backend).
-    pub backend_delay: Duration,
 }
 
 /// One storage session seen through the file layer.
@@ -242,7 +240,6 @@ impl Files {
         };
         let permissions = options.permissions.unwrap_or(0o644);
         let placeholder = self.placeholder(path, permissions, start_size, options)?;
-        delay(self.settings.backend_delay).await;
         // A plugin that does not honour `append` gets a write that keeps the
         // content; the upload places each WRITE at the end itself.
         let plugin_options = WriteOptions { append: options.append && self.capabilities().append, ..options };
@@ -255,7 +252,6 @@ impl Files {
             permissions,
             placeholder,
             budget: self.budgets.upload.clone(),
-            backend_delay: self.settings.backend_delay,
             max_size: self.capabilities().max_file_size,
             in_order: (!self.capabilities().random_write).then(|| {
                 InOrder::new(
@@ -316,13 +312,10 @@ impl Files {
             read_chunk: caps.read_chunk,
             write_chunk: caps.write_chunk as usize,
             placeholder,
-            backend_delay: self.settings.backend_delay,
         })
         .await
     }
 }
-
-use upload::delay;
 
 /// What a plugin call on a path came to (see [`Files::plugin_or_upload`]).
 enum Answer<T> {

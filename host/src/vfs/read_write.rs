@@ -6,11 +6,8 @@
 //! one writer, so the content changes atomically and every plugin
 //! (random-write or not) gets the same behaviour.
 
-use std::time::Duration;
-
 use super::pending::{PendingGuard, unix_now};
 use super::spool::{Spool, TenantSpool};
-use super::upload::delay;
 use crate::plugin::{FileInfo, FileKind, Reader, StorageError, Writer};
 
 pub struct ReadWriteFile {
@@ -30,7 +27,6 @@ pub struct ReadWriteFile {
     permissions: u32,
     chunk: usize,
     placeholder: PendingGuard,
-    backend_delay: Duration,
 }
 
 pub(super) struct ReadWriteParts<'a> {
@@ -49,7 +45,6 @@ pub(super) struct ReadWriteParts<'a> {
     pub read_chunk: u32,
     pub write_chunk: usize,
     pub placeholder: PendingGuard,
-    pub backend_delay: Duration,
 }
 
 struct Base {
@@ -73,7 +68,6 @@ impl ReadWriteFile {
             permissions: parts.permissions,
             chunk: parts.write_chunk,
             placeholder: parts.placeholder,
-            backend_delay: parts.backend_delay,
         })
     }
 
@@ -163,7 +157,6 @@ impl ReadWriteFile {
                     return Err(e);
                 }
             };
-            delay(self.backend_delay).await;
             let len = data.len() as u64;
             if let Err(e) = self.writer.write_chunk(offset, data).await {
                 let _ = self.writer.abort().await;
@@ -171,7 +164,6 @@ impl ReadWriteFile {
             }
             offset += len;
         }
-        delay(self.backend_delay).await;
         self.writer.finish().await.map(drop)
     }
 

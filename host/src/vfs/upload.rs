@@ -2,7 +2,6 @@
 //! plugin-sized chunks, held within the upload budget, committed at CLOSE.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::budget::{BudgetPermit, ByteBudget};
 use super::in_order::InOrder;
@@ -32,8 +31,6 @@ pub struct Upload {
     copied: bool,
     /// Keeps the file visible (with its size so far) until CLOSE.
     placeholder: PendingGuard,
-    /// Added before each backend call (benchmarking a slow backend).
-    backend_delay: Duration,
     max_size: Option<u64>,
     /// For a plugin without random writes: the bytes go to it in order.
     in_order: Option<InOrder>,
@@ -52,7 +49,6 @@ pub(super) struct UploadParts {
     pub permissions: u32,
     pub placeholder: PendingGuard,
     pub budget: ByteBudget,
-    pub backend_delay: Duration,
     /// The plugin's largest file, if it has one.
     pub max_size: Option<u64>,
     pub in_order: Option<InOrder>,
@@ -74,7 +70,6 @@ impl Upload {
             touched: false,
             copied: false,
             placeholder: parts.placeholder,
-            backend_delay: parts.backend_delay,
             max_size: parts.max_size,
             in_order: parts.in_order,
             in_flight: None,
@@ -127,7 +122,6 @@ impl Upload {
         if !self.reserve(data.len()).await? {
             // The budget is spent (the connection's, its tenant's or the
             // server's): this WRITE goes to the plugin as it is.
-            delay(self.backend_delay).await;
             return self.record(self.writer.write_chunk(offset, data).await);
         }
         if self.buffer.is_empty() {
@@ -175,10 +169,9 @@ impl Upload {
         };
         for (offset, part) in parts {
             self.settle_in_flight().await?;
-            let (writer, backend_delay) = (self.writer.clone(), self.backend_delay);
+            let writer = self.writer.clone();
             let part_budget = budget.as_mut().and_then(|b| b.split(part.len().min(b.bytes())));
             self.in_flight = Some(tokio::spawn(async move {
-                delay(backend_delay).await;
                 let written = writer.write_chunk(offset, part).await;
                 drop(part_budget);
                 written
@@ -210,7 +203,6 @@ impl Upload {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        delay(self.backend_delay).await;
         let result = self.writer.write_chunk(self.buffer_offset, &self.buffer[..]).await;
         self.buffer_offset = self.buffer_offset.saturating_add(self.buffer.len() as u64);
         self.buffer.clear();
@@ -242,7 +234,6 @@ impl Upload {
             // Below what the plugin has (for an in-order upload, the content
             // kept when the file was not truncated): only the plugin can cut that.
             _ => {
-                delay(self.backend_delay).await;
                 if let Err(error) = self.writer.set_size(size).await {
                     // The content is no longer what the client sent: the upload must not commit.
                     if error != StorageError::Unsupported {
@@ -290,7 +281,6 @@ impl Upload {
             let _ = self.writer.abort().await;
             return Err(error);
         }
-        delay(self.backend_delay).await;
         self.writer.finish().await.map(drop)
     }
 
@@ -337,11 +327,5 @@ impl Upload {
             accessed: now,
             version: None,
         }
-    }
-}
-
-pub(super) async fn delay(by: Duration) {
-    if !by.is_zero() {
-        tokio::time::sleep(by).await;
     }
 }
