@@ -24,7 +24,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 
 use crate::auth::Principal;
-use crate::config::SetstatPolicy;
 use crate::vfs::Files;
 
 pub use budgets::ConnectionBudgets;
@@ -36,7 +35,6 @@ pub use in_service::InService;
 pub struct SftpSettings {
     pub max_handles: usize,
     pub max_inflight: usize,
-    pub setstat_unsupported: SetstatPolicy,
     /// How long in-flight requests may take once shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -45,7 +43,7 @@ pub struct SftpSettings {
 pub struct SftpSession {
     pub(crate) principal: Principal,
     pub(crate) session_id: u64,
-    pub(crate) files: Files,
+    pub(crate) files: Arc<Files>,
     pub(crate) settings: SftpSettings,
     pub(crate) handles: handles::HandleTable,
     /// Requests that name paths run one at a time in arrival order, as on
@@ -70,7 +68,7 @@ impl SftpSession {
         Arc::new(Self {
             principal,
             session_id,
-            files,
+            files: Arc::new(files),
             settings,
             handles: Default::default(),
             namespace_order: Default::default(),
@@ -273,12 +271,12 @@ impl SftpSession {
     /// sequenced; a CLOSE takes the handle out of the table here, so a
     /// request sent after it finds no handle.
     fn target_of(&self, packet: &Packet) -> Target {
-        use handles::{HandleKind as Kind, Sequencing};
+        use handles::Sequencing;
         let (name, is_read, is_fstat) = match packet {
             Packet::Close(p) => {
                 let Some(entry) = self.handles.remove(&p.handle) else { return Target::None };
-                if let Some(id) = entry.upload_id {
-                    self.files.closing(&entry.path, id);
+                if let Some(file) = entry.kind.file() {
+                    file.closing();
                 }
                 return Target::Closing(entry);
             }
@@ -291,11 +289,15 @@ impl SftpSession {
             _ => return Target::None,
         };
         let Some(entry) = self.handles.get(name) else { return Target::None };
-        announce_size(&self.files, &entry, packet);
-        let sequencing = match (&entry.kind, is_read, is_fstat) {
+        let file = entry.kind.file();
+        if let Some(file) = file {
+            announce_size(file, packet);
+        }
+        let read_only = file.is_some_and(|file| !file.writes());
+        let sequencing = match (read_only, is_read, is_fstat) {
             // Downloads: reads run in parallel, answered in arrival order.
-            (Kind::Read(_), true, _) => Sequencing::Reply,
-            (Kind::Read(_), _, true) => Sequencing::Free,
+            (true, true, _) => Sequencing::Reply,
+            (true, _, true) => Sequencing::Free,
             _ => Sequencing::Run,
         };
         Target::Open(entry.ticket(sequencing))
@@ -322,7 +324,8 @@ impl SftpSession {
 
     async fn abort_open_writers(&self) {
         for entry in self.handles.drain() {
-            if let Some(result) = entry.kind.abort_upload().await {
+            let Some(file) = entry.kind.file() else { continue };
+            if let Some(result) = file.abort().await {
                 if let Err(e) = result {
                     tracing::debug!("abort of unfinished upload {}: {e}", entry.path);
                 }
@@ -402,23 +405,15 @@ impl Target {
     }
 }
 
-/// A WRITE or truncate on an upload changes the size a STAT shows as soon as
-/// it is read off the wire, as it would on `sftp-server`, which runs one
-/// request at a time.
-fn announce_size(files: &Files, entry: &handles::HandleEntry, packet: &Packet) {
-    use handles::HandleKind as Kind;
-    if !matches!(entry.kind, Kind::Write(_) | Kind::ReadWrite(_)) {
-        return;
-    }
+/// A WRITE or truncate on a file being written changes the size a STAT
+/// shows as soon as it is read off the wire, as it would on `sftp-server`,
+/// which runs one request at a time.
+fn announce_size(file: &crate::vfs::Handle, packet: &Packet) {
     match packet {
-        Packet::Write(p) if !p.data.is_empty() => {
-            if let Some(end) = p.offset.checked_add(p.data.len() as u64) {
-                files.announce_size(&entry.path, end, false);
-            }
-        }
+        Packet::Write(p) if !p.data.is_empty() => file.announce_write(p.offset, p.data.len()),
         Packet::FSetStat(p) => {
             if let Some(size) = p.attrs.size {
-                files.announce_size(&entry.path, size, true);
+                file.announce_size(size);
             }
         }
         _ => {}
@@ -430,7 +425,7 @@ fn is_namespace_request(packet: &Packet) -> bool {
     match packet {
         // CLOSE is ordered by its handle (it waits for the requests before it
         // on that handle); a path request that needs the file committed
-        // waits for it in the file layer (see `vfs::Files::settle`).
+        // waits for it in the file layer (see `vfs::NodeTable::settle`).
         Packet::Close(_) | Packet::Read(_) | Packet::Write(_) | Packet::Fstat(_) | Packet::FSetStat(_) | Packet::ReadDir(_) => {
             false
         }

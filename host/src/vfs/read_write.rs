@@ -6,7 +6,7 @@
 //! one writer, so the content changes atomically and every plugin
 //! (random-write or not) gets the same behaviour.
 
-use super::pending::{PendingGuard, unix_now};
+use super::node::{NodeHold, unix_now};
 use super::spool::{Spool, TenantSpool};
 use crate::plugin::{FileInfo, FileKind, Reader, StorageError, Writer};
 
@@ -26,7 +26,7 @@ pub struct ReadWriteFile {
     append: bool,
     permissions: u32,
     chunk: usize,
-    placeholder: PendingGuard,
+    placeholder: NodeHold,
 }
 
 pub(super) struct ReadWriteParts<'a> {
@@ -44,7 +44,7 @@ pub(super) struct ReadWriteParts<'a> {
     pub permissions: u32,
     pub read_chunk: u32,
     pub write_chunk: usize,
-    pub placeholder: PendingGuard,
+    pub placeholder: NodeHold,
 }
 
 struct Base {
@@ -167,8 +167,8 @@ impl ReadWriteFile {
         self.writer.finish().await.map(drop)
     }
 
-    /// The upload's placeholder and the attributes waiting for its commit.
-    pub fn pending(&mut self) -> &mut PendingGuard {
+    /// The handle's hold on its node, with the attributes waiting for its commit.
+    pub fn placeholder(&mut self) -> &mut NodeHold {
         &mut self.placeholder
     }
 

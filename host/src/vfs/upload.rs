@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::budget::{BudgetPermit, ByteBudget};
 use super::in_order::InOrder;
-use super::pending::{PendingGuard, unix_now};
+use super::node::{NodeHold, unix_now};
 use crate::plugin::{FileInfo, FileKind, StorageError, Writer};
 
 pub struct Upload {
@@ -30,7 +30,7 @@ pub struct Upload {
     /// nothing more.
     copied: bool,
     /// Keeps the file visible (with its size so far) until CLOSE.
-    placeholder: PendingGuard,
+    placeholder: NodeHold,
     max_size: Option<u64>,
     /// For a plugin without random writes: the bytes go to it in order.
     in_order: Option<InOrder>,
@@ -47,7 +47,7 @@ pub(super) struct UploadParts {
     pub append: bool,
     pub start_size: u64,
     pub permissions: u32,
-    pub placeholder: PendingGuard,
+    pub placeholder: NodeHold,
     pub budget: ByteBudget,
     /// The plugin's largest file, if it has one.
     pub max_size: Option<u64>,
@@ -301,8 +301,8 @@ impl Upload {
         self.settle_in_flight().await
     }
 
-    /// The upload's placeholder and the attributes waiting for its commit.
-    pub fn pending(&mut self) -> &mut PendingGuard {
+    /// The upload's hold on its node, with the attributes waiting for its commit.
+    pub fn placeholder(&mut self) -> &mut NodeHold {
         &mut self.placeholder
     }
 
