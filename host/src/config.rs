@@ -78,7 +78,8 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Most open file and directory handles per SFTP session.
     pub max_handles: usize,
-    /// Most SFTP requests handled at once per session.
+    /// Most requests on open handles handled at once per SFTP session
+    /// (requests naming paths run one at a time beside them).
     pub max_inflight: usize,
     /// Authentication attempts allowed per connection.
     pub max_auth_attempts: usize,
