@@ -224,9 +224,6 @@ impl SftpSession {
 
     /// LSTAT describes a symbolic link itself, not what it points to.
     async fn lstat(&self, id: u32, path: &str) -> Reply {
-        if !self.files.capabilities().symlinks {
-            return self.stat(id, path).await;
-        }
         let path = self.resolve(id, path)?;
         let info = self.files.link_stat(&path).await.map_err(|e| fail(id, &e))?;
         Ok(self.attrs_reply(id, &info))

@@ -83,8 +83,12 @@ impl Files {
         }
     }
 
-    /// A path's own info: a symbolic link is described, not followed.
+    /// A path's own info: a symbolic link is described, not followed (a
+    /// plugin without links is asked as STAT asks it).
     pub async fn link_stat(&self, path: &str) -> Result<FileInfo, StorageError> {
+        if !self.capabilities().symlinks {
+            return self.stat(path).await;
+        }
         match self.plugin_or_node(path, || self.storage.link_info(path)).await {
             Answer::Plugin(result) => result,
             Answer::Writing(info) => Ok(info),
