@@ -7,7 +7,8 @@
 #
 #   bash bench/peer.sh                  # 256 MiB put/get, 1000 x 4 KiB put/get, 3 runs
 #   RUNS=5 SIZE_MIB=512 bash bench/peer.sh
-#   DELAY_MS=2 bash bench/peer.sh       # wasftp only, 2 ms added to every backend call
+#
+# A slow backend (a delay in every plugin call) is measured by bench/slow_plugin.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -16,12 +17,11 @@ RUNS=${RUNS:-3}
 SIZE_MIB=${SIZE_MIB:-256}
 SMALL_FILES=${SMALL_FILES:-1000}
 CIPHER=${CIPHER:-aes256-gcm@openssh.com}
-DELAY_MS=${DELAY_MS:-0}
 WASFTP_PORT=${WASFTP_PORT:-22422}
 SSHD_PORT=${SSHD_PORT:-22423}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasftp-target}"
 
-if [ "$DELAY_MS" = 0 ] && [ ! -x /usr/sbin/sshd ]; then
+if [ ! -x /usr/sbin/sshd ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
 fi
 cargo build --release -q -p wasftp
@@ -44,8 +44,6 @@ listen = "127.0.0.1:$WASFTP_PORT"
 state_dir = "$WORK/wasftp-state"
 [limits]
 idle_timeout_secs = 120
-[sftp]
-backend_delay_ms = $DELAY_MS
 [plugins.memory]
 source = "bundled:memory"
 memory_limit_mib = 4096
@@ -57,10 +55,9 @@ RUST_LOG=warn "$BIN" serve --config "$WORK/wasftp.toml" > "$WORK/wasftp.log" 2>&
 PIDS+=($!)
 
 # OpenSSH sshd + sftp-server, files on tmpfs
-if [ "$DELAY_MS" = 0 ]; then
-  cp "$WORK/client_key.pub" "$WORK/authorized_keys"
-  chmod 600 "$WORK/authorized_keys"
-  cat > "$WORK/sshd_config" <<CFG
+cp "$WORK/client_key.pub" "$WORK/authorized_keys"
+chmod 600 "$WORK/authorized_keys"
+cat > "$WORK/sshd_config" <<CFG
 Port $SSHD_PORT
 ListenAddress 127.0.0.1
 HostKey $WORK/host_key
@@ -72,10 +69,9 @@ StrictModes no
 PidFile $WORK/sshd.pid
 Subsystem sftp /usr/lib/openssh/sftp-server
 CFG
-  mkdir -p /run/sshd
-  /usr/sbin/sshd -D -f "$WORK/sshd_config" -E "$WORK/sshd.log" &
-  PIDS+=($!)
-fi
+mkdir -p /run/sshd
+/usr/sbin/sshd -D -f "$WORK/sshd_config" -E "$WORK/sshd.log" &
+PIDS+=($!)
 
 wait_for_port "$WASFTP_PORT"
 sleep 0.5
@@ -104,12 +100,10 @@ bench_target() {
 
 RESULTS="$WORK/results"
 bench_target wasftp "$WASFTP_PORT" "" | tee -a "$RESULTS"
-if [ "$DELAY_MS" = 0 ]; then
-  bench_target openssh "$SSHD_PORT" "$WORK/sshd_root" | tee -a "$RESULTS"
-fi
+bench_target openssh "$SSHD_PORT" "$WORK/sshd_root" | tee -a "$RESULTS"
 
 echo
-echo "cipher $CIPHER, ${SIZE_MIB} MiB file, $SMALL_FILES x 4 KiB files, median of $RUNS runs, backend delay ${DELAY_MS} ms"
+echo "cipher $CIPHER, ${SIZE_MIB} MiB file, $SMALL_FILES x 4 KiB files, median of $RUNS runs"
 awk -v size="$SIZE_MIB" -v n="$SMALL_FILES" '
   { t[$1" "$2] = $3 }
   END {

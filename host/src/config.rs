@@ -78,7 +78,8 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Most open file and directory handles per SFTP session.
     pub max_handles: usize,
-    /// Most SFTP requests handled at once per session.
+    /// Most requests on open handles handled at once per SFTP session
+    /// (requests naming paths run one at a time beside them).
     pub max_inflight: usize,
     /// Authentication attempts allowed per connection.
     pub max_auth_attempts: usize,
@@ -131,8 +132,6 @@ const MAX_TOTAL_MIB: usize = 1 << 20;
 pub struct SftpOptions {
     /// What SETSTAT/FSETSTAT answer when the plugin says unsupported.
     pub setstat_unsupported: SetstatPolicy,
-    /// Added to every backend call (benchmarking a slow backend). 0 = off.
-    pub backend_delay_ms: u64,
     /// Upload data one SSH connection may hold in the server's buffers, in
     /// MiB; past it a WRITE goes to the plugin as it is, unbuffered.
     pub upload_buffer_mib: usize,
@@ -185,7 +184,6 @@ impl Default for SftpOptions {
     fn default() -> Self {
         Self {
             setstat_unsupported: SetstatPolicy::Ignore,
-            backend_delay_ms: 0,
             upload_buffer_mib: 64,
             // Sized for ~1000 sessions on a machine with a few GiB to spare:
             // see the README (Configuration) for why.

@@ -17,6 +17,13 @@ const FX_OK: u32 = 0;
 /// (120 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn path_requests_queued_behind_a_rename_leave_room_for_the_close() {
+    rename_pipelined_before_its_close(100, b"").await;
+}
+
+/// Pipelines a RENAME of a file being uploaded ("content" written), `stats`
+/// path requests, `last_write` (if not empty) and the upload's CLOSE: every
+/// request succeeds, within 10 s, and the renamed file has what was written.
+async fn rename_pipelined_before_its_close(stats: usize, last_write: &[u8]) {
     let server = start(&["alice"]).await;
     let mut wire = Wire::open(&server, "alice", 3).await;
     let h = wire.open_file("/upload", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
@@ -26,24 +33,28 @@ async fn path_requests_queued_behind_a_rename_leave_room_for_the_close() {
     let rename = wire
         .send(FXP_EXTENDED, Body::new().string("posix-rename@openssh.com").string("/upload").string("/done"))
         .await;
-    let mut stats = Vec::new();
-    for _ in 0..100 {
-        stats.push(wire.send(FXP_STAT, Body::new().string("/")).await);
+    let mut stat_ids = Vec::new();
+    for _ in 0..stats {
+        stat_ids.push(wire.send(FXP_STAT, Body::new().string("/")).await);
     }
-    let close = wire.send(FXP_CLOSE, Body::new().string(&h)).await;
-    for _ in 0..stats.len() + 2 {
+    let mut others = vec![rename];
+    if !last_write.is_empty() {
+        others.push(wire.send(FXP_WRITE, Body::new().string(&h).u64(7).string(last_write)).await);
+    }
+    others.push(wire.send(FXP_CLOSE, Body::new().string(&h)).await);
+    for _ in 0..stat_ids.len() + others.len() {
         let reply = wire.recv().await;
-        if reply.id == rename || reply.id == close {
+        if others.contains(&reply.id) {
             assert_eq!(reply.status(), FX_OK, "{}", reply.message());
         } else {
-            assert!(stats.contains(&reply.id));
+            assert!(stat_ids.contains(&reply.id));
             assert_eq!(reply.kind, FXP_ATTRS);
         }
     }
     let took = started.elapsed();
     assert!(took < Duration::from_secs(10), "the pipeline took {took:?}");
     let client = server.sftp("alice").await;
-    assert_eq!(client.get("/done").await, b"content");
+    assert_eq!(client.get("/done").await, [&b"content"[..], last_write].concat());
     server.shutdown().await;
 }
 
@@ -185,5 +196,40 @@ async fn a_download_pipelined_past_the_request_slots_completes_in_order() {
         assert_eq!(reply.id, *id, "READ replies leave in order");
         assert_eq!(reply.data(), &content[i * 32768..(i + 1) * 32768]);
     }
+    server.shutdown().await;
+}
+
+/// Before: past the 256 requests that may wait for their turn (4 per slot),
+/// the path requests queued behind a RENAME waiting for a commit kept the
+/// WRITE and the CLOSE behind them from starting, and the RENAME failed after
+/// the commit wait (120 s). Path requests now wait on a lane of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn path_requests_past_the_waiting_bound_leave_room_for_the_close() {
+    rename_pipelined_before_its_close(600, b"!").await;
+}
+
+/// Before: with one request slot, a RENAME waiting for the commit of a file
+/// held the slot the WRITE before the CLOSE needed, and failed after the
+/// commit wait (120 s). A path request takes no slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rename_waiting_for_a_commit_holds_no_request_slot() {
+    let server = start_with([UserSpec::new("alice")], |config| config.limits.max_inflight = 1).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let h = wire.open_file("/upload", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+
+    let started = Instant::now();
+    let rename = wire
+        .send(FXP_EXTENDED, Body::new().string("posix-rename@openssh.com").string("/upload").string("/done"))
+        .await;
+    let write = wire.send(FXP_WRITE, Body::new().string(&h).u64(0).string(b"content")).await;
+    let close = wire.send(FXP_CLOSE, Body::new().string(&h)).await;
+    for _ in 0..3 {
+        let reply = wire.recv().await;
+        assert!([rename, write, close].contains(&reply.id));
+        assert_eq!(reply.status(), FX_OK, "{}", reply.message());
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "the pipeline took {took:?}");
+    assert_eq!(server.sftp("alice").await.get("/done").await, b"content");
     server.shutdown().await;
 }

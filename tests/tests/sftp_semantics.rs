@@ -439,7 +439,10 @@ async fn a_request_sent_just_before_close_finds_the_file() {
 /// the RENAME gave up after 2 s and failed (EPERM through sshfs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rename_behind_a_slow_commit_waits_for_it() {
-    let server = start_with([UserSpec::new("alice")], |config| config.sftp.backend_delay_ms = 3000).await;
+    // The commit's write takes 3 s in the plugin: a RENAME let through to
+    // the plugin meanwhile would run before the commit's `finish`.
+    let server =
+        start_with([UserSpec::new("alice")], |config| use_slow_plugin(config, &[("delay-ms.write-chunk", "3000")])).await;
     let mut wire = Wire::open(&server, "alice", 3).await;
     let lock = FXF_READ | FXF_WRITE | FXF_CREAT | FXF_EXCL;
     let h = wire.open_file("/config.lock", lock).await;
@@ -543,9 +546,10 @@ async fn a_listing_keeps_a_file_committed_while_it_runs() {
 /// removes the file: it never answers OK for a file that then appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_remove_during_a_commit_removes_the_committed_file() {
-    // Each backend call waits this long: the commit's flush and finish take
-    // two of them, the REMOVE reaches the plugin after one.
-    let server = start_with([UserSpec::new("alice")], |config| config.sftp.backend_delay_ms = 500).await;
+    // The commit's flush and finish take 500 ms each in the plugin; the
+    // REMOVE reaches it during the flush.
+    let knobs = [("delay-ms.write-chunk", "500"), ("delay-ms.finish", "500")];
+    let server = start_with([UserSpec::new("alice")], |config| use_slow_plugin(config, &knobs)).await;
     let mut writer = Wire::open(&server, "alice", 3).await;
     let mut remover = Wire::open(&server, "alice", 3).await;
     let h = writer.open_file("/f", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;

@@ -221,11 +221,11 @@ async fn shutdown_without_sessions_is_immediate() {
 }
 
 /// A request in flight when shutdown starts is still answered if it finishes
-/// within the grace period (a 1 s backend delay, grace 2 s).
+/// within the grace period (a STAT taking 1 s in the plugin, grace 2 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_flight_request_finishes_within_grace() {
     let server = start_with([UserSpec::new("dave")], |config| {
-        config.sftp.backend_delay_ms = 1000
+        use_slow_plugin(config, &[("delay-ms.file-info", "1000")])
     })
     .await;
     let c = std::sync::Arc::new(server.sftp("dave").await);
@@ -255,7 +255,7 @@ async fn in_flight_request_finishes_within_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn request_slower_than_grace_is_cut() {
     let server = start_with([UserSpec::new("erin")], |config| {
-        config.sftp.backend_delay_ms = 8000
+        use_slow_plugin(config, &[("delay-ms.file-info", "8000")])
     })
     .await;
     let c = std::sync::Arc::new(server.sftp("erin").await);

@@ -7,32 +7,18 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::vfs::{FileReader, ReadWriteFile, Upload};
-
+/// What an SFTP handle names: an open file (its requests go to the file
+/// layer) or a directory being listed.
 pub enum HandleKind {
-    Read(FileReader),
-    Write(tokio::sync::Mutex<Upload>),
-    ReadWrite(tokio::sync::Mutex<ReadWriteFile>),
+    File(crate::vfs::Handle),
     Dir(tokio::sync::Mutex<DirState>),
 }
 
 impl HandleKind {
-    /// The placeholder of the upload a new handle writes (not shared yet).
-    fn upload_id(&mut self) -> Option<u64> {
+    pub fn file(&self) -> Option<&crate::vfs::Handle> {
         match self {
-            HandleKind::Write(upload) => Some(upload.get_mut().pending().id()),
-            HandleKind::ReadWrite(file) => Some(file.get_mut().pending().id()),
-            HandleKind::Read(_) | HandleKind::Dir(_) => None,
-        }
-    }
-
-    /// Gives up an upload the handle holds (nothing of it becomes visible);
-    /// `None` for a handle that uploads nothing.
-    pub async fn abort_upload(&self) -> Option<Result<(), crate::plugin::StorageError>> {
-        match self {
-            HandleKind::Write(upload) => Some(upload.lock().await.abort().await),
-            HandleKind::ReadWrite(file) => Some(file.lock().await.abort().await),
-            HandleKind::Read(_) | HandleKind::Dir(_) => None,
+            HandleKind::File(file) => Some(file),
+            HandleKind::Dir(_) => None,
         }
     }
 }
@@ -41,8 +27,6 @@ pub struct HandleEntry {
     pub kind: HandleKind,
     /// Path in the plugin namespace.
     pub path: String,
-    /// The placeholder of the upload the handle writes, if it writes.
-    pub upload_id: Option<u64>,
     /// Requests on this handle read off the wire and not yet finished; CLOSE
     /// waits for them so it sees every WRITE sent before it.
     inflight: watch::Sender<usize>,
@@ -185,7 +169,7 @@ pub struct DirState {
     pub uploads: crate::vfs::ListingUploads,
     /// Files being uploaded here that the plugin did not list, sent after
     /// its entries (`None` until the plugin's listing ends).
-    pub pending: Option<Vec<(String, crate::plugin::FileInfo)>>,
+    pub unlisted: Option<Vec<(String, crate::plugin::FileInfo)>>,
 }
 
 #[derive(Default)]
@@ -201,18 +185,16 @@ struct TableInner {
 
 impl HandleTable {
     /// Adds a handle, or gives it back when `max` are already open.
-    pub fn insert(&self, mut kind: HandleKind, path: String, max: usize) -> Result<String, HandleKind> {
+    pub fn insert(&self, kind: HandleKind, path: String, max: usize) -> Result<String, HandleKind> {
         let mut inner = self.inner.lock().expect("handle table lock");
         if inner.open.len() >= max {
             return Err(kind);
         }
         inner.next += 1;
         let name = format!("{:x}", inner.next);
-        let upload_id = kind.upload_id();
         let entry = Arc::new(HandleEntry {
             kind,
             path,
-            upload_id,
             inflight: watch::channel(0).0,
             run_order: Default::default(),
             reply_order: Default::default(),

@@ -1,6 +1,7 @@
-//! Our SFTP v3 request loop. One task reads and decodes requests; up to
-//! `max_inflight` are handled at once and each reply is written as soon as
-//! it is ready (SFTP matches replies by id). Requests on one handle keep
+//! Our SFTP v3 request loop. One task reads and decodes requests; requests
+//! naming paths run one at a time in arrival order, up to `max_inflight`
+//! requests on handles at once beside them, and each reply is written as
+//! soon as it is ready (SFTP matches replies by id). Requests on one handle keep
 //! their order where it matters (see `handles::Sequencing`): CLOSE takes the
 //! handle away in arrival order and waits for the handle's earlier requests.
 
@@ -24,7 +25,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 
 use crate::auth::Principal;
-use crate::config::SetstatPolicy;
 use crate::vfs::Files;
 
 pub use budgets::ConnectionBudgets;
@@ -36,9 +36,6 @@ pub use in_service::InService;
 pub struct SftpSettings {
     pub max_handles: usize,
     pub max_inflight: usize,
-    pub setstat_unsupported: SetstatPolicy,
-    /// Added before every backend call (benchmarking a slow backend).
-    pub backend_delay: Duration,
     /// How long in-flight requests may take once shutdown starts.
     pub shutdown_grace: Duration,
 }
@@ -47,13 +44,9 @@ pub struct SftpSettings {
 pub struct SftpSession {
     pub(crate) principal: Principal,
     pub(crate) session_id: u64,
-    pub(crate) files: Files,
+    pub(crate) files: Arc<Files>,
     pub(crate) settings: SftpSettings,
     pub(crate) handles: handles::HandleTable,
-    /// Requests that name paths run one at a time in arrival order, as on
-    /// `sftp-server` (MKDIR then OPEN inside it, pipelined). Requests on open
-    /// handles are not held by it.
-    pub(crate) namespace_order: Arc<handles::Sequence>,
     /// Queue and reply budgets of the connection this session runs on.
     budgets: ConnectionBudgets,
     /// The connection's requests being served (its idle timer asks).
@@ -72,10 +65,9 @@ impl SftpSession {
         Arc::new(Self {
             principal,
             session_id,
-            files,
+            files: Arc::new(files),
             settings,
             handles: Default::default(),
-            namespace_order: Default::default(),
             budgets,
             in_service,
         })
@@ -88,8 +80,9 @@ impl SftpSession {
     /// 1. This loop reads and decodes requests, takes their places in the
     ///    orders they belong to, and queues them within the connection's
     ///    queue budget.
-    /// 2. `dispatch` starts them in arrival order, each once its reply fits
-    ///    in the reply budget; each runs once it has its turn and one of
+    /// 2. `dispatch` starts them in arrival order on their lanes (paths,
+    ///    CLOSE, handles), each once its reply fits in the reply budget; a
+    ///    request on a handle runs once it has its turn and one of
     ///    `max_inflight` slots is free.
     /// 3. `write_replies` sends replies and gives their budget back.
     pub async fn run<S>(self: Arc<Self>, stream: S, mut shutdown: watch::Receiver<bool>)
@@ -167,8 +160,7 @@ impl SftpSession {
                 }
             };
             let target = self.target_of(&packet);
-            let namespace = is_namespace_request(&packet).then(|| self.namespace_order.place());
-            if queue.send(Request { packet, target, namespace, queued }).is_err() {
+            if queue.send(Request { packet, target, queued }).is_err() {
                 break;
             }
         }
@@ -186,88 +178,113 @@ impl SftpSession {
         }
     }
 
-    /// Stage 2: starts queued requests in arrival order; returns once the
-    /// queue is closed and every request has finished. A request first
-    /// waits for its turn (its place among path requests, or on its
-    /// handle), and only then for one of `max_inflight` slots: requests
-    /// waiting for a turn hold none (the connection's queue budget bounds
-    /// them), so a RENAME waiting for a commit, with path requests queued
-    /// behind it, never keeps the CLOSE that makes the commit from running.
-    /// CLOSE has a lane of its own (at most one per open handle).
+    /// Stage 2: starts queued requests in arrival order, each on its lane;
+    /// returns once the queue is closed and every request has finished.
+    ///
+    /// - Requests naming paths run one at a time in arrival order, as on
+    ///   `sftp-server` (MKDIR then OPEN inside it, pipelined), on one task of
+    ///   their own: those waiting for their turn are queued requests (their
+    ///   queue budget bounds them), not tasks, and take their reply budget
+    ///   when their turn comes; the one running takes none of the
+    ///   `max_inflight` slots. A RENAME waiting for a commit (see
+    ///   `vfs::NodeTable::settle`) so never keeps the requests the commit
+    ///   needs from starting.
+    /// - CLOSE starts at once (at most one per open handle): the commit it
+    ///   makes is what a path request may be waiting for.
+    /// - Requests on handles wait for their turn on the handle, then for one
+    ///   of `max_inflight` slots. Those waiting hold no slot; how many may
+    ///   wait is bounded, and each waits only for requests on its handle,
+    ///   which never wait for a path request.
     async fn dispatch(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<Request>, replies: mpsc::UnboundedSender<Outgoing>) {
-        let inflight = Arc::new(Semaphore::new(self.settings.max_inflight));
-        // Requests started and not yet running (waiting for their turn or a
-        // slot), taken in arrival order: the earliest unfinished request
-        // always has one, so this bounds the tasks a pipelining client makes
-        // without blocking the one whose turn it is. CLOSE needs none.
+        let slots = Arc::new(Semaphore::new(self.settings.max_inflight));
+        // Requests on handles started and not yet running, taken in arrival
+        // order: the earliest unfinished request always has one, so this
+        // bounds the tasks a pipelining client makes without blocking the
+        // one whose turn it is.
         let waiting = Arc::new(Semaphore::new(self.settings.max_inflight * WAITING_PER_SLOT));
         // Each request's task holds a sender: all gone, all finished.
         let (running, mut all_done) = mpsc::channel::<()>(1);
-        while let Some(Request { packet, target, namespace, queued }) = queue.recv().await {
+        let (path_lane, path_requests) = mpsc::unbounded_channel::<Started>();
+        tokio::spawn(self.clone().run_path_requests(path_requests, replies.clone(), running.clone()));
+        while let Some(request) = queue.recv().await {
+            let lane = request.lane();
+            let started = Started::new(&self, request);
+            if lane == Lane::Paths {
+                let _ = path_lane.send(started);
+                continue;
+            }
             // Taken in arrival order: a READ answered after an earlier one
             // never holds budget that the earlier one waits for.
-            let Some(budget) = self.budgets.reply(reply_charge(&packet)).await else { break };
-            let waiting_place = if target.has_own_lane() {
-                None
-            } else {
-                let Ok(place) = waiting.clone().acquire_owned().await else { break };
-                Some(place)
-            };
-            let this = self.clone();
-            let replies = replies.clone();
-            let inflight = inflight.clone();
-            let running = running.clone();
-            let span = tracing::info_span!(
-                "sftp",
-                user = %self.principal.user,
-                session = self.session_id,
-                op = tracing::field::Empty,
-                path = tracing::field::Empty,
-                bytes = tracing::field::Empty,
-                result = tracing::field::Empty,
-                micros = tracing::field::Empty,
-            );
-            tokio::spawn(
-                async move {
+            let Some(budget) = self.budgets.reply(reply_charge(&started.request.packet)).await else { break };
+            let (this, replies, running) = (self.clone(), replies.clone(), running.clone());
+            if lane == Lane::Close {
+                tokio::spawn(async move {
                     let _running = running;
-                    let started = Instant::now();
-                    if let Some(place) = &namespace {
-                        place.wait_turn().await;
-                    }
-                    if let Some(ticket) = target.ticket() {
-                        ticket.wait_run_turn().await;
-                    }
-                    let permit = if target.has_own_lane() {
-                        None
-                    } else {
-                        let Ok(permit) = inflight.acquire_owned().await else { return };
-                        Some(permit)
-                    };
-                    drop(queued);
-                    drop(waiting_place);
-                    let serving = this.in_service.serving();
-                    let reply = this.handle(packet, &target).await;
-                    drop(serving);
-                    drop(namespace);
-                    let span = tracing::Span::current();
-                    span.record("micros", started.elapsed().as_micros() as u64);
-                    tracing::debug!("done");
-                    // The slot goes before the wait for the reply's turn:
-                    // READs of a download take slots in no particular order,
-                    // and one holding a slot while it waits for an earlier
-                    // one that has none would stall the download.
-                    drop(permit);
-                    if let Some(ticket) = target.ticket() {
-                        ticket.wait_reply_turn().await;
-                    }
-                    let _ = replies.send(Outgoing { bytes: encode(reply), _held: Held::Reply(budget) });
-                    drop(target);
+                    this.serve(started, budget, None, &replies).await;
+                });
+                continue;
+            }
+            let Ok(waiting_place) = waiting.clone().acquire_owned().await else { break };
+            let slots = slots.clone();
+            tokio::spawn(async move {
+                let _running = running;
+                if let Some(ticket) = started.request.target.ticket() {
+                    ticket.wait_run_turn().await;
                 }
-                .instrument(span),
-            );
+                let Ok(slot) = slots.acquire_owned().await else { return };
+                drop(waiting_place);
+                this.serve(started, budget, Some(slot), &replies).await;
+            });
         }
+        drop(path_lane);
         drop(running);
         let _ = all_done.recv().await;
+    }
+
+    /// The lane of requests naming paths: each in turn, in arrival order.
+    async fn run_path_requests(
+        self: Arc<Self>,
+        mut requests: mpsc::UnboundedReceiver<Started>,
+        replies: mpsc::UnboundedSender<Outgoing>,
+        _running: mpsc::Sender<()>,
+    ) {
+        while let Some(started) = requests.recv().await {
+            // No reply turn to wait for: any order of taking budget is safe.
+            let Some(budget) = self.budgets.reply(reply_charge(&started.request.packet)).await else { return };
+            self.serve(started, budget, None, &replies).await;
+        }
+    }
+
+    /// Runs a request whose turn has come (holding `slot`, if its lane takes
+    /// one) and queues its reply once earlier replies on its handle are out.
+    async fn serve(
+        &self,
+        started: Started,
+        budget: OwnedSemaphorePermit,
+        slot: Option<OwnedSemaphorePermit>,
+        replies: &mpsc::UnboundedSender<Outgoing>,
+    ) {
+        let Started { request: Request { packet, target, queued }, span, at } = started;
+        async move {
+            drop(queued);
+            let serving = self.in_service.serving();
+            let reply = self.handle(packet, &target).await;
+            drop(serving);
+            tracing::Span::current().record("micros", at.elapsed().as_micros() as u64);
+            tracing::debug!("done");
+            // The slot goes before the wait for the reply's turn: READs of a
+            // download take slots in no particular order, and one holding a
+            // slot while it waits for an earlier one that has none would
+            // stall the download.
+            drop(slot);
+            if let Some(ticket) = target.ticket() {
+                ticket.wait_reply_turn().await;
+            }
+            let _ = replies.send(Outgoing { bytes: encode(reply), _held: Held::Reply(budget) });
+            drop(target);
+        }
+        .instrument(span)
+        .await
     }
 
     /// The handle a request works on, matched when it is read off the wire:
@@ -275,12 +292,12 @@ impl SftpSession {
     /// sequenced; a CLOSE takes the handle out of the table here, so a
     /// request sent after it finds no handle.
     fn target_of(&self, packet: &Packet) -> Target {
-        use handles::{HandleKind as Kind, Sequencing};
+        use handles::Sequencing;
         let (name, is_read, is_fstat) = match packet {
             Packet::Close(p) => {
                 let Some(entry) = self.handles.remove(&p.handle) else { return Target::None };
-                if let Some(id) = entry.upload_id {
-                    self.files.closing(&entry.path, id);
+                if let Some(file) = entry.kind.file() {
+                    file.closing();
                 }
                 return Target::Closing(entry);
             }
@@ -293,11 +310,15 @@ impl SftpSession {
             _ => return Target::None,
         };
         let Some(entry) = self.handles.get(name) else { return Target::None };
-        announce_size(&self.files, &entry, packet);
-        let sequencing = match (&entry.kind, is_read, is_fstat) {
+        let file = entry.kind.file();
+        if let Some(file) = file {
+            announce_size(file, packet);
+        }
+        let read_only = file.is_some_and(|file| !file.writes());
+        let sequencing = match (read_only, is_read, is_fstat) {
             // Downloads: reads run in parallel, answered in arrival order.
-            (Kind::Read(_), true, _) => Sequencing::Reply,
-            (Kind::Read(_), _, true) => Sequencing::Free,
+            (true, true, _) => Sequencing::Reply,
+            (true, _, true) => Sequencing::Free,
             _ => Sequencing::Run,
         };
         Target::Open(entry.ticket(sequencing))
@@ -324,7 +345,8 @@ impl SftpSession {
 
     async fn abort_open_writers(&self) {
         for entry in self.handles.drain() {
-            if let Some(result) = entry.kind.abort_upload().await {
+            let Some(file) = entry.kind.file() else { continue };
+            if let Some(result) = file.abort().await {
                 if let Err(e) = result {
                     tracing::debug!("abort of unfinished upload {}: {e}", entry.path);
                 }
@@ -344,8 +366,54 @@ const QUEUE_OVERHEAD: usize = 160;
 struct Request {
     packet: Packet,
     target: Target,
-    namespace: Option<handles::Place>,
     queued: budgets::Queued,
+}
+
+/// Where a request waits for its turn (see `SftpSession::dispatch`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Requests naming paths, one at a time.
+    Paths,
+    /// CLOSE, at once.
+    Close,
+    /// Requests on handles (and the few naming neither), within the slots.
+    Handles,
+}
+
+impl Request {
+    fn lane(&self) -> Lane {
+        if matches!(self.target, Target::Closing(_)) {
+            Lane::Close
+        } else if is_path_request(&self.packet) {
+            Lane::Paths
+        } else {
+            Lane::Handles
+        }
+    }
+}
+
+/// A request the dispatcher has started: its span is open, and it waits for
+/// its turn on its lane.
+struct Started {
+    request: Request,
+    span: tracing::Span,
+    at: Instant,
+}
+
+impl Started {
+    fn new(session: &SftpSession, request: Request) -> Self {
+        let span = tracing::info_span!(
+            "sftp",
+            user = %session.principal.user,
+            session = session.session_id,
+            op = tracing::field::Empty,
+            path = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+            result = tracing::field::Empty,
+            micros = tracing::field::Empty,
+        );
+        Self { request, span, at: Instant::now() }
+    }
 }
 
 /// A reply, and the budget it holds until it is sent.
@@ -396,31 +464,17 @@ impl Target {
             Target::None | Target::Closing(_) => None,
         }
     }
-
-    /// CLOSE takes none of the request slots: the commit it makes is what
-    /// requests holding them may be waiting for.
-    fn has_own_lane(&self) -> bool {
-        matches!(self, Target::Closing(_))
-    }
 }
 
-/// A WRITE or truncate on an upload changes the size a STAT shows as soon as
-/// it is read off the wire, as it would on `sftp-server`, which runs one
-/// request at a time.
-fn announce_size(files: &Files, entry: &handles::HandleEntry, packet: &Packet) {
-    use handles::HandleKind as Kind;
-    if !matches!(entry.kind, Kind::Write(_) | Kind::ReadWrite(_)) {
-        return;
-    }
+/// A WRITE or truncate on a file being written changes the size a STAT
+/// shows as soon as it is read off the wire, as it would on `sftp-server`,
+/// which runs one request at a time.
+fn announce_size(file: &crate::vfs::Handle, packet: &Packet) {
     match packet {
-        Packet::Write(p) if !p.data.is_empty() => {
-            if let Some(end) = p.offset.checked_add(p.data.len() as u64) {
-                files.announce_size(&entry.path, end, false);
-            }
-        }
+        Packet::Write(p) if !p.data.is_empty() => file.announce_write(p.offset, p.data.len()),
         Packet::FSetStat(p) => {
             if let Some(size) = p.attrs.size {
-                files.announce_size(&entry.path, size, true);
+                file.announce_size(size);
             }
         }
         _ => {}
@@ -428,11 +482,11 @@ fn announce_size(files: &Files, entry: &handles::HandleEntry, packet: &Packet) {
 }
 
 /// Requests that work on names rather than on an open handle's data.
-fn is_namespace_request(packet: &Packet) -> bool {
+fn is_path_request(packet: &Packet) -> bool {
     match packet {
         // CLOSE is ordered by its handle (it waits for the requests before it
         // on that handle); a path request that needs the file committed
-        // waits for it in the file layer (see `vfs::Files::settle`).
+        // waits for it in the file layer (see `vfs::NodeTable::settle`).
         Packet::Close(_) | Packet::Read(_) | Packet::Write(_) | Packet::Fstat(_) | Packet::FSetStat(_) | Packet::ReadDir(_) => {
             false
         }

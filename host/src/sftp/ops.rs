@@ -13,9 +13,8 @@ use super::framing::{MAX_PACKET, MAX_READ, MAX_WRITE, WireReader};
 use super::handles::{DirState, HandleEntry, HandleKind};
 use super::status::{message_of, status_of};
 use super::{SftpSession, Target, paths};
-use crate::config::SetstatPolicy;
 use crate::plugin::{FileInfo, StorageError, WriteOptions, validate};
-use crate::vfs::FileReader;
+use crate::vfs::Access;
 
 /// Entries per READDIR reply: with names up to 255 bytes and their long
 /// names, a reply stays well under the packet maximum.
@@ -114,19 +113,11 @@ impl SftpSession {
         Ok(plugin)
     }
 
-    /// Waits `backend_delay` (benchmarks of a slow backend).
-    async fn delay(&self) {
-        if !self.settings.backend_delay.is_zero() {
-            tokio::time::sleep(self.settings.backend_delay).await;
-        }
-    }
-
     /// OPEN as `sftp-server` reads the flags: READ and WRITE together give a
     /// read-write handle, WRITE or APPEND alone an upload, anything else a
     /// read-only handle.
     async fn open(&self, id: u32, path: &str, flags: OpenFlags, attrs: &FileAttributes) -> Reply {
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let writes = flags.contains(OpenFlags::WRITE) || flags.contains(OpenFlags::APPEND);
         let options = WriteOptions {
             create: flags.contains(OpenFlags::CREATE),
@@ -135,16 +126,13 @@ impl SftpSession {
             append: flags.contains(OpenFlags::APPEND),
             permissions: attrs.permissions.map(|p| p & 0o7777),
         };
-        let kind = if writes && flags.contains(OpenFlags::READ) {
-            let file = self.files.open_read_write(&path, options).await.map_err(|e| fail(id, &e))?;
-            HandleKind::ReadWrite(tokio::sync::Mutex::new(file))
-        } else if writes {
-            let upload = self.files.upload(&path, options).await.map_err(|e| fail(id, &e))?;
-            HandleKind::Write(tokio::sync::Mutex::new(upload))
-        } else {
-            HandleKind::Read(self.files.open_read(&path).await.map_err(|e| fail(id, &e))?)
+        let access = match (writes, flags.contains(OpenFlags::READ)) {
+            (true, true) => Access::ReadWrite,
+            (true, false) => Access::Write,
+            (false, _) => Access::Read,
         };
-        self.new_handle(id, kind, path).await
+        let file = self.files.open(&path, access, options).await.map_err(|e| fail(id, &e))?;
+        self.new_handle(id, HandleKind::File(file), path).await
     }
 
     async fn new_handle(&self, id: u32, kind: HandleKind, path: String) -> Reply {
@@ -152,7 +140,9 @@ impl SftpSession {
             Ok(handle) => Ok(Packet::Handle(Handle { id, handle })),
             Err(kind) => {
                 // An upload that never gets a handle must leave nothing behind.
-                let _ = kind.abort_upload().await;
+                if let Some(file) = kind.file() {
+                    let _ = file.abort().await;
+                }
                 Err(status(id, StatusCode::Failure, "too many open handles"))
             }
         }
@@ -171,53 +161,33 @@ impl SftpSession {
         }
     }
 
+    /// The open file a request on a handle works on; `refusal` for a
+    /// directory handle.
+    fn file<'a>(id: u32, entry: &'a HandleEntry, refusal: &str) -> Result<&'a crate::vfs::Handle, Packet> {
+        entry.kind.file().ok_or_else(|| status(id, StatusCode::PermissionDenied, refusal))
+    }
+
     async fn close(&self, id: u32, target: &Target) -> Reply {
         let Target::Closing(entry) = target else { return Err(Self::invalid_handle(id)) };
         tracing::Span::current().record("path", entry.path.as_str());
         entry.quiesce().await;
-        let deferred = match &entry.kind {
-            HandleKind::Read(_) | HandleKind::Dir(_) => return Ok(ok(id)),
-            HandleKind::Write(upload) => {
-                let mut upload = upload.lock().await;
-                // The real result of the commit: a failed upload fails here.
-                upload.commit().await.map_err(|e| fail(id, &e))?;
-                upload.pending().take_deferred_attrs()
-            }
-            HandleKind::ReadWrite(file) => {
-                let mut file = file.lock().await;
-                file.commit().await.map_err(|e| fail(id, &e))?;
-                file.pending().take_deferred_attrs()
-            }
-        };
-        // The content is committed: that is what CLOSE reports. Times or
-        // permissions that cannot be applied are logged, not turned into a
-        // failure the client would take for a lost upload.
-        if let Some(attrs) = deferred {
-            self.delay().await;
-            if let Err(e) = self.files.plugin().set_info(&entry.path, attrs).await {
-                tracing::warn!(path = %entry.path, "attributes set before CLOSE not applied: {e}");
-            }
+        if let Some(file) = entry.kind.file() {
+            // The real result of the commit: a failed upload fails here.
+            file.close().await.map_err(|e| fail(id, &e))?;
         }
         Ok(ok(id))
     }
 
     async fn read(&self, id: u32, target: &Target, offset: u64, len: u32) -> Reply {
         let entry = Self::entry(id, target)?;
-        if len == 0 && !matches!(entry.kind, HandleKind::Dir(_)) {
+        let file = Self::file(id, &entry, NOT_FOR_READING)?;
+        if len == 0 {
             return Ok(Packet::Data(Data { id, data: Vec::new() }));
         }
-        let len = len.min(MAX_READ);
-        let data = match &entry.kind {
-            HandleKind::Read(reader) => {
-                self.delay().await;
-                reader.read(offset, len).await
-            }
-            HandleKind::ReadWrite(file) => file.lock().await.read(offset, len).await,
-            HandleKind::Write(_) | HandleKind::Dir(_) => {
-                return Err(status(id, StatusCode::PermissionDenied, "handle not open for reading"));
-            }
-        };
-        let data = data.map_err(|e| fail(id, &e))?;
+        if !file.reads() {
+            return Err(status(id, StatusCode::PermissionDenied, NOT_FOR_READING));
+        }
+        let data = file.read(offset, len.min(MAX_READ)).await.map_err(|e| fail(id, &e))?;
         if data.is_empty() {
             return Err(status(id, StatusCode::Eof, "end of file"));
         }
@@ -233,39 +203,28 @@ impl SftpSession {
         if offset.checked_add(data.len() as u64).is_none() {
             return Err(status(id, StatusCode::Failure, "offset out of range"));
         }
+        let file = Self::file(id, &entry, NOT_FOR_WRITING)?;
+        if !file.writes() {
+            return Err(status(id, StatusCode::PermissionDenied, NOT_FOR_WRITING));
+        }
         if data.is_empty() {
             // As pwrite(2) of nothing: the file does not change, not even its size.
-            return match &entry.kind {
-                HandleKind::Write(_) | HandleKind::ReadWrite(_) => Ok(ok(id)),
-                _ => Err(status(id, StatusCode::PermissionDenied, "handle not open for writing")),
-            };
+            return Ok(ok(id));
         }
         tracing::Span::current().record("bytes", data.len());
-        let written = match &entry.kind {
-            HandleKind::Write(upload) => upload.lock().await.write(offset, data).await,
-            HandleKind::ReadWrite(file) => file.lock().await.write(offset, data).await,
-            HandleKind::Read(_) | HandleKind::Dir(_) => {
-                return Err(status(id, StatusCode::PermissionDenied, "handle not open for writing"));
-            }
-        };
-        written.map_err(|e| fail(id, &e))?;
+        file.write(offset, data).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
     async fn stat(&self, id: u32, path: &str) -> Reply {
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let info = self.files.stat(&path).await.map_err(|e| fail(id, &e))?;
         Ok(self.attrs_reply(id, &info))
     }
 
     /// LSTAT describes a symbolic link itself, not what it points to.
     async fn lstat(&self, id: u32, path: &str) -> Reply {
-        if !self.files.capabilities().symlinks {
-            return self.stat(id, path).await;
-        }
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let info = self.files.link_stat(&path).await.map_err(|e| fail(id, &e))?;
         Ok(self.attrs_reply(id, &info))
     }
@@ -276,77 +235,39 @@ impl SftpSession {
 
     async fn fstat(&self, id: u32, target: &Target) -> Reply {
         let entry = Self::entry(id, target)?;
-        let info = match &entry.kind {
-            HandleKind::Write(upload) => upload.lock().await.provisional_info(),
-            HandleKind::ReadWrite(file) => file.lock().await.info(),
-            HandleKind::Read(_) | HandleKind::Dir(_) => {
-                self.delay().await;
-                self.files.stat(&entry.path).await.map_err(|e| fail(id, &e))?
-            }
+        let info = match entry.kind.file() {
+            Some(file) => file.info().await,
+            None => self.files.stat(&entry.path).await,
         };
-        Ok(self.attrs_reply(id, &info))
+        Ok(self.attrs_reply(id, &info.map_err(|e| fail(id, &e))?))
     }
 
     async fn setstat(&self, id: u32, path: &str, attrs: &FileAttributes) -> Reply {
         let path = self.resolve(id, path)?;
         let Some(set) = to_set_attrs(attrs) else { return Ok(ok(id)) };
-        self.apply_set_info(id, &path, set).await
-    }
-
-    /// On a handle being written, a size change acts on the pending content
-    /// at once, in order with the WRITEs (as on an OpenSSH server); times and
-    /// permissions wait for the commit, as the content is not visible yet.
-    async fn fsetstat(&self, id: u32, target: &Target, attrs: &FileAttributes) -> Reply {
-        let entry = Self::entry(id, target)?;
-        let Some(mut set) = to_set_attrs(attrs) else { return Ok(ok(id)) };
-        let size = set.size.take();
-        let defers = set.permissions.is_some() || set.accessed.is_some() || set.modified.is_some();
-        let writing = matches!(entry.kind, HandleKind::Write(_) | HandleKind::ReadWrite(_));
-        if writing && defers && !self.files.capabilities().set_info && self.settings.setstat_unsupported == SetstatPolicy::Strict {
-            // Said now, not after the commit when the client can no longer tell.
-            return Err(status(id, StatusCode::OpUnsupported, "the storage keeps no times or permissions"));
-        }
-        match &entry.kind {
-            HandleKind::Write(upload) => {
-                let mut upload = upload.lock().await;
-                if let Some(size) = size {
-                    upload.set_size(size).await.map_err(|e| fail(id, &e))?;
-                }
-                upload.pending().defer_attrs(set);
-            }
-            HandleKind::ReadWrite(file) => {
-                let mut file = file.lock().await;
-                if let Some(size) = size {
-                    file.set_size(size).await.map_err(|e| fail(id, &e))?;
-                }
-                file.pending().defer_attrs(set);
-            }
-            HandleKind::Read(_) | HandleKind::Dir(_) => {
-                set.size = size;
-                return self.apply_set_info(id, &entry.path, set).await;
-            }
-        }
+        self.files.set_info(&path, set).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
-    async fn apply_set_info(&self, id: u32, path: &str, set: crate::plugin::SetAttrs) -> Reply {
-        self.delay().await;
-        match self.files.set_info(path, set).await {
-            Ok(()) => Ok(ok(id)),
-            Err(StorageError::Unsupported) if self.settings.setstat_unsupported == SetstatPolicy::Ignore => Ok(ok(id)),
-            Err(e) => Err(fail(id, &e)),
+    async fn fsetstat(&self, id: u32, target: &Target, attrs: &FileAttributes) -> Reply {
+        let entry = Self::entry(id, target)?;
+        let Some(set) = to_set_attrs(attrs) else { return Ok(ok(id)) };
+        match entry.kind.file() {
+            Some(file) => file.set_attrs(set).await,
+            None => self.files.set_info(&entry.path, set).await,
         }
+        .map_err(|e| fail(id, &e))?;
+        Ok(ok(id))
     }
 
     async fn opendir(&self, id: u32, path: &str) -> Reply {
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let info = self.files.stat(&path).await.map_err(|e| fail(id, &e))?;
         if info.kind != crate::plugin::FileKind::Directory {
             return Err(status(id, StatusCode::Failure, "not a directory"));
         }
         let uploads = self.files.uploads_at_listing_start(&path);
-        let state = DirState { cursor: None, done: false, sent: 0, uploads, pending: None };
+        let state = DirState { cursor: None, done: false, sent: 0, uploads, unlisted: None };
         self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(state)), path).await
     }
 
@@ -361,7 +282,6 @@ impl SftpSession {
             // A page whose every name was left out (too long) is skipped, a
             // bounded number of times.
             for _ in 0..16 {
-                self.delay().await;
                 let page = self
                     .files
                     .list_page(&entry.path, state.cursor.as_deref(), READDIR_BATCH)
@@ -386,12 +306,12 @@ impl SftpSession {
         if entries.is_empty() && state.done {
             // Files being uploaded here that the plugin does not show yet,
             // a batch at a time.
-            if state.pending.is_none() {
-                state.pending = Some(self.files.uploads_unlisted(&entry.path, &state.uploads).await);
+            if state.unlisted.is_none() {
+                state.unlisted = Some(self.files.uploads_unlisted(&entry.path, &state.uploads).await);
             }
-            let pending = state.pending.as_mut().expect("just filled");
-            let take = pending.len().min(READDIR_BATCH as usize);
-            entries.extend(pending.drain(..take));
+            let unlisted = state.unlisted.as_mut().expect("just filled");
+            let take = unlisted.len().min(READDIR_BATCH as usize);
+            entries.extend(unlisted.drain(..take));
         }
         if entries.is_empty() {
             return Err(status(id, StatusCode::Eof, "end of directory"));
@@ -410,16 +330,14 @@ impl SftpSession {
 
     async fn remove(&self, id: u32, path: &str) -> Reply {
         let path = self.resolve(id, path)?;
-        self.delay().await;
         self.files.remove_file(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
     async fn mkdir(&self, id: u32, path: &str, attrs: &FileAttributes) -> Reply {
         let path = self.resolve(id, path)?;
-        self.delay().await;
         let permissions = attrs.permissions.map(|p| p & 0o7777);
-        self.files.plugin().make_dir(&path, permissions).await.map_err(|e| fail(id, &e))?;
+        self.files.make_dir(&path, permissions).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
@@ -428,7 +346,6 @@ impl SftpSession {
         if path == self.principal.home {
             return Err(status(id, StatusCode::PermissionDenied, "cannot remove the root"));
         }
-        self.delay().await;
         self.files.remove_dir(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
@@ -445,7 +362,6 @@ impl SftpSession {
         if from == self.principal.home || to == self.principal.home {
             return Err(status(id, StatusCode::PermissionDenied, "cannot rename the root"));
         }
-        self.delay().await;
         self.files.rename(&from, &to, overwrite).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
@@ -455,8 +371,7 @@ impl SftpSession {
             return Err(status(id, StatusCode::OpUnsupported, "symbolic links are not supported"));
         }
         let path = self.resolve(id, path)?;
-        self.delay().await;
-        let target = self.files.plugin().read_link(&path).await.map_err(|e| fail(id, &e))?;
+        let target = self.files.read_link(&path).await.map_err(|e| fail(id, &e))?;
         // Targets are stored in the plugin namespace: show them as the client
         // sees them, and never show where the user's root is.
         let outside = || status(id, StatusCode::PermissionDenied, "link points outside your root");
@@ -484,8 +399,7 @@ impl SftpSession {
         let target = paths::to_plugin(&self.principal.home, &target_client);
         validate::path(&target).map_err(|_| status(id, StatusCode::BadMessage, "path too long"))?;
         let link = self.resolve(id, link)?;
-        self.delay().await;
-        self.files.plugin().make_link(&target, &link).await.map_err(|e| fail(id, &e))?;
+        self.files.make_link(&target, &link).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
 
@@ -500,8 +414,7 @@ impl SftpSession {
             }
             "statvfs@openssh.com" => {
                 let path = self.resolve(id, args.utf8().ok_or_else(bad)?)?;
-                self.delay().await;
-                let space = self.files.plugin().space(&path).await.map_err(|e| fail(id, &e))?;
+                let space = self.files.space(&path).await.map_err(|e| fail(id, &e))?;
                 let block = u64::from(space.block_size.max(1));
                 let fields = [
                     block,
@@ -540,8 +453,7 @@ impl SftpSession {
             "hardlink@openssh.com" if self.files.capabilities().hard_links => {
                 let from = self.resolve(id, args.utf8().ok_or_else(bad)?)?;
                 let to = self.resolve(id, args.utf8().ok_or_else(bad)?)?;
-                self.delay().await;
-                self.files.plugin().hard_link(&from, &to).await.map_err(|e| fail(id, &e))?;
+                self.files.hard_link(&from, &to).await.map_err(|e| fail(id, &e))?;
                 Ok(ok(id))
             }
             _ => Err(status(id, StatusCode::OpUnsupported, "extension not supported")),
@@ -551,8 +463,7 @@ impl SftpSession {
 
 impl SftpSession {
     /// `copy-data`: bytes from one open handle to another without a round
-    /// trip through the client. A whole file onto a fresh upload is copied
-    /// by the plugin itself (`copy-file`); anything else is streamed here.
+    /// trip through the client (how, the file layer decides).
     async fn copy_data(
         &self,
         id: u32,
@@ -565,43 +476,21 @@ impl SftpSession {
         if Arc::ptr_eq(source, destination) {
             return Err(status(id, StatusCode::Failure, "copy-data within one handle is not supported"));
         }
-        if let (HandleKind::Read(FileReader::Plugin(_)), HandleKind::Write(upload)) = (&source.kind, &destination.kind) {
-            let mut upload = upload.lock().await;
-            if read_offset == 0 && length == 0 && write_offset == 0 && upload.is_untouched() {
-                self.delay().await;
-                self.files.plugin().copy_file(&source.path, &destination.path, true).await.map_err(|e| fail(id, &e))?;
-                upload.replaced_by_copy();
-                return Ok(ok(id));
-            }
+        let from = source.kind.file().filter(|file| file.reads());
+        let from = from.ok_or_else(|| status(id, StatusCode::PermissionDenied, "copy-data source not open for reading"))?;
+        let to = destination.kind.file().filter(|file| file.writes());
+        let to = to.ok_or_else(|| status(id, StatusCode::PermissionDenied, "copy-data destination not open for writing"))?;
+        let copied = self.files.copy_data(from, read_offset, length, to, write_offset).await.map_err(|e| fail(id, &e))?;
+        if let Some(bytes) = copied {
+            tracing::Span::current().record("bytes", bytes);
         }
-        let end = if length == 0 { u64::MAX } else { read_offset.saturating_add(length) };
-        let mut offset = read_offset;
-        let mut copied = 0u64;
-        while offset < end {
-            let want = (end - offset).min(u64::from(MAX_READ)) as u32;
-            let data = match &source.kind {
-                HandleKind::Read(reader) => reader.read(offset, want).await,
-                HandleKind::ReadWrite(file) => file.lock().await.read(offset, want).await,
-                _ => return Err(status(id, StatusCode::PermissionDenied, "copy-data source not open for reading")),
-            }
-            .map_err(|e| fail(id, &e))?;
-            if data.is_empty() {
-                break;
-            }
-            let at = write_offset.checked_add(copied).ok_or_else(|| status(id, StatusCode::Failure, "offset out of range"))?;
-            match &destination.kind {
-                HandleKind::Write(upload) => upload.lock().await.write(at, &data).await,
-                HandleKind::ReadWrite(file) => file.lock().await.write(at, &data).await,
-                _ => return Err(status(id, StatusCode::PermissionDenied, "copy-data destination not open for writing")),
-            }
-            .map_err(|e| fail(id, &e))?;
-            offset += data.len() as u64;
-            copied += data.len() as u64;
-        }
-        tracing::Span::current().record("bytes", copied);
         Ok(ok(id))
     }
 }
+
+/// Why a READ or WRITE on a handle not opened for it is refused.
+const NOT_FOR_READING: &str = "handle not open for reading";
+const NOT_FOR_WRITING: &str = "handle not open for writing";
 
 fn u64s(values: &[u64]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_be_bytes()).collect()

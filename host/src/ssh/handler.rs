@@ -107,8 +107,8 @@ impl Connection {
         };
         let storage = plugin.open_session(context).await.map_err(|e| format!("opening storage: {e}"))?;
         ensure_home(&storage, &principal.home).await.map_err(|e| format!("preparing home {}: {e}", principal.home))?;
-        let pending = self.shared.pending_uploads.for_view(&principal.plugin, &principal.tenant, &principal.attributes);
-        let files = Files::new(storage, pending, budgets, self.shared.files.clone(), self.session_id);
+        let nodes = self.shared.nodes.for_view(&principal.plugin, &principal.tenant, &principal.attributes);
+        let files = Files::new(storage, nodes, budgets, self.shared.files.clone(), self.session_id);
         let sftp = SftpSession::new(
             principal,
             self.session_id,

@@ -22,7 +22,7 @@ use crate::auth::Users;
 use crate::config::Config;
 use crate::plugin::Plugin;
 use crate::sftp::SftpSettings;
-use crate::vfs::{FileSettings, ServerBudget, ServerBudgets, SpoolArea, TenantTables};
+use crate::vfs::{FileSettings, NodeTables, ServerBudget, ServerBudgets, SpoolArea};
 
 /// What every connection shares.
 pub struct Shared {
@@ -33,8 +33,8 @@ pub struct Shared {
     /// Upload buffers, read-ahead and spool space: per connection, per
     /// tenant and for the whole server.
     pub budgets: ServerBudgets,
-    /// Files being uploaded, per tenant.
-    pub pending_uploads: TenantTables,
+    /// Files being written (a node per path), per tenant's view.
+    pub nodes: NodeTables,
     pub ssh: Arc<russh::server::Config>,
     pub idle_timeout: Duration,
     /// A connection must authenticate within this.
@@ -91,16 +91,14 @@ impl Shared {
             sftp: SftpSettings {
                 max_handles: limits.max_handles,
                 max_inflight: limits.max_inflight,
-                setstat_unsupported: config.sftp.setstat_unsupported,
-                backend_delay: Duration::from_millis(config.sftp.backend_delay_ms),
                 shutdown_grace: Duration::from_secs(limits.shutdown_grace_secs),
             },
             files: FileSettings {
                 max_spool_bytes: config.sftp.spool_max_mib << 20,
-                backend_delay: Duration::from_millis(config.sftp.backend_delay_ms),
+                setstat_unsupported: config.sftp.setstat_unsupported,
             },
             budgets: server_budgets(config),
-            pending_uploads: TenantTables::default(),
+            nodes: NodeTables::default(),
             ssh: Arc::new(ssh),
             idle_timeout,
             login_grace: Duration::from_secs(limits.login_grace_secs),

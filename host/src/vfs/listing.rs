@@ -30,7 +30,7 @@ impl ListingUploads {
 impl Files {
     /// Starts watching the uploads in `dir` for a listing.
     pub fn uploads_at_listing_start(&self, dir: &str) -> ListingUploads {
-        let at_start: HashSet<String> = self.pending.children(dir).into_iter().map(|(name, _)| name).collect();
+        let at_start: HashSet<String> = self.nodes.children(dir).into_iter().map(|(name, _)| name).collect();
         ListingUploads { unlisted: at_start.clone(), at_start }
     }
 
@@ -45,12 +45,12 @@ impl Files {
         }
         // Begun since: shown while the plugin does not know the path (an
         // overwrite of a listed file is listed already).
-        for (name, _) in self.pending.children(dir) {
+        for (name, _) in self.nodes.children(dir) {
             if seen.at_start.contains(&name) {
                 continue;
             }
             let path = child(dir, &name);
-            if let Answer::Uploading(info) = self.plugin_or_upload(&path, || self.storage.file_info(&path)).await {
+            if let Answer::Writing(info) = self.plugin_or_node(&path, || self.storage.file_info(&path)).await {
                 extra.push((name, info));
             }
         }
@@ -58,8 +58,8 @@ impl Files {
     }
 
     async fn lookup(&self, path: &str) -> Option<FileInfo> {
-        match self.plugin_or_upload(path, || self.storage.file_info(path)).await {
-            Answer::Uploading(info) | Answer::Plugin(Ok(info)) => Some(info),
+        match self.plugin_or_node(path, || self.storage.file_info(path)).await {
+            Answer::Writing(info) | Answer::Plugin(Ok(info)) => Some(info),
             Answer::Plugin(Err(StorageError::NotFound)) => None,
             Answer::Plugin(Err(e)) => {
                 tracing::debug!(path, error = %e, "upload left out of a listing");

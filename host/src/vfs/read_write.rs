@@ -6,11 +6,8 @@
 //! one writer, so the content changes atomically and every plugin
 //! (random-write or not) gets the same behaviour.
 
-use std::time::Duration;
-
-use super::pending::{PendingGuard, unix_now};
+use super::node::{NodeHold, unix_now};
 use super::spool::{Spool, TenantSpool};
-use super::upload::delay;
 use crate::plugin::{FileInfo, FileKind, Reader, StorageError, Writer};
 
 pub struct ReadWriteFile {
@@ -29,8 +26,7 @@ pub struct ReadWriteFile {
     append: bool,
     permissions: u32,
     chunk: usize,
-    placeholder: PendingGuard,
-    backend_delay: Duration,
+    placeholder: NodeHold,
 }
 
 pub(super) struct ReadWriteParts<'a> {
@@ -48,8 +44,7 @@ pub(super) struct ReadWriteParts<'a> {
     pub permissions: u32,
     pub read_chunk: u32,
     pub write_chunk: usize,
-    pub placeholder: PendingGuard,
-    pub backend_delay: Duration,
+    pub placeholder: NodeHold,
 }
 
 struct Base {
@@ -73,7 +68,6 @@ impl ReadWriteFile {
             permissions: parts.permissions,
             chunk: parts.write_chunk,
             placeholder: parts.placeholder,
-            backend_delay: parts.backend_delay,
         })
     }
 
@@ -173,7 +167,6 @@ impl ReadWriteFile {
                     return Err(e);
                 }
             };
-            delay(self.backend_delay).await;
             let len = data.len() as u64;
             if let Err(e) = self.writer.write_chunk(offset, data).await {
                 let _ = self.writer.abort().await;
@@ -181,12 +174,11 @@ impl ReadWriteFile {
             }
             offset += len;
         }
-        delay(self.backend_delay).await;
         self.writer.finish().await.map(drop)
     }
 
-    /// The upload's placeholder and the attributes waiting for its commit.
-    pub fn pending(&mut self) -> &mut PendingGuard {
+    /// The handle's hold on its node, with the attributes waiting for its commit.
+    pub fn placeholder(&mut self) -> &mut NodeHold {
         &mut self.placeholder
     }
 

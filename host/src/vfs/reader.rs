@@ -7,8 +7,9 @@ pub enum FileReader {
     /// The plugin's reader, pinned to the version it opened, read ahead of
     /// the client when it reads sequentially.
     Plugin(ReadAhead),
-    /// A file still being uploaded: empty until its CLOSE commits it.
-    Pending,
+    /// A file being written and not committed yet: empty until a CLOSE
+    /// commits it.
+    Uncommitted,
 }
 
 impl FileReader {
@@ -16,7 +17,7 @@ impl FileReader {
     pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
         match self {
             Self::Plugin(reader) => reader.read(offset, len).await,
-            Self::Pending => Ok(Vec::new()),
+            Self::Uncommitted => Ok(Vec::new()),
         }
     }
 }

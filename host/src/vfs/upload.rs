@@ -2,11 +2,10 @@
 //! plugin-sized chunks, held within the upload budget, committed at CLOSE.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::budget::{BudgetPermit, ByteBudget};
 use super::in_order::InOrder;
-use super::pending::{PendingGuard, unix_now};
+use super::node::{NodeHold, unix_now};
 use crate::plugin::{FileInfo, FileKind, StorageError, Writer};
 
 pub struct Upload {
@@ -29,9 +28,7 @@ pub struct Upload {
     /// nothing more.
     copied: bool,
     /// Keeps the file visible (with its size so far) until CLOSE.
-    placeholder: PendingGuard,
-    /// Added before each backend call (benchmarking a slow backend).
-    backend_delay: Duration,
+    placeholder: NodeHold,
     max_size: Option<u64>,
     /// For a plugin without random writes: the bytes go to it in order.
     in_order: Option<InOrder>,
@@ -48,9 +45,8 @@ pub(super) struct UploadParts {
     pub append: bool,
     pub start_size: u64,
     pub permissions: u32,
-    pub placeholder: PendingGuard,
+    pub placeholder: NodeHold,
     pub budget: ByteBudget,
-    pub backend_delay: Duration,
     /// The plugin's largest file, if it has one.
     pub max_size: Option<u64>,
     pub in_order: Option<InOrder>,
@@ -70,7 +66,6 @@ impl Upload {
             touched: false,
             copied: false,
             placeholder: parts.placeholder,
-            backend_delay: parts.backend_delay,
             max_size: parts.max_size,
             in_order: parts.in_order,
             in_flight: None,
@@ -122,7 +117,6 @@ impl Upload {
         let Some(permit) = self.reserve(data.len()).await? else {
             // The budget is spent (the connection's, its tenant's or the
             // server's): this WRITE goes to the plugin as it is.
-            delay(self.backend_delay).await;
             return self.record(self.writer.write_chunk(offset, data).await);
         };
         self.gathered.add(offset, data, permit);
@@ -158,10 +152,9 @@ impl Upload {
         };
         for (offset, part) in parts {
             self.settle_in_flight().await?;
-            let (writer, backend_delay) = (self.writer.clone(), self.backend_delay);
+            let writer = self.writer.clone();
             let part_budget = budget.as_mut().and_then(|b| b.split(part.len().min(b.bytes())));
             self.in_flight = Some(tokio::spawn(async move {
-                delay(backend_delay).await;
                 let written = writer.write_chunk(offset, part).await;
                 drop(part_budget);
                 written
@@ -191,7 +184,6 @@ impl Upload {
             return Err(error.clone());
         }
         let Some((offset, bytes, permit)) = self.gathered.take() else { return Ok(()) };
-        delay(self.backend_delay).await;
         // The bytes move to the plugin call, and their budget is given back
         // once it has them: an upload between chunks holds nothing (a
         // thousand idle uploads must not pin a chunk each outside the budget).
@@ -219,7 +211,6 @@ impl Upload {
             // Below what the plugin has (for an in-order upload, the content
             // kept when the file was not truncated): only the plugin can cut that.
             _ => {
-                delay(self.backend_delay).await;
                 if let Err(error) = self.writer.set_size(size).await {
                     // The content is no longer what the client sent: the upload must not commit.
                     if error != StorageError::Unsupported {
@@ -267,7 +258,6 @@ impl Upload {
             let _ = self.writer.abort().await;
             return Err(error);
         }
-        delay(self.backend_delay).await;
         self.writer.finish().await.map(drop)
     }
 
@@ -288,8 +278,8 @@ impl Upload {
         self.settle_in_flight().await
     }
 
-    /// The upload's placeholder and the attributes waiting for its commit.
-    pub fn pending(&mut self) -> &mut PendingGuard {
+    /// The upload's hold on its node, with the attributes waiting for its commit.
+    pub fn placeholder(&mut self) -> &mut NodeHold {
         &mut self.placeholder
     }
 
@@ -355,12 +345,6 @@ impl Gathered {
         let offset = self.offset;
         self.offset = offset.saturating_add(self.bytes.len() as u64);
         Some((offset, std::mem::take(&mut self.bytes), self.permit.take()))
-    }
-}
-
-pub(super) async fn delay(by: Duration) {
-    if !by.is_zero() {
-        tokio::time::sleep(by).await;
     }
 }
 

@@ -126,6 +126,20 @@ pub async fn start(users: &[&str]) -> TestServer {
     start_with(users.iter().map(|u| UserSpec::new(u)), |_| {}).await
 }
 
+/// Serves every user of `config` from the slow test plugin
+/// (`tests/plugins/slow`) with `knobs` as its config, e.g.
+/// `("delay-ms.finish", "3000")`: the memory filesystem behind a slow backend.
+pub fn use_slow_plugin(config: &mut Config, knobs: &[(&str, &str)]) {
+    let mut plugin = wasftp::config::PluginConfig { source: env!("WASFTP_SLOW_PLUGIN").into(), ..Default::default() };
+    for (key, value) in knobs {
+        plugin.config.insert(key.to_string(), value.to_string());
+    }
+    config.plugins.insert("slow".into(), plugin);
+    for user in &mut config.users {
+        user.plugin = "slow".into();
+    }
+}
+
 /// Starts a server with `users`; `tweak` may adjust the config last.
 pub async fn start_with(
     users: impl IntoIterator<Item = UserSpec>,

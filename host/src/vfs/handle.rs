@@ -1,0 +1,218 @@
+//! An open file, as the SFTP layer sees it: one interface over the three
+//! kinds of handle (read-only, write-only upload, read-write).
+//!
+//! An enum whose methods are the interface, rather than a trait object: the
+//! kinds are a closed set owned by this module, copy-data needs to know two
+//! handles' kinds at once (see `copy.rs`), and async methods on a `dyn`
+//! trait would box every call. Its variants stay private to the file layer.
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use super::node::{HoldSignals, NodeHold};
+use super::{Files, FileReader, ReadWriteFile, Upload};
+use crate::config::SetstatPolicy;
+use crate::plugin::{FileInfo, SetAttrs, StorageError};
+
+/// What a handle was opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+pub struct Handle {
+    pub(super) files: Arc<Files>,
+    /// Path in the plugin namespace.
+    pub(super) path: String,
+    access: Access,
+    pub(super) kind: Kind,
+}
+
+pub(super) enum Kind {
+    Read(FileReader),
+    /// The content is behind a lock (requests on it run one at a time
+    /// anyway); the hold's signals are outside it, for the reader loop.
+    Write { signals: HoldSignals, content: Mutex<Content> },
+}
+
+/// What a handle that writes holds until CLOSE commits it.
+pub(super) enum Content {
+    /// Write-only: WRITEs coalesced and streamed to the plugin's writer.
+    Upload(Upload),
+    /// Read-write: the file copied into a spool, committed whole.
+    ReadWrite(ReadWriteFile),
+}
+
+impl Handle {
+    pub(super) fn reading(files: Arc<Files>, path: &str, reader: FileReader) -> Self {
+        Self { files, path: path.to_string(), access: Access::Read, kind: Kind::Read(reader) }
+    }
+
+    pub(super) fn writing(files: Arc<Files>, path: &str, access: Access, mut content: Content) -> Self {
+        let signals = content.placeholder().signals();
+        Self { files, path: path.to_string(), access, kind: Kind::Write { signals, content: Mutex::new(content) } }
+    }
+
+    /// Path in the plugin namespace.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn reads(&self) -> bool {
+        self.access != Access::Write
+    }
+
+    pub fn writes(&self) -> bool {
+        self.access != Access::Read
+    }
+
+    fn signals(&self) -> Option<&HoldSignals> {
+        match &self.kind {
+            Kind::Write { signals, .. } => Some(signals),
+            Kind::Read(_) => None,
+        }
+    }
+
+    /// A WRITE of `len` bytes at `offset` was read off the wire: STAT shows
+    /// the size at once (see [`HoldSignals::announce_size`]).
+    pub fn announce_write(&self, offset: u64, len: usize) {
+        if let (Some(signals), Some(end)) = (self.signals(), offset.checked_add(len as u64)) {
+            signals.announce_size(end, false);
+        }
+    }
+
+    /// A truncate to `size` was read off the wire.
+    pub fn announce_size(&self, size: u64) {
+        if let Some(signals) = self.signals() {
+            signals.announce_size(size, true);
+        }
+    }
+
+    /// The handle's CLOSE was read off the wire: requests of this session on
+    /// the path wait for its commit.
+    pub fn closing(&self) {
+        if let Some(signals) = self.signals() {
+            signals.closing();
+        }
+    }
+
+    /// Up to `len` bytes at `offset`; empty at end of file. A read-write
+    /// handle reads its own writes.
+    pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
+        match &self.kind {
+            Kind::Read(reader) => reader.read(offset, len).await,
+            Kind::Write { content, .. } => match &mut *content.lock().await {
+                Content::ReadWrite(file) => file.read(offset, len).await,
+                Content::Upload(_) => Err(StorageError::PermissionDenied),
+            },
+        }
+    }
+
+    pub async fn write(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        match &self.kind {
+            Kind::Read(_) => Err(StorageError::PermissionDenied),
+            Kind::Write { content, .. } => content.lock().await.write(offset, data).await,
+        }
+    }
+
+    /// FSTAT: a handle that writes shows its content so far.
+    pub async fn info(&self) -> Result<FileInfo, StorageError> {
+        match &self.kind {
+            Kind::Read(_) => self.files.stat(&self.path).await,
+            Kind::Write { content, .. } => Ok(content.lock().await.info()),
+        }
+    }
+
+    /// FSETSTAT. On a handle that writes, a size change acts on the content
+    /// at once, in order with the WRITEs (as on an OpenSSH server); times
+    /// and permissions wait for the commit, as the content is not visible yet.
+    pub async fn set_attrs(&self, mut set: SetAttrs) -> Result<(), StorageError> {
+        let Kind::Write { content, .. } = &self.kind else { return self.files.set_info(&self.path, set).await };
+        let size = set.size.take();
+        let defers = set.permissions.is_some() || set.accessed.is_some() || set.modified.is_some();
+        let strict = self.files.settings.setstat_unsupported == SetstatPolicy::Strict;
+        if defers && strict && !self.files.capabilities().set_info {
+            // Said now, not after the commit when the client can no longer tell.
+            return Err(StorageError::Unsupported);
+        }
+        let mut content = content.lock().await;
+        if let Some(size) = size {
+            content.set_size(size).await?;
+        }
+        content.placeholder().defer_attrs(set);
+        Ok(())
+    }
+
+    /// CLOSE: commits what the handle wrote; the result is the commit's.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        let Kind::Write { content, .. } = &self.kind else { return Ok(()) };
+        let deferred = {
+            let mut content = content.lock().await;
+            content.commit().await?;
+            content.placeholder().take_deferred_attrs()
+        };
+        // The content is committed: that is what CLOSE reports. Times or
+        // permissions that cannot be applied are logged, not turned into a
+        // failure the client would take for a lost upload.
+        if let Some(attrs) = deferred {
+            if let Err(e) = self.files.storage.set_info(&self.path, attrs).await {
+                tracing::warn!(path = %self.path, "attributes set before CLOSE not applied: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives up what the handle wrote (nothing of it becomes visible);
+    /// `None` for a handle that writes nothing.
+    pub async fn abort(&self) -> Option<Result<(), StorageError>> {
+        let Kind::Write { content, .. } = &self.kind else { return None };
+        Some(content.lock().await.abort().await)
+    }
+}
+
+impl Content {
+    async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        match self {
+            Self::Upload(upload) => upload.write(offset, data).await,
+            Self::ReadWrite(file) => file.write(offset, data).await,
+        }
+    }
+
+    async fn set_size(&mut self, size: u64) -> Result<(), StorageError> {
+        match self {
+            Self::Upload(upload) => upload.set_size(size).await,
+            Self::ReadWrite(file) => file.set_size(size).await,
+        }
+    }
+
+    async fn commit(&mut self) -> Result<(), StorageError> {
+        match self {
+            Self::Upload(upload) => upload.commit().await,
+            Self::ReadWrite(file) => file.commit().await,
+        }
+    }
+
+    async fn abort(&mut self) -> Result<(), StorageError> {
+        match self {
+            Self::Upload(upload) => upload.abort().await,
+            Self::ReadWrite(file) => file.abort().await,
+        }
+    }
+
+    fn info(&self) -> FileInfo {
+        match self {
+            Self::Upload(upload) => upload.provisional_info(),
+            Self::ReadWrite(file) => file.info(),
+        }
+    }
+
+    fn placeholder(&mut self) -> &mut NodeHold {
+        match self {
+            Self::Upload(upload) => upload.placeholder(),
+            Self::ReadWrite(file) => file.placeholder(),
+        }
+    }
+}
