@@ -622,3 +622,34 @@ async fn append_writes_land_at_the_end_whatever_their_offset() {
     }
     server.shutdown().await;
 }
+
+/// Before: a name with an ESC sequence or a right-to-left override went
+/// into the long name as it was, and `ls -l` in OpenSSH's sftp printed it
+/// to the user's terminal. The exact name stays in the filename field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_characters_in_names_are_escaped_in_long_names() {
+    let server = start(&["alice"]).await;
+    let client = server.sftp("alice").await;
+    client.sftp.mkdir("/d", russh_sftp::protocol::FileAttributes::empty()).await.unwrap();
+    let (red, rtl) = ("a\u{1b}[31mred", "cod\u{202e}txt.exe");
+    client.put(&format!("/d/{red}"), b"x").await;
+    client.put(&format!("/d/{rtl}"), b"x").await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let dir = wire.call(FXP_OPENDIR, Body::new().string("/d")).await.handle();
+    let mut found = Vec::new();
+    loop {
+        let reply = wire.call(FXP_READDIR, Body::new().string(&dir)).await;
+        if reply.kind == FXP_STATUS {
+            break;
+        }
+        found.extend(reply.long_names());
+    }
+    let long_of = |name: &str| found.iter().find(|(n, _)| n == name).map(|(_, l)| l.clone()).unwrap_or_else(|| panic!("{name:?} listed: {found:?}"));
+    let (red_line, rtl_line) = (long_of(red), long_of(rtl));
+    assert!(red_line.ends_with(" a\\033[31mred"), "{red_line:?}");
+    assert!(rtl_line.ends_with(" cod\\342\\200\\256txt.exe"), "{rtl_line:?}");
+    assert!(!found.iter().any(|(_, long)| long.chars().any(|c| c.is_control() || c == '\u{202e}')));
+    let real = wire.call(FXP_REALPATH, Body::new().string(format!("/d/{red}"))).await.long_names();
+    assert_eq!(real, [(format!("/d/{red}"), "/d/a\\033[31mred".to_string())]);
+    server.shutdown().await;
+}

@@ -68,12 +68,53 @@ pub fn long_name(name: &str, info: &FileInfo, owner: &str, now: u64) -> String {
     } else {
         when.format("%b %e %H:%M")
     };
-    format!("{mode}    1 {owner:<8} {owner:<8} {:>8} {date} {name}", info.size)
+    format!("{mode}    1 {owner:<8} {owner:<8} {:>8} {date} {}", info.size, escape_for_display(name))
+}
+
+/// `name` as `ls -b` shows it: control characters (C0, DEL, C1) and the
+/// invisible bidirectional controls as octal escapes of their UTF-8 bytes,
+/// a backslash doubled. For the long names a client prints as they are:
+/// a plugin or another client chose the name, and an ESC sequence or a
+/// right-to-left override must not reach the user's terminal. The exact
+/// name still goes in the `filename` field.
+pub fn escape_for_display(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().any(needs_escape) {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        if needs_escape(c) {
+            let mut utf8 = [0; 4];
+            for byte in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("\\{byte:03o}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_and_bidi_characters_are_escaped_for_display() {
+        assert!(matches!(escape_for_display("plain name.txt"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(escape_for_display("a\u{1b}[31mred"), "a\\033[31mred");
+        assert_eq!(escape_for_display("line\r\nbreak\u{7f}"), "line\\015\\012break\\177");
+        assert_eq!(escape_for_display("cod\u{202e}txt.exe"), "cod\\342\\200\\256txt.exe");
+        assert_eq!(escape_for_display("back\\slash"), "back\\134slash", "an escape cannot be forged");
+        assert_eq!(escape_for_display("\u{85}c1"), "\\302\\205c1");
+        assert_eq!(escape_for_display("été 日本"), "été 日本");
+    }
 
     fn info(kind: FileKind, permissions: u32) -> FileInfo {
         FileInfo { kind, size: 1234, permissions, modified: 1_700_000_000, accessed: 1_700_000_000, version: None }

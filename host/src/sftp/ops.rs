@@ -8,7 +8,7 @@ use russh_sftp::protocol::{
     Attrs, Data, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status, StatusCode, Version,
 };
 
-use super::attrs::{long_name, to_attrs, to_set_attrs};
+use super::attrs::{escape_for_display, long_name, to_attrs, to_set_attrs};
 use super::framing::{MAX_PACKET, MAX_READ, MAX_WRITE, WireReader};
 use super::handles::{DirState, HandleEntry, HandleKind};
 use super::status::{message_of, status_of};
@@ -352,7 +352,7 @@ impl SftpSession {
 
     fn realpath(&self, id: u32, path: &str) -> Reply {
         let client = paths::normalize(path).ok_or_else(|| status(id, StatusCode::BadMessage, "bad path"))?;
-        let file = File { filename: client.clone(), longname: client, attrs: FileAttributes::empty() };
+        let file = File { longname: escape_for_display(&client).into_owned(), filename: client, attrs: FileAttributes::empty() };
         Ok(Packet::Name(Name { id, files: vec![file] }))
     }
 
@@ -377,7 +377,7 @@ impl SftpSession {
         let outside = || status(id, StatusCode::PermissionDenied, "link points outside your root");
         let target = paths::normalize_absolute(&target).ok_or_else(outside)?;
         let target = paths::to_client(&self.principal.home, &target).ok_or_else(outside)?;
-        let file = File { filename: target.clone(), longname: target, attrs: FileAttributes::empty() };
+        let file = File { longname: escape_for_display(&target).into_owned(), filename: target, attrs: FileAttributes::empty() };
         Ok(Packet::Name(Name { id, files: vec![file] }))
     }
 

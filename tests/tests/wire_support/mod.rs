@@ -22,6 +22,7 @@ pub const FXP_READDIR: u8 = 12;
 pub const FXP_REMOVE: u8 = 13;
 pub const FXP_MKDIR: u8 = 14;
 pub const FXP_RMDIR: u8 = 15;
+pub const FXP_REALPATH: u8 = 16;
 pub const FXP_RENAME: u8 = 18;
 pub const FXP_STAT: u8 = 17;
 pub const FXP_EXTENDED: u8 = 200;
@@ -111,6 +112,25 @@ impl Reply {
         for _ in 0..count {
             names.push(take_string(&mut rest));
             take_string(&mut rest);
+            skip_attrs(&mut rest);
+        }
+        names
+    }
+    /// The file names of a NAME reply with their long names (`ls -l` lines).
+    pub fn long_names(&self) -> Vec<(String, String)> {
+        assert_eq!(self.kind, FXP_NAME, "expected NAME, got {self:?}");
+        let count = u32::from_be_bytes(self.body[..4].try_into().unwrap());
+        let mut rest = &self.body[4..];
+        let take_string = |rest: &mut &[u8]| {
+            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            let s = String::from_utf8_lossy(&rest[4..4 + len]).into_owned();
+            *rest = &rest[4 + len..];
+            s
+        };
+        let mut names = Vec::new();
+        for _ in 0..count {
+            let name = take_string(&mut rest);
+            names.push((name, take_string(&mut rest)));
             skip_attrs(&mut rest);
         }
         names
