@@ -245,6 +245,9 @@ async fn main() {
         Scenario::Waiting { logins: waiting_logins, calls: 8 },
         Scenario::Sessions,
     ];
+    // ROWS=spinning (a part of the label) runs only the rows it names.
+    let rows = std::env::var("ROWS").unwrap_or_default();
+    let scenarios: Vec<Scenario> = scenarios.into_iter().filter(|s| rows.is_empty() || s.label().contains(rows.as_str())).collect();
     println!("bob loops STAT for {seconds} s while eve's tenant does its worst; medians of {runs} runs");
     println!("| eve | bob p50 | bob p99 | p99 vs quiet | bob's STATs | bob's errors | bob's login | eve got |");
     println!("|---|---|---|---|---|---|---|---|");
