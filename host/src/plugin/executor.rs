@@ -16,7 +16,8 @@
 //! its cap of threads and waits behind its own calls, never behind another
 //! tenant's.
 //!
-//! A call that keeps computing lowers its thread to the lowest priority
+//! A call that keeps computing (past a few milliseconds of CPU in one poll,
+//! `poll_cpu_time`) lowers its thread to the lowest priority
 //! (`demote_current_thread`), so the SSH/SFTP front end and the short calls
 //! of other tenants preempt it at once. An unprivileged process cannot raise
 //! a priority back, so a demoted thread retires after that poll.
@@ -164,6 +165,21 @@ impl<T> Drop for GuestCall<T> {
 thread_local! {
     /// Set on guest threads; `Some(true)` once the thread was demoted.
     static GUEST_THREAD: Cell<Option<bool>> = const { Cell::new(None) };
+    /// The thread's CPU time when its current poll began.
+    static POLL_STARTED: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// CPU time the current thread has used.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// CPU time the current poll on this guest thread has used: what a call
+/// computed, not how long it waited for a CPU (a short call starved by
+/// spinners must not be taken for one).
+pub fn poll_cpu_time() -> Duration {
+    thread_cpu_time().saturating_sub(POLL_STARTED.with(Cell::get))
 }
 
 impl GuestThreads {
@@ -363,6 +379,7 @@ fn poll_task(task: &Arc<Task>) -> bool {
     let waker = Waker::from(task.clone());
     let mut cx = Context::from_waker(&waker);
     let _runtime = task.runtime.enter();
+    POLL_STARTED.with(|started| started.set(thread_cpu_time()));
     // A panicking call drops its reply channel: its caller sees `None`.
     let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
     let finished = !matches!(polled, Ok(Poll::Pending));

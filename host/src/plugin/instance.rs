@@ -19,7 +19,7 @@ use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{self, BackendExports, LogLevel};
 use super::error::StorageError;
-use super::executor::{Share, demote_current_thread};
+use super::executor::{Share, demote_current_thread, poll_cpu_time};
 use super::guest_clock::GuestClock;
 use super::outbound::HttpState;
 use super::guest_output::{self, GuestStderr};
@@ -27,7 +27,7 @@ use super::limits::StoreCaps;
 use super::timeouts::{CallKind, may_change_data};
 use super::PluginShared;
 
-/// A guest that computes this long in one call yields its thread's priority
+/// A guest that computes this long (CPU time) in one poll yields its thread's priority
 /// to everyone else (see `executor`).
 const DEMOTE_AFTER: Duration = Duration::from_millis(20);
 
@@ -473,7 +473,10 @@ impl Instance {
             if computed >= state.clock.budget() {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            if computed >= DEMOTE_AFTER && demote_current_thread() {
+            // CPU time, not the guest clock: a short call that waited for a
+            // CPU behind spinners would be demoted, then starve among them
+            // (a login waited 750 ms for its instance behind 4 spinners).
+            if poll_cpu_time() >= DEMOTE_AFTER && demote_current_thread() {
                 state.stats.demoted_calls.fetch_add(1, Ordering::Relaxed);
             }
             Ok(UpdateDeadline::Continue(1))
