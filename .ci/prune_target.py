@@ -10,6 +10,7 @@ crates.io are left alone (rebuilding them is what the cache is for).
     python3 .ci/prune_target.py TARGET_DIR
 """
 
+import fcntl
 import json
 import os
 import re
@@ -96,12 +97,22 @@ def main():
     names = workspace_names()
     freed = 0
     for profile in ("debug", "release"):
-        deps = os.path.join(target, profile, "deps")
-        if os.path.isdir(deps):
-            freed += prune_deps(deps, names)
-        incremental = os.path.join(target, profile, "incremental")
-        if os.path.isdir(incremental):
-            freed += prune_incremental(incremental, names)
+        if not os.path.isdir(os.path.join(target, profile)):
+            continue
+        # Cargo's own lock on the profile's directory: a build running there
+        # (another checkout sharing the target dir) may need what looks stale.
+        with open(os.path.join(target, profile, ".cargo-lock"), "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"prune_target: a build is running in {target}/{profile}; left alone")
+                continue
+            deps = os.path.join(target, profile, "deps")
+            if os.path.isdir(deps):
+                freed += prune_deps(deps, names)
+            incremental = os.path.join(target, profile, "incremental")
+            if os.path.isdir(incremental):
+                freed += prune_incremental(incremental, names)
     print(f"prune_target: {freed / 1e9:.1f} GB of stale workspace builds removed from {target}")
 
 

@@ -357,3 +357,26 @@ async fn a_log_flood_is_cut_to_the_tenants_rate_and_another_tenant_still_logs() 
     bounded(bob.file_info("/log-one")).await.expect("bob logs a line");
     assert_eq!(stat(&rt.stats().log_lines) - written, 1, "another tenant's line passes");
 }
+
+/// Before: the log rate lived on the tenant's live stores; a trap dropped
+/// the store, the next call made a fresh one, and the tenant got a full
+/// two-second burst again (about 330 lines per flood-and-trap, not 100/s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_does_not_refill_the_tenants_log_rate() {
+    let rt = runtime();
+    let plugin = hostile(&rt, Duration::from_secs(10)).await;
+    let eve = session(&plugin, "eve").await;
+    let written = stat(&rt.stats().log_lines);
+    let poisoned = stat(&rt.stats().poisoned);
+    let started = Instant::now();
+    for _ in 0..5 {
+        bounded(eve.file_info("/log-flood")).await.expect("flood");
+        let _ = bounded(eve.file_info("/panic")).await;
+    }
+    assert_eq!(stat(&rt.stats().poisoned) - poisoned, 5, "each panic dropped the instance");
+    let took = started.elapsed().as_secs_f64();
+    let written = stat(&rt.stats().log_lines) - written;
+    // 100 lines a second, 200 of burst (the line rate binds before the byte rate here).
+    let lines_allowed = 200.0 + took * 100.0;
+    assert!(written as f64 <= lines_allowed + 1.0, "{written} lines in {took:.2} s, {lines_allowed:.0} allowed");
+}

@@ -65,16 +65,30 @@ impl LogBudget {
         Self { limits, bucket: Mutex::new(bucket), stats }
     }
 
-    /// Whether a line of `len` bytes may be written now: `Some(n)` with the
-    /// lines dropped before it, `None` (counted) if it is dropped too.
-    fn admit(&self, len: usize) -> Option<u64> {
-        let mut bucket = self.bucket.lock().expect("log budget lock");
+    /// Tops the bucket up for the time since it last was.
+    fn refill(&self, bucket: &mut Bucket) {
         let now = Instant::now();
         let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
         bucket.refilled = now;
         let (lines, bytes) = (f64::from(self.limits.lines_per_sec), f64::from(self.limits.bytes_per_sec));
         bucket.lines = (bucket.lines + elapsed * lines).min(lines * BURST_SECS);
         bucket.bytes = (bucket.bytes + elapsed * bytes).min(bytes * BURST_SECS);
+    }
+
+    /// Whether the bucket is as full as a new one (forgetting it then
+    /// gives its tenant nothing), with no drops left to report.
+    pub fn is_full(&self) -> bool {
+        let mut bucket = self.bucket.lock().expect("log budget lock");
+        self.refill(&mut bucket);
+        let (lines, bytes) = (f64::from(self.limits.lines_per_sec), f64::from(self.limits.bytes_per_sec));
+        bucket.dropped == 0 && bucket.lines >= lines * BURST_SECS && bucket.bytes >= bytes * BURST_SECS
+    }
+
+    /// Whether a line of `len` bytes may be written now: `Some(n)` with the
+    /// lines dropped before it, `None` (counted) if it is dropped too.
+    fn admit(&self, len: usize) -> Option<u64> {
+        let mut bucket = self.bucket.lock().expect("log budget lock");
+        self.refill(&mut bucket);
         if bucket.lines < 1.0 || bucket.bytes < len as f64 {
             bucket.dropped += 1;
             self.stats.log_lines_dropped.fetch_add(1, Ordering::Relaxed);

@@ -258,8 +258,10 @@ pub(crate) struct PluginShared {
     /// Per tenant, the instance aborting uploads lost with their own,
     /// while in use.
     orphan_aborters: std::sync::Mutex<HashMap<Arc<str>, std::sync::Weak<Instance>>>,
-    /// Per tenant, the log rate its instances share, while any lives.
-    log_budgets: std::sync::Mutex<HashMap<Arc<str>, std::sync::Weak<LogBudget>>>,
+    /// Per tenant, the log rate its instances share. Kept after the last
+    /// instance goes until it has refilled: a trap must not buy a tenant a
+    /// fresh burst.
+    log_budgets: std::sync::Mutex<HashMap<Arc<str>, Arc<LogBudget>>>,
 }
 
 impl PluginShared {
@@ -267,12 +269,13 @@ impl PluginShared {
     /// share the empty tenant's).
     fn log_budget(&self, tenant: &str) -> Arc<LogBudget> {
         let mut budgets = self.log_budgets.lock().expect("log budgets lock");
-        if let Some(budget) = budgets.get(tenant).and_then(std::sync::Weak::upgrade) {
-            return budget;
+        if let Some(budget) = budgets.get(tenant) {
+            return budget.clone();
         }
-        budgets.retain(|_, budget| budget.strong_count() > 0);
+        // One entry per tenant with instances or a recent flood.
+        budgets.retain(|_, budget| Arc::strong_count(budget) > 1 || !budget.is_full());
         let budget = Arc::new(LogBudget::new(self.settings.log, self.stats.clone()));
-        budgets.insert(tenant.into(), Arc::downgrade(&budget));
+        budgets.insert(tenant.into(), budget.clone());
         budget
     }
 

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use super::shares::{TenantShare, TenantShares};
+use super::shares::{Shortage, TenantShare, TenantShares};
 use super::spool::{SpoolArea, TenantSpool};
 
 /// One connection's budget of one kind of data, within its tenant's share.
@@ -60,20 +60,26 @@ impl ByteBudget {
     }
 
     fn take_now(&self, n: usize) -> Option<BudgetPermit> {
+        self.take_or_say_why(n).ok()
+    }
+
+    /// Takes `n` bytes, or says what was short: the connection's own bound
+    /// counts as its tenant's (its give-backs are the tenant's).
+    fn take_or_say_why(&self, n: usize) -> Result<BudgetPermit, Shortage> {
         let n = n as u64;
         let limit = self.0.connection_limit;
         self.0
             .connection_held
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| held.checked_add(n).filter(|&h| h <= limit))
-            .ok()?;
+            .map_err(|_| Shortage::Tenant)?;
         // Refused by the tenant or the server: the connection's part goes
         // back (a take racing with this one may have been refused meanwhile:
         // a slower path for it, never an error).
-        if self.0.share.take(n).is_err() {
+        if let Err(shortage) = self.0.share.take(n) {
             self.0.connection_held.fetch_sub(n, Ordering::SeqCst);
-            return None;
+            return Err(shortage);
         }
-        Some(BudgetPermit { budget: self.clone(), bytes: n })
+        Ok(BudgetPermit { budget: self.clone(), bytes: n })
     }
 
     /// Takes `n` bytes, waiting up to `limit` for them to be given back
@@ -88,14 +94,17 @@ impl ByteBudget {
         }
         let deadline = tokio::time::Instant::now() + limit;
         let _waiting = Waiting::count(&self.0.waiting);
+        let mut shortage = Shortage::Tenant;
         loop {
-            let freed = self.0.share.freed();
+            let freed = self.0.share.freed(shortage);
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Some(permit) = self.take_now(n) {
-                return Some(permit);
+            match self.take_or_say_why(n) {
+                Ok(permit) => return Some(permit),
+                // Waiting on the wrong kind of give-back: look again at once.
+                Err(now) if now != shortage => shortage = now,
+                Err(_) => tokio::time::timeout_at(deadline, freed).await.ok()?,
             }
-            tokio::time::timeout_at(deadline, freed).await.ok()?;
         }
     }
 
@@ -301,5 +310,56 @@ mod tests {
         let budget = server.for_connection("a");
         assert!(budget.try_take(1).is_none());
         assert_eq!(server.shares().tenants(), 0);
+    }
+
+    // ---- review tests ----
+
+    struct Counted<F> {
+        inner: std::pin::Pin<Box<F>>,
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl<F: std::future::Future> std::future::Future for Counted<F> {
+        type Output = F::Output;
+        fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+            let this = self.get_mut();
+            this.polls.fetch_add(1, Ordering::Relaxed);
+            this.inner.as_mut().poll(cx)
+        }
+    }
+
+    /// Waiters of a tenant at its own share cannot be served by bytes
+    /// another tenant gives back, yet every give-back anywhere on the server
+    /// wakes all of them (one `Notify` per resource, `notify_waiters`): with
+    /// a thousand waiting, each give-back costs a thousand polls, each
+    /// taking the table's lock.
+    #[tokio::test]
+    async fn a_full_tenants_waiters_are_not_woken_by_another_tenants_give_backs() {
+        use std::time::Duration;
+        let server = ServerBudget::new(1 << 30, 1 << 20, 1000);
+        let a = server.for_connection("a");
+        let _full = a.try_take(1000).unwrap();
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut waiters = Vec::new();
+        for _ in 0..1000 {
+            let a = server.for_connection("a");
+            let polls = polls.clone();
+            waiters.push(tokio::spawn(Counted {
+                inner: Box::pin(async move { a.take_within(10, Duration::from_secs(30)).await.is_some() }),
+                polls,
+            }));
+        }
+        tokio::task::yield_now().await;
+        let before = polls.load(Ordering::Relaxed);
+        let b = server.for_connection("b");
+        for _ in 0..100 {
+            drop(b.try_take(10).unwrap());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let woken = polls.load(Ordering::Relaxed) - before;
+        for w in waiters {
+            w.abort();
+        }
+        assert!(woken < 1000, "100 give-backs by tenant b polled tenant a's waiters {woken} times");
     }
 }

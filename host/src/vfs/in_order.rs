@@ -29,6 +29,14 @@ const REORDER_WINDOW: usize = 8 << 20;
 /// this or other uploads reaching their plugins) before it spools.
 const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// WRITEs one upload may hold ahead in memory: each costs a map entry and
+/// an allocation the budget does not see (one-byte WRITEs apart).
+const MAX_AHEAD: usize = 1024;
+
+/// Separate ranges a spool tracks for handing its bytes over; past them it
+/// is replayed at CLOSE instead.
+const MAX_RANGES: usize = 1024;
+
 pub struct InOrder {
     /// Bytes the plugin has: where its next part starts.
     sent: u64,
@@ -50,6 +58,10 @@ pub struct InOrder {
     /// over before CLOSE; `None` after a size change while spooling (its
     /// zeros are not tracked: the spool is then replayed at CLOSE).
     spooled: Option<Ranges>,
+    /// The last wait for a part's budget ran out: until a take succeeds,
+    /// hand-overs do not wait (a spooled upload must not crawl at one
+    /// WRITE per `BUDGET_WAIT` while the budget is short).
+    waited_in_vain: bool,
     spool_share: TenantSpool,
     spool_max: u64,
     chunk: usize,
@@ -72,6 +84,7 @@ impl InOrder {
             budget,
             spool: None,
             spooled: None,
+            waited_in_vain: false,
             spool_share,
             spool_max,
             chunk: chunk.max(1),
@@ -104,6 +117,9 @@ impl InOrder {
         spool.write_at(offset, data.to_vec()).await?;
         if let Some(spooled) = &mut self.spooled {
             spooled.add(offset, offset + data.len() as u64);
+            if spooled.0.len() > MAX_RANGES {
+                self.spooled = None;
+            }
         }
         self.hand_over_spooled().await
     }
@@ -118,7 +134,8 @@ impl InOrder {
         }
         let gathered_end = self.gathered_end();
         if offset > gathered_end {
-            return (self.ahead_bytes + data.len() <= REORDER_WINDOW).then_some(data.len());
+            let fits = self.ahead_bytes + data.len() <= REORDER_WINDOW && self.ahead.len() < MAX_AHEAD;
+            return fits.then_some(data.len());
         }
         Some(end.saturating_sub(gathered_end) as usize)
     }
@@ -134,10 +151,9 @@ impl InOrder {
         if offset <= gathered_end {
             let at = (offset - self.sent) as usize;
             let new_len = (end - self.sent) as usize;
-            // Room for a whole part at once: a part is not copied as it grows.
-            if new_len > self.gathered.capacity() {
-                self.gathered.reserve_exact(new_len.max(self.chunk) - self.gathered.len());
-            }
+            // Grown as the data comes (at most twice what the budget holds),
+            // not a whole part at its first byte.
+            self.gathered.reserve(new_len.saturating_sub(self.gathered.len()));
             let overlap = self.gathered.len().saturating_sub(at).min(data.len());
             self.gathered[at..at + overlap].copy_from_slice(&data[..overlap]);
             self.gathered.extend_from_slice(&data[overlap..]);
@@ -174,8 +190,10 @@ impl InOrder {
                 } else if spool.base() < self.sent {
                     // Still short of budget: the rest moves to a fresh spool, so
                     // what was handed over no longer takes disk or counts
-                    // toward the spool bound.
+                    // toward the spool bound (the old one gives back its
+                    // share first).
                     let rest = spool.read_at(self.sent, in_order as u32).await?;
+                    self.spool = None;
                     let mut fresh = Spool::create(&self.spool_share, self.sent, self.spool_max).await?;
                     let mut spooled = Ranges::default();
                     spooled.add(self.sent, self.sent + rest.len() as u64);
@@ -187,7 +205,13 @@ impl InOrder {
             }
             // Its bytes are in order: this upload waits for the budget of
             // a part (as one in memory would) rather than let its spool grow.
-            let Some(permit) = self.budget.take_within(self.chunk, BUDGET_WAIT).await else { break };
+            let permit = match self.budget.try_take(self.chunk) {
+                Some(permit) => Some(permit),
+                None if self.waited_in_vain => None,
+                None => self.budget.take_within(self.chunk, BUDGET_WAIT).await,
+            };
+            self.waited_in_vain = permit.is_none();
+            let Some(permit) = permit else { break };
             let part = spool.read_at(self.sent, self.chunk as u32).await?;
             parts.push((self.sent, part));
             self.sent += chunk;
@@ -629,5 +653,89 @@ mod tests {
         assert_eq!((ranges.0.len(), ranges.contiguous_end(5)), (1, 45));
         ranges.add(50, 50);
         assert!(!ranges.any_from(45), "an empty write adds nothing");
+    }
+
+    /// A spooled upload keeps one `Ranges` entry per WRITE that does not
+    /// touch another: nothing bounds their number (not the upload budget,
+    /// not the spool bound, which counts 4 KiB blocks). A 1 GiB spool of
+    /// one-byte WRITEs two bytes apart is 512 Mi entries, gigabytes of heap.
+    #[tokio::test]
+    async fn the_spooled_ranges_stay_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        // No upload budget at all: the first WRITE spools.
+        let mut order = in_order_within(0, 1 << 20, ByteBudget::alone(0), &dir);
+        for i in 1..20_000u64 {
+            order.write(2 * i, b"x").await.unwrap();
+        }
+        let ranges = order.spooled.as_ref().map_or(0, |r| r.0.len());
+        assert!(ranges <= 1024, "{ranges} ranges kept for one upload");
+    }
+
+    /// Before: held in memory, WRITEs ahead were charged their data bytes
+    /// only: one byte of budget bought a map entry and an allocation (tens
+    /// of bytes), up to 8 Mi of them per upload.
+    #[tokio::test]
+    async fn writes_ahead_in_memory_are_bounded_in_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = ByteBudget::alone(1 << 20);
+        let mut order = in_order_within(0, 1 << 20, budget.clone(), &dir);
+        for i in 1..20_000u64 {
+            order.write(2 * i, b"x").await.unwrap();
+        }
+        assert!(order.ahead.len() <= MAX_AHEAD, "{} entries ahead", order.ahead.len());
+        assert!(order.spool.is_some(), "past them the upload spools");
+    }
+
+    /// Moving the rest to a fresh spool writes it there while the old spool
+    /// still holds its charge: near the tenant's spool share, a WRITE that
+    /// fit fails ("spool share is full") at the moment the spool shrinks.
+    #[tokio::test]
+    async fn moving_to_a_fresh_spool_does_not_count_both() {
+        const K: usize = 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let budget = ByteBudget::alone(64 * K as u64 + 100);
+        let area = SpoolArea::new(dir.path().to_path_buf(), 1 << 30, 88 * K as u64);
+        let mut order = InOrder::new(0, 64 * K, budget.clone(), area.for_tenant("t"), 1 << 30);
+        let others = budget.try_take(64 * K + 100).unwrap();
+        order.write(0, &[1; 48 * K]).await.unwrap();
+        assert!(order.spool.is_some());
+        drop(others);
+        // 80 KiB spooled, within the 88 KiB share; one part goes on, 16 KiB are left.
+        let written = order.write(48 * K as u64, &[2; 32 * K]).await;
+        assert!(written.is_ok(), "{written:?} (spool used {})", area.used());
+    }
+
+    /// One byte of a new part reserves the whole part (8 MiB for S3) while
+    /// the budget is charged one byte: 256 idle uploads of a session pin
+    /// 2 GiB outside the upload budget.
+    #[tokio::test]
+    async fn a_part_being_gathered_holds_no_more_than_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = ByteBudget::alone(64 << 20);
+        let mut order = in_order_within(0, 8 << 20, budget.clone(), &dir);
+        order.write(0, b"x").await.unwrap();
+        assert!(
+            order.gathered.capacity() as u64 <= 2 * budget.held().max(4096),
+            "{} bytes reserved, {} charged",
+            order.gathered.capacity(),
+            budget.held()
+        );
+    }
+
+    /// With the budget held elsewhere, every WRITE of a spooled upload past
+    /// its first part waits BUDGET_WAIT in vain: 20 WRITEs a second.
+    #[tokio::test]
+    async fn a_spooled_upload_short_of_budget_is_not_throttled_per_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = ByteBudget::alone(1 << 20);
+        let mut order = in_order_within(0, 64 << 10, budget.clone(), &dir);
+        let _others = budget.try_take(1 << 20).unwrap();
+        let data = vec![1u8; 32 << 10];
+        let started = std::time::Instant::now();
+        for i in 0..40u64 {
+            order.write(i * (32 << 10), &data).await.unwrap();
+        }
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_millis(500), "40 WRITEs of 32 KiB took {took:?}");
     }
 }

@@ -135,7 +135,7 @@ impl Files {
                     Unlink::Removed => return Ok(()),
                     // Committed or given up since: the plugin knows.
                     Unlink::Absent => {}
-                    Unlink::Committing(node) => node.wait_commits().await,
+                    Unlink::Committing(commits) => commits.wait().await,
                 },
             }
         }
@@ -157,7 +157,7 @@ impl Files {
                     };
                 }
                 // Once it lands, it is an ordinary rename.
-                Unlink::Committing(node) => node.wait_commits().await,
+                Unlink::Committing(commits) => commits.wait().await,
                 Unlink::Absent => {}
             }
         }

@@ -73,10 +73,6 @@ impl NodeState {
     fn has(&self, session: u64, stage: impl Fn(Stage) -> bool) -> bool {
         self.holds.iter().any(|hold| hold.session == session && stage(hold.stage))
     }
-
-    fn committing(&self) -> bool {
-        self.holds.iter().any(|hold| hold.stage == Stage::Committing)
-    }
 }
 
 /// What [`NodeTable::unlink`] did.
@@ -85,9 +81,26 @@ pub enum Unlink {
     Removed,
     /// No handle is writing the path.
     Absent,
-    /// A handle writing the path is committing: once it lands, the file is
-    /// the plugin's to remove (see [`FileNode::wait_commits`]).
-    Committing(Arc<FileNode>),
+    /// Handles writing the path are committing: once they land, the file
+    /// is the plugin's to remove (see [`Commits::wait`]). The name is gone
+    /// for every other handle, as with `Removed`.
+    Committing(Commits),
+}
+
+/// The commits under way on a path when it was unlinked.
+pub struct Commits {
+    node: Arc<FileNode>,
+    holds: Vec<u64>,
+}
+
+impl Commits {
+    /// Waits until those commits have ended. Commits that begin later do
+    /// not count (they cannot: the name is gone), so another session cannot
+    /// keep a REMOVE waiting by relaying commits of the path; each commit's
+    /// plugin calls are bounded by their own deadlines.
+    pub async fn wait(&self) {
+        self.node.wait_while(|state| state.holds.iter().any(|hold| self.holds.contains(&hold.id))).await;
+    }
 }
 
 impl NodeTable {
@@ -107,7 +120,15 @@ impl NodeTable {
         if exclusive && nodes.contains_key(path) {
             return None;
         }
-        let node = nodes.entry(path.to_string()).or_insert_with(|| Arc::new(FileNode::new(path, permissions))).clone();
+        let node = match nodes.get(path) {
+            Some(node) if !node.state.borrow().unlinked => node.clone(),
+            // None, or one unlinked while its commits land: a node of its own.
+            _ => {
+                let node = Arc::new(FileNode::new(path, permissions));
+                nodes.insert(path.to_string(), node.clone());
+                node
+            }
+        };
         let id = self.next_hold.fetch_add(1, Ordering::Relaxed);
         node.state.send_modify(|state| {
             state.holds.push(Hold { id, session, stage: Stage::Open });
@@ -158,21 +179,36 @@ impl NodeTable {
     /// (their CLOSE commits nothing), unless one is already committing.
     pub fn unlink(&self, path: &str) -> Unlink {
         let mut nodes = self.nodes.lock().expect("node table lock");
-        let Some(node) = nodes.get(path) else { return Unlink::Absent };
-        if node.state.borrow().committing() {
-            return Unlink::Committing(node.clone());
+        let Some(node) = nodes.get(path).cloned() else { return Unlink::Absent };
+        // Decided and marked in one step: a `begin_commit` either comes
+        // first (and is waited for) or finds the name gone.
+        let mut committing = Vec::new();
+        node.state.send_modify(|state| {
+            committing = state.holds.iter().filter(|hold| hold.stage == Stage::Committing).map(|hold| hold.id).collect();
+            state.unlinked = true;
+        });
+        if committing.is_empty() {
+            nodes.remove(path);
+            return Unlink::Removed;
         }
-        let node = nodes.remove(path).expect("just found");
-        drop(nodes);
-        node.state.send_modify(|state| state.unlinked = true);
-        Unlink::Removed
+        // The file is landing: it stays visible until it has (a new handle
+        // of the path gets a node of its own, see `hold`).
+        Unlink::Committing(Commits { node, holds: committing })
     }
 
     /// Keeps times and permissions set on a path being written for its
     /// commit; false when no handle is writing `path`.
     pub fn defer_attrs(&self, path: &str, set: SetAttrs) -> bool {
-        let Some(node) = self.node(path) else { return false };
+        // The table stays locked while the attributes are merged: the last
+        // hold's `release` (which takes them) locks it first.
+        let nodes = self.nodes.lock().expect("node table lock");
+        let Some(node) = nodes.get(path) else { return false };
+        let mut deferred = false;
         node.state.send_if_modified(|state| {
+            if state.unlinked || state.holds.is_empty() {
+                return false;
+            }
+            deferred = true;
             if let Some(permissions) = set.permissions {
                 state.info.permissions = permissions;
             }
@@ -182,7 +218,7 @@ impl NodeTable {
             merge_attrs(&mut state.deferred, set);
             false
         });
-        true
+        deferred
     }
 
     /// The paths being written directly inside `dir`, by name.
@@ -211,12 +247,6 @@ impl FileNode {
     async fn wait_while(&self, busy: impl Fn(&NodeState) -> bool) {
         // The node owns the sender: the wait ends only when `busy` does.
         let _ = self.state.subscribe().wait_for(|state| !busy(state)).await;
-    }
-
-    /// Waits until no handle writing the path is committing; each commit's
-    /// plugin calls are bounded by their own deadlines.
-    pub async fn wait_commits(&self) {
-        self.wait_while(NodeState::committing).await;
     }
 
     /// The size so far, as STAT from any session shows it: `exact` after a
@@ -432,9 +462,9 @@ mod tests {
         let table = Arc::new(NodeTable::default());
         let mut hold = table.hold("/f", 0o644, 0, false, 1).unwrap();
         assert!(hold.begin_commit());
-        let Unlink::Committing(node) = table.unlink("/f") else { panic!("the content is on its way") };
+        let Unlink::Committing(commits) = table.unlink("/f") else { panic!("the content is on its way") };
         assert!(table.info("/f").is_some());
-        let waiter = tokio::spawn(async move { node.wait_commits().await });
+        let waiter = tokio::spawn(async move { commits.wait().await });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "waits while the commit runs");
         hold.release();
@@ -516,5 +546,85 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(400), "returned before the commit ended");
         commit.await.unwrap();
         assert!(table.info("/c").is_some(), "the other session's handle still holds the node");
+    }
+
+    /// A REMOVE that finds a commit under way waits for it with no timer.
+    /// Another session of the tenant that keeps one commit of the path
+    /// under way at every moment (a relay of handles) keeps it waiting for
+    /// ever: the wait should end once the commits under way when it began
+    /// have ended.
+    #[tokio::test]
+    async fn a_relay_of_commits_does_not_keep_a_remove_waiting() {
+        let table = Arc::new(NodeTable::default());
+        let mut running = table.hold("/f", 0o644, 0, false, 2).unwrap();
+        assert!(running.begin_commit());
+        let Unlink::Committing(commits) = table.unlink("/f") else { panic!("a commit is under way") };
+        let waiter = tokio::spawn(async move { commits.wait().await });
+        for _ in 0..20 {
+            let mut next = table.hold("/f", 0o644, 0, false, 2).unwrap();
+            assert!(next.begin_commit());
+            running.release();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            running = next;
+        }
+        assert!(waiter.is_finished(), "the REMOVE still waits, 20 commits after the one it found");
+    }
+
+    /// `unlink` checks `committing()` and sets `unlinked` in two steps;
+    /// `begin_commit` may run between them: then REMOVE answers Removed
+    /// and the content still commits.
+    #[test]
+    fn unlink_and_begin_commit_never_both_win() {
+        let mut both = 0;
+        for _ in 0..20_000 {
+            let table = Arc::new(NodeTable::default());
+            let mut hold = table.hold("/f", 0o644, 0, false, 1).unwrap();
+            let barrier = Arc::new(std::sync::Barrier::new(2));
+            let (t2, b2) = (table.clone(), barrier.clone());
+            let remover = std::thread::spawn(move || {
+                b2.wait();
+                matches!(t2.unlink("/f"), Unlink::Removed)
+            });
+            barrier.wait();
+            let committing = hold.begin_commit();
+            let removed = remover.join().unwrap();
+            if removed && committing {
+                both += 1;
+            }
+        }
+        assert_eq!(both, 0, "REMOVE answered Removed and the commit went ahead anyway");
+    }
+
+    /// `defer_attrs` looks the node up, lets go of the table, then merges;
+    /// the last hold's `release` may take the deferred attributes in
+    /// between: SETSTAT is answered OK and its times are never applied.
+    #[test]
+    fn attrs_deferred_by_path_are_never_lost() {
+        const ROUNDS: usize = 300_000;
+        let tables: Vec<Arc<NodeTable>> = (0..ROUNDS).map(|_| Arc::new(NodeTable::default())).collect();
+        let mut holds: Vec<NodeHold> = tables.iter().map(|t| t.hold("/f", 0o644, 0, false, 1).unwrap()).collect();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let (t2, b2) = (tables.clone(), barrier.clone());
+        let setter = std::thread::spawn(move || {
+            let mut said = Vec::with_capacity(ROUNDS);
+            for table in &t2 {
+                b2.wait();
+                let set = SetAttrs { size: None, permissions: None, accessed: None, modified: Some(7) };
+                said.push(table.defer_attrs("/f", set));
+            }
+            said
+        });
+        for hold in holds.iter_mut() {
+            barrier.wait();
+            hold.release();
+        }
+        let said = setter.join().unwrap();
+        let mut lost = 0;
+        for (hold, deferred) in holds.iter_mut().zip(said) {
+            if deferred && hold.take_deferred_attrs().is_none() {
+                lost += 1;
+            }
+        }
+        assert_eq!(lost, 0, "SETSTAT said deferred, and the commit never got the attributes");
     }
 }

@@ -18,8 +18,13 @@ pub struct TenantShares {
     /// What one tenant may hold.
     per_tenant: u64,
     held: Mutex<Held>,
-    /// Woken whenever bytes are given back, for takers waiting for room.
+    /// Woken when bytes are given back, for takers short of the server's
+    /// total (one at a time: any give-back may serve them).
     freed: tokio::sync::Notify,
+    /// Per tenant, woken when that tenant gives bytes back, for its takers
+    /// short of its own share: another tenant's give-backs cannot serve
+    /// them and must not wake them.
+    tenant_freed: Mutex<HashMap<Arc<str>, std::sync::Weak<tokio::sync::Notify>>>,
 }
 
 #[derive(Default)]
@@ -40,12 +45,28 @@ pub enum Shortage {
 
 impl TenantShares {
     pub fn new(total: u64, per_tenant: u64) -> Arc<Self> {
-        Arc::new(Self { total, per_tenant: per_tenant.min(total), held: Mutex::default(), freed: tokio::sync::Notify::new() })
+        Arc::new(Self {
+            total,
+            per_tenant: per_tenant.min(total),
+            held: Mutex::default(),
+            freed: tokio::sync::Notify::new(),
+            tenant_freed: Mutex::default(),
+        })
     }
 
     /// One tenant's view of the table.
     pub fn share(self: &Arc<Self>, tenant: &str) -> TenantShare {
-        TenantShare { shares: self.clone(), tenant: tenant.into() }
+        let mut by_tenant = self.tenant_freed.lock().expect("tenant shares lock");
+        let freed = match by_tenant.get(tenant).and_then(std::sync::Weak::upgrade) {
+            Some(freed) => freed,
+            None => {
+                by_tenant.retain(|_, freed| freed.strong_count() > 0);
+                let freed = Arc::new(tokio::sync::Notify::new());
+                by_tenant.insert(tenant.into(), Arc::downgrade(&freed));
+                freed
+            }
+        };
+        TenantShare { shares: self.clone(), tenant: tenant.into(), freed }
     }
 
     /// What one tenant may hold.
@@ -103,8 +124,6 @@ impl TenantShares {
             held.by_tenant.remove(tenant);
         }
         held.all -= given;
-        drop(held);
-        self.freed.notify_waiters();
     }
 
     /// What `tenant` could take now: the least of what is left of its share
@@ -125,6 +144,8 @@ impl TenantShares {
 pub struct TenantShare {
     shares: Arc<TenantShares>,
     tenant: Arc<str>,
+    /// The tenant's give-backs (see `TenantShares::tenant_freed`).
+    freed: Arc<tokio::sync::Notify>,
 }
 
 impl TenantShare {
@@ -134,9 +155,15 @@ impl TenantShare {
         self.shares.take(&self.tenant, bytes)
     }
 
-    /// Gives back `bytes` taken before.
+    /// Gives back `bytes` taken before, waking who may use them: this
+    /// tenant's waiters, and one waiter short of the server's total.
     pub fn give_back(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
         self.shares.give_back(&self.tenant, bytes);
+        self.freed.notify_waiters();
+        self.shares.freed.notify_one();
     }
 
     /// What could be taken now.
@@ -144,10 +171,14 @@ impl TenantShare {
         self.shares.free_for(&self.tenant)
     }
 
-    /// Resolves once bytes are given back anywhere in the table (enable
+    /// Resolves once bytes that may end `shortage` are given back: by this
+    /// tenant for its own share, by anyone for the server's total (enable
     /// it before a take that may fail, so no give-back is missed).
-    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.shares.freed.notified()
+    pub fn freed(&self, shortage: Shortage) -> tokio::sync::futures::Notified<'_> {
+        match shortage {
+            Shortage::Tenant => self.freed.notified(),
+            Shortage::Server => self.shares.freed.notified(),
+        }
     }
 
     /// The most this tenant may hold.
