@@ -59,8 +59,9 @@ pub struct InOrder {
     /// zeros are not tracked: the spool is then replayed at CLOSE).
     spooled: Option<Ranges>,
     /// The last wait for a part's budget ran out: until a take succeeds,
-    /// hand-overs do not wait (a spooled upload must not crawl at one
-    /// WRITE per `BUDGET_WAIT` while the budget is short).
+    /// hand-overs do not wait while the spool has room (a spooled upload
+    /// must not crawl at one WRITE per `BUDGET_WAIT` while the budget is
+    /// short).
     waited_in_vain: bool,
     spool_share: TenantSpool,
     spool_max: u64,
@@ -205,9 +206,12 @@ impl InOrder {
             }
             // Its bytes are in order: this upload waits for the budget of
             // a part (as one in memory would) rather than let its spool grow.
+            // Past half its bound, the spool always waits: the client is
+            // slowed down rather than failed when the spool is full.
+            let filling = spool.len() - spool.base() >= self.spool_max / 2;
             let permit = match self.budget.try_take(self.chunk) {
                 Some(permit) => Some(permit),
-                None if self.waited_in_vain => None,
+                None if self.waited_in_vain && !filling => None,
                 None => self.budget.take_within(self.chunk, BUDGET_WAIT).await,
             };
             self.waited_in_vain = permit.is_none();
