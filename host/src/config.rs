@@ -449,6 +449,9 @@ impl Config {
         for user in &self.users {
             anyhow::ensure!(!user.name.is_empty(), "a user has an empty name");
             anyhow::ensure!(names.insert(&user.name), "user {} is defined twice", user.name);
+            // The empty tenant is the host's own (probe, maintenance): its
+            // queue and log rate must not be a user's.
+            anyhow::ensure!(user.tenant.as_deref() != Some(""), "user {}: tenant must not be empty", user.name);
             anyhow::ensure!(
                 self.plugins.contains_key(&user.plugin),
                 "user {}: plugin {:?} is not defined in [plugins]",
@@ -701,6 +704,12 @@ mod tests {
         assert_eq!(plugin.guest_threads_by_tenant.get("big"), Some(&16));
         let err = Config::from_toml(&format!("{base}guest_threads_by_tenant = {{ acme = 0 }}\n")).unwrap_err().to_string();
         assert!(err.contains("guest_threads_by_tenant.acme"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_tenant_is_refused() {
+        let err = Config::from_toml("[[users]]\nname = \"a\"\nplugin = \"memory\"\ntenant = \"\"\n").unwrap_err().to_string();
+        assert!(err.contains("user a: tenant must not be empty"), "{err}");
     }
 
     #[test]

@@ -116,6 +116,16 @@ fn instance_slots(config: &Config, floor: u32) -> u32 {
     slots.clamp(floor as usize, u32::MAX as usize) as u32
 }
 
+/// The file at `path`, read up to one byte past `max` (admission then
+/// refuses it as too large, naming the bound): a huge file, or a device
+/// that never ends, is not read whole first.
+fn read_bounded(path: &str, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> anyhow::Result<Arc<Plugin>> {
     let bytes = match plugin.source.strip_prefix("bundled:") {
         Some(bundled_name) => bundled::get(bundled_name)
@@ -124,7 +134,7 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
                 format!("plugin {name}: no bundled plugin {bundled_name:?} (bundled: {known:?})")
             })?
             .to_vec(),
-        None => std::fs::read(&plugin.source).with_context(|| format!("plugin {name}: reading {}", plugin.source))?,
+        None => read_bounded(&plugin.source, plugin.max_component_mib << 20).with_context(|| format!("plugin {name}: reading {}", plugin.source))?,
     };
     let settings = PluginSettings {
         memory_limit: plugin.memory_limit_mib << 20,

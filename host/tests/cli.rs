@@ -634,3 +634,18 @@ fn a_core_module_given_as_a_plugin_is_refused_in_our_words() {
     assert!(!stderr.contains("component parser"), "not in wasmtime's words:\n{stderr}");
     assert!(!stdout.contains("listening"), "it must not start:\n{stdout}");
 }
+
+#[test]
+fn a_plugin_source_that_never_ends_is_refused_at_its_bound() {
+    let dir = tempdir();
+    let config = dir.path().join("wasftp.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n\n[plugins.mine]\nsource = \"/dev/zero\"\nmax_component_mib = 1\n\n[[users]]\nname = \"a\"\nplugin = \"mine\"\n\
+         authorized_keys = [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEyQWS7pnFSX7ZMCkbe1ybvHKdEkPh3ob71g5CvXWrvC a\"]\n",
+    )
+    .unwrap();
+    let (status, stdout, stderr) = run(&["serve", "--config", config.to_str().unwrap()], dir.path());
+    assert!(!status.success(), "refused\n{stdout}\n{stderr}");
+    assert!(stderr.contains("plugin mine: the file is larger than the 1048576 bytes allowed (max_component_mib)"), "{stderr}");
+}

@@ -19,10 +19,7 @@ const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];
 /// Checks the file's size and format header.
 pub fn check_file(name: &str, wasm: &[u8], max_bytes: usize) -> anyhow::Result<()> {
     if wasm.len() > max_bytes {
-        bail!(
-            "plugin {name}: the file is {} bytes, more than the {max_bytes} allowed (max_component_mib)",
-            wasm.len()
-        );
+        bail!("plugin {name}: the file is larger than the {max_bytes} bytes allowed (max_component_mib)");
     }
     if wasm.len() < 8 || &wasm[..4] != MAGIC {
         bail!("plugin {name}: not a WebAssembly file (it does not start with the `\\0asm` header)");
@@ -48,7 +45,7 @@ mod tests {
         let component = [MAGIC.as_slice(), &COMPONENT, &[0; 8]].concat();
         check_file("p", &component, 100).unwrap();
         let too_big = check_file("p", &component, 10).unwrap_err().to_string();
-        assert!(too_big.contains("16 bytes, more than the 10 allowed (max_component_mib)"), "{too_big}");
+        assert!(too_big.contains("larger than the 10 bytes allowed (max_component_mib)"), "{too_big}");
         let module = [MAGIC.as_slice(), &CORE_MODULE].concat();
         let err = check_file("p", &module, 100).unwrap_err().to_string();
         assert!(err.contains("core WebAssembly module, not a component"), "{err}");
