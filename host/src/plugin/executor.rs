@@ -54,6 +54,8 @@ struct Inner {
     state: Mutex<State>,
     work: Condvar,
     max_threads: usize,
+    /// Starts threads asked for by a demoted thread (see `spawn_thread`).
+    spawner: Option<std::sync::mpsc::Sender<()>>,
 }
 
 #[derive(Default)]
@@ -184,9 +186,29 @@ pub fn poll_cpu_time() -> Duration {
 
 impl GuestThreads {
     pub fn new(max_threads: usize) -> Self {
-        Self {
-            inner: Arc::new(Inner { state: Mutex::default(), work: Condvar::new(), max_threads: max_threads.max(1) }),
+        let (spawn_requests, requested) = std::sync::mpsc::channel::<()>();
+        let inner = Arc::new(Inner {
+            state: Mutex::default(),
+            work: Condvar::new(),
+            max_threads: max_threads.max(1),
+            spawner: Some(spawn_requests),
+        });
+        let weak = Arc::downgrade(&inner);
+        let spawner = std::thread::Builder::new().name("wasftp-spawner".into()).stack_size(THREAD_STACK).spawn(move || {
+            // Ends when the threads are dropped (the sender goes with them).
+            while requested.recv().is_ok() {
+                let Some(inner) = weak.upgrade() else { break };
+                inner.start_thread();
+            }
+        });
+        let mut threads = Self { inner };
+        if let Err(e) = spawner {
+            tracing::warn!("cannot start the guest-thread spawner ({e}); demoted threads start threads themselves");
+            if let Some(inner) = Arc::get_mut(&mut threads.inner) {
+                inner.spawner = None;
+            }
         }
+        threads
     }
 
     /// Hands `call` to the threads, charged to `share`. The runtime's I/O
@@ -297,7 +319,23 @@ impl Inner {
         }
     }
 
+    /// Starts a thread (already counted in `threads`). A thread inherits
+    /// the priority of the thread that starts it, and a demoted one cannot
+    /// raise it back: one asked for by a demoted thread is started by the
+    /// spawner, which keeps the priority the threads were made with. (A
+    /// thread started by a demoted one served every tenant at the lowest
+    /// priority: a login waited 750 ms behind four spinners for its instance.)
     fn spawn_thread(self: &Arc<Self>) {
+        if GUEST_THREAD.with(|flag| flag.get()) == Some(true)
+            && let Some(spawner) = &self.spawner
+            && spawner.send(()).is_ok()
+        {
+            return;
+        }
+        self.start_thread();
+    }
+
+    fn start_thread(self: &Arc<Self>) {
         let inner = self.clone();
         let spawned = std::thread::Builder::new()
             .name("wasftp-guest".into())
@@ -540,6 +578,31 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!started.withdraw());
         assert_eq!(started.output().await, Some(()));
+    }
+
+    #[cfg(target_os = "linux")]
+    fn current_nice() -> i32 {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).expect("getpriority")
+    }
+
+    /// Before: the thread a demoted thread started (to hand on its share's
+    /// next call as it retired) inherited its lowest priority, and served
+    /// every tenant from there.
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn threads_started_for_a_demoted_thread_keep_the_normal_priority() {
+        let normal = current_nice();
+        let threads = Arc::new(GuestThreads::new(8));
+        let inner = threads.clone();
+        let nice = threads
+            .run(&share("spinner", 1), async move {
+                assert!(demote_current_thread());
+                // Queued while this thread is busy and about to retire: a
+                // new thread takes it.
+                inner.spawn(&share("other", 1), async { current_nice() }).output().await
+            })
+            .await;
+        assert_eq!(nice, Some(Some(normal)), "the new thread runs at the normal priority");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
