@@ -288,8 +288,10 @@ impl Inner {
         }
     }
 
-    /// The next task to poll: the first share in turn takes one step.
-    fn next_task(state: &mut State) -> Option<Arc<Task>> {
+    /// The next task to poll: the first share in turn takes one step. True
+    /// with it when the share is back in turn (more ready, room under its
+    /// cap): that turn needs a thread of its own.
+    fn next_task(state: &mut State) -> Option<(Arc<Task>, bool)> {
         while let Some(key) = state.turns.pop_front() {
             let Some(queue) = state.shares.get_mut(&key) else { continue };
             queue.waiting_turn = false;
@@ -298,11 +300,12 @@ impl Inner {
             }
             let Some(task) = queue.ready.pop_front() else { continue };
             queue.on_threads += 1;
-            if queue.wants_turn() {
+            let again = queue.wants_turn();
+            if again {
                 queue.waiting_turn = true;
                 state.turns.push_back(key);
             }
-            return Some(task);
+            return Some((task, again));
         }
         None
     }
@@ -363,7 +366,7 @@ impl Inner {
         GUEST_THREAD.with(|flag| flag.set(Some(false)));
         let mut state = self.state.lock().expect("guest threads lock");
         loop {
-            let Some(task) = Self::next_task(&mut state) else {
+            let Some((task, turn_again)) = Self::next_task(&mut state) else {
                 state.idle += 1;
                 let (next, timeout) = self.work.wait_timeout(state, IDLE_EXIT).expect("guest threads lock");
                 state = next;
@@ -375,7 +378,15 @@ impl Inner {
                 }
                 continue;
             };
-            drop(state);
+            if turn_again {
+                // Its share queued more calls than it had turns: without a
+                // thread found for the new turn, the next share's thread
+                // would take it, and that share wait behind this one (a
+                // login waited 750 ms behind four spinners so).
+                self.find_thread(state);
+            } else {
+                drop(state);
+            }
             let again = poll_task(&task);
             state = self.state.lock().expect("guest threads lock");
             Self::left_thread(&mut state, &task.share.key);
@@ -603,6 +614,25 @@ mod tests {
             })
             .await;
         assert_eq!(nice, Some(Some(normal)), "the new thread runs at the normal priority");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_share_queueing_several_calls_at_once_does_not_take_the_next_shares_thread() {
+        let threads = Arc::new(GuestThreads::new(8));
+        let computing = |ms| async move { std::thread::sleep(Duration::from_millis(ms)) };
+        // Two calls of one share queued at once: one turn, then a second
+        // once the first call is on a thread.
+        let started = Instant::now();
+        let first = threads.spawn(&share("busy", 2), computing(600));
+        let second = threads.spawn(&share("busy", 2), computing(600));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let quick = threads.run(&share("quick", 2), async { Instant::now() }).await.unwrap();
+        let waited = quick.duration_since(started);
+        assert!(waited < Duration::from_millis(400), "the other share waited {waited:?} behind the busy one");
+        let (mut first, mut second) = (first, second);
+        first.output().await.unwrap();
+        second.output().await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(1100), "the busy share's two calls ran side by side");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
