@@ -237,6 +237,14 @@ pub struct PluginConfig {
     pub log_kib_per_sec: u32,
     /// The largest plugin file admitted, in MiB.
     pub max_component_mib: usize,
+    /// The most one call may copy out of the plugin (its result, or the
+    /// arguments of one host call it makes), in KiB; a read may return
+    /// what it asked for on top. Past it the call fails before the host
+    /// allocates anything, and the instance is replaced.
+    pub max_output_kib: usize,
+    /// Entries one instance may keep in the host's WASI tables (streams,
+    /// pollables, HTTP requests); past it, the call traps.
+    pub max_host_resources: usize,
     /// Origins (`scheme://host:port`) the plugin may send HTTP requests to;
     /// anything else is refused. Empty: no `wasi:http` at all, and a plugin
     /// that imports it is refused at start.
@@ -318,6 +326,8 @@ impl Default for PluginConfig {
             log_lines_per_sec: 100,
             log_kib_per_sec: 64,
             max_component_mib: 64,
+            max_output_kib: crate::plugin::HostBounds::default().output_bytes >> 10,
+            max_host_resources: crate::plugin::HostBounds::default().host_resources,
             http_allow: Vec::new(),
             preopen: None,
             config: BTreeMap::new(),
@@ -488,6 +498,14 @@ impl Config {
             );
             anyhow::ensure!((1..=65_536).contains(&plugin.log_kib_per_sec), "plugin {name}: log_kib_per_sec must be 1..=65536");
             anyhow::ensure!((1..=4096).contains(&plugin.max_component_mib), "plugin {name}: max_component_mib must be 1..=4096");
+            anyhow::ensure!(
+                (1024..=1 << 20).contains(&plugin.max_output_kib),
+                "plugin {name}: max_output_kib must be 1024..=1048576 (a listing page and an HTTP body chunk must fit)"
+            );
+            anyhow::ensure!(
+                (64..=1_000_000).contains(&plugin.max_host_resources),
+                "plugin {name}: max_host_resources must be 64..=1000000"
+            );
             for (tenant, cap) in &plugin.guest_threads_by_tenant {
                 anyhow::ensure!(
                     (1..=4096).contains(cap),

@@ -152,6 +152,11 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
             guest_threads_by_tenant: plugin.guest_threads_by_tenant.clone(),
         },
         max_component_bytes: plugin.max_component_mib << 20,
+        bounds: crate::plugin::HostBounds {
+            output_bytes: plugin.max_output_kib << 10,
+            host_resources: plugin.max_host_resources,
+            component_handles: plugin.max_host_resources.saturating_mul(4),
+        },
         log: crate::plugin::LogLimits { lines_per_sec: plugin.log_lines_per_sec, bytes_per_sec: plugin.log_kib_per_sec << 10 },
         maintain_every: (plugin.maintain_every_secs > 0).then(|| Duration::from_secs(plugin.maintain_every_secs)),
         config: plugin.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

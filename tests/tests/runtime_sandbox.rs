@@ -210,11 +210,7 @@ async fn invalid_listings_are_rejected_by_validation() {
     let names: Vec<_> = page.entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
 
-    // A name longer than any client can use is left out; the rest still lists.
-    let page = bounded(s.list_dir("/huge-name", None, 1000)).await.expect("a listing without the huge name");
-    assert!(page.entries.is_empty(), "the 10 MB name is left out");
-
-    for path in ["/slash", "/nul", "/many"] {
+    for path in ["/slash", "/nul"] {
         let invalid = stat(&rt.stats().invalid_outputs);
         let poisoned = stat(&rt.stats().poisoned);
         let r = bounded(s.list_dir(path, None, 1000)).await;
@@ -226,9 +222,61 @@ async fn invalid_listings_are_rejected_by_validation() {
         // The same session keeps working.
         assert_ok(&s).await;
     }
-    // Asking for a small page does not change the verdict on the 100 000 entries.
-    let r = bounded(s.list_dir("/many", None, 5)).await;
-    assert!(assert_plugin_failed(&r, "list-dir /many, limit 5").contains("invalid plugin output"));
+}
+
+/// Outputs larger than a call may return are refused while wasmtime lifts
+/// them, before the host allocates them (its default allows 128 MiB per
+/// lift): the call fails, the instance is replaced, the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_past_the_bound_are_refused_before_the_host_copies_them() {
+    let rt = runtime();
+    // Room in the guest to build the outputs: the host's bound, not the
+    // guest's memory cap, must be what stops them.
+    let settings = PluginSettings { memory_limit: 1 << 30, ..settings(Duration::from_secs(10), &[]) };
+    let plugin = bounded(rt.load("hostile", &hostile_bytes(), settings)).await.expect("loading the hostile plugin");
+    let s = session(&plugin, "big-outputs").await;
+    let bound = wasftp::plugin::HostBounds::default().output_bytes;
+
+    let refused = |r: &str, what: &str| {
+        assert!(r.contains("invalid plugin output") && r.contains(&format!("larger than the {bound} bytes")), "{what}: {r}");
+        assert!(r.contains("max_output_kib"), "{what} names the setting: {r}");
+        assert!(r.len() < 1024, "{what}: the error text is bounded");
+    };
+    let mut too_large = stat(&rt.stats().outputs_too_large);
+    let mut check = |what: &str, r: String| {
+        refused(&r, what);
+        let now = stat(&rt.stats().outputs_too_large);
+        assert_eq!(now, too_large + 1, "{what}: refused by the bound, not by validation after the copy");
+        too_large = now;
+    };
+    // A 120 MiB answer to a 32 KiB read.
+    let reader = bounded(s.open_read("/giant-read", None)).await.expect("open-read /giant-read");
+    check("a 120 MiB read", assert_plugin_failed(&bounded(reader.read(0, 32 << 10)).await, "read"));
+    assert_ok(&s).await;
+    // A 2-million-entry page, a 10 MB name, a 100 MiB error, a 10 MB link target.
+    check("a 2-million-entry page", assert_plugin_failed(&bounded(s.list_dir("/giant-page", None, 100)).await, "list-dir"));
+    check("100 000 entries", assert_plugin_failed(&bounded(s.list_dir("/many", None, 1000)).await, "list-dir"));
+    check("a 10 MB name", assert_plugin_failed(&bounded(s.list_dir("/huge-name", None, 100)).await, "list-dir"));
+    check("a 100 MiB io error", assert_plugin_failed(&bounded(s.file_info("/huge-error")).await, "file-info"));
+    check("a 10 MB link target", assert_plugin_failed(&bounded(s.read_link("/huge")).await, "read-link"));
+    assert_ok(&s).await;
+    assert_ok(&session(&plugin, "next").await).await;
+}
+
+/// A read may return what it asked for even past the plugin's output
+/// bound: the bound is never what stops a legitimate large read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_larger_than_the_output_bound_passes() {
+    let rt = runtime();
+    let plugin = memory_plugin(&rt).await;
+    let s = memory_session(&plugin, "reader", "big-reads").await;
+    let bound = wasftp::plugin::HostBounds::default().output_bytes;
+    let data: Vec<u8> = (0..bound + (1 << 20)).map(|i| (i % 251) as u8).collect();
+    put(&s, "/big", &data).await;
+    let reader = bounded(s.open_read("/big", None)).await.expect("open-read /big");
+    let read = bounded(reader.read(0, data.len() as u32)).await.expect("one read past the output bound");
+    assert_eq!(read.len(), data.len());
+    assert!(read == data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -475,6 +475,7 @@ impl Reader {
             .pinned
             .call("read", move |live: &mut Live, me| {
                 Box::pin(async move {
+                    live.expect_read(len);
                     let (store, api) = live.parts();
                     api.reader().call_read(store, me, offset, len).await
                 })

@@ -23,7 +23,7 @@ use super::executor::{Share, demote_current_thread, poll_cpu_time};
 use super::guest_clock::GuestClock;
 use super::outbound::HttpState;
 use super::guest_output::{self, GuestStderr};
-use super::limits::StoreCaps;
+use super::limits::{HostBounds, StoreCaps, is_output_bound};
 use super::timeouts::{CallKind, may_change_data};
 use super::PluginShared;
 
@@ -43,6 +43,7 @@ pub struct StoreState {
     log: Arc<super::LogBudget>,
     clock: Arc<GuestClock>,
     stats: Arc<super::RuntimeStats>,
+    bounds: HostBounds,
     /// Used only when the plugin is granted `wasi:http` (see `grants`).
     http: HttpState,
 }
@@ -77,6 +78,13 @@ impl Live {
     /// The store and the backend exports, borrowed together for one call.
     pub fn parts(&mut self) -> (&mut Store<StoreState>, &BackendExports) {
         (&mut self.store, self.bindings.wasftp_storage_backend())
+    }
+
+    /// Lets this call's output hold the `asked` bytes of a read (see
+    /// `HostBounds::for_read`); the next call starts from the plugin's bound.
+    pub fn expect_read(&mut self, asked: u32) {
+        let bytes = self.store.data().bounds.for_read(asked);
+        self.store.set_hostcall_fuel(bytes);
     }
 }
 
@@ -323,6 +331,7 @@ impl Instance {
         let live = slot.live.as_mut().expect("instance is live");
         self.clock.start(deadline.into_std());
         live.store.data_mut().limits.take_refused();
+        live.store.set_hostcall_fuel(self.shared.settings.bounds.output_bytes);
         live.store.set_epoch_deadline(1);
         let outcome = tokio::time::timeout_at(deadline, f(live)).await;
         let past_wall_clock = self.clock.past_wall_deadline();
@@ -334,6 +343,17 @@ impl Instance {
             Ok(Err(_)) if past_wall_clock => {
                 self.poison(slot, op, format!("interrupted computing at its wall-clock limit ({limit:?})"));
                 Err(self.no_answer(op, limit, Started::Yes))
+            }
+            Ok(Err(error)) if is_output_bound(&error) => {
+                self.shared.stats.outputs_too_large.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.invalid_outputs.fetch_add(1, Ordering::Relaxed);
+                let live = slot.live.as_mut().expect("instance is live");
+                let bytes = live.store.hostcall_fuel();
+                let why = format!(
+                    "invalid plugin output: larger than the {bytes} bytes this call may return (max_output_kib); \
+                     refused before it was copied"
+                );
+                Err(self.poison(slot, op, why))
             }
             Ok(Err(error)) => {
                 let live = slot.live.as_mut().expect("instance is live");
@@ -447,9 +467,13 @@ impl Instance {
         }
         // A refused memory.grow answers -1 to the guest, never a trap.
         let limits = StoreCaps::new(shared.settings.memory_limit, shared.stats.clone());
+        let bounds = shared.settings.bounds;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(bounds.host_resources);
         let state = StoreState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
+            bounds,
             limits,
             plugin: shared.name.clone(),
             log,
@@ -459,6 +483,8 @@ impl Instance {
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limits);
+        store.set_hostcall_fuel(bounds.output_bytes);
+        store.set_max_component_handles(bounds.component_handles);
         store.call_hook(|ctx, hook| {
             ctx.data().clock.hook(hook);
             Ok(())

@@ -11,6 +11,47 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 use super::RuntimeStats;
 
+/// What one plugin's calls may make the host hold: bytes copied out of the
+/// guest, and entries in a store's host-side tables. Past one, the call
+/// traps before the host allocates anything (its instance is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostBounds {
+    /// Bytes wasmtime may copy out of the guest at once: a call's result,
+    /// or the arguments of one host call the guest makes (wasmtime's own
+    /// default is 128 MiB). A `read` may return what it asked for on top.
+    pub output_bytes: usize,
+    /// Entries in a store's WASI resource table (streams, pollables, HTTP
+    /// requests and fields, `get-stderr` handles).
+    pub host_resources: usize,
+    /// Component-model handles alive at once in a store (the plugin's own
+    /// sessions, readers and writers among them).
+    pub component_handles: usize,
+}
+
+impl Default for HostBounds {
+    fn default() -> Self {
+        // 2 MiB: a full listing page (1024 entries of 255-byte names and
+        // 256-byte versions, about 0.7 MiB as the host holds it) and the
+        // 1 MiB chunks wasi:http bodies are written in, with room.
+        Self { output_bytes: 2 << 20, host_resources: 4096, component_handles: 16_384 }
+    }
+}
+
+impl HostBounds {
+    /// What a call reading `asked` bytes may return.
+    pub fn for_read(&self, asked: u32) -> usize {
+        self.output_bytes.max(asked as usize + READ_ENVELOPE)
+    }
+}
+
+/// Room for a read's error or envelope beyond its bytes.
+const READ_ENVELOPE: usize = 64 << 10;
+
+/// The words of wasmtime's error when a lift ran past `output_bytes`.
+pub fn is_output_bound(error: &wasmtime::Error) -> bool {
+    format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted")
+}
+
 pub struct StoreCaps {
     limits: StoreLimits,
     memory_limit: usize,

@@ -37,6 +37,7 @@ pub use error::StorageError;
 pub use grants::{Grants, Origin, Preopen};
 pub use guest_output::LogLimits;
 pub use handles::{Reader, Session, Writer};
+pub use limits::HostBounds;
 pub use pool::{PoolLimits, default_guest_threads_per_tenant};
 pub use timeouts::{CallKind, CallTimeouts};
 
@@ -68,6 +69,8 @@ pub struct PluginSettings {
     pub log: LogLimits,
     /// The largest plugin file admitted.
     pub max_component_bytes: usize,
+    /// What its calls may make the host hold (outputs, host tables).
+    pub bounds: HostBounds,
 }
 
 impl Default for PluginSettings {
@@ -82,6 +85,7 @@ impl Default for PluginSettings {
             grants: Grants::default(),
             log: LogLimits::default(),
             max_component_bytes: admission::DEFAULT_MAX_COMPONENT_BYTES,
+            bounds: HostBounds::default(),
         }
     }
 }
@@ -108,6 +112,8 @@ pub struct RuntimeStats {
     /// Lines of guest log and stderr written, and dropped over a tenant's rate.
     pub log_lines: AtomicU64,
     pub log_lines_dropped: AtomicU64,
+    /// Calls that trapped copying an output past `HostBounds::output_bytes`.
+    pub outputs_too_large: AtomicU64,
 }
 
 impl RuntimeStats {

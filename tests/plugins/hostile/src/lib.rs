@@ -114,13 +114,14 @@ pub struct HostileSession;
 
 impl GuestSession for HostileSession {
     /// `/slash`, `/nul`: a bad name; `/huge-name`: a 10 MB name; `/many`:
-    /// 100 000 entries in one page; `/ok`: `a`, `b`.
+    /// 100 000 entries in one page; `/giant-page`: 2 million; `/ok`: `a`, `b`.
     fn list_dir(&self, path: String, _cursor: Option<String>, _limit: u32) -> Result<DirPage> {
         let entries = match path.as_str() {
             "/slash" => vec![entry("a/b".into())],
             "/nul" => vec![entry("a\0b".into())],
             "/huge-name" => vec![entry("x".repeat(HUGE))],
             "/many" => (0..100_000).map(|i| entry(format!("f{i}"))).collect(),
+            "/giant-page" => (0..2_000_000).map(|_| entry("f".into())).collect(),
             "/ok" => vec![entry("a".into()), entry("b".into())],
             _ => return Err(Error::NotFound),
         };
@@ -134,7 +135,8 @@ impl GuestSession for HostileSession {
     /// but answers no-space when memory runs out, `/panic` panics, `/ok` is a
     /// 42-byte file. `/log-flood` and `/stderr-flood` write 200 000 lines of
     /// 340 bytes (68 MB) to the log or stderr, `/log-one` one line; all
-    /// three then answer an empty file.
+    /// three then answer an empty file. `/huge-error` fails with an `io`
+    /// error of 100 MiB.
     fn file_info(&self, path: String) -> Result<FileInfo> {
         let line = "flood ".repeat(56);
         match path.as_str() {
@@ -154,6 +156,7 @@ impl GuestSession for HostileSession {
                 wasftp_sdk::log::warn("one line");
                 return Ok(ok_info(FileKind::File, 0));
             }
+            "/huge-error" => return Err(Error::Io("e".repeat(100 * MIB))),
             _ => {}
         }
         match path.as_str() {
@@ -166,10 +169,12 @@ impl GuestSession for HostileSession {
         }
     }
 
-    /// `/huge-read`: a reader that returns 1 MiB more than asked.
+    /// `/huge-read`: a reader that returns 1 MiB more than asked;
+    /// `/giant-read`: 120 MiB whatever was asked.
     fn open_read(&self, path: String, _version: Option<String>) -> Result<Reader> {
         match path.as_str() {
-            "/huge-read" => Ok(Reader::new(HostileReader)),
+            "/huge-read" => Ok(Reader::new(HostileReader::Extra(MIB))),
+            "/giant-read" => Ok(Reader::new(HostileReader::Always(120 * MIB))),
             _ => Err(Error::NotFound),
         }
     }
@@ -218,7 +223,12 @@ impl GuestSession for HostileSession {
     }
 }
 
-pub struct HostileReader;
+pub enum HostileReader {
+    /// This many bytes more than asked.
+    Extra(usize),
+    /// This many bytes, whatever was asked.
+    Always(usize),
+}
 
 impl GuestReader for HostileReader {
     fn info(&self) -> FileInfo {
@@ -226,7 +236,11 @@ impl GuestReader for HostileReader {
     }
 
     fn read(&self, _offset: u64, len: u32) -> Result<Vec<u8>> {
-        Ok(vec![b'r'; len as usize + MIB])
+        let bytes = match self {
+            HostileReader::Extra(extra) => len as usize + extra,
+            HostileReader::Always(bytes) => *bytes,
+        };
+        Ok(vec![b'r'; bytes])
     }
 }
 
