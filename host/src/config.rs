@@ -161,6 +161,10 @@ pub struct SftpOptions {
     /// Read-ahead the connections of one tenant may hold together, in MiB;
     /// default a quarter of the total.
     pub read_ahead_tenant_mib: Option<usize>,
+    /// Most entries a plugin may give one directory listing while its
+    /// cursor goes on; past it the listing ends with an error (a plugin
+    /// whose listing never ends cannot keep a client reading).
+    pub max_listing_entries: u64,
 }
 
 impl SftpOptions {
@@ -195,6 +199,7 @@ impl Default for SftpOptions {
             read_ahead_mib: 64,
             read_ahead_total_mib: 1024,
             read_ahead_tenant_mib: None,
+            max_listing_entries: 1_000_000,
         }
     }
 }
@@ -569,6 +574,10 @@ impl Config {
         anyhow::ensure!(
             sftp.read_ahead_tenant_share_mib() <= sftp.read_ahead_total_mib,
             "sftp.read_ahead_tenant_mib must be 0..=read_ahead_total_mib"
+        );
+        anyhow::ensure!(
+            (1..=100_000_000).contains(&sftp.max_listing_entries),
+            "sftp.max_listing_entries must be 1..=100000000"
         );
         Ok(())
     }

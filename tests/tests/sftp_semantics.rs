@@ -653,3 +653,57 @@ async fn control_characters_in_names_are_escaped_in_long_names() {
     assert_eq!(real, [(format!("/d/{red}"), "/d/a\\033[31mred".to_string())]);
     server.shutdown().await;
 }
+
+/// Every name of a listing, read to its end; and the status that ended it.
+async fn list_to_the_end(wire: &mut Wire, dir: &str) -> (Vec<String>, u32, String) {
+    let handle = wire.call(FXP_OPENDIR, Body::new().string(dir)).await.handle();
+    let mut names = Vec::new();
+    for _ in 0..10_000 {
+        let reply = wire.call(FXP_READDIR, Body::new().string(&handle)).await;
+        if reply.kind == FXP_STATUS {
+            return (names, reply.status(), reply.message());
+        }
+        names.extend(reply.names());
+    }
+    panic!("the listing of {dir} did not end after 10 000 READDIRs ({} names)", names.len());
+}
+
+/// A plugin's listing is bounded: a cursor cycle or a cursor that never
+/// ends ends the listing with a clear status, and a name the plugin gives
+/// twice is shown once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listings_a_plugin_would_not_end_are_cut_and_names_given_twice_shown_once() {
+    let server = start_with([UserSpec::new("eve")], |c| {
+        c.plugins.insert(
+            "hostile".into(),
+            wasftp::config::PluginConfig { source: env!("WASFTP_HOSTILE_PLUGIN").into(), ..Default::default() },
+        );
+        c.users[0].plugin = "hostile".into();
+        c.sftp.max_listing_entries = 300;
+    })
+    .await;
+    let mut wire = Wire::open(&server, "eve", 3).await;
+
+    let (names, status, message) = list_to_the_end(&mut wire, "/dups").await;
+    assert_eq!(names, ["a", "b", "c"], "each name once");
+    assert_eq!(status, FX_EOF, "{message}");
+
+    let (names, status, message) = list_to_the_end(&mut wire, "/cycle").await;
+    assert_eq!(names, ["c-start", "c-A", "c-B"], "the pages before the cursor came back");
+    assert_eq!(status, FX_FAILURE);
+    assert!(message.contains("cycle"), "{message}");
+
+    let (names, status, message) = list_to_the_end(&mut wire, "/endless").await;
+    assert_eq!(names.len(), 300, "cut at max_listing_entries");
+    assert_eq!(status, FX_FAILURE);
+    assert!(message.contains("cut after 300 entries (max_listing_entries)"), "{message}");
+
+    let (names, status, message) = list_to_the_end(&mut wire, "/same-name-forever").await;
+    assert_eq!(names, ["same"]);
+    assert_eq!(status, FX_FAILURE, "{message}");
+    assert!(message.contains("max_listing_entries"), "{message}");
+
+    // The session goes on.
+    assert_eq!(wire.call(FXP_STAT, Body::new().string("/ok")).await.kind, FXP_ATTRS);
+    server.shutdown().await;
+}

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 /// layer) or a directory being listed.
 pub enum HandleKind {
     File(crate::vfs::Handle),
-    Dir(tokio::sync::Mutex<DirState>),
+    Dir(tokio::sync::Mutex<crate::vfs::Listing>),
 }
 
 impl HandleKind {
@@ -158,18 +158,6 @@ impl HandleEntry {
         let mut rx = self.inflight.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
     }
-}
-
-pub struct DirState {
-    pub cursor: Option<String>,
-    pub done: bool,
-    /// Entries sent so far on this handle.
-    pub sent: u64,
-    /// The uploads in this directory when the listing started.
-    pub uploads: crate::vfs::ListingUploads,
-    /// Files being uploaded here that the plugin did not list, sent after
-    /// its entries (`None` until the plugin's listing ends).
-    pub unlisted: Option<Vec<(String, crate::plugin::FileInfo)>>,
 }
 
 #[derive(Default)]

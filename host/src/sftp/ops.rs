@@ -10,7 +10,7 @@ use russh_sftp::protocol::{
 
 use super::attrs::{escape_for_display, long_name, to_attrs, to_set_attrs};
 use super::framing::{MAX_PACKET, MAX_READ, MAX_WRITE, WireReader};
-use super::handles::{DirState, HandleEntry, HandleKind};
+use super::handles::{HandleEntry, HandleKind};
 use super::status::{message_of, status_of};
 use super::{SftpSession, Target, paths};
 use crate::plugin::{FileInfo, StorageError, WriteOptions, validate};
@@ -19,9 +19,6 @@ use crate::vfs::Access;
 /// Entries per READDIR reply: with names up to 255 bytes and their long
 /// names, a reply stays well under the packet maximum.
 const READDIR_BATCH: u32 = 64;
-/// Most entries one directory handle lists: a plugin cannot keep a client
-/// listing forever.
-const MAX_LISTING: u64 = 10_000_000;
 
 type Reply = Result<Packet, Packet>;
 
@@ -266,53 +263,17 @@ impl SftpSession {
         if info.kind != crate::plugin::FileKind::Directory {
             return Err(status(id, StatusCode::Failure, "not a directory"));
         }
-        let uploads = self.files.uploads_at_listing_start(&path);
-        let state = DirState { cursor: None, done: false, sent: 0, uploads, unlisted: None };
-        self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(state)), path).await
+        let listing = self.files.start_listing(&path);
+        self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(listing)), path).await
     }
 
     async fn readdir(&self, id: u32, target: &Target) -> Reply {
         let entry = Self::entry(id, target)?;
-        let HandleKind::Dir(state) = &entry.kind else {
+        let HandleKind::Dir(listing) = &entry.kind else {
             return Err(status(id, StatusCode::Failure, "not a directory handle"));
         };
-        let mut state = state.lock().await;
-        let mut entries = Vec::new();
-        if !state.done {
-            // A page whose every name was left out (too long) is skipped, a
-            // bounded number of times.
-            for _ in 0..16 {
-                let page = self
-                    .files
-                    .list_page(&entry.path, state.cursor.as_deref(), READDIR_BATCH)
-                    .await
-                    .map_err(|e| fail(id, &e))?;
-                state.sent += page.entries.len().max(1) as u64;
-                state.done = page.next_cursor.is_none();
-                if !state.done && state.sent >= MAX_LISTING {
-                    tracing::warn!(path = %entry.path, "listing cut after {MAX_LISTING} entries");
-                    state.done = true;
-                }
-                state.cursor = page.next_cursor;
-                for e in &page.entries {
-                    state.uploads.listed(&e.name);
-                }
-                entries.extend(page.entries.into_iter().map(|e| (e.name, e.info)));
-                if !entries.is_empty() || state.done {
-                    break;
-                }
-            }
-        }
-        if entries.is_empty() && state.done {
-            // Files being uploaded here that the plugin does not show yet,
-            // a batch at a time.
-            if state.unlisted.is_none() {
-                state.unlisted = Some(self.files.uploads_unlisted(&entry.path, &state.uploads).await);
-            }
-            let unlisted = state.unlisted.as_mut().expect("just filled");
-            let take = unlisted.len().min(READDIR_BATCH as usize);
-            entries.extend(unlisted.drain(..take));
-        }
+        let mut listing = listing.lock().await;
+        let entries = self.files.next_entries(&mut listing, READDIR_BATCH).await.map_err(|e| fail(id, &e))?;
         if entries.is_empty() {
             return Err(status(id, StatusCode::Eof, "end of directory"));
         }

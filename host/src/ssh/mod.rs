@@ -96,6 +96,7 @@ impl Shared {
             files: FileSettings {
                 max_spool_bytes: config.sftp.spool_max_mib << 20,
                 setstat_unsupported: config.sftp.setstat_unsupported,
+                max_listing_entries: config.sftp.max_listing_entries,
             },
             budgets: server_budgets(config),
             nodes: NodeTables::default(),

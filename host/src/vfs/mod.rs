@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use budget::{BudgetPermit, ByteBudget, FileBudgets, ServerBudget, ServerBudgets};
 pub use handle::{Access, Handle};
-pub use listing::ListingUploads;
+pub use listing::Listing;
 pub use node::{NodeTable, NodeTables, unix_now};
 pub use shares::TenantShares;
 pub use spool::{SpoolArea, TenantSpool};
@@ -35,7 +35,7 @@ use reader::FileReader;
 use upload::Upload;
 
 use crate::config::SetstatPolicy;
-use crate::plugin::{Capabilities, DirPage, FileInfo, Session, SetAttrs, SpaceInfo, StorageError};
+use crate::plugin::{Capabilities, FileInfo, Session, SetAttrs, SpaceInfo, StorageError};
 
 /// Settings of the file layer, the same for every connection.
 #[derive(Clone)]
@@ -44,6 +44,8 @@ pub struct FileSettings {
     pub max_spool_bytes: u64,
     /// What setting times or permissions answers when the plugin keeps none.
     pub setstat_unsupported: SetstatPolicy,
+    /// Most entries the plugin may give one listing (it has a cursor still).
+    pub max_listing_entries: u64,
 }
 
 /// One storage session seen through the file layer.
@@ -203,10 +205,6 @@ impl Files {
             Answer::Writing(_) => self.storage.set_info(path, set).await,
             Answer::Plugin(result) => result,
         }
-    }
-
-    pub async fn list_page(&self, dir: &str, cursor: Option<&str>, limit: u32) -> Result<DirPage, StorageError> {
-        self.storage.list_dir(dir, cursor, limit).await
     }
 
     // What follows the file layer adds nothing to: the plugin answers.

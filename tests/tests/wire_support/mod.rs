@@ -99,22 +99,7 @@ impl Reply {
     }
     /// The file names of a NAME reply.
     pub fn names(&self) -> Vec<String> {
-        assert_eq!(self.kind, FXP_NAME, "expected NAME, got {self:?}");
-        let count = u32::from_be_bytes(self.body[..4].try_into().unwrap());
-        let mut rest = &self.body[4..];
-        let take_string = |rest: &mut &[u8]| {
-            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-            let s = String::from_utf8_lossy(&rest[4..4 + len]).into_owned();
-            *rest = &rest[4 + len..];
-            s
-        };
-        let mut names = Vec::new();
-        for _ in 0..count {
-            names.push(take_string(&mut rest));
-            take_string(&mut rest);
-            skip_attrs(&mut rest);
-        }
-        names
+        self.long_names().into_iter().map(|(name, _)| name).collect()
     }
     /// The file names of a NAME reply with their long names (`ls -l` lines).
     pub fn long_names(&self) -> Vec<(String, String)> {

@@ -115,7 +115,37 @@ pub struct HostileSession;
 impl GuestSession for HostileSession {
     /// `/slash`, `/nul`: a bad name; `/huge-name`: a 10 MB name; `/many`:
     /// 100 000 entries in one page; `/giant-page`: 2 million; `/ok`: `a`, `b`.
-    fn list_dir(&self, path: String, _cursor: Option<String>, _limit: u32) -> Result<DirPage> {
+    ///
+    /// Listings with cursors: `/cycle` gives cursor `A`, then `B`, then `A`
+    /// again; `/endless` a new name and a new cursor on every page;
+    /// `/same-name-forever` the same name with a new cursor on every page;
+    /// `/dups` `a`, `b`, then `b`, `c`, `a`.
+    fn list_dir(&self, path: String, cursor: Option<String>, _limit: u32) -> Result<DirPage> {
+        let page = |names: &[&str], next: Option<String>| DirPage {
+            entries: names.iter().map(|n| entry(n.to_string())).collect(),
+            next_cursor: next,
+        };
+        let at: u64 = cursor.as_deref().and_then(|c| c.trim_start_matches(['A', 'B', 'n']).parse().ok()).unwrap_or(0);
+        match path.as_str() {
+            "/cycle" => {
+                let next = match cursor.as_deref() {
+                    None => "A",
+                    Some("A") => "B",
+                    _ => "A",
+                };
+                let name = format!("c-{}", cursor.as_deref().unwrap_or("start"));
+                return Ok(page(&[&name], Some(next.into())));
+            }
+            "/endless" => return Ok(page(&[&format!("e{at}")], Some(format!("n{}", at + 1)))),
+            "/same-name-forever" => return Ok(page(&["same"], Some(format!("n{}", at + 1)))),
+            "/dups" => {
+                return Ok(match cursor {
+                    None => page(&["a", "b"], Some("n1".into())),
+                    Some(_) => page(&["b", "c", "a"], None),
+                });
+            }
+            _ => {}
+        }
         let entries = match path.as_str() {
             "/slash" => vec![entry("a/b".into())],
             "/nul" => vec![entry("a\0b".into())],
@@ -157,6 +187,7 @@ impl GuestSession for HostileSession {
                 return Ok(ok_info(FileKind::File, 0));
             }
             "/huge-error" => return Err(Error::Io("e".repeat(100 * MIB))),
+            "/cycle" | "/endless" | "/same-name-forever" | "/dups" => return Ok(ok_info(FileKind::Directory, 0)),
             _ => {}
         }
         match path.as_str() {
