@@ -254,6 +254,15 @@ pub struct PluginConfig {
     /// anything else is refused. Empty: no `wasi:http` at all, and a plugin
     /// that imports it is refused at start.
     pub http_allow: Vec<String>,
+    /// Requests of one tenant's instances in flight at once (until their
+    /// response is read or dropped); past it a request is answered
+    /// `connection-limit-reached`.
+    pub http_requests_per_tenant: usize,
+    /// The same for all the plugin's tenants together.
+    pub http_requests: usize,
+    /// The longest a request waits for its response's head, or between two
+    /// pieces of its body, in seconds, whatever the plugin asks for.
+    pub http_timeout_secs: u64,
     /// A host directory the plugin sees as `/`.
     pub preopen: Option<PreopenConfig>,
     /// Passed to the plugin's `init`.
@@ -334,6 +343,9 @@ impl Default for PluginConfig {
             max_output_kib: crate::plugin::HostBounds::default().output_bytes >> 10,
             max_host_resources: crate::plugin::HostBounds::default().host_resources,
             http_allow: Vec::new(),
+            http_requests_per_tenant: crate::plugin::HttpLimits::default().requests_per_tenant,
+            http_requests: crate::plugin::HttpLimits::default().requests,
+            http_timeout_secs: crate::plugin::HttpLimits::default().timeout.as_secs(),
             preopen: None,
             config: BTreeMap::new(),
         }
@@ -506,6 +518,14 @@ impl Config {
             anyhow::ensure!(
                 (1024..=1 << 20).contains(&plugin.max_output_kib),
                 "plugin {name}: max_output_kib must be 1024..=1048576 (a listing page and an HTTP body chunk must fit)"
+            );
+            anyhow::ensure!(
+                (1..=plugin.http_requests).contains(&plugin.http_requests_per_tenant) && plugin.http_requests <= 100_000,
+                "plugin {name}: http_requests_per_tenant must be 1..=http_requests, and http_requests at most 100000"
+            );
+            anyhow::ensure!(
+                (1..=3600).contains(&plugin.http_timeout_secs),
+                "plugin {name}: http_timeout_secs must be 1..=3600"
             );
             anyhow::ensure!(
                 (64..=1_000_000).contains(&plugin.max_host_resources),

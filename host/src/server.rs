@@ -166,6 +166,11 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
                 .iter()
                 .map(|origin| Origin::parse(origin).map_err(|e| anyhow::anyhow!("plugin {name}: http_allow: {e}")))
                 .collect::<anyhow::Result<_>>()?,
+            http_limits: crate::plugin::HttpLimits {
+                requests_per_tenant: plugin.http_requests_per_tenant,
+                requests: plugin.http_requests,
+                timeout: Duration::from_secs(plugin.http_timeout_secs),
+            },
             preopen: plugin
                 .preopen
                 .as_ref()

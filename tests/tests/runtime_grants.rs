@@ -87,6 +87,7 @@ fn settings(http_allow: &[String], preopen: Option<Preopen>) -> PluginSettings {
         grants: Grants {
             http_allow: http_allow.iter().map(|o| Origin::parse(o).unwrap()).collect(),
             preopen,
+            ..Grants::default()
         },
         ..PluginSettings::default()
     }
@@ -211,6 +212,60 @@ async fn every_other_origin_is_refused_with_an_error_not_a_trap() {
     assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 0);
     let info = bounded(s.file_info(&format!("/http/127.0.0.1:{}/", allowed.port))).await.unwrap();
     assert_eq!(info.size, 204);
+}
+
+/// Requests in flight are capped per tenant (counted when sent, not when
+/// awaited: a plugin that sends requests and never looks at them holds its
+/// places), and one tenant at its cap leaves another's requests alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_capped_per_tenant_and_a_full_tenant_leaves_others_alone() {
+    let server = listener().await;
+    let rt = runtime();
+    let mut settings = settings(&[format!("http://127.0.0.1:{}", server.port)], None);
+    settings.grants.http_limits.requests_per_tenant = 8;
+    let plugin = load(&rt, settings).await.unwrap();
+    let greedy = bounded(plugin.open_session(ctx("greedy", "greedy"))).await.unwrap();
+    let other = bounded(plugin.open_session(ctx("other", "other"))).await.unwrap();
+    let get = format!("/http/127.0.0.1:{}/x", server.port);
+
+    // 1000 sent and kept: 8 go out, the rest are refused at once.
+    let held = bounded(greedy.file_info(&format!("/http-hold/1000/127.0.0.1:{}/x", server.port))).await.unwrap();
+    assert_eq!(held.size, 1000, "sending is not refused; the answer is");
+    assert!(RuntimeStats::get(&rt.stats().http_refused_busy) >= 992, "{}", RuntimeStats::get(&rt.stats().http_refused_busy));
+    let message = io_message(bounded(greedy.file_info(&get)).await, "a request past the tenant's cap");
+    assert!(message.contains("ConnectionLimitReached"), "{message}");
+    // Another tenant of the same plugin is untouched.
+    assert_eq!(bounded(other.file_info(&get)).await.unwrap().size, 204);
+    // The places come back when the requests go.
+    assert_eq!(bounded(greedy.file_info("/http-release")).await.unwrap().size, 1000);
+    assert_eq!(bounded(greedy.file_info(&get)).await.unwrap().size, 204);
+    assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 0, "refusals are answers, not traps");
+}
+
+/// A plugin asking to wait 600 s for a response waits the host's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_ask_for_a_longer_wait_than_the_hosts_limit() {
+    // Accepts, reads the request and never answers.
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let rt = runtime();
+    let mut settings = settings(&[format!("http://127.0.0.1:{port}")], None);
+    settings.grants.http_limits.timeout = Duration::from_secs(1);
+    let plugin = load(&rt, settings).await.unwrap();
+    let s = session(&plugin).await;
+    let started = std::time::Instant::now();
+    let message = io_message(bounded(s.file_info(&format!("/http-patient/127.0.0.1:{port}/slow"))).await, "a patient GET");
+    let waited = started.elapsed();
+    assert!(message.contains("Timeout"), "{message}");
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "waited {waited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

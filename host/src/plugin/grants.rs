@@ -17,8 +17,30 @@ use wasmtime::component::{Component, Linker};
 pub struct Grants {
     /// Origins outgoing HTTP requests may go to; empty: `wasi:http` is not linked.
     pub http_allow: Vec<Origin>,
+    /// How much of the network those requests may hold.
+    pub http_limits: HttpLimits,
     /// A host directory the plugin sees as `/`.
     pub preopen: Option<Preopen>,
+}
+
+/// Bounds on a plugin's outgoing HTTP requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Requests of one tenant's instances in flight at once (sent, and
+    /// their response not yet read to its end or dropped); past it a
+    /// request is answered `connection-limit-reached`.
+    pub requests_per_tenant: usize,
+    /// The same for all tenants of the plugin together.
+    pub requests: usize,
+    /// The longest a request may wait for its response's head, or between
+    /// two pieces of its body, whatever timeout the guest asks for.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self { requests_per_tenant: 64, requests: 256, timeout: std::time::Duration::from_secs(120) }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -91,17 +113,25 @@ fn normal_host(host: &str) -> String {
 }
 
 /// Addresses no plugin reaches through a name, whatever the allow list
-/// says: link-local ranges (169.254/16, fe80::/10) hold cloud metadata
-/// services (169.254.169.254), and unspecified addresses mean this host.
-/// An operator who means one lists its address literally. Connections go
-/// to the addresses checked (`outbound`), so DNS rebinding gains nothing.
+/// says: this host (loopback, unspecified), private networks (10/8,
+/// 172.16/12, 192.168/16, 100.64/10, fc00::/7) where the server's own
+/// neighbours live, and link-local ranges (169.254/16, fe80::/10) holding
+/// cloud metadata services (169.254.169.254). An operator who means one
+/// lists its address literally. Connections go to the addresses checked
+/// (`outbound`), so DNS rebinding gains nothing.
 fn reserved(ip: IpAddr) -> bool {
+    fn reserved_v4(v4: std::net::Ipv4Addr) -> bool {
+        let shared = v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64;
+        v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || shared
+    }
     match ip {
-        IpAddr::V4(v4) => v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V4(v4) => reserved_v4(v4),
         IpAddr::V6(v6) => {
             v6.is_unspecified()
+                || v6.is_loopback()
                 || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local() || v4.is_unspecified())
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || v6.to_ipv4_mapped().is_some_and(reserved_v4)
         }
     }
 }
@@ -129,14 +159,53 @@ pub async fn resolve(origin: &Origin) -> Result<Vec<SocketAddr>, Unreachable> {
     if let Ok(ip) = origin.host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, origin.port)]);
     }
-    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((origin.host.as_str(), origin.port))
-        .await
-        .map_err(|e| Unreachable::Lookup(format!("resolving {}: {e}", origin.host)))?
-        .collect();
+    let addresses = lookup(&origin.host, origin.port).await.map_err(Unreachable::Lookup)?;
     if let Some(address) = addresses.iter().find(|a| reserved(a.ip())) {
-        return Err(Unreachable::Reserved(format!("{} resolves to the reserved address {}", origin.host, address.ip())));
+        return Err(Unreachable::Reserved(format!(
+            "{} resolves to {}, a loopback, private or link-local address: only an address listed as itself \
+             in http_allow is reached there",
+            origin.host,
+            address.ip()
+        )));
     }
     Ok(addresses)
+}
+
+/// Name lookups running at once, server-wide.
+const MAX_LOOKUPS: usize = 4;
+/// The longest a name lookup may take.
+const LOOKUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `host`'s addresses. The system resolver blocks, so each lookup runs on a
+/// thread of its own, a few at once, never on the blocking pool other
+/// work (spool files) shares; a lookup past its limit is answered as
+/// failed, and its thread keeps its place until the resolver returns.
+async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    use std::net::ToSocketAddrs as _;
+    static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
+    let deadline = tokio::time::Instant::now() + LOOKUP_LIMIT;
+    let permit = tokio::time::timeout_at(deadline, LOOKUPS.acquire())
+        .await
+        .map_err(|_| format!("resolving {host}: too many name lookups at once"))?
+        .expect("the lookup semaphore is never closed");
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let name = host.to_string();
+    // The thread holds the place until the resolver returns.
+    permit.forget();
+    let spawned = std::thread::Builder::new().name("wasftp-dns".into()).spawn(move || {
+        let _ = answer.send((name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+        LOOKUPS.add_permits(1);
+    });
+    if let Err(e) = spawned {
+        LOOKUPS.add_permits(1);
+        return Err(format!("resolving {host}: {e}"));
+    }
+    match tokio::time::timeout_at(deadline, answered).await {
+        Ok(Ok(Ok(addresses))) => Ok(addresses),
+        Ok(Ok(Err(e))) => Err(format!("resolving {host}: {e}")),
+        Ok(Err(_)) => Err(format!("resolving {host}: the lookup failed")),
+        Err(_) => Err(format!("resolving {host}: no answer within {LOOKUP_LIMIT:?}")),
+    }
 }
 
 /// One linker per grant set, made once: WASI without authority and the
@@ -220,20 +289,29 @@ mod tests {
         assert!(reserved("fe80::1".parse().unwrap()));
         assert!(reserved("::ffff:169.254.1.1".parse().unwrap()));
         assert!(reserved("0.0.0.0".parse().unwrap()));
-        assert!(!reserved("127.0.0.1".parse().unwrap()));
-        assert!(!reserved("10.0.0.1".parse().unwrap()));
+        for private in ["127.0.0.1", "127.9.9.9", "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1", "100.64.0.1", "::1", "fc00::1", "fd12::1", "::ffff:10.1.2.3", "::ffff:127.0.0.1"] {
+            assert!(reserved(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
+            assert!(!reserved(public.parse().unwrap()), "{public}");
+        }
     }
 
     #[tokio::test]
     async fn a_name_leading_to_a_reserved_address_is_refused() {
-        // `localhost` resolves without a network; a listed literal is allowed as is.
+        // `localhost` resolves without a network, to loopback: listed by
+        // name it is refused; a listed literal is allowed as is.
         let allow = [Origin::parse("http://localhost:9").unwrap(), Origin::parse("http://169.254.169.254").unwrap()];
         assert!(check_origin(&allow, &"http://localhost:9/".parse().unwrap()).is_ok());
         assert!(check_origin(&allow, &"http://169.254.169.254/latest".parse().unwrap()).is_ok());
         assert!(check_origin(&allow, &"http://169.254.169.254:8080/".parse().unwrap()).is_err());
-        let resolved = resolve(&allow[0]).await.unwrap();
-        assert!(!resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback() && a.port() == 9), "{resolved:?}");
+        match resolve(&allow[0]).await {
+            Err(Unreachable::Reserved(why)) => assert!(why.contains("localhost resolves to") && why.contains("http_allow"), "{why}"),
+            other => panic!("localhost by name: {other:?}"),
+        }
         assert_eq!(resolve(&allow[1]).await.unwrap(), vec!["169.254.169.254:80".parse().unwrap()]);
+        let loopback = Origin::parse("http://127.0.0.1:9").unwrap();
+        assert_eq!(resolve(&loopback).await.unwrap(), vec!["127.0.0.1:9".parse().unwrap()], "listed as itself");
         let unknown = Origin::parse("http://wasftp-test.invalid").unwrap();
         assert!(matches!(resolve(&unknown).await, Err(Unreachable::Lookup(_))), "a name that does not resolve");
     }

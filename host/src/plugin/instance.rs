@@ -479,7 +479,7 @@ impl Instance {
             log,
             clock: self.clock.clone(),
             stats: shared.stats.clone(),
-            http: HttpState::new(shared.outbound.clone()),
+            http: HttpState::new(shared.outbound.clone(), &self.tenant),
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limits);

@@ -34,7 +34,7 @@ pub use bindings::{
 };
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use error::StorageError;
-pub use grants::{Grants, Origin, Preopen};
+pub use grants::{Grants, HttpLimits, Origin, Preopen};
 pub use guest_output::LogLimits;
 pub use handles::{Reader, Session, Writer};
 pub use limits::HostBounds;
@@ -107,6 +107,8 @@ pub struct RuntimeStats {
     pub demoted_calls: AtomicU64,
     /// Outgoing HTTP requests refused by a plugin's allow list.
     pub http_denied: AtomicU64,
+    /// Outgoing HTTP requests refused with too many in flight.
+    pub http_refused_busy: AtomicU64,
     /// Uploads aborted on a fresh instance after their own was lost.
     pub orphans_aborted: AtomicU64,
     /// Lines of guest log and stderr written, and dropped over a tenant's rate.
@@ -174,7 +176,8 @@ impl Runtime {
         })?;
         let pre = bindings::PluginPre::new(pre).with_context(|| format!("plugin {name} does not export the wasftp:storage contract"))?;
         let init_config = anyhow::Context::with_context(init_config::build(&settings), || format!("plugin {name}"))?;
-        let outbound = Outbound::new(name.into(), settings.grants.http_allow.clone(), self.stats.clone());
+        let outbound =
+            Outbound::new(name.into(), settings.grants.http_allow.clone(), settings.grants.http_limits, self.stats.clone());
         let shared = Arc::new(PluginShared {
             name: name.into(),
             pre,

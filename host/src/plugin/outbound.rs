@@ -24,30 +24,38 @@ use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
 
 use super::RuntimeStats;
-use super::grants::{self, Origin, Unreachable};
+use super::grants::{self, HttpLimits, Origin, Unreachable};
 
 /// Idle connections are closed after this; S3 servers close theirs after
 /// about 20 s, and a pool that outlives them meets closed connections.
 const IDLE: Duration = Duration::from_secs(15);
 /// Idle connections kept per origin.
 const MAX_IDLE: usize = 32;
-/// The limit of each of a request's phases (connecting, the response's
-/// head, each gap in its body) the guest sets no timeout for.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The longest a connection may take to be made.
-const CONNECT_LIMIT: Duration = Duration::from_secs(60);
+const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 
 /// The requests of one plugin version: the origins it may reach, and its
 /// connection pool.
 pub struct Outbound {
     plugin: Arc<str>,
     allow: Vec<Origin>,
+    limits: HttpLimits,
+    /// Requests in flight, the plugin's and each tenant's.
+    in_flight: Arc<tokio::sync::Semaphore>,
+    by_tenant: std::sync::Mutex<std::collections::HashMap<Arc<str>, std::sync::Weak<tokio::sync::Semaphore>>>,
     stats: Arc<RuntimeStats>,
     client: Client<Connector, WasiBody>,
 }
 
+/// A request's places under its plugin's and its tenant's caps, held until
+/// its response is read to its end or dropped.
+struct InFlight {
+    _plugin: tokio::sync::OwnedSemaphorePermit,
+    _tenant: tokio::sync::OwnedSemaphorePermit,
+}
+
 impl Outbound {
-    pub fn new(plugin: Arc<str>, allow: Vec<Origin>, stats: Arc<RuntimeStats>) -> Arc<Self> {
+    pub fn new(plugin: Arc<str>, allow: Vec<Origin>, limits: HttpLimits, stats: Arc<RuntimeStats>) -> Arc<Self> {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("ring supports the default TLS versions")
@@ -59,7 +67,43 @@ impl Outbound {
             .pool_idle_timeout(IDLE)
             .pool_max_idle_per_host(MAX_IDLE)
             .build(connector);
-        Arc::new(Self { plugin, allow, stats, client })
+        Arc::new(Self {
+            plugin,
+            allow,
+            limits,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.requests)),
+            by_tenant: Default::default(),
+            stats,
+            client,
+        })
+    }
+
+    /// The cap `tenant`'s requests share, kept while one of its stores lives.
+    fn tenant_cap(&self, tenant: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut caps = self.by_tenant.lock().expect("tenant request caps lock");
+        if let Some(cap) = caps.get(tenant).and_then(std::sync::Weak::upgrade) {
+            return cap;
+        }
+        caps.retain(|_, cap| cap.strong_count() > 0);
+        let cap = Arc::new(tokio::sync::Semaphore::new(self.limits.requests_per_tenant));
+        caps.insert(tenant.into(), Arc::downgrade(&cap));
+        cap
+    }
+
+    /// Places for one more request, or the error the guest gets.
+    fn admit(&self, tenant: &Arc<tokio::sync::Semaphore>) -> Result<InFlight, Error> {
+        let (Ok(tenant), Ok(plugin)) = (tenant.clone().try_acquire_owned(), self.in_flight.clone().try_acquire_owned())
+        else {
+            self.stats.http_refused_busy.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                plugin = &*self.plugin,
+                "outgoing request refused: {} in flight for the tenant or {} for the plugin already",
+                self.limits.requests_per_tenant,
+                self.limits.requests
+            );
+            return Err(Error::ConnectionLimitReached);
+        };
+        Ok(InFlight { _plugin: plugin, _tenant: tenant })
     }
 
     fn deny(&self, why: &str) -> Error {
@@ -78,11 +122,14 @@ impl Outbound {
         if let Err(why) = grants::check_origin(&self.allow, request.uri()) {
             return Err(self.deny(&why));
         }
-        let option = |pick: fn(&RequestOptions) -> Option<Duration>| options.as_ref().and_then(pick).unwrap_or(DEFAULT_TIMEOUT);
+        // The guest may ask for less time, never for more.
+        let option = |pick: fn(&RequestOptions) -> Option<Duration>, cap: Duration| {
+            options.as_ref().and_then(pick).map_or(cap, |asked| asked.min(cap))
+        };
         let timeouts = Timeouts {
-            connect: option(|o| o.connect_timeout),
-            first_byte: option(|o| o.first_byte_timeout),
-            between_bytes: option(|o| o.between_bytes_timeout),
+            connect: option(|o| o.connect_timeout, CONNECT_LIMIT),
+            first_byte: option(|o| o.first_byte_timeout, self.limits.timeout),
+            between_bytes: option(|o| o.between_bytes_timeout, self.limits.timeout),
         };
         let again = repeatable(&request).then(|| bodiless_copy(&request));
         let (error, stale) = match self.send_once(request, &timeouts).await {
@@ -169,13 +216,16 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    pub fn new(outbound: Arc<Outbound>) -> Self {
-        Self { ctx: WasiHttpCtx::new(), hooks: HttpHooks { outbound } }
+    /// The state of a store of `tenant`'s.
+    pub fn new(outbound: Arc<Outbound>, tenant: &str) -> Self {
+        let tenant_cap = outbound.tenant_cap(tenant);
+        Self { ctx: WasiHttpCtx::new(), hooks: HttpHooks { outbound, tenant_cap } }
     }
 }
 
 pub struct HttpHooks {
     outbound: Arc<Outbound>,
+    tenant_cap: Arc<tokio::sync::Semaphore>,
 }
 
 type Response = http::Response<WasiBody>;
@@ -190,8 +240,13 @@ impl WasiHttpHooks for HttpHooks {
     ) -> Box<dyn Future<Output = Result<(Response, IoFuture), Error>> + Send> {
         drop(fut);
         let outbound = self.outbound.clone();
+        // Counted when sent, not when awaited: a guest that starts
+        // requests and never looks at them holds its places all the same.
+        let admitted = outbound.admit(&self.tenant_cap);
         Box::new(async move {
+            let in_flight = admitted?;
             let response = outbound.send(request, options).await?;
+            let response = response.map(|body| HeldBody { body, _in_flight: in_flight }.boxed_unsync());
             // The pool drives the connection; nothing is left to wait for.
             Ok((response, Box::new(async { Ok(()) }) as IoFuture))
         })
@@ -438,6 +493,30 @@ impl AsyncWrite for Stream {
             Stream::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Stream::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+/// A response body holding its request's places (`InFlight`) until it is
+/// read to its end or dropped.
+struct HeldBody {
+    body: WasiBody,
+    _in_flight: InFlight,
+}
+
+impl Body for HeldBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

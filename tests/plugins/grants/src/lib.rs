@@ -16,6 +16,11 @@
 //!   file, so the host can abort it from a fresh instance (`abort-orphans`);
 //!   the abort of an upload to a name containing `hang` waits 30 s first
 //!   (a host call that never answers in time).
+//! - `stat /http-hold/N/HOST:PORT/PATH`: sends N GETs and keeps them,
+//!   never looking at their responses (until `stat /http-release`); the
+//!   size is how many were sent.
+//! - `stat /http-patient/HOST:PORT/PATH`: a GET asking to wait 600 s for
+//!   the response's head.
 //! - `stat /panic`: traps, losing the instance and its writers;
 //!   `stat /panic-after/MS` waits MS milliseconds (a host call) first.
 
@@ -24,7 +29,12 @@ use std::io::{Seek, SeekFrom, Write};
 
 use wasftp_sdk::prelude::*;
 use wasi::http::outgoing_handler;
-use wasi::http::types::{Fields, Method, OutgoingRequest, Scheme};
+use wasi::http::types::{Fields, FutureIncomingResponse, Method, OutgoingRequest, RequestOptions, Scheme};
+
+thread_local! {
+    /// Requests sent by `/http-hold` and never looked at.
+    static HELD: RefCell<Vec<FutureIncomingResponse>> = const { RefCell::new(Vec::new()) };
+}
 
 pub struct GrantsPlugin;
 
@@ -81,12 +91,21 @@ impl Guest for GrantsPlugin {
 
 /// One request without a body, answered with its status.
 fn send(method: Method, authority: &str, path: &str) -> std::result::Result<u16, String> {
+    send_with(method, authority, path, None)
+}
+
+/// A request without a body, sent; its response is not waited for.
+fn start(method: Method, authority: &str, path: &str, options: Option<RequestOptions>) -> std::result::Result<FutureIncomingResponse, String> {
     let request = OutgoingRequest::new(Fields::new());
     request.set_method(&method).map_err(|()| "method refused".to_string())?;
     request.set_scheme(Some(&Scheme::Http)).map_err(|()| "scheme refused".to_string())?;
     request.set_authority(Some(authority)).map_err(|()| format!("authority {authority:?} refused"))?;
     request.set_path_with_query(Some(path)).map_err(|()| format!("path {path:?} refused"))?;
-    let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    outgoing_handler::handle(request, options).map_err(|e| format!("{e:?}"))
+}
+
+fn send_with(method: Method, authority: &str, path: &str, options: Option<RequestOptions>) -> std::result::Result<u16, String> {
+    let pending = start(method, authority, path, options)?;
     pending.subscribe().block();
     let response = pending
         .get()
@@ -131,6 +150,27 @@ impl GuestSession for GrantsSession {
             (_, Some(rest)) => Some((Method::Post, rest)),
             _ => None,
         };
+        if path == "/http-release" {
+            return Ok(file(HELD.with(|held| held.borrow_mut().drain(..).count()) as u64));
+        }
+        if let Some(rest) = path.strip_prefix("/http-hold/") {
+            let (count, rest) = rest.split_once('/').ok_or_else(|| invalid("/http-hold/N/HOST:PORT/PATH"))?;
+            let count: u64 = count.parse().map_err(|_| invalid("a count"))?;
+            let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            for _ in 0..count {
+                let pending = start(Method::Get, authority, &format!("/{tail}"), None).map_err(io_error)?;
+                HELD.with(|held| held.borrow_mut().push(pending));
+            }
+            return Ok(file(count));
+        }
+        if let Some(rest) = path.strip_prefix("/http-patient/") {
+            let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            let options = RequestOptions::new();
+            options.set_first_byte_timeout(Some(600_000_000_000)).map_err(|()| invalid("timeout refused"))?;
+            return send_with(Method::Get, authority, &format!("/{tail}"), Some(options))
+                .map(|status| file(status.into()))
+                .map_err(io_error);
+        }
         if let Some((method, rest)) = request {
             let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
             return send(method, authority, &format!("/{tail}")).map(|status| file(status.into())).map_err(io_error);
