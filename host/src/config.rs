@@ -263,6 +263,13 @@ pub struct PluginConfig {
     /// The longest a request waits for its response's head, or between two
     /// pieces of its body, in seconds, whatever the plugin asks for.
     pub http_timeout_secs: u64,
+    /// Failures (traps, interrupted calls, outputs past their bound) of one
+    /// tenant's instances within `breaker_window_secs` that open its
+    /// circuit breaker: its calls are then refused at once for
+    /// `breaker_cooldown_secs`. 0 turns it off.
+    pub breaker_failures: u32,
+    pub breaker_window_secs: u64,
+    pub breaker_cooldown_secs: u64,
     /// A host directory the plugin sees as `/`.
     pub preopen: Option<PreopenConfig>,
     /// Passed to the plugin's `init`.
@@ -346,6 +353,9 @@ impl Default for PluginConfig {
             http_requests_per_tenant: crate::plugin::HttpLimits::default().requests_per_tenant,
             http_requests: crate::plugin::HttpLimits::default().requests,
             http_timeout_secs: crate::plugin::HttpLimits::default().timeout.as_secs(),
+            breaker_failures: crate::plugin::BreakerLimits::default().failures,
+            breaker_window_secs: crate::plugin::BreakerLimits::default().window.as_secs(),
+            breaker_cooldown_secs: crate::plugin::BreakerLimits::default().cooldown.as_secs(),
             preopen: None,
             config: BTreeMap::new(),
         }
@@ -522,6 +532,12 @@ impl Config {
             anyhow::ensure!(
                 (1..=plugin.http_requests).contains(&plugin.http_requests_per_tenant) && plugin.http_requests <= 100_000,
                 "plugin {name}: http_requests_per_tenant must be 1..=http_requests, and http_requests at most 100000"
+            );
+            anyhow::ensure!(
+                plugin.breaker_failures <= 100_000
+                    && (1..=86_400).contains(&plugin.breaker_window_secs)
+                    && (1..=86_400).contains(&plugin.breaker_cooldown_secs),
+                "plugin {name}: breaker_failures must be 0..=100000, breaker_window_secs and breaker_cooldown_secs 1..=86400"
             );
             anyhow::ensure!(
                 (1..=3600).contains(&plugin.http_timeout_secs),

@@ -155,7 +155,12 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
         bounds: crate::plugin::HostBounds {
             output_bytes: plugin.max_output_kib << 10,
             host_resources: plugin.max_host_resources,
-            component_handles: plugin.max_host_resources.saturating_mul(4),
+            component_handles: crate::plugin::HostBounds::default().component_handles,
+        },
+        breaker: crate::plugin::BreakerLimits {
+            failures: plugin.breaker_failures,
+            window: Duration::from_secs(plugin.breaker_window_secs),
+            cooldown: Duration::from_secs(plugin.breaker_cooldown_secs),
         },
         log: crate::plugin::LogLimits { lines_per_sec: plugin.log_lines_per_sec, bytes_per_sec: plugin.log_kib_per_sec << 10 },
         maintain_every: (plugin.maintain_every_secs > 0).then(|| Duration::from_secs(plugin.maintain_every_secs)),

@@ -73,6 +73,9 @@ async fn server(scenario: Scenario) -> Arc<TestServer> {
         let hostile = PluginConfig {
             source: env!("WASFTP_HOSTILE_PLUGIN").into(),
             call_deadline_ms: DEADLINE_MS,
+            // Eve's spinners must keep spinning for the whole run: with her
+            // breaker open, her calls would be refused and the row measure nothing.
+            breaker_failures: 0,
             ..PluginConfig::default()
         };
         config.plugins.insert("hostile".into(), hostile);

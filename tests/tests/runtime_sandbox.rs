@@ -428,3 +428,34 @@ async fn a_trap_does_not_refill_the_tenants_log_rate() {
     let lines_allowed = 200.0 + took * 100.0;
     assert!(written as f64 <= lines_allowed + 1.0, "{written} lines in {took:.2} s, {lines_allowed:.0} allowed");
 }
+
+/// A tenant whose instances keep failing has its calls refused at once for
+/// a cool-down (no fresh instance and `init` per call), logged once per
+/// trip; another tenant of the same plugin is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_failing_repeatedly_is_refused_for_a_cool_down_and_others_are_not() {
+    let rt = runtime();
+    let breaker = wasftp::plugin::BreakerLimits { failures: 3, window: Duration::from_secs(60), cooldown: Duration::from_secs(1) };
+    let settings = PluginSettings { breaker, ..settings(Duration::from_secs(5), &[]) };
+    let plugin = bounded(rt.load("hostile", &hostile_bytes(), settings)).await.expect("loading the hostile plugin");
+    let failing = bounded(plugin.open_session(ctx("mallory", "failing"))).await.unwrap();
+    let other = bounded(plugin.open_session(ctx("olive", "other"))).await.unwrap();
+    for _ in 0..3 {
+        assert_plugin_failed(&bounded(failing.file_info("/panic")).await, "a panic");
+    }
+    assert_eq!(stat(&rt.stats().breaker_trips), 1, "the third failure opened it");
+    let created = stat(&rt.stats().instances_created);
+    let started = Instant::now();
+    match bounded(failing.file_info("/ok")).await {
+        Err(StorageError::Io(message)) => assert!(message.contains("failed 3 times") && message.contains("refused"), "{message}"),
+        other => panic!("a call while the breaker is open: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(200), "answered at once ({:?})", started.elapsed());
+    assert_eq!(stat(&rt.stats().instances_created), created, "no instance built for a refused call");
+    assert!(stat(&rt.stats().breaker_refusals) >= 1);
+    // Another tenant of the same plugin goes on.
+    assert_ok(&other).await;
+    // After the cool-down the tenant is served again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_ok(&failing).await;
+}

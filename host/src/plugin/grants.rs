@@ -171,39 +171,18 @@ pub async fn resolve(origin: &Origin) -> Result<Vec<SocketAddr>, Unreachable> {
     Ok(addresses)
 }
 
-/// Name lookups running at once, server-wide.
-const MAX_LOOKUPS: usize = 4;
 /// The longest a name lookup may take.
 const LOOKUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `host`'s addresses. The system resolver blocks, so each lookup runs on a
-/// thread of its own, a few at once, never on the blocking pool other
-/// work (spool files) shares; a lookup past its limit is answered as
-/// failed, and its thread keeps its place until the resolver returns.
+/// `host`'s addresses, or why not, within `LOOKUP_LIMIT`. The system
+/// resolver blocks a thread of tokio's blocking pool meanwhile; a lookup
+/// past its limit keeps that thread until the resolver returns. (A small
+/// pool of its own would let 4 lookups of a name whose nameserver never
+/// answers stall every tenant's new connections.)
 async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    use std::net::ToSocketAddrs as _;
-    static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
-    let deadline = tokio::time::Instant::now() + LOOKUP_LIMIT;
-    let permit = tokio::time::timeout_at(deadline, LOOKUPS.acquire())
-        .await
-        .map_err(|_| format!("resolving {host}: too many name lookups at once"))?
-        .expect("the lookup semaphore is never closed");
-    let (answer, answered) = tokio::sync::oneshot::channel();
-    let name = host.to_string();
-    // The thread holds the place until the resolver returns.
-    permit.forget();
-    let spawned = std::thread::Builder::new().name("wasftp-dns".into()).spawn(move || {
-        let _ = answer.send((name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
-        LOOKUPS.add_permits(1);
-    });
-    if let Err(e) = spawned {
-        LOOKUPS.add_permits(1);
-        return Err(format!("resolving {host}: {e}"));
-    }
-    match tokio::time::timeout_at(deadline, answered).await {
-        Ok(Ok(Ok(addresses))) => Ok(addresses),
-        Ok(Ok(Err(e))) => Err(format!("resolving {host}: {e}")),
-        Ok(Err(_)) => Err(format!("resolving {host}: the lookup failed")),
+    match tokio::time::timeout(LOOKUP_LIMIT, tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addresses)) => Ok(addresses.collect()),
+        Ok(Err(e)) => Err(format!("resolving {host}: {e}")),
         Err(_) => Err(format!("resolving {host}: no answer within {LOOKUP_LIMIT:?}")),
     }
 }

@@ -108,6 +108,8 @@ pub struct Instance {
     live_generation: AtomicU64,
     /// A call past its wall-clock limit still holds the instance.
     running_late: AtomicBool,
+    /// Open after the tenant's instances failed repeatedly.
+    breaker: Arc<super::breaker::Breaker>,
     clock: Arc<GuestClock>,
 }
 
@@ -128,6 +130,7 @@ impl Instance {
             slot,
             live_generation: AtomicU64::new(0),
             running_late: AtomicBool::new(false),
+            breaker: shared.breaker(tenant),
             clock,
             shared,
         })
@@ -191,6 +194,16 @@ impl Instance {
     where
         R: Send + 'static,
     {
+        if let (Queue::Bounded, Some(left)) = (queue, self.breaker.refusing()) {
+            // Answered at once: the instance would likely fail again, after
+            // a fresh instantiation and `init` paid for nothing.
+            self.shared.stats.breaker_refusals.fetch_add(1, Ordering::Relaxed);
+            let limits = self.breaker.limits();
+            return Err(StorageError::Io(format!(
+                "{op}: the storage failed {} times within {:?}; its calls are refused for {left:.0?} more",
+                limits.failures, limits.window
+            )));
+        }
         let limit = self.shared.settings.timeouts.limit(CallKind::of(op));
         let deadline = tokio::time::Instant::now() + limit;
         let waiting = self.slot.clone().lock_owned();
@@ -438,6 +451,19 @@ impl Instance {
 
     fn poisoned(&self, op: &str, why: String) -> StorageError {
         self.shared.stats.poisoned.fetch_add(1, Ordering::Relaxed);
+        if self.breaker.failed() {
+            // Logged once per trip, not once per refused call.
+            self.shared.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
+            let limits = self.breaker.limits();
+            tracing::warn!(
+                plugin = &*self.shared.name,
+                tenant = &*self.tenant,
+                "{} failures within {:?}: this tenant's calls are refused for {:?}",
+                limits.failures,
+                limits.window,
+                limits.cooldown
+            );
+        }
         metrics::counter!("wasftp_plugin_instances_poisoned_total", "plugin" => self.shared.name.to_string())
             .increment(1);
         tracing::warn!(

@@ -33,7 +33,7 @@ impl Default for HostBounds {
         // 2 MiB: a full listing page (1024 entries of 255-byte names and
         // 256-byte versions, about 0.7 MiB as the host holds it) and the
         // 1 MiB chunks wasi:http bodies are written in, with room.
-        Self { output_bytes: 2 << 20, host_resources: 4096, component_handles: 16_384 }
+        Self { output_bytes: 2 << 20, host_resources: 65_536, component_handles: 16_384 }
     }
 }
 

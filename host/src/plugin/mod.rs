@@ -3,6 +3,7 @@
 
 mod admission;
 mod bindings;
+mod breaker;
 mod engine;
 mod error;
 mod executor;
@@ -28,6 +29,7 @@ use wasmtime::error::Context as _;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+pub use breaker::BreakerLimits;
 pub use bindings::{
     Capabilities, DirEntry, DirPage, FileInfo, FileKind, InstanceScope, SessionContext, SetAttrs,
     SpaceInfo, WriteOptions,
@@ -71,6 +73,8 @@ pub struct PluginSettings {
     pub max_component_bytes: usize,
     /// What its calls may make the host hold (outputs, host tables).
     pub bounds: HostBounds,
+    /// When a tenant's failing calls are refused for a while.
+    pub breaker: BreakerLimits,
 }
 
 impl Default for PluginSettings {
@@ -86,6 +90,7 @@ impl Default for PluginSettings {
             log: LogLimits::default(),
             max_component_bytes: admission::DEFAULT_MAX_COMPONENT_BYTES,
             bounds: HostBounds::default(),
+            breaker: BreakerLimits::default(),
         }
     }
 }
@@ -116,6 +121,9 @@ pub struct RuntimeStats {
     pub log_lines_dropped: AtomicU64,
     /// Calls that trapped copying an output past `HostBounds::output_bytes`.
     pub outputs_too_large: AtomicU64,
+    /// Times a tenant's breaker opened, and calls it refused.
+    pub breaker_trips: AtomicU64,
+    pub breaker_refusals: AtomicU64,
 }
 
 impl RuntimeStats {
@@ -189,6 +197,7 @@ impl Runtime {
             stats: self.stats.clone(),
             orphan_aborters: Default::default(),
             log_budgets: Default::default(),
+            breakers: Default::default(),
         });
         let probe = Instance::new(shared.clone(), "", "probe".into());
         let described = probe
@@ -271,6 +280,8 @@ pub(crate) struct PluginShared {
     /// instance goes until it has refilled: a trap must not buy a tenant a
     /// fresh burst.
     log_budgets: std::sync::Mutex<HashMap<Arc<str>, Arc<LogBudget>>>,
+    /// Per tenant, its circuit breaker; kept while it remembers a failure.
+    breakers: std::sync::Mutex<HashMap<Arc<str>, Arc<breaker::Breaker>>>,
 }
 
 impl PluginShared {
@@ -286,6 +297,18 @@ impl PluginShared {
         let budget = Arc::new(LogBudget::new(self.settings.log, self.stats.clone()));
         budgets.insert(tenant.into(), budget.clone());
         budget
+    }
+
+    /// The circuit breaker `tenant`'s instances share.
+    fn breaker(&self, tenant: &str) -> Arc<breaker::Breaker> {
+        let mut breakers = self.breakers.lock().expect("breakers lock");
+        if let Some(breaker) = breakers.get(tenant) {
+            return breaker.clone();
+        }
+        breakers.retain(|_, breaker| Arc::strong_count(breaker) > 1 || !breaker.is_clear());
+        let breaker = Arc::new(breaker::Breaker::new(self.settings.breaker));
+        breakers.insert(tenant.into(), breaker.clone());
+        breaker
     }
 
     /// One instance per tenant for the tenant's orphan aborts (they queue

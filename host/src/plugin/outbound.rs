@@ -94,8 +94,10 @@ impl Outbound {
     fn admit(&self, tenant: &Arc<tokio::sync::Semaphore>) -> Result<InFlight, Error> {
         let (Ok(tenant), Ok(plugin)) = (tenant.clone().try_acquire_owned(), self.in_flight.clone().try_acquire_owned())
         else {
+            // Counted, and logged at debug only: a refusal costs the guest
+            // a microsecond, so a warning each would flood the log.
             self.stats.http_refused_busy.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
+            tracing::debug!(
                 plugin = &*self.plugin,
                 "outgoing request refused: {} in flight for the tenant or {} for the plugin already",
                 self.limits.requests_per_tenant,

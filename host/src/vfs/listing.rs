@@ -107,9 +107,10 @@ impl Files {
                 return Ok(entries);
             }
         }
-        if let Some(why) = listing.cut.take() {
-            tracing::warn!(dir = %listing.dir, "{why}");
-            return Err(StorageError::Io(why));
+        if let Some(why) = &listing.cut {
+            // Every READDIR after the cut says so: a client that asks again
+            // must not see a clean end of a truncated listing.
+            return Err(StorageError::Io(why.clone()));
         }
         // Files being uploaded here that the plugin does not show yet, a
         // batch at a time.
@@ -131,6 +132,7 @@ impl Files {
 
 impl Listing {
     fn cut(&mut self, why: String) {
+        tracing::warn!(dir = %self.dir, "{why}");
         self.plugin_done = true;
         self.cursor = None;
         self.cut = Some(why);
