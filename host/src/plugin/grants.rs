@@ -116,22 +116,48 @@ fn normal_host(host: &str) -> String {
 /// says: this host (loopback, unspecified), private networks (10/8,
 /// 172.16/12, 192.168/16, 100.64/10, fc00::/7) where the server's own
 /// neighbours live, and link-local ranges (169.254/16, fe80::/10) holding
-/// cloud metadata services (169.254.169.254). An operator who means one
+/// cloud metadata services (169.254.169.254); also multicast, broadcast and
+/// other special-purpose ranges, and any of these carried inside an IPv6
+/// address (NAT64, 6to4, the compatible form). An operator who means one
 /// lists its address literally. Connections go to the addresses checked
 /// (`outbound`), so DNS rebinding gains nothing.
 fn reserved(ip: IpAddr) -> bool {
     fn reserved_v4(v4: std::net::Ipv4Addr) -> bool {
-        let shared = v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64;
-        v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || shared
+        let [a, b, c, _] = v4.octets();
+        let shared = a == 100 && (b & 0xc0) == 64;
+        let benchmarking = a == 198 && (b & 0xfe) == 18;
+        let protocol = a == 192 && b == 0 && c == 0;
+        v4.is_loopback()
+            || v4.is_private()
+            || v4.is_link_local()
+            || v4.is_unspecified()
+            || v4.is_multicast()
+            || v4.is_broadcast()
+            || a == 0
+            || a >= 240
+            || shared
+            || benchmarking
+            || protocol
     }
     match ip {
         IpAddr::V4(v4) => reserved_v4(v4),
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            // IPv4 addresses carried inside IPv6 ones reach the IPv4 network
+            // (NAT64 on a DNS64 host, 6to4, the old compatible form).
+            let embedded = |hi: u16, lo: u16| std::net::Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+            let nat64 = s[0] == 0x64 && s[1] == 0xff9b;
+            let compatible = s[..6].iter().all(|&x| x == 0);
             v6.is_unspecified()
                 || v6.is_loopback()
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || v6.is_multicast()
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] & 0xfe00) == 0xfc00
                 || v6.to_ipv4_mapped().is_some_and(reserved_v4)
+                || (nat64 && (s[2] != 0 || reserved_v4(embedded(s[6], s[7]))))
+                || (s[0] == 0x2002 && reserved_v4(embedded(s[1], s[2])))
+                || (compatible && reserved_v4(embedded(s[6], s[7])))
         }
     }
 }
@@ -268,10 +294,15 @@ mod tests {
         assert!(reserved("fe80::1".parse().unwrap()));
         assert!(reserved("::ffff:169.254.1.1".parse().unwrap()));
         assert!(reserved("0.0.0.0".parse().unwrap()));
-        for private in ["127.0.0.1", "127.9.9.9", "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1", "100.64.0.1", "::1", "fc00::1", "fd12::1", "::ffff:10.1.2.3", "::ffff:127.0.0.1"] {
+        for private in [
+            "127.0.0.1", "127.9.9.9", "10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1", "100.64.0.1",
+            "0.1.2.3", "192.0.0.8", "198.18.0.1", "224.0.0.1", "255.255.255.255", "240.0.0.1",
+            "::1", "fc00::1", "fd12::1", "fec0::1", "ff02::1", "::ffff:10.1.2.3", "::ffff:127.0.0.1",
+            "64:ff9b::a00:1", "64:ff9b:1::1", "2002:a00:1::1", "2002:7f00:1::", "::10.0.0.1",
+        ] {
             assert!(reserved(private.parse().unwrap()), "{private}");
         }
-        for public in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
+        for public in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"] {
             assert!(!reserved(public.parse().unwrap()), "{public}");
         }
     }
