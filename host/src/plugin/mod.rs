@@ -279,36 +279,45 @@ pub(crate) struct PluginShared {
     /// Per tenant, the log rate its instances share. Kept after the last
     /// instance goes until it has refilled: a trap must not buy a tenant a
     /// fresh burst.
-    log_budgets: std::sync::Mutex<HashMap<Arc<str>, Arc<LogBudget>>>,
+    log_budgets: PerTenant<LogBudget>,
     /// Per tenant, its circuit breaker; kept while it remembers a failure.
-    breakers: std::sync::Mutex<HashMap<Arc<str>, Arc<breaker::Breaker>>>,
+    breakers: PerTenant<breaker::Breaker>,
+}
+
+/// One value per tenant, shared by its instances: made at first use, and
+/// forgotten once no instance holds it and `keep` says it remembers nothing.
+struct PerTenant<T>(std::sync::Mutex<HashMap<Arc<str>, Arc<T>>>);
+
+impl<T> Default for PerTenant<T> {
+    fn default() -> Self {
+        Self(Default::default())
+    }
+}
+
+impl<T> PerTenant<T> {
+    fn get(&self, tenant: &str, keep: impl Fn(&T) -> bool, make: impl FnOnce() -> T) -> Arc<T> {
+        let mut values = self.0.lock().expect("per-tenant values lock");
+        if let Some(value) = values.get(tenant) {
+            return value.clone();
+        }
+        values.retain(|_, value| Arc::strong_count(value) > 1 || keep(value));
+        let value = Arc::new(make());
+        values.insert(tenant.into(), value.clone());
+        value
+    }
 }
 
 impl PluginShared {
     /// The log rate `tenant`'s instances share (the host's own instances
     /// share the empty tenant's).
     fn log_budget(&self, tenant: &str) -> Arc<LogBudget> {
-        let mut budgets = self.log_budgets.lock().expect("log budgets lock");
-        if let Some(budget) = budgets.get(tenant) {
-            return budget.clone();
-        }
         // One entry per tenant with instances or a recent flood.
-        budgets.retain(|_, budget| Arc::strong_count(budget) > 1 || !budget.is_full());
-        let budget = Arc::new(LogBudget::new(self.settings.log, self.stats.clone()));
-        budgets.insert(tenant.into(), budget.clone());
-        budget
+        self.log_budgets.get(tenant, |budget| !budget.is_full(), || LogBudget::new(self.settings.log, self.stats.clone()))
     }
 
     /// The circuit breaker `tenant`'s instances share.
     fn breaker(&self, tenant: &str) -> Arc<breaker::Breaker> {
-        let mut breakers = self.breakers.lock().expect("breakers lock");
-        if let Some(breaker) = breakers.get(tenant) {
-            return breaker.clone();
-        }
-        breakers.retain(|_, breaker| Arc::strong_count(breaker) > 1 || !breaker.is_clear());
-        let breaker = Arc::new(breaker::Breaker::new(self.settings.breaker));
-        breakers.insert(tenant.into(), breaker.clone());
-        breaker
+        self.breakers.get(tenant, |breaker| !breaker.is_clear(), || breaker::Breaker::new(self.settings.breaker))
     }
 
     /// One instance per tenant for the tenant's orphan aborts (they queue
