@@ -277,7 +277,15 @@ impl SftpSession {
             // slot while it waits for an earlier one that has none would
             // stall the download.
             drop(slot);
-            if let Some(ticket) = target.ticket() {
+            // A request without a turn (a CLOSE) lets go of its handle before
+            // it is answered: a client told its CLOSE is done may at once use
+            // what the handle held (spool space, budget), on another
+            // connection too.
+            let target = match target {
+                Target::Closing(_) | Target::None => None,
+                ordered => Some(ordered),
+            };
+            if let Some(ticket) = target.as_ref().and_then(Target::ticket) {
                 ticket.wait_reply_turn().await;
             }
             let _ = replies.send(Outgoing { bytes: encode(reply), _held: Held::Reply(budget) });

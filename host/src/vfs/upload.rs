@@ -241,8 +241,19 @@ impl Upload {
     /// Flushes and commits: the result is what CLOSE reports.
     pub async fn commit(&mut self) -> Result<(), StorageError> {
         let result = self.commit_content().await;
-        self.placeholder.release();
+        self.let_go();
         result
+    }
+
+    /// Committed or given up: what the upload holds (its node, budget and
+    /// spool) is free before CLOSE is answered, whoever still holds the
+    /// upload itself. A client told its CLOSE is done may use that space at
+    /// once, on another connection too.
+    fn let_go(&mut self) {
+        self.placeholder.release();
+        self.gathered = Gathered::default();
+        self.in_order = None;
+        self.failed.get_or_insert_with(|| StorageError::Io("the upload is closed".into()));
     }
 
     async fn commit_content(&mut self) -> Result<(), StorageError> {
@@ -288,7 +299,7 @@ impl Upload {
         self.gathered = Gathered::default();
         let _ = self.settle_in_flight().await;
         let result = self.writer.abort().await;
-        self.placeholder.release();
+        self.let_go();
         result
     }
 
