@@ -108,6 +108,10 @@ pub fn capabilities(caps: &mut Capabilities) -> Result<(), StorageError> {
     if caps.name.len() > 64 || caps.version.len() > 64 {
         return Err(invalid("plugin name or version longer than 64 bytes".into()));
     }
+    // Both name the plugin in logs and in `wasftp plugin info`.
+    if caps.name.is_empty() || caps.version.is_empty() {
+        return Err(invalid("an empty plugin name or version".into()));
+    }
     caps.read_chunk = caps.read_chunk.clamp(MIN_CHUNK, MAX_CHUNK);
     caps.write_chunk = caps.write_chunk.clamp(MIN_CHUNK, MAX_CHUNK);
     Ok(())

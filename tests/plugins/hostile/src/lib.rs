@@ -1,7 +1,10 @@
 //! Adversarial wasftp plugin for the host's sandbox tests. Never bundled.
 //! The path argument picks the misbehaviour (see each method).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use wasftp_sdk::prelude::*;
 
@@ -26,6 +29,67 @@ fn entry(name: String) -> DirEntry {
         name,
         info: ok_info(FileKind::File, 1),
     }
+}
+
+/// An allocation of exactly this many bytes spins: reached from a host
+/// call whose result the host lowers into the guest (`/spin-in-alloc`
+/// asks `get-random-bytes` for this many bytes), so the loop runs inside
+/// the host's copy of a result.
+const SPINNING_ALLOCATION: usize = 777_777;
+
+struct SpinsOnOneSize;
+
+// Sound: every allocation but the one that spins forever is the system
+// allocator's, with the layout it was asked for.
+unsafe impl GlobalAlloc for SpinsOnOneSize {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() == SPINNING_ALLOCATION {
+            spin()
+        }
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size == SPINNING_ALLOCATION {
+            spin()
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: SpinsOnOneSize = SpinsOnOneSize;
+
+/// Set by `init` from the configuration (see `Hostile::init`).
+static DESCRIBE_SPINS: AtomicBool = AtomicBool::new(false);
+static DESCRIBE_EMPTY_VERSION: AtomicBool = AtomicBool::new(false);
+static ABORT_ORPHANS: AtomicBool = AtomicBool::new(false);
+
+/// WASI resources kept across calls (`/hoard-*`): they live as long as
+/// the instance.
+static HOARD: Mutex<Vec<Hoarded>> = Mutex::new(Vec::new());
+
+#[allow(dead_code)] // held, never read: the point is the host's table entry
+enum Hoarded {
+    Pollable(wasi::io::poll::Pollable),
+    Stderr(wasi::io::streams::OutputStream),
+}
+
+/// Recursion without end: the guest's stack runs out (a trap).
+fn recurse(depth: u64) -> u64 {
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    black_box(recurse(depth + 1)).wrapping_add(1)
+}
+
+/// The number after the last `/` of `path`.
+fn count_in(path: &str) -> usize {
+    path.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// Pure wasm computation that never ends (no host calls).
@@ -65,12 +129,18 @@ impl Guest for Hostile {
     type Reader = HostileReader;
     type Writer = HostileWriter;
 
-    /// `("init", "spin")` spins forever, `("init", "panic")` panics.
+    /// `("init", "spin")` spins forever, `("init", "panic")` panics;
+    /// `("describe", "spin")` makes `describe` spin, `("describe",
+    /// "empty-version")` answer an empty version; `("abort-orphans",
+    /// "on")` declares that lost uploads are aborted with a token.
     fn init(config: Vec<(String, String)>) -> std::result::Result<(), String> {
         for (k, v) in &config {
             match (k.as_str(), v.as_str()) {
                 ("init", "spin") => spin(),
                 ("init", "panic") => panic!("hostile plugin: panic in init"),
+                ("describe", "spin") => DESCRIBE_SPINS.store(true, Ordering::Relaxed),
+                ("describe", "empty-version") => DESCRIBE_EMPTY_VERSION.store(true, Ordering::Relaxed),
+                ("abort-orphans", "on") => ABORT_ORPHANS.store(true, Ordering::Relaxed),
                 _ => {}
             }
         }
@@ -78,15 +148,19 @@ impl Guest for Hostile {
     }
 
     fn describe() -> Capabilities {
+        if DESCRIBE_SPINS.load(Ordering::Relaxed) {
+            spin()
+        }
+        let version = if DESCRIBE_EMPTY_VERSION.load(Ordering::Relaxed) { String::new() } else { env!("CARGO_PKG_VERSION").into() };
         Capabilities {
             name: "hostile".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            version,
             scope: InstanceScope::Stateless,
             random_write: false,
             append: false,
             atomic_rename: false,
             copy: false,
-            abort_orphans: false,
+            abort_orphans: ABORT_ORPHANS.load(Ordering::Relaxed),
             set_info: false,
             symlinks: false,
             hard_links: false,
@@ -101,8 +175,16 @@ impl Guest for Hostile {
         Ok(())
     }
 
-    fn abort_orphan(_token: String) -> Result<()> {
-        Err(Error::Unsupported)
+    /// A token naming `orphan-spin` or `orphan-panic` does that; any
+    /// other is aborted.
+    fn abort_orphan(token: String) -> Result<()> {
+        if token.contains("orphan-spin") {
+            spin()
+        }
+        if token.contains("orphan-panic") {
+            panic!("hostile plugin: panic in abort-orphan");
+        }
+        Ok(())
     }
 
     fn open_session(_context: SessionContext) -> Result<Session> {
@@ -125,6 +207,9 @@ impl GuestSession for HostileSession {
             entries: names.iter().map(|n| entry(n.to_string())).collect(),
             next_cursor: next,
         };
+        if path == "/spin" {
+            spin()
+        }
         let at: u64 = cursor.as_deref().and_then(|c| c.trim_start_matches(['A', 'B', 'n']).parse().ok()).unwrap_or(0);
         match path.as_str() {
             "/cycle" => {
@@ -153,6 +238,11 @@ impl GuestSession for HostileSession {
             "/many" => (0..100_000).map(|i| entry(format!("f{i}"))).collect(),
             "/giant-page" => (0..2_000_000).map(|_| entry("f".into())).collect(),
             "/ok" => vec![entry("a".into()), entry("b".into())],
+            "/dot" => vec![entry(".".into())],
+            "/dotdot" => vec![entry("..".into())],
+            "/empty-name" => vec![entry(String::new())],
+            "/escapes" => vec![entry("\x1b[31mred\x1b[0m".into()), entry("cr\rlf\n".into()), entry("\u{202e}txt.exe".into())],
+            "/big-permissions" => vec![DirEntry { name: "p".into(), info: FileInfo { permissions: 0o177777, ..ok_info(FileKind::File, 1) } }],
             _ => return Err(Error::NotFound),
         };
         Ok(DirPage {
@@ -187,6 +277,52 @@ impl GuestSession for HostileSession {
                 return Ok(ok_info(FileKind::File, 0));
             }
             "/huge-error" => return Err(Error::Io("e".repeat(100 * MIB))),
+            "/big-permissions" => return Ok(FileInfo { permissions: 0o177777, ..ok_info(FileKind::File, 1) }),
+            "/empty-version" => return Ok(FileInfo { version: Some(String::new()), ..ok_info(FileKind::File, 1) }),
+            "/recurse" => return Ok(ok_info(FileKind::File, recurse(0))),
+            "/unreachable" => core::arch::wasm32::unreachable(),
+            "/exit" => std::process::exit(3),
+            "/spin-in-alloc" => {
+                let bytes = wasi::random::random::get_random_bytes(SPINNING_ALLOCATION as u64);
+                return Ok(ok_info(FileKind::File, bytes.len() as u64));
+            }
+            // Waits in a host call far longer than any limit.
+            "/sleep" => {
+                wasi::clocks::monotonic_clock::subscribe_duration(3600 * 1_000_000_000).block();
+                return Ok(ok_info(FileKind::File, 0));
+            }
+            _ if path.starts_with("/hoard-pollables/") => {
+                let mut hoard = HOARD.lock().unwrap();
+                for _ in 0..count_in(&path) {
+                    hoard.push(Hoarded::Pollable(wasi::clocks::monotonic_clock::subscribe_duration(1)));
+                }
+                return Ok(ok_info(FileKind::File, hoard.len() as u64));
+            }
+            _ if path.starts_with("/hoard-stderr/") => {
+                let mut hoard = HOARD.lock().unwrap();
+                for _ in 0..count_in(&path) {
+                    hoard.push(Hoarded::Stderr(wasi::cli::stderr::get_stderr()));
+                }
+                return Ok(ok_info(FileKind::File, hoard.len() as u64));
+            }
+            // Probes of what the sandbox should not let it reach: each
+            // answers the size of what it got, or says what stopped it.
+            "/probe-passwd" => {
+                return std::fs::read("/etc/passwd").map(|b| ok_info(FileKind::File, b.len() as u64)).map_err(|e| Error::Io(e.to_string()));
+            }
+            "/probe-root-dir" => {
+                return std::fs::read_dir("/").map(|d| ok_info(FileKind::Directory, d.count() as u64)).map_err(|e| Error::Io(e.to_string()));
+            }
+            "/probe-env" => {
+                let found = std::env::vars().count() + std::env::args().count();
+                return Ok(ok_info(FileKind::File, found as u64));
+            }
+            "/probe-socket" => {
+                return std::net::TcpStream::connect("127.0.0.1:22").map(|_| ok_info(FileKind::File, 1)).map_err(|e| Error::Io(e.to_string()));
+            }
+            "/probe-udp" => {
+                return std::net::UdpSocket::bind("127.0.0.1:0").map(|_| ok_info(FileKind::File, 1)).map_err(|e| Error::Io(e.to_string()));
+            }
             "/cycle" | "/endless" | "/same-name-forever" | "/dups" => return Ok(ok_info(FileKind::Directory, 0)),
             _ => {}
         }
@@ -201,11 +337,15 @@ impl GuestSession for HostileSession {
     }
 
     /// `/huge-read`: a reader that returns 1 MiB more than asked;
-    /// `/giant-read`: 120 MiB whatever was asked.
+    /// `/giant-read`: 120 MiB whatever was asked; `/spin-read`: its reads
+    /// spin; `/spin-drop`, `/panic-drop`: its destructor spins or panics.
     fn open_read(&self, path: String, _version: Option<String>) -> Result<Reader> {
         match path.as_str() {
             "/huge-read" => Ok(Reader::new(HostileReader::Extra(MIB))),
             "/giant-read" => Ok(Reader::new(HostileReader::Always(120 * MIB))),
+            "/spin-read" => Ok(Reader::new(HostileReader::Spins)),
+            "/spin-drop" => Ok(Reader::new(HostileReader::Dropping(Misdeed::Spin))),
+            "/panic-drop" => Ok(Reader::new(HostileReader::Dropping(Misdeed::Panic))),
             _ => Err(Error::NotFound),
         }
     }
@@ -214,8 +354,13 @@ impl GuestSession for HostileSession {
         self.file_info(path)
     }
 
-    fn begin_write(&self, _path: String, _options: WriteOptions) -> Result<Writer> {
-        Err(Error::Unsupported)
+    /// `/w/<step>-<misdeed>[-orphan-<misdeed>]`: a writer whose `<step>`
+    /// (write, finish, abort or drop) does `<misdeed>` (spin or panic), and
+    /// whose `abort-orphan` may misbehave too; `/w/long-token`
+    /// gives a 2 KiB recovery token. Every other step works.
+    fn begin_write(&self, path: String, _options: WriteOptions) -> Result<Writer> {
+        let Some(plan) = path.strip_prefix("/w/") else { return Err(Error::Unsupported) };
+        Ok(Writer::new(HostileWriter { plan: plan.into() }))
     }
     fn make_dir(&self, _path: String, _permissions: Option<u32>) -> Result<()> {
         Err(Error::Unsupported)
@@ -259,6 +404,33 @@ pub enum HostileReader {
     Extra(usize),
     /// This many bytes, whatever was asked.
     Always(usize),
+    /// Its reads never end.
+    Spins,
+    /// An empty file whose destructor misbehaves.
+    Dropping(Misdeed),
+}
+
+#[derive(Clone, Copy)]
+pub enum Misdeed {
+    Spin,
+    Panic,
+}
+
+impl Misdeed {
+    fn commit(self, what: &str) -> ! {
+        match self {
+            Misdeed::Spin => spin(),
+            Misdeed::Panic => panic!("hostile plugin: panic in {what}"),
+        }
+    }
+}
+
+impl Drop for HostileReader {
+    fn drop(&mut self) {
+        if let HostileReader::Dropping(misdeed) = self {
+            misdeed.commit("a reader's destructor");
+        }
+    }
 }
 
 impl GuestReader for HostileReader {
@@ -270,27 +442,58 @@ impl GuestReader for HostileReader {
         let bytes = match self {
             HostileReader::Extra(extra) => len as usize + extra,
             HostileReader::Always(bytes) => *bytes,
+            HostileReader::Spins => spin(),
+            HostileReader::Dropping(_) => 0,
         };
         Ok(vec![b'r'; bytes])
     }
 }
 
-pub struct HostileWriter;
+pub struct HostileWriter {
+    /// `<step>-<misdeed>`, see `begin_write`.
+    plan: String,
+}
+
+impl HostileWriter {
+    /// Misbehaves if the plan says so for `step`.
+    fn at(&self, step: &str) {
+        let misdeed = match self.plan.strip_prefix(step).and_then(|rest| rest.strip_prefix('-')) {
+            Some(rest) if rest.starts_with("spin") => Misdeed::Spin,
+            Some(rest) if rest.starts_with("panic") => Misdeed::Panic,
+            _ => return,
+        };
+        misdeed.commit(step)
+    }
+}
 
 impl GuestWriter for HostileWriter {
     fn write_chunk(&self, _offset: u64, _data: Vec<u8>) -> Result<()> {
-        Err(Error::Unsupported)
+        self.at("write");
+        Ok(())
     }
     fn set_size(&self, _size: u64) -> Result<()> {
         Err(Error::Unsupported)
     }
     fn finish(&self) -> Result<FileInfo> {
-        Err(Error::Unsupported)
+        self.at("finish");
+        Ok(ok_info(FileKind::File, 0))
     }
-    fn abort(&self) {}
+    fn abort(&self) {
+        self.at("abort");
+    }
 
+    /// The plan itself (so `abort-orphan` knows what to do), or 2 KiB.
     fn recovery_token(&self) -> Option<String> {
-        None
+        if self.plan == "long-token" {
+            return Some("t".repeat(2048));
+        }
+        ABORT_ORPHANS.load(Ordering::Relaxed).then(|| format!("token-{}", self.plan))
+    }
+}
+
+impl Drop for HostileWriter {
+    fn drop(&mut self) {
+        self.at("drop");
     }
 }
 
