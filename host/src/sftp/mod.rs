@@ -8,6 +8,8 @@
 mod attrs;
 mod budgets;
 mod framing;
+#[cfg(test)]
+mod fuzz_tests;
 mod handles;
 mod in_service;
 mod names;
