@@ -276,6 +276,17 @@ async fn a_plugin_importing_http_without_a_grant_is_refused_at_load() {
     assert!(error.contains("http_allow = [") && error.contains("[plugins.grants]"), "names the config line: {error}");
 }
 
+/// An import the host does not link at all is refused at load, named,
+/// with what a plugin may import.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_importing_an_interface_the_host_does_not_provide_is_refused_by_name() {
+    let rt = runtime();
+    let component = wat::parse_str(r#"(component (import "wasi:keyvalue/store@0.2.0-draft" (instance (export "get" (func (param "key" string) (result string))))))"#).unwrap();
+    let error = format!("{:#}", rt.load("odd", &component, PluginSettings::default()).await.err().expect("the load must fail"));
+    assert!(error.contains("wasi:keyvalue/store@0.2.0-draft"), "names the import: {error}");
+    assert!(error.contains("wasi:http when granted"), "says what may be imported: {error}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_directory_is_read_and_never_written() {
     let dir = tempfile::tempdir().unwrap();
