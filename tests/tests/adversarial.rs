@@ -8,6 +8,7 @@
 //! host RSS) are printed for the issue notes (`--nocapture`).
 
 mod runtime_support;
+mod server_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,13 @@ fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The host's RSS after `cases`, printed, and within 256 MiB of `before`.
+fn assert_rss_bounded(before: u64, cases: &str) {
+    let after = rss_kib();
+    eprintln!("adversarial: host RSS {before} KiB before the {cases}, {after} KiB after");
+    assert!(after < before + 256 * 1024, "the host grew from {before} to {after} KiB");
 }
 
 /// A healthy tenant of the same plugin stats a file in a loop while a case
@@ -130,6 +138,11 @@ fn write_options() -> WriteOptions {
 async fn a_loop_in_every_contract_function_is_interrupted_at_the_deadline() {
     let rt = runtime();
     let plugin = load(&rt, &[]).await;
+    // The peer: the same bystander with nothing misbehaving, in this run.
+    let quiet = Bystander::start(session(&plugin, "good").await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (p50, p99) = quiet.stop().await;
+    eprintln!("adversarial quiet: other tenant's stat p50 {p50:?} p99 {p99:?}");
     let rss_before = rss_kib();
     let in_time = |case: &str, elapsed: Duration, msg: &str| {
         assert!(elapsed < DEADLINE + MARGIN, "{case}: interrupted after {elapsed:?} (deadline {DEADLINE:?}): {msg}");
@@ -174,7 +187,7 @@ async fn a_loop_in_every_contract_function_is_interrupted_at_the_deadline() {
     .await;
     let after_drop = r.map(|info| info.size);
     eprintln!("adversarial: the call after a spinning destructor: {after_drop:?}");
-    let replaced = server_support_wait(|| RuntimeStats::get(&rt.stats().poisoned) >= poisoned + 2).await;
+    let replaced = server_support::wait_until(Duration::from_secs(10), || RuntimeStats::get(&rt.stats().poisoned) >= poisoned + 2).await;
     assert!(replaced, "the instances of the spinning abort and destructor were dropped");
 
     // A loop inside the guest's allocator, run while the host lowers the
@@ -183,9 +196,7 @@ async fn a_loop_in_every_contract_function_is_interrupted_at_the_deadline() {
     in_time("allocator", elapsed, &format!("{r:?}"));
     assert!(r.is_err(), "the spinning allocator was stopped: {r:?}");
 
-    let rss_after = rss_kib();
-    eprintln!("adversarial: host RSS {rss_before} KiB before the loops, {rss_after} KiB after");
-    assert!(rss_after < rss_before + 256 * 1024, "the host grew from {rss_before} to {rss_after} KiB");
+    assert_rss_bounded(rss_before, "loops");
 }
 
 /// `describe` is only called at load (the probe): a spinning one fails the
@@ -238,7 +249,7 @@ async fn traps_of_every_kind_fail_one_call_and_the_next_gets_a_fresh_instance() 
         if step != "drop" {
             failed(r, &case);
         }
-        let done = server_support_wait(|| RuntimeStats::get(&rt.stats().orphans_aborted) > aborted).await;
+        let done = server_support::wait_until(Duration::from_secs(10), || RuntimeStats::get(&rt.stats().orphans_aborted) > aborted).await;
         assert!(done, "{case}: the lost upload was aborted on a fresh instance");
     }
     // An orphan abort that itself spins or panics is given up, not retried forever.
@@ -270,9 +281,7 @@ async fn hoarded_resources_hit_the_hosts_table_bound_and_are_freed_with_the_inst
         let msg = failed(r, &case);
         eprintln!("adversarial {case}: stopped after {elapsed:?} (host table {bound} entries): {msg}");
     }
-    let rss_after = rss_kib();
-    eprintln!("adversarial: host RSS {rss_before} KiB before the hoards, {rss_after} KiB after");
-    assert!(rss_after < rss_before + 256 * 1024, "the host grew from {rss_before} to {rss_after} KiB");
+    assert_rss_bounded(rss_before, "hoards");
 }
 
 /// A guest waiting in a host call is not computing: the deadline does not
@@ -327,13 +336,3 @@ async fn forbidden_outputs_are_refused_and_the_instance_goes_on() {
     assert_ok(&s).await;
 }
 
-async fn server_support_wait(mut done: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        if Instant::now() > until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    true
-}

@@ -12,6 +12,10 @@ use russh_sftp::protocol::Packet;
 use super::{attrs, framing, names, paths};
 use crate::plugin::{DirEntry, DirPage, FileInfo, FileKind, validate};
 
+/// One runtime for every case of the frame reader (it only reads a slice).
+static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> =
+    std::sync::LazyLock::new(|| tokio::runtime::Builder::new_current_thread().build().unwrap());
+
 /// A well-formed request of a random type, its strings and numbers random:
 /// the decoder's deep paths, not only its first length check.
 fn request() -> impl Strategy<Value = Vec<u8>> {
@@ -94,8 +98,7 @@ proptest! {
             input.extend(std::iter::repeat_n(7u8, (*length).min(300) as usize));
         }
         input.extend(&stream);
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        runtime.block_on(async {
+        RUNTIME.block_on(async {
             let mut reader = input.as_slice();
             for _ in 0..16 {
                 let before = reader.len();

@@ -283,10 +283,7 @@ impl SftpSession {
             // it is answered: a client told its CLOSE is done may at once use
             // what the handle held (spool space, budget), on another
             // connection too.
-            let target = match target {
-                Target::Closing(_) | Target::None => None,
-                ordered => Some(ordered),
-            };
+            let target = target.ticket().is_some().then_some(target);
             if let Some(ticket) = target.as_ref().and_then(Target::ticket) {
                 ticket.wait_reply_turn().await;
             }
