@@ -87,6 +87,15 @@ fn recurse(depth: u64) -> u64 {
     black_box(recurse(depth + 1)).wrapping_add(1)
 }
 
+/// The wasm `unreachable` instruction (the crate is also built for the
+/// host by `cargo test --workspace`, where there is none: abort instead).
+fn unreachable_instruction() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
+}
+
 /// The number after the last `/` of `path`.
 fn count_in(path: &str) -> usize {
     path.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0)
@@ -280,7 +289,7 @@ impl GuestSession for HostileSession {
             "/big-permissions" => return Ok(FileInfo { permissions: 0o177777, ..ok_info(FileKind::File, 1) }),
             "/empty-version" => return Ok(FileInfo { version: Some(String::new()), ..ok_info(FileKind::File, 1) }),
             "/recurse" => return Ok(ok_info(FileKind::File, recurse(0))),
-            "/unreachable" => core::arch::wasm32::unreachable(),
+            "/unreachable" => unreachable_instruction(),
             "/exit" => std::process::exit(3),
             "/spin-in-alloc" => {
                 let bytes = wasi::random::random::get_random_bytes(SPINNING_ALLOCATION as u64);
