@@ -242,6 +242,11 @@ pub struct PluginConfig {
     pub log_kib_per_sec: u32,
     /// The largest plugin file admitted, in MiB.
     pub max_component_mib: usize,
+    /// How long compiling the plugin may take (wall clock; its CPU time
+    /// is limited to a second more), in seconds.
+    pub compile_timeout_secs: u64,
+    /// How much memory the compiler process may take, in MiB.
+    pub compile_memory_mib: u64,
     /// The most one call may copy out of the plugin (its result, or the
     /// arguments of one host call it makes), in KiB; a read may return
     /// what it asked for on top. Past it the call fails before the host
@@ -347,6 +352,8 @@ impl Default for PluginConfig {
             log_lines_per_sec: 100,
             log_kib_per_sec: 64,
             max_component_mib: 64,
+            compile_timeout_secs: crate::plugin::CompileLimits::default().timeout.as_secs(),
+            compile_memory_mib: crate::plugin::CompileLimits::default().memory_bytes >> 20,
             max_output_kib: crate::plugin::HostBounds::default().output_bytes >> 10,
             max_host_resources: crate::plugin::HostBounds::default().host_resources,
             http_allow: Vec::new(),
@@ -525,6 +532,8 @@ impl Config {
             );
             anyhow::ensure!((1..=65_536).contains(&plugin.log_kib_per_sec), "plugin {name}: log_kib_per_sec must be 1..=65536");
             anyhow::ensure!((1..=4096).contains(&plugin.max_component_mib), "plugin {name}: max_component_mib must be 1..=4096");
+            anyhow::ensure!((1..=3600).contains(&plugin.compile_timeout_secs), "plugin {name}: compile_timeout_secs must be 1..=3600");
+            anyhow::ensure!((64..=65536).contains(&plugin.compile_memory_mib), "plugin {name}: compile_memory_mib must be 64..=65536");
             anyhow::ensure!(
                 (1024..=1 << 20).contains(&plugin.max_output_kib),
                 "plugin {name}: max_output_kib must be 1024..=1048576 (a listing page and an HTTP body chunk must fit)"

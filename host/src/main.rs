@@ -42,10 +42,23 @@ enum Command {
     HashPassword {
         password: Option<String>,
     },
+    /// Internal: the bounded compiler child the server starts for each
+    /// plugin (component on stdin, compiled artefact on stdout).
+    #[command(hide = true)]
+    CompilePlugin {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
+
+/// The subcommand the server runs itself as to compile a plugin.
+const COMPILE_SUBCOMMAND: &str = "compile-plugin";
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::CompilePlugin { args } = &cli.command {
+        return wasftp::plugin::compile_child_main(args);
+    }
     telemetry::init(cli.log_format);
     match run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -71,6 +84,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", wasftp::auth::hash_password(&password)?);
             Ok(())
         }
+        Command::CompilePlugin { .. } => unreachable!("handled before logging starts"),
         Command::Serve { config, listen, password } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(config, listen, password))
@@ -107,7 +121,11 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, passwor
         (Some(_), None) => None,
     };
 
-    let server = wasftp::ServerBuilder::new(config).start().await?;
+    let engine = wasftp::plugin::EngineOptions {
+        compiler: wasftp::plugin::Compiler::this_executable(COMPILE_SUBCOMMAND)?,
+        ..Default::default()
+    };
+    let server = wasftp::ServerBuilder::new(config).engine_options(engine).start().await?;
     for fingerprint in server.fingerprints() {
         println!("host key fingerprint: {fingerprint}");
     }

@@ -152,6 +152,10 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
             guest_threads_by_tenant: plugin.guest_threads_by_tenant.clone(),
         },
         max_component_bytes: plugin.max_component_mib << 20,
+        compile: crate::plugin::CompileLimits {
+            timeout: Duration::from_secs(plugin.compile_timeout_secs),
+            memory_bytes: plugin.compile_memory_mib << 20,
+        },
         bounds: crate::plugin::HostBounds {
             output_bytes: plugin.max_output_kib << 10,
             host_resources: plugin.max_host_resources,

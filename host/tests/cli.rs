@@ -190,7 +190,8 @@ fn wasftp(args: &[&str], home: &Path, state: Option<&Path>) -> Command {
     cmd.args(args)
         .env("HOME", home)
         .env("RUST_LOG", "info")
-        .env_remove("RUST_BACKTRACE");
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("XDG_CACHE_HOME");
     match state {
         Some(state) => cmd.env("XDG_STATE_HOME", state),
         None => cmd.env_remove("XDG_STATE_HOME"),
@@ -264,6 +265,12 @@ fn start_dev(home: &Path, state: Option<&Path>, password: &str) -> DevServer {
         "expected one generated host key\n{}",
         proc.transcript()
     );
+    // The bundled plugin was compiled by the child and kept by content hash.
+    let compiled = home.join(".cache/wasftp/compiled");
+    let kept = std::fs::read_dir(&compiled)
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "cwasm")).count())
+        .unwrap_or(0);
+    assert_eq!(kept, 1, "one compiled component in {}\n{}", compiled.display(), proc.transcript());
     let fingerprint = fp_lines[0]["host key fingerprint: ".len()..]
         .trim()
         .to_string();
@@ -309,6 +316,7 @@ fn help_lists_the_subcommands_and_serve_options() {
     assert!(status.success(), "--help: {status}\n{stdout}\n{stderr}");
     assert!(stdout.contains("serve"), "{stdout}");
     assert!(stdout.contains("hash-password"), "{stdout}");
+    assert!(!stdout.contains("compile-plugin"), "the compiler child is internal: {stdout}");
 
     let (status, stdout, stderr) = run(&["serve", "--help"], dir.path());
     assert!(
@@ -325,6 +333,19 @@ fn help_lists_the_subcommands_and_serve_options() {
     let (status, _, stderr) = run(&["no-such-command"], dir.path());
     assert!(!status.success(), "an unknown subcommand must fail");
     assert!(stderr.contains("no-such-command"), "{stderr}");
+}
+
+#[test]
+fn the_compiler_child_refuses_what_is_not_a_component() {
+    let dir = tempdir();
+    // Its stdin is empty here: no component.
+    let (status, stdout, stderr) = run(&["compile-plugin", "1073741824", "10"], dir.path());
+    assert_eq!(status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stdout.is_empty(), "no artefact: {stdout}");
+    assert!(!stderr.trim().is_empty(), "it says why");
+    let (status, _, stderr) = run(&["compile-plugin", "lots"], dir.path());
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("usage"), "{stderr}");
 }
 
 fn assert_hash_of(output: &str, password: &str) {

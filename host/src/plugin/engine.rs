@@ -1,11 +1,15 @@
 //! The one wasmtime `Engine`: epoch interruption, pooling allocator when the
-//! machine allows it, the compiled-component cache, and the epoch ticker.
+//! machine allows it, where plugins are compiled and cached, and the epoch
+//! ticker.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::compile::Compiler;
 
 /// How often the epoch advances: the granularity of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -17,8 +21,13 @@ pub const MAX_POOL_SLOTS: u32 = 1024;
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Keep compiled components on disk between runs (wasmtime's cache).
+    /// Keep compiled components on disk between runs, by content hash.
     pub cache: bool,
+    /// Where; `None`: `compile::default_cache_dir()`.
+    pub cache_dir: Option<PathBuf>,
+    /// Where plugins are compiled: the `wasftp` binary uses a child process
+    /// (bounded); the library's default is this process (unbounded).
+    pub compiler: Compiler,
     /// Most instances alive at once (the server sets it from the configured
     /// caps); past `MAX_POOL_SLOTS` the on-demand allocator is used.
     pub max_instances: u32,
@@ -31,7 +40,14 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { cache: true, max_instances: 256, pooling: true, max_guest_threads: 256 }
+        Self {
+            cache: true,
+            cache_dir: None,
+            compiler: Compiler::InProcess,
+            max_instances: 256,
+            pooling: true,
+            max_guest_threads: 256,
+        }
     }
 }
 
@@ -49,17 +65,17 @@ impl PluginEngine {
                 "the configured caps allow more instances than the pooling allocator keeps slots for \
                  ({MAX_POOL_SLOTS}); using on-demand allocation"
             );
-            (Engine::new(&base_config(options, None)?)?, false)
+            (Engine::new(&base_config(None)?)?, false)
         } else if options.pooling {
-            match Engine::new(&base_config(options, Some(pooling_config(options)))?) {
+            match Engine::new(&base_config(Some(pooling_config(options)))?) {
                 Ok(engine) => (engine, true),
                 Err(e) => {
                     tracing::info!("pooling allocator unavailable ({e}); using on-demand allocation");
-                    (Engine::new(&base_config(options, None)?)?, false)
+                    (Engine::new(&base_config(None)?)?, false)
                 }
             }
         } else {
-            (Engine::new(&base_config(options, None)?)?, false)
+            (Engine::new(&base_config(None)?)?, false)
         };
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.weak(), stop_ticker.clone());
@@ -73,20 +89,20 @@ impl Drop for PluginEngine {
     }
 }
 
-fn base_config(options: &EngineOptions, pool: Option<PoolingAllocationConfig>) -> anyhow::Result<Config> {
+/// What decides the compiled code: the server and the compiler child
+/// (`compile::child_main`) build their engines from this one function, so
+/// an artefact of one loads in the other.
+pub fn codegen_config() -> anyhow::Result<Config> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     // Bounded guest stack: deep recursion traps instead of growing.
     config.max_wasm_stack(1 << 20);
-    if options.cache {
-        match wasmtime::Cache::new(wasmtime::CacheConfig::new()) {
-            Ok(cache) => {
-                config.cache(Some(cache));
-            }
-            Err(e) => tracing::warn!("compiled-component cache disabled: {e}"),
-        }
-    }
+    Ok(config)
+}
+
+fn base_config(pool: Option<PoolingAllocationConfig>) -> anyhow::Result<Config> {
+    let mut config = codegen_config()?;
     if let Some(pool) = pool {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

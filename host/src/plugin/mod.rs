@@ -4,6 +4,7 @@
 mod admission;
 mod bindings;
 mod breaker;
+mod compile;
 mod engine;
 mod error;
 mod executor;
@@ -27,9 +28,9 @@ use std::time::Duration;
 
 use wasmtime::error::Context as _;
 use wasmtime::Engine;
-use wasmtime::component::Component;
 
 pub use breaker::BreakerLimits;
+pub use compile::{CompileLimits, Compiler, child_main as compile_child_main, default_cache_dir};
 pub use bindings::{
     Capabilities, DirEntry, DirPage, FileInfo, FileKind, InstanceScope, SessionContext, SetAttrs,
     SpaceInfo, WriteOptions,
@@ -71,6 +72,8 @@ pub struct PluginSettings {
     pub log: LogLimits,
     /// The largest plugin file admitted.
     pub max_component_bytes: usize,
+    /// What compiling it may cost (in a child process; see `compile`).
+    pub compile: CompileLimits,
     /// What its calls may make the host hold (outputs, host tables).
     pub bounds: HostBounds,
     /// When a tenant's failing calls are refused for a while.
@@ -89,6 +92,7 @@ impl Default for PluginSettings {
             grants: Grants::default(),
             log: LogLimits::default(),
             max_component_bytes: admission::DEFAULT_MAX_COMPONENT_BYTES,
+            compile: CompileLimits::default(),
             bounds: HostBounds::default(),
             breaker: BreakerLimits::default(),
         }
@@ -98,6 +102,9 @@ impl Default for PluginSettings {
 /// Counters of what the sandbox had to do.
 #[derive(Debug, Default)]
 pub struct RuntimeStats {
+    /// Plugins compiled, and taken compiled from the cache.
+    pub components_compiled: AtomicU64,
+    pub components_from_cache: AtomicU64,
     pub instances_created: AtomicU64,
     /// Instances dropped after a trap or timeout.
     pub poisoned: AtomicU64,
@@ -136,6 +143,8 @@ impl RuntimeStats {
 /// on, and the counters.
 pub struct Runtime {
     engine: PluginEngine,
+    compiler: Compiler,
+    cache_dir: Option<std::path::PathBuf>,
     linkers: grants::Linkers<StoreState>,
     threads: Arc<GuestThreads>,
     stats: Arc<RuntimeStats>,
@@ -149,7 +158,8 @@ impl Runtime {
                 .map_err(|e| anyhow::anyhow!("linking the host imports: {e:#}"))
         })?;
         let threads = Arc::new(GuestThreads::new(options.max_guest_threads));
-        Ok(Arc::new(Self { engine, linkers, threads, stats: Arc::default() }))
+        let cache_dir = options.cache.then(|| options.cache_dir.clone().unwrap_or_else(default_cache_dir));
+        Ok(Arc::new(Self { engine, compiler: options.compiler.clone(), cache_dir, linkers, threads, stats: Arc::default() }))
     }
 
     /// Guest threads alive now.
@@ -170,11 +180,20 @@ impl Runtime {
     /// instantiates and accepts its configuration, and reads its capabilities.
     pub async fn load(&self, name: &str, wasm: &[u8], settings: PluginSettings) -> anyhow::Result<Arc<Plugin>> {
         admission::check_file(name, wasm, settings.max_component_bytes)?;
-        let engine = self.engine.engine.clone();
-        let bytes = wasm.to_vec();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
-            .await?
-            .with_context(|| format!("compiling plugin {name}"))?;
+        let (component, how) = compile::compile(
+            &self.engine.engine,
+            &self.compiler,
+            self.cache_dir.as_deref(),
+            name,
+            wasm,
+            settings.compile,
+        )
+        .await?;
+        match how {
+            compile::Compiled::Compiled => &self.stats.components_compiled,
+            compile::Compiled::FromCache => &self.stats.components_from_cache,
+        }
+        .fetch_add(1, Ordering::Relaxed);
         grants::check_load(name, &component, &self.engine.engine, &settings.grants)?;
         let pre = self.linkers.for_grants(&settings.grants).instantiate_pre(&component).with_context(|| {
             format!(

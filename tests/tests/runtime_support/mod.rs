@@ -23,7 +23,17 @@ pub async fn bounded<F: Future>(f: F) -> F::Output {
 }
 
 pub fn runtime() -> Arc<Runtime> {
-    Runtime::new(&EngineOptions::default()).expect("creating the plugin runtime")
+    Runtime::new(&engine_options()).expect("creating the plugin runtime")
+}
+
+/// As the `wasftp` binary runs it: plugins compiled in the bounded child
+/// (this crate's `compile-plugin` binary), kept in the shared cache.
+pub fn engine_options() -> EngineOptions {
+    EngineOptions { compiler: child_compiler(), ..EngineOptions::default() }
+}
+
+pub fn child_compiler() -> wasftp::plugin::Compiler {
+    wasftp::plugin::Compiler::Child { program: env!("CARGO_BIN_EXE_compile-plugin").into(), args: Vec::new() }
 }
 
 pub fn ctx(user: &str, tenant: &str) -> SessionContext {

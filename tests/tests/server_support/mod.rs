@@ -49,6 +49,14 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     }
 }
 
+/// As the `wasftp` binary runs it: plugins compiled in the bounded child
+/// (this crate's `compile-plugin` binary), kept in the shared cache.
+pub fn engine_options() -> wasftp::plugin::EngineOptions {
+    let compiler =
+        wasftp::plugin::Compiler::Child { program: env!("CARGO_BIN_EXE_compile-plugin").into(), args: Vec::new() };
+    wasftp::plugin::EngineOptions { compiler, ..Default::default() }
+}
+
 /// A user to create on the test server.
 #[derive(Clone, Debug)]
 pub struct UserSpec {
@@ -186,7 +194,7 @@ pub async fn start_with(
     tweak(&mut config);
     let server = bounded(
         "starting the server",
-        wasftp::ServerBuilder::new(config).start(),
+        wasftp::ServerBuilder::new(config).engine_options(engine_options()).start(),
     )
     .await
     .expect("starting the server");

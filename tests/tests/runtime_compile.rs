@@ -1,0 +1,195 @@
+//! Compiling a plugin is bounded: in a child process, under a memory limit
+//! and a timeout, so a component that is costly to compile fails its own
+//! load and nothing else; a compiled component is kept by content hash.
+
+mod runtime_support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime_support::*;
+use wasftp::plugin::{CompileLimits, EngineOptions, PluginSettings, Runtime, RuntimeStats};
+
+fn runtime_with_cache(dir: &std::path::Path) -> Arc<Runtime> {
+    Runtime::new(&EngineOptions { cache_dir: Some(dir.into()), ..engine_options() }).expect("creating the plugin runtime")
+}
+
+fn memory_bytes() -> &'static [u8] {
+    wasftp::plugin::bundled::get("memory").expect("the memory plugin is bundled")
+}
+
+/// A component of `functions` functions of `ops` additions each: a few MB
+/// of wasm that the compiler needs far more memory and time for than its
+/// size (its memory grows with the largest function, its time with all).
+/// Encoded directly: the text would be ten times larger.
+fn costly_component(functions: usize, ops: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    fn section(id: u8, content: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(content.len(), out);
+        out.extend_from_slice(content);
+    }
+    // local.get 0, local.get 1, i32.add, local.set 1
+    const OP: [u8; 7] = [0x20, 0x00, 0x20, 0x01, 0x6a, 0x21, 0x01];
+    let mut body = vec![0x01, 0x01, 0x7f]; // one i32 local
+    for _ in 0..ops {
+        body.extend_from_slice(&OP);
+    }
+    body.extend_from_slice(&[0x20, 0x01, 0x0b]); // local.get 1, end
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[0x01, 0x60, 0x01, 0x7f, 0x01, 0x7f], &mut module); // (i32) -> i32
+    let mut declared = Vec::new();
+    leb(functions, &mut declared);
+    declared.resize(declared.len() + functions, 0x00);
+    section(3, &declared, &mut module);
+    let mut code = Vec::new();
+    leb(functions, &mut code);
+    for _ in 0..functions {
+        leb(body.len(), &mut code);
+        code.extend_from_slice(&body);
+    }
+    section(10, &code, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component); // a core module
+    component
+}
+
+async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// The memory plugin still loads and serves on `rt`.
+async fn memory_plugin_serves(rt: &Runtime) {
+    let plugin = bounded(rt.load("memory", memory_bytes(), PluginSettings::default())).await.expect("loading the memory plugin");
+    let session = memory_session(&plugin, "alice", "t1").await;
+    put(&session, "/after", b"still here").await;
+    assert_eq!(get(&session, "/after").await, b"still here");
+}
+
+#[tokio::test]
+async fn a_plugin_is_compiled_once_in_the_child_and_then_taken_from_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = runtime_with_cache(cache.path());
+    let started = Instant::now();
+    memory_plugin_serves(&first).await;
+    let compiled_in = started.elapsed();
+    assert_eq!(RuntimeStats::get(&first.stats().components_compiled), 1);
+    assert_eq!(RuntimeStats::get(&first.stats().components_from_cache), 0);
+    let entries: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "one artefact: {entries:?}");
+    assert_eq!(entries[0].extension().unwrap(), "cwasm");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(cache.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "only the server's user reads and writes compiled code");
+    }
+
+    let second = runtime_with_cache(cache.path());
+    let started = Instant::now();
+    memory_plugin_serves(&second).await;
+    let cached_in = started.elapsed();
+    assert_eq!(RuntimeStats::get(&second.stats().components_compiled), 0, "the artefact was taken from the cache");
+    assert_eq!(RuntimeStats::get(&second.stats().components_from_cache), 1);
+    println!("memory plugin: loaded and served in {compiled_in:?} compiled in the child, {cached_in:?} from the cache");
+
+    // The same component under other engine settings is another entry.
+    let mut other = memory_bytes().to_vec();
+    // A custom section changes the file's hash, not its meaning.
+    other.extend_from_slice(&[0, 4, 1, b'x', 1, 2]);
+    bounded(second.load("memory-again", &other, PluginSettings::default())).await.expect("loading the changed file");
+    assert_eq!(RuntimeStats::get(&second.stats().components_compiled), 1, "a different file is compiled");
+}
+
+#[tokio::test]
+async fn a_damaged_cache_entry_is_compiled_again() {
+    let cache = tempfile::tempdir().unwrap();
+    memory_plugin_serves(&runtime_with_cache(cache.path())).await;
+    let entry = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
+    for damage in [&b"not an artefact at all"[..], &[]] {
+        std::fs::write(&entry, damage).unwrap();
+        let rt = runtime_with_cache(cache.path());
+        memory_plugin_serves(&rt).await;
+        assert_eq!(RuntimeStats::get(&rt.stats().components_compiled), 1, "compiled again after {} bytes", damage.len());
+        assert!(std::fs::metadata(&entry).unwrap().len() > 1000, "the entry is whole again");
+    }
+}
+
+#[tokio::test]
+async fn compiling_past_the_memory_bound_fails_that_load_only() {
+    let rt = runtime_with_cache(tempfile::tempdir().unwrap().path());
+    let bomb = costly_component(1, 200_000);
+    let limits = CompileLimits { timeout: Duration::from_secs(120), memory_bytes: 128 << 20 };
+    let started = Instant::now();
+    let err = bounded(rt.load("bomb", &bomb, PluginSettings { compile: limits, ..PluginSettings::default() }))
+        .await
+        .err()
+        .expect("a compile past its memory bound fails");
+    let message = format!("{err:#}");
+    println!("{} byte component, 128 MiB bound: refused in {:?}: {message}", bomb.len(), started.elapsed());
+    assert!(message.contains("compiling plugin bomb"), "{message}");
+    assert!(message.contains("more than the 128 MiB allowed (compile_memory_mib)"), "{message}");
+    memory_plugin_serves(&rt).await;
+
+    // With room it compiles: the bound, not the file, refused it.
+    let roomy = CompileLimits { timeout: Duration::from_secs(120), memory_bytes: 16 << 30 };
+    let err = bounded(rt.load("bomb", &bomb, PluginSettings { compile: roomy, ..PluginSettings::default() }))
+        .await
+        .err()
+        .expect("it exports no contract");
+    assert!(format!("{err:#}").contains("does not export the wasftp:storage contract"), "{err:#}");
+}
+
+#[tokio::test]
+async fn compiling_past_the_timeout_fails_that_load_only() {
+    let rt = runtime_with_cache(tempfile::tempdir().unwrap().path());
+    // About 5 s of compiling on two cores.
+    let bomb = costly_component(200, 20_000);
+    let limits = CompileLimits { timeout: Duration::from_secs(1), memory_bytes: 16 << 30 };
+    let started = Instant::now();
+    let err = bounded(rt.load("slow", &bomb, PluginSettings { compile: limits, ..PluginSettings::default() }))
+        .await
+        .err()
+        .expect("a compile past its timeout fails");
+    let took = started.elapsed();
+    let message = format!("{err:#}");
+    println!("{} byte component, 1 s bound: refused in {took:?}: {message}", bomb.len());
+    assert!(message.contains("longer than the 1s allowed (compile_timeout_secs)"), "{message}");
+    assert!(took < Duration::from_secs(3), "stopped at its timeout, not when done ({took:?})");
+    // The child is gone, not left computing: its arguments (these limits) are this test's own.
+    let ours = |cmdline: &[u8]| {
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.iter().any(|a| a.ends_with(b"compile-plugin")) && args.contains(&&b"17179869184"[..]) && args.contains(&&b"2"[..])
+    };
+    let child_alive = || {
+        std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| ours(&c))
+        })
+    };
+    assert!(wait_for(Duration::from_secs(2), || !child_alive()).await, "the compiler child was killed");
+    memory_plugin_serves(&rt).await;
+}
+
+#[tokio::test]
+async fn a_compiler_that_cannot_start_is_a_clear_error() {
+    let missing = wasftp::plugin::Compiler::Child { program: "/nonexistent/wasftp".into(), args: Vec::new() };
+    let rt = Runtime::new(&EngineOptions { compiler: missing, cache: false, ..EngineOptions::default() }).unwrap();
+    let err = bounded(rt.load("memory", memory_bytes(), PluginSettings::default())).await.err().expect("no compiler");
+    let message = format!("{err:#}");
+    assert!(message.contains("starting the compiler process /nonexistent/wasftp"), "{message}");
+}
