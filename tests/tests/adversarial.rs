@@ -9,6 +9,7 @@
 
 mod runtime_support;
 mod server_support;
+mod wire_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -336,3 +337,76 @@ async fn forbidden_outputs_are_refused_and_the_instance_goes_on() {
     assert_ok(&s).await;
 }
 
+/// A string that is not UTF-8 (a name in a listing, an error's text) is
+/// refused while wasmtime lifts it: that call fails with a clear message,
+/// and as wasmtime leaves the instance unusable after a failed lift, the
+/// next call gets a fresh one (for a tenant-scoped plugin that is the loss
+/// of the tenant's instance state, which SECURITY.md says).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_string_that_is_not_utf8_fails_one_call_and_the_next_is_served() {
+    let rt = runtime();
+    let plugin = load(&rt, &[]).await;
+    let s = session(&plugin, "garbler").await;
+    let bystander = session(&plugin, "bystander").await;
+    let poisoned = RuntimeStats::get(&rt.stats().poisoned);
+    let listed = failed(bounded(s.list_dir("/bad-utf8", None, 100)).await, "a name that is not UTF-8");
+    eprintln!("adversarial: a name that is not UTF-8: {listed}");
+    assert_ok(&s).await;
+    let error = failed(bounded(s.file_info("/bad-utf8-error")).await, "an error text that is not UTF-8");
+    eprintln!("adversarial: an error text that is not UTF-8: {error}");
+    for msg in [&listed, &error] {
+        assert!(msg.contains("invalid plugin output: a string that is not UTF-8"), "the message says what was wrong: {msg}");
+    }
+    assert_eq!(RuntimeStats::get(&rt.stats().poisoned), poisoned + 2, "each cost its instance");
+    assert_ok(&s).await;
+    assert_ok(&bystander).await;
+}
+
+/// A file that says it is empty but whose reader never ends: a read-write
+/// open copies what its size says (nothing), copy-data "to the end" or of
+/// a huge length stops at that size too, and a READ gets what it asked
+/// for. Before, the copy-in read until the 1 GiB spool bound and the copy
+/// never ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_whose_reader_never_ends_cannot_fill_the_spool_or_loop_a_copy() {
+    use wire_support::*;
+    const FX_OK: u32 = 0;
+    const FX_EOF: u32 = 1;
+    let server = server_support::start_with([server_support::UserSpec::new("eve")], |c| {
+        let plugin = wasftp::config::PluginConfig {
+            source: env!("WASFTP_HOSTILE_PLUGIN").into(),
+            config: [("copy".to_string(), "on".to_string())].into(),
+            ..Default::default()
+        };
+        c.plugins.insert("hostile".into(), plugin);
+        c.users[0].plugin = "hostile".into();
+    })
+    .await;
+    let mut wire = Wire::open(&server, "eve", 3).await;
+    let started = Instant::now();
+
+    let both = wire.open_file("/w/liar", FXF_READ | FXF_WRITE).await;
+    let read = wire.call(FXP_READ, Body::new().string(&both).u64(0).u32(4096)).await;
+    assert_eq!(read.status(), FX_EOF, "the copy-in stopped at the 0 bytes the plugin declared");
+    let write = wire.call(FXP_WRITE, Body::new().string(&both).u64(0).string(b"mine")).await;
+    assert_eq!(write.status(), FX_OK);
+    assert_eq!(wire.call(FXP_FSTAT, Body::new().string(&both)).await.size(), 4);
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&both)).await.status(), FX_OK);
+
+    let source = wire.open_file("/liar", FXF_READ).await;
+    let sink = wire.open_file("/w/sink", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    for length in [0, 1 << 40] {
+        let copy = Body::new().string("copy-data").string(&source).u64(0).u64(length).string(&sink).u64(1);
+        let reply = wire.call(FXP_EXTENDED, copy).await;
+        assert_eq!(reply.status(), FX_OK, "copy-data of length {length}: {}", reply.message());
+    }
+    assert_eq!(wire.call(FXP_FSTAT, Body::new().string(&sink)).await.size(), 0, "nothing was copied");
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&sink)).await.status(), FX_OK);
+
+    // A READ is bounded by what the client asked, whatever the reader says.
+    let data = wire.call(FXP_READ, Body::new().string(&source).u64(0).u32(4096)).await.data();
+    assert_eq!(data.len(), 4096);
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&source)).await.status(), FX_OK);
+    eprintln!("adversarial: a never-ending reader behind a 0-byte file: read-write open and two copies in {:?}", started.elapsed());
+    server.shutdown().await;
+}

@@ -629,6 +629,11 @@ fn describe_trap(error: &wasmtime::Error, limits: &mut StoreCaps) -> String {
             format!("out of memory (growth past the {} MiB cap refused), then trapped: {trap}", limits.memory_limit() >> 20)
         }
         Some(trap) => format!("trapped: {trap}"),
+        // wasmtime checks strings as it copies them out; it leaves the
+        // instance unusable, so this costs the instance, like a trap.
+        None if error.downcast_ref::<std::str::Utf8Error>().is_some() => {
+            format!("invalid plugin output: a string that is not UTF-8 ({error})")
+        }
         None => {
             let text = format!("{error:#}");
             if out_of_memory || (text.contains("memory") && text.contains("limit")) {

@@ -26,7 +26,10 @@ impl Files {
         if read_offset == 0 && length == 0 && write_offset == 0 && self.copy_whole_file(source, destination).await? {
             return Ok(None);
         }
-        let end = if length == 0 { u64::MAX } else { read_offset.saturating_add(length) };
+        // To the source's end as it was opened, whatever its reader does
+        // past it: a copy never loops on a reader that does not end.
+        let size = source.size_to_copy().await?;
+        let end = if length == 0 { size } else { read_offset.saturating_add(length).min(size) };
         let mut offset = read_offset;
         let mut copied = 0u64;
         while offset < end {

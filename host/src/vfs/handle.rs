@@ -126,6 +126,15 @@ impl Handle {
         }
     }
 
+    /// Where a copy from this handle ends: the size of the version a
+    /// reader opened, or a read-write handle's content so far.
+    pub(super) async fn size_to_copy(&self) -> Result<u64, StorageError> {
+        match &self.kind {
+            Kind::Read(reader) => reader.size().await,
+            Kind::Write { content, .. } => Ok(content.lock().await.info().size),
+        }
+    }
+
     /// FSETSTAT. On a handle that writes, a size change acts on the content
     /// at once, in order with the WRITEs (as on an OpenSSH server); times
     /// and permissions wait for the commit, as the content is not visible yet.

@@ -83,6 +83,11 @@ impl ReadAhead {
         Self { reader: Arc::new(reader), chunk, window: WINDOW.div_ceil(chunk), budget, state: Mutex::default() }
     }
 
+    /// The version being read, as the plugin said at open.
+    pub async fn info(&self) -> Result<crate::plugin::FileInfo, StorageError> {
+        self.reader.info().await
+    }
+
     /// Up to `len` bytes at `offset`; empty at end of file.
     pub async fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>, StorageError> {
         let mut out = Vec::new();

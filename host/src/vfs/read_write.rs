@@ -87,7 +87,10 @@ impl ReadWriteFile {
         // Marked broken until the copy is whole, so a copy cut short (its
         // request cancelled) is never taken for the content.
         self.broken = Some("copying the file for reading and writing did not finish".into());
-        if let Err(e) = self.copy_in(&base, keep).await {
+        // The copy stops at the size the plugin gave for the version opened:
+        // a reader that goes on past it (a lying or changing file) cannot
+        // fill the spool.
+        if let Err(e) = self.copy_in(&base, keep.min(base.size)).await {
             self.broken = Some(format!("copying the file for reading and writing failed: {e}"));
             return Err(e);
         }

@@ -20,4 +20,12 @@ impl FileReader {
             Self::Uncommitted => Ok(Vec::new()),
         }
     }
+
+    /// The size of the version being read (0 for an uncommitted file).
+    pub async fn size(&self) -> Result<u64, StorageError> {
+        match self {
+            Self::Plugin(reader) => reader.info().await.map(|info| info.size),
+            Self::Uncommitted => Ok(0),
+        }
+    }
 }

@@ -68,6 +68,7 @@ static ALLOCATOR: SpinsOnOneSize = SpinsOnOneSize;
 static DESCRIBE_SPINS: AtomicBool = AtomicBool::new(false);
 static DESCRIBE_EMPTY_VERSION: AtomicBool = AtomicBool::new(false);
 static ABORT_ORPHANS: AtomicBool = AtomicBool::new(false);
+static COPY: AtomicBool = AtomicBool::new(false);
 
 /// WASI resources kept across calls (`/hoard-*`): they live as long as
 /// the instance.
@@ -99,6 +100,15 @@ fn unreachable_instruction() -> ! {
 /// The number after the last `/` of `path`.
 fn count_in(path: &str) -> usize {
     path.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// A string that is not UTF-8, as a guest in a language without Rust's
+/// guarantee can send one.
+fn not_utf8() -> String {
+    // SAFETY: not sound in Rust's terms (a `String` must be UTF-8), and on
+    // purpose: the bytes are only lowered (pointer and length) to the host,
+    // never read as text here; this is the output the host must survive.
+    unsafe { String::from_utf8_unchecked(vec![b'b', b'a', b'd', 0xff, 0xfe, b'!']) }
 }
 
 /// Pure wasm computation that never ends (no host calls).
@@ -141,7 +151,8 @@ impl Guest for Hostile {
     /// `("init", "spin")` spins forever, `("init", "panic")` panics;
     /// `("describe", "spin")` makes `describe` spin, `("describe",
     /// "empty-version")` answer an empty version; `("abort-orphans",
-    /// "on")` declares that lost uploads are aborted with a token.
+    /// "on")` declares that lost uploads are aborted with a token; `("copy",
+    /// "on")` declares `copy` (so the host serves copy-data).
     fn init(config: Vec<(String, String)>) -> std::result::Result<(), String> {
         for (k, v) in &config {
             match (k.as_str(), v.as_str()) {
@@ -150,6 +161,7 @@ impl Guest for Hostile {
                 ("describe", "spin") => DESCRIBE_SPINS.store(true, Ordering::Relaxed),
                 ("describe", "empty-version") => DESCRIBE_EMPTY_VERSION.store(true, Ordering::Relaxed),
                 ("abort-orphans", "on") => ABORT_ORPHANS.store(true, Ordering::Relaxed),
+                ("copy", "on") => COPY.store(true, Ordering::Relaxed),
                 _ => {}
             }
         }
@@ -168,7 +180,7 @@ impl Guest for Hostile {
             random_write: false,
             append: false,
             atomic_rename: false,
-            copy: false,
+            copy: COPY.load(Ordering::Relaxed),
             abort_orphans: ABORT_ORPHANS.load(Ordering::Relaxed),
             set_info: false,
             symlinks: false,
@@ -250,6 +262,7 @@ impl GuestSession for HostileSession {
             "/dot" => vec![entry(".".into())],
             "/dotdot" => vec![entry("..".into())],
             "/empty-name" => vec![entry(String::new())],
+            "/bad-utf8" => vec![entry("fine".into()), entry(not_utf8())],
             "/escapes" => vec![entry("\x1b[31mred\x1b[0m".into()), entry("cr\rlf\n".into()), entry("\u{202e}txt.exe".into())],
             "/big-permissions" => vec![DirEntry { name: "p".into(), info: FileInfo { permissions: 0o177777, ..ok_info(FileKind::File, 1) } }],
             _ => return Err(Error::NotFound),
@@ -286,6 +299,7 @@ impl GuestSession for HostileSession {
                 return Ok(ok_info(FileKind::File, 0));
             }
             "/huge-error" => return Err(Error::Io("e".repeat(100 * MIB))),
+            "/bad-utf8-error" => return Err(Error::Io(not_utf8())),
             "/big-permissions" => return Ok(FileInfo { permissions: 0o177777, ..ok_info(FileKind::File, 1) }),
             "/empty-version" => return Ok(FileInfo { version: Some(String::new()), ..ok_info(FileKind::File, 1) }),
             "/recurse" => return Ok(ok_info(FileKind::File, recurse(0))),
@@ -333,6 +347,8 @@ impl GuestSession for HostileSession {
                 return std::net::UdpSocket::bind("127.0.0.1:0").map(|_| ok_info(FileKind::File, 1)).map_err(|e| Error::Io(e.to_string()));
             }
             "/cycle" | "/endless" | "/same-name-forever" | "/dups" => return Ok(ok_info(FileKind::Directory, 0)),
+            // Empty, it says; its reader never ends (see `open_read`).
+            "/liar" | "/w/liar" => return Ok(ok_info(FileKind::File, 0)),
             _ => {}
         }
         match path.as_str() {
@@ -347,9 +363,11 @@ impl GuestSession for HostileSession {
 
     /// `/huge-read`: a reader that returns 1 MiB more than asked;
     /// `/giant-read`: 120 MiB whatever was asked; `/spin-read`: its reads
-    /// spin; `/spin-drop`, `/panic-drop`: its destructor spins or panics.
+    /// spin; `/spin-drop`, `/panic-drop`: its destructor spins or panics;
+    /// `/liar`, `/w/liar`: a 0-byte file whose reads never reach its end.
     fn open_read(&self, path: String, _version: Option<String>) -> Result<Reader> {
         match path.as_str() {
+            "/liar" | "/w/liar" => Ok(Reader::new(HostileReader::Endless)),
             "/huge-read" => Ok(Reader::new(HostileReader::Extra(MIB))),
             "/giant-read" => Ok(Reader::new(HostileReader::Always(120 * MIB))),
             "/spin-read" => Ok(Reader::new(HostileReader::Spins)),
@@ -417,6 +435,8 @@ pub enum HostileReader {
     Spins,
     /// An empty file whose destructor misbehaves.
     Dropping(Misdeed),
+    /// Says it is empty; every read returns all it was asked for.
+    Endless,
 }
 
 #[derive(Clone, Copy)]
@@ -444,7 +464,10 @@ impl Drop for HostileReader {
 
 impl GuestReader for HostileReader {
     fn info(&self) -> FileInfo {
-        ok_info(FileKind::File, u64::MAX)
+        match self {
+            HostileReader::Endless => ok_info(FileKind::File, 0),
+            _ => ok_info(FileKind::File, u64::MAX),
+        }
     }
 
     fn read(&self, _offset: u64, len: u32) -> Result<Vec<u8>> {
@@ -453,6 +476,7 @@ impl GuestReader for HostileReader {
             HostileReader::Always(bytes) => *bytes,
             HostileReader::Spins => spin(),
             HostileReader::Dropping(_) => 0,
+            HostileReader::Endless => len as usize,
         };
         Ok(vec![b'r'; bytes])
     }
