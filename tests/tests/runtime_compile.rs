@@ -193,3 +193,28 @@ async fn a_compiler_that_cannot_start_is_a_clear_error() {
     let message = format!("{err:#}");
     assert!(message.contains("starting the compiler process /nonexistent/wasftp"), "{message}");
 }
+
+/// The wasm proposals wasftp leaves off are refused at compile time, by
+/// name: a plugin cannot reach a GC heap, exceptions, 64-bit or shared
+/// memories, or the async ABI.
+#[tokio::test]
+async fn a_component_using_a_wasm_feature_left_off_is_refused_naming_it() {
+    let rt = runtime_with_cache(tempfile::tempdir().unwrap().path());
+    let cases = [
+        ("memory64", "(component (core module (memory i64 1)))"),
+        ("gc", "(component (core module (type (struct (field i32)))))"),
+        ("exceptions", "(component (core module (tag)))"),
+        ("threads", "(component (core module (memory 1 1 shared)))"),
+        ("function references", "(component (core module (type $t (func)) (func (param (ref $t)))))"),
+        ("async", "(component (core func (canon waitable-set.new)))"),
+    ];
+    for (feature, text) in cases {
+        let wasm = wat::parse_str(text).unwrap_or_else(|e| panic!("{feature}: {e}"));
+        let err = bounded(rt.load(feature, &wasm, PluginSettings::default())).await.err().expect("refused");
+        let message = format!("{err:#}");
+        println!("{feature}: {message}");
+        assert!(message.contains(&format!("compiling plugin {feature}")), "{message}");
+        let named = feature.split(' ').next().unwrap();
+        assert!(message.contains(named), "the feature is named: {message}");
+    }
+}

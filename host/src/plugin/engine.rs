@@ -98,6 +98,20 @@ pub fn codegen_config() -> anyhow::Result<Config> {
     config.epoch_interruption(true);
     // Bounded guest stack: deep recursion traps instead of growing.
     config.max_wasm_stack(1 << 20);
+    // Only the wasm features plugins need (Rust, componentize-js and
+    // componentize-py output, measured): each proposal left on is runtime
+    // surface a hostile plugin can reach. Off: a GC heap (and the
+    // exceptions and typed function references built on it), 64-bit
+    // memories, shared memories and threads, stack switching, and the
+    // component model's async ABI (the host calls plugins synchronously).
+    config
+        .wasm_gc(false)
+        .wasm_exceptions(false)
+        .wasm_function_references(false)
+        .wasm_memory64(false)
+        .wasm_threads(false)
+        .wasm_stack_switching(false)
+        .wasm_component_model_async(false);
     Ok(config)
 }
 
