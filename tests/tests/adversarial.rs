@@ -410,3 +410,103 @@ async fn a_file_whose_reader_never_ends_cannot_fill_the_spool_or_loop_a_copy() {
     eprintln!("adversarial: a never-ending reader behind a 0-byte file: read-write open and two copies in {:?}", started.elapsed());
     server.shutdown().await;
 }
+
+/// `component` with `module` added and instantiated as part of it: its own
+/// core module and core instance sections appended, so the hostile plugin's
+/// exports stay whole and its instantiation builds `module` too. (Rust
+/// emits no table growth; this is how a table bomb is written.)
+fn with_core_instance(component: &[u8], module: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                return;
+            }
+        }
+    }
+    fn read_leb(bytes: &[u8], at: &mut usize) -> usize {
+        let (mut n, mut shift) = (0usize, 0);
+        loop {
+            let byte = bytes[*at];
+            *at += 1;
+            n |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return n;
+            }
+            shift += 7;
+        }
+    }
+    // Core modules defined at the top level so far: the new one's index.
+    let (mut at, mut modules) = (8, 0);
+    while at < component.len() {
+        let id = component[at];
+        at += 1;
+        let size = read_leb(component, &mut at);
+        modules += usize::from(id == 1);
+        at += size;
+    }
+    let mut out = component.to_vec();
+    out.push(1);
+    leb(module.len(), &mut out);
+    out.extend_from_slice(module);
+    let mut instance = vec![1, 0x00]; // one instance: instantiate
+    leb(modules, &mut instance);
+    instance.push(0); // with no arguments
+    out.push(2);
+    leb(instance.len(), &mut out);
+    out.extend_from_slice(&instance);
+    out
+}
+
+/// A table bomb: a table declared with ten million entries is refused at
+/// instantiation (the load fails, naming it); one grown a hundred thousand
+/// entries at a time stops at the store's bound, answered -1 as the wasm
+/// spec allows, and the plugin serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_bomb_stops_at_the_stores_table_bound() {
+    // Pooled slots (tests, small configs) and on-demand allocation (past
+    // 1024 slots: the default config) bound tables in different places.
+    for pooling in [true, false] {
+        let rt = Runtime::new(&wasftp::plugin::EngineOptions { pooling, ..engine_options() }).unwrap();
+        assert_eq!(rt.pooling(), pooling);
+        let declared = wat::parse_str("(module (table 10000000 funcref))").unwrap();
+        let bomb = with_core_instance(&hostile_bytes(), &declared);
+        let err = bounded(rt.load("table-bomb", &bomb, settings(&[]))).await.err().expect("the table is refused");
+        let message = format!("{err:#}");
+        eprintln!("adversarial: a table of 10 million entries (pooling {pooling}): {message}");
+        assert!(message.contains("table"), "{message}");
+
+        // The added instance is built at instantiation: a start function that traps fails the load.
+        let trapping = wat::parse_str("(module (func $f unreachable) (start $f))").unwrap();
+        let err = bounded(rt.load("trap-at-start", &with_core_instance(&hostile_bytes(), &trapping), settings(&[])))
+            .await
+            .err()
+            .expect("the added start function ran");
+        assert!(format!("{err:#}").contains("unreachable"), "{err:#}");
+
+        let before = rss_kib();
+        let grower = wat::parse_str(
+            r#"(module
+                (table $t 0 funcref)
+                (global $refused (export "refused") (mut i32) (i32.const 0))
+                (func $grow (local $i i32)
+                  (loop $again
+                    (if (i32.eq (table.grow $t (ref.null func) (i32.const 100000)) (i32.const -1))
+                      (then (global.set $refused (i32.add (global.get $refused) (i32.const 1)))))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br_if $again (i32.lt_u (local.get $i) (i32.const 1000))))
+                  ;; Growth never refused: trap, and the load fails.
+                  (if (i32.eqz (global.get $refused)) (then unreachable)))
+                (start $grow))"#,
+        )
+        .unwrap();
+        let plugin = bounded(rt.load("table-grower", &with_core_instance(&hostile_bytes(), &grower), settings(&[])))
+            .await
+            .expect("growth past the bound is refused, not a trap");
+        let s = session(&plugin, "t").await;
+        assert_ok(&s).await;
+        assert_rss_bounded(before, "table growth (1000 tries of 100 000 entries)");
+    }
+}
