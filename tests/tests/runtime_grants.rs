@@ -287,6 +287,36 @@ async fn a_plugin_importing_an_interface_the_host_does_not_provide_is_refused_by
     assert!(error.contains("wasi:http when granted"), "says what may be imported: {error}");
 }
 
+/// Interfaces every tool chain imports but no grant fills (a filesystem
+/// without `preopen`, sockets) are not refused; the plugin says at load
+/// what it will find there, with the config line that would grant it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_imports_left_empty_by_the_grants_are_named_at_load() {
+    let rt = runtime();
+    let memory = runtime_support::memory_plugin(&rt).await;
+    assert!(memory.ungranted_imports().is_empty(), "the memory plugin imports neither: {:?}", memory.ungranted_imports());
+
+    let hostile = std::fs::read(env!("WASFTP_HOSTILE_PLUGIN")).unwrap();
+    let plugin = bounded(rt.load("hostile", &hostile, PluginSettings::default())).await.unwrap();
+    let ungranted = plugin.ungranted_imports();
+    assert_eq!(ungranted.len(), 2, "{ungranted:?}");
+    assert!(ungranted[0].interfaces.iter().all(|i| i.starts_with("wasi:filesystem/")), "{ungranted:?}");
+    assert!(ungranted[0].finds.contains("preopen = { dir = "), "{}", ungranted[0].finds);
+    assert!(ungranted[0].finds.contains("[plugins.hostile]"), "{}", ungranted[0].finds);
+    assert!(ungranted[1].interfaces.iter().any(|i| i.starts_with("wasi:sockets/tcp@")), "{ungranted:?}");
+    assert!(ungranted[1].finds.contains("every socket and name lookup is refused"), "{}", ungranted[1].finds);
+
+    // With a directory granted, only the sockets are left.
+    let dir = tempfile::tempdir().unwrap();
+    let granted = PluginSettings {
+        grants: wasftp::plugin::Grants { preopen: Some(Preopen { dir: dir.path().into(), writable: false }), ..Default::default() },
+        ..PluginSettings::default()
+    };
+    let plugin = bounded(rt.load("hostile", &hostile, granted)).await.unwrap();
+    assert_eq!(plugin.ungranted_imports().len(), 1);
+    assert!(plugin.ungranted_imports()[0].interfaces[0].starts_with("wasi:sockets/"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_directory_is_read_and_never_written() {
     let dir = tempfile::tempdir().unwrap();

@@ -259,6 +259,46 @@ pub fn check_load(name: &str, component: &Component, engine: &Engine, grants: &G
     Ok(())
 }
 
+/// An import linked for every plugin that reaches nothing unless granted.
+/// Most tool chains import these whether or not the code uses them (Rust's
+/// std and componentize-js: wasi:filesystem; componentize-py: wasi:sockets
+/// as well), so they are not refused: the operator is told once, at load,
+/// what the plugin will find there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UngrantedImport {
+    /// The interfaces, e.g. `wasi:sockets/tcp@0.2.9`.
+    pub interfaces: Vec<String>,
+    /// What the plugin finds there, and how to grant it if it can be.
+    pub finds: String,
+}
+
+/// The plugin's linked imports that its grants leave empty.
+pub fn ungranted_imports(name: &str, component: &Component, engine: &Engine, grants: &Grants) -> Vec<UngrantedImport> {
+    let imports: Vec<String> = component.component_type().imports(engine).map(|(import, _)| import.to_string()).collect();
+    let of = |prefix: &str| imports.iter().filter(|i| i.starts_with(prefix)).cloned().collect::<Vec<_>>();
+    let mut ungranted = Vec::new();
+    let filesystem = of("wasi:filesystem/");
+    if grants.preopen.is_none() && !filesystem.is_empty() {
+        ungranted.push(UngrantedImport {
+            interfaces: filesystem,
+            finds: format!(
+                "no directory (no preopen); to give it one: `preopen = {{ dir = \"/srv/files\", mode = \"ro\" }}` \
+                 under [plugins.{name}]"
+            ),
+        });
+    }
+    let sockets = of("wasi:sockets/");
+    if !sockets.is_empty() {
+        ungranted.push(UngrantedImport {
+            interfaces: sockets,
+            finds: "no network: every socket and name lookup is refused (wasftp grants no sockets; HTTP goes \
+                    through wasi:http and `http_allow`)"
+                .into(),
+        });
+    }
+    ungranted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

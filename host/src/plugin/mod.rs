@@ -37,7 +37,7 @@ pub use bindings::{
 };
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use error::StorageError;
-pub use grants::{Grants, HttpLimits, Origin, Preopen};
+pub use grants::{Grants, HttpLimits, Origin, Preopen, UngrantedImport};
 pub use guest_output::LogLimits;
 pub use handles::{Reader, Session, Writer};
 pub use limits::HostBounds;
@@ -195,6 +195,10 @@ impl Runtime {
         }
         .fetch_add(1, Ordering::Relaxed);
         grants::check_load(name, &component, &self.engine.engine, &settings.grants)?;
+        let ungranted = grants::ungranted_imports(name, &component, &self.engine.engine, &settings.grants);
+        for import in &ungranted {
+            tracing::info!(plugin = name, imports = ?import.interfaces, "the plugin links interfaces it is not granted; it finds {}", import.finds);
+        }
         let pre = self.linkers.for_grants(&settings.grants).instantiate_pre(&component).with_context(|| {
             format!(
                 "plugin {name} needs imports wasftp does not provide (the storage contract, logging, WASI \
@@ -240,7 +244,7 @@ impl Runtime {
             scope = ?caps.scope,
             "plugin loaded"
         );
-        let plugin = Arc::new(Plugin { pools: Pools::new(shared.clone(), caps.scope), shared, caps });
+        let plugin = Arc::new(Plugin { pools: Pools::new(shared.clone(), caps.scope), shared, caps, ungranted });
         tokio::spawn(housekeeping(Arc::downgrade(&plugin)));
         Ok(plugin)
     }
@@ -360,9 +364,16 @@ pub struct Plugin {
     caps: Capabilities,
     /// Instances per tenant; never shared across tenants.
     pools: Pools,
+    /// What it imports and finds empty (told at load).
+    ungranted: Vec<UngrantedImport>,
 }
 
 impl Plugin {
+    /// Linked imports its grants leave empty (see `grants::UngrantedImport`).
+    pub fn ungranted_imports(&self) -> &[UngrantedImport] {
+        &self.ungranted
+    }
+
     pub fn name(&self) -> &str {
         &self.shared.name
     }
