@@ -510,3 +510,32 @@ async fn a_table_bomb_stops_at_the_stores_table_bound() {
         assert_rss_bounded(before, "table growth (1000 tries of 100 000 entries)");
     }
 }
+
+/// The host's own warnings about a plugin (an instance dropped, no answer
+/// in time, a request refused) are rate-limited per tenant: a tenant that
+/// traps on purpose 300 times writes about ten lines, and another tenant's
+/// next warning is still written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hosts_warnings_about_a_plugin_are_rate_limited_per_tenant() {
+    let rt = runtime();
+    let plugin = load(&rt, &[]).await;
+    let noisy = session(&plugin, "noisy").await;
+    let started = Instant::now();
+    for _ in 0..300 {
+        failed(bounded(noisy.file_info("/unreachable")).await, "a trap");
+    }
+    let written = RuntimeStats::get(&rt.stats().host_warnings);
+    let dropped = RuntimeStats::get(&rt.stats().host_warnings_dropped);
+    eprintln!(
+        "adversarial: 300 traps in {:?}: {written} host warnings written, {dropped} left out",
+        started.elapsed()
+    );
+    // A burst of two seconds' worth (10), and 5 a second after it.
+    let allowed = 10 + 5 * (started.elapsed().as_secs() + 1);
+    assert!(written <= allowed, "{written} warnings written, at most {allowed} allowed");
+    assert!(dropped >= 300 - allowed, "{dropped} left out");
+
+    let quiet = session(&plugin, "quiet").await;
+    failed(bounded(quiet.file_info("/unreachable")).await, "a trap");
+    assert_eq!(RuntimeStats::get(&rt.stats().host_warnings), written + 1, "another tenant's warning is written");
+}

@@ -4,6 +4,10 @@
 //! `error::bounded` keeps), and one tenant's instances of a plugin share a
 //! rate of lines and bytes per second ([`LogBudget`]). Past it lines are
 //! dropped and counted, and the next line that passes says how many.
+//! The host's own warnings about a tenant's plugin (an instance dropped,
+//! a request refused, names left out) have a budget of their own per
+//! tenant ([`HOST_WARNING_LIMITS`]): a plugin that fails on purpose cannot
+//! flood the log through them, nor hide them with its own lines.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -42,6 +46,16 @@ pub struct LogBudget {
     limits: LogLimits,
     bucket: Mutex<Bucket>,
     stats: Arc<super::RuntimeStats>,
+    of: BudgetOf,
+}
+
+/// Whose lines a budget admits (they are counted apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetOf {
+    /// The guest's `log` calls and stderr.
+    Guest,
+    /// The host's warnings about the guest.
+    HostWarnings,
 }
 
 struct Bucket {
@@ -54,15 +68,19 @@ struct Bucket {
 
 const BURST_SECS: f64 = 2.0;
 
+/// What the host may log about one tenant's plugin: warnings past it are
+/// counted in their own metrics, not written.
+pub const HOST_WARNING_LIMITS: LogLimits = LogLimits { lines_per_sec: 5, bytes_per_sec: 16 << 10 };
+
 impl LogBudget {
-    pub fn new(limits: LogLimits, stats: Arc<super::RuntimeStats>) -> Self {
+    pub fn new(limits: LogLimits, of: BudgetOf, stats: Arc<super::RuntimeStats>) -> Self {
         let bucket = Bucket {
             lines: f64::from(limits.lines_per_sec) * BURST_SECS,
             bytes: f64::from(limits.bytes_per_sec) * BURST_SECS,
             refilled: Instant::now(),
             dropped: 0,
         };
-        Self { limits, bucket: Mutex::new(bucket), stats }
+        Self { limits, bucket: Mutex::new(bucket), stats, of }
     }
 
     /// Tops the bucket up for the time since it last was.
@@ -91,12 +109,20 @@ impl LogBudget {
         self.refill(&mut bucket);
         if bucket.lines < 1.0 || bucket.bytes < len as f64 {
             bucket.dropped += 1;
-            self.stats.log_lines_dropped.fetch_add(1, Ordering::Relaxed);
+            let dropped = match self.of {
+                BudgetOf::Guest => &self.stats.log_lines_dropped,
+                BudgetOf::HostWarnings => &self.stats.host_warnings_dropped,
+            };
+            dropped.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         bucket.lines -= 1.0;
         bucket.bytes -= len as f64;
-        self.stats.log_lines.fetch_add(1, Ordering::Relaxed);
+        let written = match self.of {
+            BudgetOf::Guest => &self.stats.log_lines,
+            BudgetOf::HostWarnings => &self.stats.host_warnings,
+        };
+        written.fetch_add(1, Ordering::Relaxed);
         Some(std::mem::take(&mut bucket.dropped))
     }
 }
@@ -105,6 +131,27 @@ impl LogBudget {
 fn report_dropped(plugin: &str, dropped: u64) {
     if dropped > 0 {
         tracing::warn!(plugin, "{dropped} lines of this tenant's plugin log dropped: over its rate");
+    }
+}
+
+/// The host's warnings about one tenant's plugin, within a budget of
+/// [`HOST_WARNING_LIMITS`] that tenant's instances share.
+#[derive(Clone)]
+pub struct HostWarnings {
+    pub plugin: Arc<str>,
+    pub tenant: Arc<str>,
+    pub budget: Arc<LogBudget>,
+}
+
+impl HostWarnings {
+    pub fn warn(&self, message: std::fmt::Arguments<'_>) {
+        let message = message.to_string();
+        let Some(dropped) = self.budget.admit(message.len()) else { return };
+        let (plugin, tenant) = (&*self.plugin, &*self.tenant);
+        if dropped > 0 {
+            tracing::warn!(plugin, tenant, "{dropped} warnings about this tenant's plugin not logged: over their rate");
+        }
+        tracing::warn!(plugin, tenant, "{message}");
     }
 }
 
@@ -246,7 +293,7 @@ mod tests {
     #[test]
     fn past_the_rate_lines_are_dropped_and_counted_and_the_next_one_says_so() {
         let stats = Arc::new(super::super::RuntimeStats::default());
-        let budget = LogBudget::new(LogLimits { lines_per_sec: 10, bytes_per_sec: 1000 }, stats.clone());
+        let budget = LogBudget::new(LogLimits { lines_per_sec: 10, bytes_per_sec: 1000 }, BudgetOf::Guest, stats.clone());
         let passed = (0..1000).filter(|_| budget.admit(10).is_some()).count();
         assert_eq!(passed, 20, "two seconds' worth pass at once");
         assert_eq!(stats.log_lines_dropped.load(Ordering::Relaxed), 980);
@@ -254,7 +301,7 @@ mod tests {
         assert_eq!(budget.admit(10), Some(980), "the next line that passes reports the drops");
         assert_eq!(budget.admit(10), Some(0));
         // Bytes bound too: one line larger than what is left is dropped.
-        let bytes = LogBudget::new(LogLimits { lines_per_sec: 1000, bytes_per_sec: 100 }, stats);
+        let bytes = LogBudget::new(LogLimits { lines_per_sec: 1000, bytes_per_sec: 100 }, BudgetOf::Guest, stats);
         assert!(bytes.admit(150).is_some());
         assert!(bytes.admit(100).is_none(), "200 bytes of burst, 150 spent");
     }

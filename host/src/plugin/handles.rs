@@ -260,7 +260,13 @@ impl Session {
                 })
             })
             .await?;
-        validate::dir_page(&mut page, cursor, limit).map_err(|e| self.rejected(e))?;
+        let left_out = validate::dir_page(&mut page, cursor, limit).map_err(|e| self.rejected(e))?;
+        if left_out > 0 {
+            self.seat.warn(format_args!(
+                "left {left_out} names longer than {} bytes out of a listing of {path}",
+                validate::MAX_NAME_LEN
+            ));
+        }
         Ok(page)
     }
 

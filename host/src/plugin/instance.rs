@@ -280,13 +280,11 @@ impl Instance {
 
     fn no_answer(&self, op: &str, limit: Duration, started: Started) -> StorageError {
         self.shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            plugin = &*self.shared.name,
-            instance = %self.label,
-            op,
-            started = matches!(started, Started::Yes),
-            "no answer within {limit:?}; the request failed"
-        );
+        let started_text = if matches!(started, Started::Yes) { "started" } else { "never started" };
+        self.shared.warnings(&self.tenant).warn(format_args!(
+            "plugin instance {}: no answer to {op} ({started_text}) within {limit:?}; the request failed",
+            self.label
+        ));
         no_answer_error(op, limit, started)
     }
 
@@ -438,7 +436,9 @@ impl Instance {
                 self.shared.stats.orphans_aborted.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(plugin, "aborted an upload left by a lost instance");
             }
-            Err(e) => tracing::warn!(plugin, "aborting an upload left by a lost instance failed: {e}"),
+            Err(e) => {
+                self.shared.warnings(&self.tenant).warn(format_args!("aborting an upload left by a lost instance failed: {e}"))
+            }
         }
     }
 
@@ -466,12 +466,7 @@ impl Instance {
         }
         metrics::counter!("wasftp_plugin_instances_poisoned_total", "plugin" => self.shared.name.to_string())
             .increment(1);
-        tracing::warn!(
-            plugin = &*self.shared.name,
-            instance = %self.label,
-            op,
-            "plugin instance dropped: {why}"
-        );
+        self.shared.warnings(&self.tenant).warn(format_args!("plugin instance {} dropped in {op}: {why}", self.label));
         StorageError::PluginFailed(format!("{op}: {why}"))
     }
 
@@ -505,7 +500,7 @@ impl Instance {
             log,
             clock: self.clock.clone(),
             stats: shared.stats.clone(),
-            http: HttpState::new(shared.outbound.clone(), &self.tenant),
+            http: HttpState::new(shared.outbound.clone(), &self.tenant, shared.warnings(&self.tenant)),
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limits);
@@ -553,7 +548,7 @@ impl Instance {
         };
         if let Err(message) = init {
             let message = super::error::bounded(message);
-            tracing::warn!(plugin = &*shared.name, "plugin init refused its configuration: {message}");
+            shared.warnings(&self.tenant).warn(format_args!("plugin init refused its configuration: {message}"));
             return Err(StorageError::PluginFailed(format!("init: {message}")));
         }
         shared.stats.instances_created.fetch_add(1, Ordering::Relaxed);

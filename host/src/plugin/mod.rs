@@ -126,6 +126,10 @@ pub struct RuntimeStats {
     /// Lines of guest log and stderr written, and dropped over a tenant's rate.
     pub log_lines: AtomicU64,
     pub log_lines_dropped: AtomicU64,
+    /// The host's warnings about plugins written, and left out over a
+    /// tenant's rate (`guest_output::HOST_WARNING_LIMITS`).
+    pub host_warnings: AtomicU64,
+    pub host_warnings_dropped: AtomicU64,
     /// Calls that trapped copying an output past `HostBounds::output_bytes`.
     pub outputs_too_large: AtomicU64,
     /// Times a tenant's breaker opened, and calls it refused.
@@ -220,6 +224,7 @@ impl Runtime {
             stats: self.stats.clone(),
             orphan_aborters: Default::default(),
             log_budgets: Default::default(),
+            warning_budgets: Default::default(),
             breakers: Default::default(),
         });
         let probe = Instance::new(shared.clone(), "", "probe".into());
@@ -303,6 +308,8 @@ pub(crate) struct PluginShared {
     /// instance goes until it has refilled: a trap must not buy a tenant a
     /// fresh burst.
     log_budgets: PerTenant<LogBudget>,
+    /// The host's warnings about each tenant's plugin (see `guest_output`).
+    warning_budgets: PerTenant<LogBudget>,
     /// Per tenant, its circuit breaker; kept while it remembers a failure.
     breakers: PerTenant<breaker::Breaker>,
 }
@@ -335,7 +342,17 @@ impl PluginShared {
     /// share the empty tenant's).
     fn log_budget(&self, tenant: &str) -> Arc<LogBudget> {
         // One entry per tenant with instances or a recent flood.
-        self.log_budgets.get(tenant, |budget| !budget.is_full(), || LogBudget::new(self.settings.log, self.stats.clone()))
+        self.log_budgets.get(tenant, |budget| !budget.is_full(), || {
+            LogBudget::new(self.settings.log, guest_output::BudgetOf::Guest, self.stats.clone())
+        })
+    }
+
+    /// The host's warnings about `tenant`'s plugin, rate-limited.
+    fn warnings(&self, tenant: &str) -> guest_output::HostWarnings {
+        let budget = self.warning_budgets.get(tenant, |budget| !budget.is_full(), || {
+            LogBudget::new(guest_output::HOST_WARNING_LIMITS, guest_output::BudgetOf::HostWarnings, self.stats.clone())
+        });
+        guest_output::HostWarnings { plugin: self.name.clone(), tenant: tenant.into(), budget }
     }
 
     /// The circuit breaker `tenant`'s instances share.

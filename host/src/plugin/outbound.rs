@@ -23,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpHooks};
 
+use super::guest_output::HostWarnings;
+
 use super::RuntimeStats;
 use super::grants::{self, HttpLimits, Origin, Unreachable};
 
@@ -108,10 +110,10 @@ impl Outbound {
         Ok(InFlight { _plugin: plugin, _tenant: tenant })
     }
 
-    fn deny(&self, why: &str) -> Error {
+    fn deny(&self, why: &str, warnings: &HostWarnings) -> Error {
         self.stats.http_denied.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("wasftp_plugin_http_denied_total", "plugin" => self.plugin.to_string()).increment(1);
-        tracing::warn!(plugin = &*self.plugin, "outgoing request refused: {why}");
+        warnings.warn(format_args!("outgoing request refused: {why}"));
         Error::HttpRequestDenied
     }
 
@@ -120,9 +122,14 @@ impl Outbound {
     /// safe to repeat (see [`repeatable`]) that meets a pooled connection
     /// closed under it (the server dropped it while idle) is sent once
     /// more, on a new one.
-    async fn send(self: Arc<Self>, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> Result<http::Response<WasiBody>, Error> {
+    async fn send(
+        self: Arc<Self>,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        warnings: &HostWarnings,
+    ) -> Result<http::Response<WasiBody>, Error> {
         if let Err(why) = grants::check_origin(&self.allow, request.uri()) {
-            return Err(self.deny(&why));
+            return Err(self.deny(&why, warnings));
         }
         // The guest may ask for less time, never for more.
         let option = |pick: fn(&RequestOptions) -> Option<Duration>, cap: Duration| {
@@ -134,19 +141,24 @@ impl Outbound {
             between_bytes: option(|o| o.between_bytes_timeout, self.limits.timeout),
         };
         let again = repeatable(&request).then(|| bodiless_copy(&request));
-        let (error, stale) = match self.send_once(request, &timeouts).await {
+        let (error, stale) = match self.send_once(request, &timeouts, warnings).await {
             Ok(response) => return Ok(response),
             Err(failed) => failed,
         };
         match again {
-            Some(request) if stale => self.send_once(request, &timeouts).await.map_err(|(error, _)| error),
+            Some(request) if stale => self.send_once(request, &timeouts, warnings).await.map_err(|(error, _)| error),
             _ => Err(error),
         }
     }
 
     /// One try; an error says whether it met a pooled connection that was
     /// closed under it.
-    async fn send_once(&self, request: http::Request<WasiBody>, timeouts: &Timeouts) -> Result<http::Response<WasiBody>, (Error, bool)> {
+    async fn send_once(
+        &self,
+        request: http::Request<WasiBody>,
+        timeouts: &Timeouts,
+        warnings: &HostWarnings,
+    ) -> Result<http::Response<WasiBody>, (Error, bool)> {
         let attempt = Arc::new(ConnectAttempt::new(timeouts.connect));
         let request = CONNECT_ATTEMPT.scope(attempt.clone(), self.client.request(request));
         let mut request = std::pin::pin!(request);
@@ -165,7 +177,7 @@ impl Outbound {
         };
         let pooled = !attempt.started.load(Ordering::Relaxed);
         let response = response.map_err(|e| {
-            let error = self.request_error(&e);
+            let error = self.request_error(&e, warnings);
             // The server had closed the connection: sent again, the
             // request goes out on a new one.
             let stale = pooled && matches!(error, Error::ConnectionTerminated);
@@ -175,14 +187,14 @@ impl Outbound {
     }
 
     /// The guest's error for a failed request.
-    fn request_error(&self, e: &hyper_util::client::legacy::Error) -> Error {
+    fn request_error(&self, e: &hyper_util::client::legacy::Error, warnings: &HostWarnings) -> Error {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(error) = source {
             if let Some(unreachable) = error.downcast_ref::<NoAddress>() {
                 return match &unreachable.0 {
-                    Unreachable::Reserved(why) => self.deny(why),
+                    Unreachable::Reserved(why) => self.deny(why, warnings),
                     Unreachable::Lookup(why) => {
-                        tracing::warn!(plugin = &*self.plugin, "outgoing request: {why}");
+                        warnings.warn(format_args!("outgoing request: {why}"));
                         Error::DnsError { rcode: None, info_code: None }
                     }
                 };
@@ -219,15 +231,16 @@ pub struct HttpState {
 
 impl HttpState {
     /// The state of a store of `tenant`'s.
-    pub fn new(outbound: Arc<Outbound>, tenant: &str) -> Self {
+    pub fn new(outbound: Arc<Outbound>, tenant: &str, warnings: HostWarnings) -> Self {
         let tenant_cap = outbound.tenant_cap(tenant);
-        Self { ctx: WasiHttpCtx::new(), hooks: HttpHooks { outbound, tenant_cap } }
+        Self { ctx: WasiHttpCtx::new(), hooks: HttpHooks { outbound, tenant_cap, warnings } }
     }
 }
 
 pub struct HttpHooks {
     outbound: Arc<Outbound>,
     tenant_cap: Arc<tokio::sync::Semaphore>,
+    warnings: HostWarnings,
 }
 
 type Response = http::Response<WasiBody>;
@@ -245,9 +258,10 @@ impl WasiHttpHooks for HttpHooks {
         // Counted when sent, not when awaited: a guest that starts
         // requests and never looks at them holds its places all the same.
         let admitted = outbound.admit(&self.tenant_cap);
+        let warnings = self.warnings.clone();
         Box::new(async move {
             let in_flight = admitted?;
-            let response = outbound.send(request, options).await?;
+            let response = outbound.send(request, options, &warnings).await?;
             let response = response.map(|body| HeldBody { body, _in_flight: in_flight }.boxed_unsync());
             // The pool drives the connection; nothing is left to wait for.
             Ok((response, Box::new(async { Ok(()) }) as IoFuture))

@@ -210,6 +210,11 @@ impl SessionSeat {
 
 impl SessionSeat {
     /// Counts a plugin output that broke the contract.
+    /// A warning of the host's about this tenant's plugin, rate-limited.
+    pub fn warn(&self, message: std::fmt::Arguments<'_>) {
+        self.pool.shared.warnings(&self.pool.tenant).warn(message);
+    }
+
     pub fn note_invalid_output(&self) {
         self.pool.shared.stats.invalid_outputs.fetch_add(1, Ordering::Relaxed);
     }

@@ -68,17 +68,15 @@ pub fn file_info(info: &FileInfo) -> Result<(), StorageError> {
 }
 
 /// Checks a page; entries whose name is longer than a client can use are
-/// left out (and logged) so the rest of the directory still lists.
-pub fn dir_page(page: &mut DirPage, cursor: Option<&str>, limit: u32) -> Result<(), StorageError> {
+/// left out so the rest of the directory still lists: how many were.
+pub fn dir_page(page: &mut DirPage, cursor: Option<&str>, limit: u32) -> Result<usize, StorageError> {
     let max = limit.clamp(1, MAX_PAGE_ENTRIES) as usize;
     if page.entries.len() > max {
         return Err(invalid(format!("{} entries in a page of at most {max}", page.entries.len())));
     }
     let listed = page.entries.len();
     page.entries.retain(|entry| entry.name.len() <= MAX_NAME_LEN);
-    if page.entries.len() < listed {
-        tracing::warn!("left {} names longer than {MAX_NAME_LEN} bytes out of a listing", listed - page.entries.len());
-    }
+    let left_out = listed - page.entries.len();
     for entry in &page.entries {
         name(&entry.name)?;
         file_info(&entry.info)?;
@@ -94,7 +92,7 @@ pub fn dir_page(page: &mut DirPage, cursor: Option<&str>, limit: u32) -> Result<
             return Err(invalid("empty page with a next cursor".into()));
         }
     }
-    Ok(())
+    Ok(left_out)
 }
 
 pub fn read(data_len: usize, asked: u32) -> Result<(), StorageError> {
