@@ -74,6 +74,10 @@ pub struct Limits {
     /// Password verifications (argon2, ~19 MiB each) running at once; the
     /// rest wait within the login grace time. 0 = the number of cores, at most 4.
     pub password_check_threads: usize,
+    /// Linear memory all plugin instances together may hold, in MiB; a
+    /// `memory.grow` past it is refused as past an instance's own cap.
+    /// 0 = three quarters of the machine's memory.
+    pub guest_memory_total_mib: u64,
     /// A session with no traffic for this long is closed.
     pub idle_timeout_secs: u64,
     /// Most open file and directory handles per SFTP session.
@@ -104,6 +108,7 @@ impl Default for Limits {
             max_auth_failures_per_ip: 10,
             auth_ban_secs: 600,
             password_check_threads: 0,
+            guest_memory_total_mib: 0,
             idle_timeout_secs: 600,
             max_handles: 256,
             max_inflight: 64,
@@ -592,6 +597,10 @@ impl Config {
         );
         anyhow::ensure!(l.auth_ban_secs > 0, "limits.auth_ban_secs must be at least 1");
         anyhow::ensure!(l.password_check_threads <= 64, "limits.password_check_threads must be 0..=64");
+        anyhow::ensure!(
+            l.guest_memory_total_mib == 0 || l.guest_memory_total_mib >= 64,
+            "limits.guest_memory_total_mib must be 0 (three quarters of the machine's memory) or at least 64"
+        );
         anyhow::ensure!(
             (1..=4096).contains(&self.sftp.upload_buffer_mib),
             "sftp.upload_buffer_mib must be 1..=4096"

@@ -48,6 +48,7 @@ impl ServerBuilder {
 
         let mut engine = self.engine;
         engine.max_instances = instance_slots(&config, engine.max_instances);
+        engine.guest_memory_total = engine.guest_memory_total.min(guest_memory_total(&config.limits));
         let runtime = Runtime::new(&engine)?;
         let mut plugins = HashMap::new();
         for (name, plugin) in &config.plugins {
@@ -118,6 +119,19 @@ fn instance_slots(config: &Config, floor: u32) -> u32 {
 
 /// The file at `path`, read up to one byte past `max` (admission then
 /// refuses it as too large, naming the bound): a huge file, or a device
+/// The server-wide guest memory: as configured, or three quarters of the
+/// machine's memory (`MemTotal`; unbounded where it cannot be read).
+fn guest_memory_total(limits: &crate::config::Limits) -> u64 {
+    if limits.guest_memory_total_mib > 0 {
+        return limits.guest_memory_total_mib << 20;
+    }
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+        line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    });
+    total_kib.map_or(u64::MAX, |kib| kib / 4 * 3 * 1024)
+}
+
 /// that never ends, is not read whole first.
 fn read_bounded(path: &str, max: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;

@@ -539,3 +539,31 @@ async fn the_hosts_warnings_about_a_plugin_are_rate_limited_per_tenant() {
     failed(bounded(quiet.file_info("/unreachable")).await, "a trap");
     assert_eq!(RuntimeStats::get(&rt.stats().host_warnings), written + 1, "another tenant's warning is written");
 }
+
+/// All instances together hold at most the server's guest memory: with
+/// 100 MiB for the server and 64 MiB per instance, a second tenant's
+/// memory bomb gets what the first left (answered no-space, as at its own
+/// cap), and what a dropped instance held is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_instances_together_stop_at_the_servers_guest_memory() {
+    let options = wasftp::plugin::EngineOptions { guest_memory_total: 100 << 20, ..engine_options() };
+    let rt = Runtime::new(&options).unwrap();
+    let plugin = load(&rt, &[]).await;
+    let first = session(&plugin, "first").await;
+    let second = session(&plugin, "second").await;
+    assert!(matches!(bounded(first.file_info("/bomb-fallible")).await, Err(StorageError::NoSpace)));
+    let after_first = rt.guest_memory().used();
+    assert!(after_first > 48 << 20 && after_first <= 100 << 20, "{after_first}");
+    assert_eq!(RuntimeStats::get(&rt.stats().memory_grow_refused_server), 0, "the first stopped at its own cap");
+    assert!(matches!(bounded(second.file_info("/bomb-fallible")).await, Err(StorageError::NoSpace)));
+    let used = rt.guest_memory().used();
+    eprintln!("adversarial: two memory bombs under a 100 MiB server budget: {} MiB, then {} MiB held", after_first >> 20, used >> 20);
+    assert!(used <= 100 << 20, "{used}");
+    assert!(RuntimeStats::get(&rt.stats().memory_grow_refused_server) > 0, "the second stopped at the server's budget");
+    // Both still serve, on the memory they have.
+    assert_ok(&first).await;
+    assert_ok(&second).await;
+    drop((first, second, plugin));
+    let given_back = server_support::wait_until(Duration::from_secs(10), || rt.guest_memory().used() == 0).await;
+    assert!(given_back, "dropped instances give their memory back: {} bytes still held", rt.guest_memory().used());
+}

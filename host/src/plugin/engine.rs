@@ -36,6 +36,9 @@ pub struct EngineOptions {
     /// Most guest threads, server-wide: guest calls computing at once (a
     /// call waiting in a host call holds none; see `executor`).
     pub max_guest_threads: usize,
+    /// Bytes of linear memory all live instances may hold together; a
+    /// `memory.grow` past it is refused (-1) as past an instance's own cap.
+    pub guest_memory_total: u64,
 }
 
 impl Default for EngineOptions {
@@ -47,6 +50,7 @@ impl Default for EngineOptions {
             max_instances: 256,
             pooling: true,
             max_guest_threads: 256,
+            guest_memory_total: u64::MAX,
         }
     }
 }

@@ -487,7 +487,7 @@ impl Instance {
             })?;
         }
         // A refused memory.grow answers -1 to the guest, never a trap.
-        let limits = StoreCaps::new(shared.settings.memory_limit, shared.stats.clone());
+        let limits = StoreCaps::new(shared.settings.memory_limit, shared.guest_memory.clone(), shared.stats.clone());
         let bounds = shared.settings.bounds;
         let mut table = ResourceTable::new();
         table.set_max_capacity(bounds.host_resources);

@@ -3,9 +3,12 @@
 //! fallibly answers `no-space` and keeps its state, which for a tenant-scoped
 //! plugin is every file of the tenant. Refusals are counted, and remembered
 //! so that a trap following one can be explained as running out of memory.
+//! Every store's memory is also charged to one server-wide budget
+//! ([`GuestMemory`]), so the instances of all tenants together cannot take
+//! more of the machine than the operator gave them.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
@@ -52,16 +55,57 @@ pub fn is_output_bound(error: &wasmtime::Error) -> bool {
     format!("{error:#}").contains("fuel allocated for hostcalls has been exhausted")
 }
 
+/// The linear memory of every live instance of the server, together.
+#[derive(Debug)]
+pub struct GuestMemory {
+    used: AtomicU64,
+    max: u64,
+}
+
+impl GuestMemory {
+    pub fn new(max: u64) -> Self {
+        Self { used: AtomicU64::new(0), max }
+    }
+
+    /// Bytes of linear memory live instances hold now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    fn take(&self, bytes: u64) -> bool {
+        self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| used.checked_add(bytes).filter(|n| *n <= self.max)).is_ok()
+    }
+
+    fn give(&self, bytes: u64) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
 pub struct StoreCaps {
     limits: StoreLimits,
     memory_limit: usize,
     stats: Arc<RuntimeStats>,
     /// A growth was refused since the last `take_refused`.
     refused: bool,
+    server: Arc<GuestMemory>,
+    /// What this store holds of `server`, and what its last growth took
+    /// (given back if the growth then failed).
+    charged: u64,
+    last_growth: u64,
+}
+
+impl Drop for StoreCaps {
+    fn drop(&mut self) {
+        self.server.give(self.charged);
+    }
 }
 
 impl StoreCaps {
-    pub fn new(memory_limit: usize, stats: Arc<RuntimeStats>) -> Self {
+    pub fn new(memory_limit: usize, server: Arc<GuestMemory>, stats: Arc<RuntimeStats>) -> Self {
         let limits = StoreLimitsBuilder::new()
             .memory_size(memory_limit)
             .instances(32)
@@ -70,7 +114,7 @@ impl StoreCaps {
             .table_elements(100_000)
             .trap_on_grow_failure(false)
             .build();
-        Self { limits, memory_limit, stats, refused: false }
+        Self { limits, memory_limit, stats, refused: false, server, charged: 0, last_growth: 0 }
     }
 
     /// Whether a memory growth was refused since the last time this was asked
@@ -91,16 +135,28 @@ impl StoreCaps {
 
 impl ResourceLimiter for StoreCaps {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        // Also called for a memory's first size, at instantiation.
+        let mut allowed = self.limits.memory_growing(current, desired, maximum)?;
+        let growth = desired.saturating_sub(current) as u64;
+        if allowed && !self.server.take(growth) {
+            self.stats.memory_grow_refused_server.fetch_add(1, Ordering::Relaxed);
+            allowed = false;
+        }
         if !allowed {
             self.note_refusal();
+            return Ok(false);
         }
-        Ok(allowed)
+        self.charged += growth;
+        self.last_growth = growth;
+        Ok(true)
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
         // Allowed by the cap but not possible (e.g. the pool's slot size):
-        // the guest sees -1 all the same.
+        // the guest sees -1 all the same, and the budget gets it back.
+        let growth = std::mem::take(&mut self.last_growth);
+        self.charged -= growth;
+        self.server.give(growth);
         self.note_refusal();
         self.limits.memory_grow_failed(error)
     }
@@ -133,7 +189,7 @@ mod tests {
     #[test]
     fn growth_past_the_cap_is_refused_without_a_trap_and_counted() {
         let stats = Arc::new(RuntimeStats::default());
-        let mut caps = StoreCaps::new(1 << 20, stats.clone());
+        let mut caps = StoreCaps::new(1 << 20, Arc::new(GuestMemory::new(u64::MAX)), stats.clone());
         assert!(caps.memory_growing(0, 1 << 20, None).unwrap(), "up to the cap is allowed");
         assert!(!caps.take_refused());
         let refused = caps.memory_growing(1 << 20, (1 << 20) + 65536, None);
@@ -141,5 +197,27 @@ mod tests {
         assert!(caps.take_refused(), "the refusal is remembered for the call");
         assert!(!caps.take_refused(), "and forgotten once asked");
         assert_eq!(RuntimeStats::get(&stats.memory_grow_refused), 1);
+    }
+
+    #[test]
+    fn the_server_budget_is_shared_by_stores_and_given_back() {
+        let stats = Arc::new(RuntimeStats::default());
+        let server = Arc::new(GuestMemory::new(3 << 20));
+        let mut a = StoreCaps::new(2 << 20, server.clone(), stats.clone());
+        let mut b = StoreCaps::new(2 << 20, server.clone(), stats.clone());
+        assert!(a.memory_growing(0, 2 << 20, None).unwrap());
+        assert!(b.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(!b.memory_growing(1 << 20, 2 << 20, None).unwrap(), "past the server's budget");
+        assert!(b.take_refused());
+        assert_eq!(RuntimeStats::get(&stats.memory_grow_refused_server), 1);
+        assert_eq!(server.used(), 3 << 20);
+        // A growth that was allowed and then failed gives its bytes back.
+        drop(a);
+        assert_eq!(server.used(), 1 << 20, "a dropped store gives back all it held");
+        assert!(b.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        b.memory_grow_failed(wasmtime::Error::msg("no room in the slot")).unwrap();
+        assert_eq!(server.used(), 1 << 20);
+        drop(b);
+        assert_eq!(server.used(), 0);
     }
 }

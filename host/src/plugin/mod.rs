@@ -40,7 +40,7 @@ pub use error::StorageError;
 pub use grants::{Grants, HttpLimits, Origin, Preopen, UngrantedImport};
 pub use guest_output::LogLimits;
 pub use handles::{Reader, Session, Writer};
-pub use limits::HostBounds;
+pub use limits::{GuestMemory, HostBounds};
 pub use pool::{PoolLimits, default_guest_threads_per_tenant};
 pub use timeouts::{CallKind, CallTimeouts};
 
@@ -114,6 +114,9 @@ pub struct RuntimeStats {
     pub invalid_outputs: AtomicU64,
     /// Guest `memory.grow` calls refused at the memory cap (answered -1).
     pub memory_grow_refused: AtomicU64,
+    /// Those refused because all instances together hold the server's
+    /// guest memory (`EngineOptions::guest_memory_total`).
+    pub memory_grow_refused_server: AtomicU64,
     /// Calls that computed long enough for their thread to be lowered in
     /// priority (see `executor`).
     pub demoted_calls: AtomicU64,
@@ -147,6 +150,7 @@ impl RuntimeStats {
 /// on, and the counters.
 pub struct Runtime {
     engine: PluginEngine,
+    guest_memory: Arc<GuestMemory>,
     compiler: Compiler,
     cache_dir: Option<std::path::PathBuf>,
     linkers: grants::Linkers<StoreState>,
@@ -163,7 +167,16 @@ impl Runtime {
         })?;
         let threads = Arc::new(GuestThreads::new(options.max_guest_threads));
         let cache_dir = options.cache.then(|| options.cache_dir.clone().unwrap_or_else(default_cache_dir));
-        Ok(Arc::new(Self { engine, compiler: options.compiler.clone(), cache_dir, linkers, threads, stats: Arc::default() }))
+        let guest_memory = Arc::new(GuestMemory::new(options.guest_memory_total));
+        Ok(Arc::new(Self {
+            engine,
+            guest_memory,
+            compiler: options.compiler.clone(),
+            cache_dir,
+            linkers,
+            threads,
+            stats: Arc::default(),
+        }))
     }
 
     /// Guest threads alive now.
@@ -178,6 +191,11 @@ impl Runtime {
 
     pub fn stats(&self) -> &RuntimeStats {
         &self.stats
+    }
+
+    /// The linear memory of all live instances, and its server-wide bound.
+    pub fn guest_memory(&self) -> &GuestMemory {
+        &self.guest_memory
     }
 
     /// Compiles a component (once per plugin version), checks that it
@@ -217,6 +235,7 @@ impl Runtime {
             name: name.into(),
             pre,
             engine: self.engine.engine.clone(),
+            guest_memory: self.guest_memory.clone(),
             settings,
             init_config,
             outbound,
@@ -293,6 +312,8 @@ pub(crate) struct PluginShared {
     name: Arc<str>,
     pre: bindings::PluginPre<StoreState>,
     engine: Engine,
+    /// The server-wide guest memory every store is charged to.
+    guest_memory: Arc<GuestMemory>,
     settings: PluginSettings,
     /// What `init` gets: `settings.config` plus the host's reserved keys.
     init_config: Vec<(String, String)>,
