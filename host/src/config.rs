@@ -538,7 +538,7 @@ impl Config {
             anyhow::ensure!((1..=65_536).contains(&plugin.log_kib_per_sec), "plugin {name}: log_kib_per_sec must be 1..=65536");
             anyhow::ensure!((1..=4096).contains(&plugin.max_component_mib), "plugin {name}: max_component_mib must be 1..=4096");
             anyhow::ensure!((1..=3600).contains(&plugin.compile_timeout_secs), "plugin {name}: compile_timeout_secs must be 1..=3600");
-            anyhow::ensure!((64..=65536).contains(&plugin.compile_memory_mib), "plugin {name}: compile_memory_mib must be 64..=65536");
+            anyhow::ensure!((256..=65536).contains(&plugin.compile_memory_mib), "plugin {name}: compile_memory_mib must be 256..=65536");
             anyhow::ensure!(
                 (1024..=1 << 20).contains(&plugin.max_output_kib),
                 "plugin {name}: max_output_kib must be 1024..=1048576 (a listing page and an HTTP body chunk must fit)"

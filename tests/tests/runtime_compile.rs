@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 use runtime_support::*;
 use wasftp::plugin::{CompileLimits, EngineOptions, PluginSettings, Runtime, RuntimeStats};
 
+/// A runtime whose compiled-component cache is `compiled/` under `dir`
+/// (made by the runtime, mode 0700: a temp dir itself is not private).
 fn runtime_with_cache(dir: &std::path::Path) -> Arc<Runtime> {
-    Runtime::new(&EngineOptions { cache_dir: Some(dir.into()), ..engine_options() }).expect("creating the plugin runtime")
+    Runtime::new(&EngineOptions { cache_dir: Some(dir.join("compiled")), ..engine_options() })
+        .expect("creating the plugin runtime")
 }
 
 fn memory_bytes() -> &'static [u8] {
@@ -91,12 +94,12 @@ async fn a_plugin_is_compiled_once_in_the_child_and_then_taken_from_the_cache() 
     let compiled_in = started.elapsed();
     assert_eq!(RuntimeStats::get(&first.stats().components_compiled), 1);
     assert_eq!(RuntimeStats::get(&first.stats().components_from_cache), 0);
-    let entries: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let entries: Vec<_> = std::fs::read_dir(cache.path().join("compiled")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(entries.len(), 1, "one artefact: {entries:?}");
     assert_eq!(entries[0].extension().unwrap(), "cwasm");
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(cache.path()).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(cache.path().join("compiled")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "only the server's user reads and writes compiled code");
     }
 
@@ -108,7 +111,7 @@ async fn a_plugin_is_compiled_once_in_the_child_and_then_taken_from_the_cache() 
     assert_eq!(RuntimeStats::get(&second.stats().components_from_cache), 1);
     println!("memory plugin: loaded and served in {compiled_in:?} compiled in the child, {cached_in:?} from the cache");
 
-    // The same component under other engine settings is another entry.
+    // Another file (the same component with a custom section) is another entry.
     let mut other = memory_bytes().to_vec();
     // A custom section changes the file's hash, not its meaning.
     other.extend_from_slice(&[0, 4, 1, b'x', 1, 2]);
@@ -120,7 +123,7 @@ async fn a_plugin_is_compiled_once_in_the_child_and_then_taken_from_the_cache() 
 async fn a_damaged_cache_entry_is_compiled_again() {
     let cache = tempfile::tempdir().unwrap();
     memory_plugin_serves(&runtime_with_cache(cache.path())).await;
-    let entry = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
+    let entry = std::fs::read_dir(cache.path().join("compiled")).unwrap().next().unwrap().unwrap().path();
     for damage in [&b"not an artefact at all"[..], &[]] {
         std::fs::write(&entry, damage).unwrap();
         let rt = runtime_with_cache(cache.path());
@@ -132,7 +135,8 @@ async fn a_damaged_cache_entry_is_compiled_again() {
 
 #[tokio::test]
 async fn compiling_past_the_memory_bound_fails_that_load_only() {
-    let rt = runtime_with_cache(tempfile::tempdir().unwrap().path());
+    let cache = tempfile::tempdir().unwrap();
+    let rt = runtime_with_cache(cache.path());
     let bomb = costly_component(1, 200_000);
     let limits = CompileLimits { timeout: Duration::from_secs(120), memory_bytes: 128 << 20 };
     let started = Instant::now();
@@ -157,7 +161,8 @@ async fn compiling_past_the_memory_bound_fails_that_load_only() {
 
 #[tokio::test]
 async fn compiling_past_the_timeout_fails_that_load_only() {
-    let rt = runtime_with_cache(tempfile::tempdir().unwrap().path());
+    let cache = tempfile::tempdir().unwrap();
+    let rt = runtime_with_cache(cache.path());
     // About 5 s of compiling on two cores.
     let bomb = costly_component(200, 20_000);
     let limits = CompileLimits { timeout: Duration::from_secs(1), memory_bytes: 16 << 30 };
@@ -199,22 +204,61 @@ async fn a_compiler_that_cannot_start_is_a_clear_error() {
 /// memories, or the async ABI.
 #[tokio::test]
 async fn a_component_using_a_wasm_feature_left_off_is_refused_naming_it() {
-    let rt = runtime_with_cache(tempfile::tempdir().unwrap().path());
+    let cache = tempfile::tempdir().unwrap();
+    let rt = runtime_with_cache(cache.path());
+    // Each with the words wasmtime's parser uses for the proposal.
     let cases = [
-        ("memory64", "(component (core module (memory i64 1)))"),
-        ("gc", "(component (core module (type (struct (field i32)))))"),
-        ("exceptions", "(component (core module (tag)))"),
-        ("threads", "(component (core module (memory 1 1 shared)))"),
-        ("function references", "(component (core module (type $t (func)) (func (param (ref $t)))))"),
-        ("async", "(component (core func (canon waitable-set.new)))"),
+        ("(component (core module (memory i64 1)))", "memory64 must be enabled"),
+        ("(component (core module (type (struct (field i32)))))", "without the gc feature"),
+        ("(component (core module (tag)))", "exceptions proposal not enabled"),
+        ("(component (core module (memory 1 1 shared)))", "threads must be enabled"),
+        ("(component (core module (type $t (func)) (func (param (ref $t)))))", "function references required"),
+        ("(component (core func (canon waitable-set.new)))", "requires the component model async feature"),
     ];
-    for (feature, text) in cases {
-        let wasm = wat::parse_str(text).unwrap_or_else(|e| panic!("{feature}: {e}"));
-        let err = bounded(rt.load(feature, &wasm, PluginSettings::default())).await.err().expect("refused");
+    for (text, refusal) in cases {
+        let wasm = wat::parse_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let err = bounded(rt.load("p", &wasm, PluginSettings::default())).await.err().expect("refused");
         let message = format!("{err:#}");
-        println!("{feature}: {message}");
-        assert!(message.contains(&format!("compiling plugin {feature}")), "{message}");
-        let named = feature.split(' ').next().unwrap();
-        assert!(message.contains(named), "the feature is named: {message}");
+        println!("{refusal}: {message}");
+        assert!(message.contains("compiling plugin p"), "{message}");
+        assert!(message.contains(refusal), "the proposal is named: {message}");
     }
+}
+
+/// Compiled code is native code the server runs: an entry is used only
+/// from a private directory of the server's user, and only if that user
+/// wrote it. A good artefact planted where others could write, or owned
+/// by another user, is compiled again instead.
+#[tokio::test]
+async fn the_cache_is_used_only_when_nobody_else_could_have_written_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("compiled");
+    memory_plugin_serves(&runtime_with_cache(cache.path())).await;
+    let entry = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let rt = runtime_with_cache(cache.path());
+    memory_plugin_serves(&rt).await;
+    assert_eq!(RuntimeStats::get(&rt.stats().components_from_cache), 0, "a directory others may write to is not trusted");
+    assert_eq!(RuntimeStats::get(&rt.stats().components_compiled), 1);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    // An entry of another user's (the tests run as root, which may give it away).
+    if running_as_root() {
+        std::os::unix::fs::chown(&entry, Some(4242), Some(4242)).unwrap();
+        let rt = runtime_with_cache(cache.path());
+        memory_plugin_serves(&rt).await;
+        assert_eq!(RuntimeStats::get(&rt.stats().components_from_cache), 0, "another user's entry is not trusted");
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(std::fs::metadata(&entry).unwrap().uid(), 0, "it was replaced by the server's own");
+    }
+    let rt = runtime_with_cache(cache.path());
+    memory_plugin_serves(&rt).await;
+    assert_eq!(RuntimeStats::get(&rt.stats().components_from_cache), 1, "a private entry is used again");
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }

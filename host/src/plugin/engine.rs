@@ -23,7 +23,7 @@ pub const MAX_POOL_SLOTS: u32 = 1024;
 pub struct EngineOptions {
     /// Keep compiled components on disk between runs, by content hash.
     pub cache: bool,
-    /// Where; `None`: `compile::default_cache_dir()`.
+    /// Where; `None`: `compile::default_cache_dir()` (none without a home).
     pub cache_dir: Option<PathBuf>,
     /// Where plugins are compiled: the `wasftp` binary uses a child process
     /// (bounded); the library's default is this process (unbounded).

@@ -626,7 +626,9 @@ fn describe_trap(error: &wasmtime::Error, limits: &mut StoreCaps) -> String {
         Some(trap) => format!("trapped: {trap}"),
         // wasmtime checks strings as it copies them out; it leaves the
         // instance unusable, so this costs the instance, like a trap.
-        None if error.downcast_ref::<std::str::Utf8Error>().is_some() => {
+        None if error.downcast_ref::<std::str::Utf8Error>().is_some()
+            || error.downcast_ref::<std::char::DecodeUtf16Error>().is_some() =>
+        {
             format!("invalid plugin output: a string that is not UTF-8 ({error})")
         }
         None => {

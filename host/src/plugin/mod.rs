@@ -166,7 +166,7 @@ impl Runtime {
                 .map_err(|e| anyhow::anyhow!("linking the host imports: {e:#}"))
         })?;
         let threads = Arc::new(GuestThreads::new(options.max_guest_threads));
-        let cache_dir = options.cache.then(|| options.cache_dir.clone().unwrap_or_else(default_cache_dir));
+        let cache_dir = options.cache.then(|| options.cache_dir.clone().or_else(default_cache_dir)).flatten();
         let guest_memory = Arc::new(GuestMemory::new(options.guest_memory_total));
         Ok(Arc::new(Self {
             engine,

@@ -83,7 +83,7 @@ impl ReadAhead {
         Self { reader: Arc::new(reader), chunk, window: WINDOW.div_ceil(chunk), budget, state: Mutex::default() }
     }
 
-    /// The version being read, as the plugin said at open.
+    /// The version being read, as the plugin says (a call into it).
     pub async fn info(&self) -> Result<crate::plugin::FileInfo, StorageError> {
         self.reader.info().await
     }

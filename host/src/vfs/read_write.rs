@@ -87,10 +87,14 @@ impl ReadWriteFile {
         // Marked broken until the copy is whole, so a copy cut short (its
         // request cancelled) is never taken for the content.
         self.broken = Some("copying the file for reading and writing did not finish".into());
-        // The copy stops at the size the plugin gave for the version opened:
-        // a reader that goes on past it (a lying or changing file) cannot
-        // fill the spool.
-        if let Err(e) = self.copy_in(&base, keep.min(base.size)).await {
+        // The copy stops at the size the reader gives for the version it
+        // reads: one that goes on past it (a lying plugin) cannot fill the
+        // spool.
+        let copied = match base.reader.info().await {
+            Ok(info) => self.copy_in(&base, keep.min(info.size)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = copied {
             self.broken = Some(format!("copying the file for reading and writing failed: {e}"));
             return Err(e);
         }
