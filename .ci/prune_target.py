@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Removes stale builds of this workspace's own crates from the shared
-target directory: those two days older than the crate's newest build.
+target directory: test and other binaries but the newest build of each
+name, libraries
+two days older than the crate's newest build, and incremental state but the
+newest few directories of each crate.
 
 Every change to the dependency graph gives the workspace's crates and test
 binaries new hashes, and cargo never removes the old ones: at ~10 GB a set,
@@ -21,6 +24,12 @@ import sys
 ARTIFACT = re.compile(r"^(?:lib)?(?P<name>[A-Za-z0-9_]+)-(?P<hash>[0-9a-f]{16})(?P<ext>\.[a-z]+)?$")
 INCREMENTAL = re.compile(r"^(?P<name>[A-Za-z0-9_]+)-[0-9a-z]+$")
 STALE_AFTER_SECS = 2 * 24 * 3600
+# Binaries of one name built this close to its newest come from the same
+# build (the `wasftp` binary and the `wasftp` library's unit tests share a
+# name, and both are live).
+SAME_BUILD_SECS = 2 * 3600
+# A crate's library, binaries and tests each have an incremental directory.
+INCREMENTAL_KEPT = 4
 
 
 def workspace_names():
@@ -51,16 +60,20 @@ def prune_deps(deps, names):
         kind = "lib" if entry.startswith("lib") or m.group("ext") in (".rlib", ".rmeta") else "bin"
         builds.setdefault((m.group("name"), kind), {}).setdefault(m.group("hash"), []).append(os.path.join(deps, entry))
     freed = 0
-    for by_hash in builds.values():
+    for (_, kind), by_hash in builds.items():
         if len(by_hash) < 2:
             continue
         built = {h: max(os.path.getmtime(p) for p in files) for h, files in by_hash.items()}
         newest = max(built.values())
         for h, files in by_hash.items():
-            # Two builds of one crate may both be live (a build dependency
-            # and a normal one, say): only a build untouched for two days
-            # since the newest goes.
-            if newest - built[h] <= STALE_AFTER_SECS:
+            if newest - built[h] <= SAME_BUILD_SECS:
+                continue
+            # A test binary (hundreds of MB each) is only ever run as the
+            # newest build: `cargo test --workspace` builds one of each.
+            # Two builds of one library may both be live (a build
+            # dependency and a normal one, say): only one untouched for
+            # two days since the newest goes.
+            if kind == "lib" and newest - built[h] <= STALE_AFTER_SECS:
                 continue
             for path in files:
                 freed += os.path.getsize(path)
@@ -74,8 +87,7 @@ def tree_size(path):
 
 def prune_incremental(incremental, names):
     # A crate's library and its tests each have a directory, and their
-    # names do not say which is which: only those untouched for two days
-    # (since the crate's newest) go.
+    # names do not say which is which: the newest few are kept.
     by_name = {}
     for entry in os.listdir(incremental):
         m = INCREMENTAL.match(entry)
@@ -83,12 +95,9 @@ def prune_incremental(incremental, names):
             by_name.setdefault(m.group("name"), []).append(os.path.join(incremental, entry))
     freed = 0
     for dirs in by_name.values():
-        dirs = newest_first(dirs)
-        newest = os.path.getmtime(dirs[0])
-        for stale in dirs[1:]:
-            if newest - os.path.getmtime(stale) > STALE_AFTER_SECS:
-                freed += tree_size(stale)
-                shutil.rmtree(stale, ignore_errors=True)
+        for stale in newest_first(dirs)[INCREMENTAL_KEPT:]:
+            freed += tree_size(stale)
+            shutil.rmtree(stale, ignore_errors=True)
     return freed
 
 

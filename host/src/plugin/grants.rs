@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use wasmtime::Engine;
@@ -181,11 +182,11 @@ pub enum Unreachable {
 
 /// The addresses to connect to for `origin`: a listed address as it is; a
 /// name's addresses, unless one of them is reserved.
-pub async fn resolve(origin: &Origin) -> Result<Vec<SocketAddr>, Unreachable> {
+pub async fn resolve(origin: &Origin, lookups: &Arc<tokio::sync::Semaphore>) -> Result<Vec<SocketAddr>, Unreachable> {
     if let Ok(ip) = origin.host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, origin.port)]);
     }
-    let addresses = lookup(&origin.host, origin.port).await.map_err(Unreachable::Lookup)?;
+    let addresses = lookup(&origin.host, origin.port, lookups, LOOKUP_LIMIT).await.map_err(Unreachable::Lookup)?;
     if let Some(address) = addresses.iter().find(|a| reserved(a.ip())) {
         return Err(Unreachable::Reserved(format!(
             "{} resolves to {}, a loopback, private or link-local address: only an address listed as itself \
@@ -197,19 +198,42 @@ pub async fn resolve(origin: &Origin) -> Result<Vec<SocketAddr>, Unreachable> {
     Ok(addresses)
 }
 
-/// The longest a name lookup may take.
+/// The longest a name lookup may take, its wait for a turn included.
 const LOOKUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `host`'s addresses, or why not, within `LOOKUP_LIMIT`. The system
-/// resolver blocks a thread of tokio's blocking pool meanwhile; a lookup
-/// past its limit keeps that thread until the resolver returns. (A small
-/// pool of its own would let 4 lookups of a name whose nameserver never
-/// answers stall every tenant's new connections.)
-async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    match tokio::time::timeout(LOOKUP_LIMIT, tokio::net::lookup_host((host, port))).await {
-        Ok(Ok(addresses)) => Ok(addresses.collect()),
+/// Lookups one plugin runs at once. The system resolver blocks a thread of
+/// tokio's blocking pool (shared by the whole server) for each, and a
+/// lookup past its limit keeps that thread until the resolver returns: a
+/// plugin opening connections while its names' nameserver does not answer
+/// holds at most this many threads, and only its own new connections wait.
+pub const LOOKUPS_PER_PLUGIN: usize = 8;
+
+/// `host`'s addresses, or why not, within `limit`, on one of the plugin's
+/// `lookups` turns (held until the resolver returns).
+async fn lookup(
+    host: &str,
+    port: u16,
+    lookups: &Arc<tokio::sync::Semaphore>,
+    limit: std::time::Duration,
+) -> Result<Vec<SocketAddr>, String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let no_answer = || format!("resolving {host}: no answer within {limit:?}");
+    let Ok(Ok(turn)) = tokio::time::timeout_at(deadline, lookups.clone().acquire_owned()).await else {
+        return Err(no_answer());
+    };
+    let target = format!("{host}:{port}");
+    // The turn goes with the thread: a lookup abandoned at the deadline
+    // keeps it until the resolver gives its thread back.
+    let resolving = tokio::task::spawn_blocking(move || {
+        let addresses = std::net::ToSocketAddrs::to_socket_addrs(&target).map(|a| a.collect::<Vec<_>>());
+        drop(turn);
+        addresses
+    });
+    match tokio::time::timeout_at(deadline, resolving).await {
+        Ok(Ok(Ok(addresses))) => Ok(addresses),
+        Ok(Ok(Err(e))) => Err(format!("resolving {host}: {e}")),
         Ok(Err(e)) => Err(format!("resolving {host}: {e}")),
-        Err(_) => Err(format!("resolving {host}: no answer within {LOOKUP_LIMIT:?}")),
+        Err(_) => Err(no_answer()),
     }
 }
 
@@ -355,6 +379,8 @@ mod tests {
         assert!(check_origin(&allow, &"http://localhost:9/".parse().unwrap()).is_ok());
         assert!(check_origin(&allow, &"http://169.254.169.254/latest".parse().unwrap()).is_ok());
         assert!(check_origin(&allow, &"http://169.254.169.254:8080/".parse().unwrap()).is_err());
+        let turns = Arc::new(tokio::sync::Semaphore::new(LOOKUPS_PER_PLUGIN));
+        let resolve = |origin| resolve(origin, &turns);
         match resolve(&allow[0]).await {
             Err(Unreachable::Reserved(why)) => assert!(why.contains("localhost resolves to") && why.contains("http_allow"), "{why}"),
             other => panic!("localhost by name: {other:?}"),
@@ -364,5 +390,24 @@ mod tests {
         assert_eq!(resolve(&loopback).await.unwrap(), vec!["127.0.0.1:9".parse().unwrap()], "listed as itself");
         let unknown = Origin::parse("http://wasftp-test.invalid").unwrap();
         assert!(matches!(resolve(&unknown).await, Err(Unreachable::Lookup(_))), "a name that does not resolve");
+    }
+
+    #[tokio::test]
+    async fn a_plugin_waits_for_one_of_its_own_lookup_turns_within_the_limit() {
+        let lookups = Arc::new(tokio::sync::Semaphore::new(1));
+        let limit = std::time::Duration::from_millis(200);
+        let found = lookup("localhost", 80, &lookups, limit).await.unwrap();
+        assert!(found.iter().all(|a| a.port() == 80) && !found.is_empty(), "{found:?}");
+        assert_eq!(lookups.available_permits(), 1, "the turn comes back with the thread");
+        // Every turn taken (lookups stuck in the resolver): the next waits
+        // no longer than the limit, and holds no thread meanwhile.
+        let _stuck = lookups.clone().acquire_owned().await.unwrap();
+        let started = std::time::Instant::now();
+        let error = lookup("localhost", 80, &lookups, limit).await.unwrap_err();
+        assert!(error.contains("no answer within"), "{error}");
+        assert!(started.elapsed() < limit * 3, "{:?}", started.elapsed());
+        // Another plugin's turns are its own.
+        let other = Arc::new(tokio::sync::Semaphore::new(1));
+        assert!(lookup("localhost", 80, &other, limit).await.is_ok());
     }
 }

@@ -63,7 +63,7 @@ impl Outbound {
             .expect("ring supports the default TLS versions")
             .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.into() })
             .with_no_client_auth();
-        let connector = Connector { tls: Arc::new(tls) };
+        let connector = Connector { tls: Arc::new(tls), lookups: Arc::new(tokio::sync::Semaphore::new(grants::LOOKUPS_PER_PLUGIN)) };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(IDLE)
@@ -358,6 +358,8 @@ fn bodiless_copy(request: &http::Request<WasiBody>) -> http::Request<WasiBody> {
 #[derive(Clone)]
 pub struct Connector {
     tls: Arc<rustls::ClientConfig>,
+    /// Name lookups of this plugin's new connections running at once.
+    lookups: Arc<tokio::sync::Semaphore>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -372,7 +374,7 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let tls = self.tls.clone();
+        let (tls, lookups) = (self.tls.clone(), self.lookups.clone());
         let attempt = CONNECT_ATTEMPT
             .try_with(|attempt| {
                 attempt.started.store(true, Ordering::Relaxed);
@@ -382,7 +384,7 @@ impl tower_service::Service<http::Uri> for Connector {
         let limit = attempt.as_ref().map_or(CONNECT_LIMIT, |a| a.timeout.min(CONNECT_LIMIT));
         Box::pin(async move {
             let origin = Origin::of(&uri).ok_or_else(|| io::Error::other(format!("{uri} is not an http(s) origin")))?;
-            let stream = tokio::time::timeout(limit, connect(&origin, tls))
+            let stream = tokio::time::timeout(limit, connect(&origin, tls, &lookups))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {origin}")))??;
             if let Some(attempt) = attempt {
@@ -394,8 +396,8 @@ impl tower_service::Service<http::Uri> for Connector {
 }
 
 /// A new connection to `origin`'s checked addresses, over TLS for https.
-async fn connect(origin: &Origin, tls: Arc<rustls::ClientConfig>) -> Result<Stream, BoxError> {
-    let addresses = grants::resolve(origin).await.map_err(NoAddress)?;
+async fn connect(origin: &Origin, tls: Arc<rustls::ClientConfig>, lookups: &Arc<tokio::sync::Semaphore>) -> Result<Stream, BoxError> {
+    let addresses = grants::resolve(origin, lookups).await.map_err(NoAddress)?;
     let tcp = connect_any(&addresses).await?;
     tcp.set_nodelay(true)?;
     quick_ack(&tcp);
