@@ -273,6 +273,10 @@ pub struct PluginConfig {
     /// The longest a request waits for its response's head, or between two
     /// pieces of its body, in seconds, whatever the plugin asks for.
     pub http_timeout_secs: u64,
+    /// The largest request body, and the largest response body, one
+    /// request may carry, in MiB; past it the request fails with
+    /// `http-request-body-size` or `http-response-body-size`.
+    pub http_body_mib: u64,
     /// Failures (traps, interrupted calls, outputs past their bound) of one
     /// tenant's instances within `breaker_window_secs` that open its
     /// circuit breaker: its calls are then refused at once for
@@ -365,6 +369,7 @@ impl Default for PluginConfig {
             http_requests_per_tenant: crate::plugin::HttpLimits::default().requests_per_tenant,
             http_requests: crate::plugin::HttpLimits::default().requests,
             http_timeout_secs: crate::plugin::HttpLimits::default().timeout.as_secs(),
+            http_body_mib: crate::plugin::HttpLimits::default().body_bytes >> 20,
             breaker_failures: crate::plugin::BreakerLimits::default().failures,
             breaker_window_secs: crate::plugin::BreakerLimits::default().window.as_secs(),
             breaker_cooldown_secs: crate::plugin::BreakerLimits::default().cooldown.as_secs(),
@@ -556,6 +561,10 @@ impl Config {
             anyhow::ensure!(
                 (1..=3600).contains(&plugin.http_timeout_secs),
                 "plugin {name}: http_timeout_secs must be 1..=3600"
+            );
+            anyhow::ensure!(
+                (1..=1 << 20).contains(&plugin.http_body_mib),
+                "plugin {name}: http_body_mib must be 1..=1048576"
             );
             anyhow::ensure!(
                 (64..=1_000_000).contains(&plugin.max_host_resources),

@@ -193,6 +193,7 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
                 requests_per_tenant: plugin.http_requests_per_tenant,
                 requests: plugin.http_requests,
                 timeout: Duration::from_secs(plugin.http_timeout_secs),
+                body_bytes: plugin.http_body_mib << 20,
             },
             preopen: plugin
                 .preopen

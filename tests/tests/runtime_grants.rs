@@ -82,6 +82,71 @@ async fn listener_keeping_connections(keep_alive: bool, answers: usize) -> Liste
     Listener { port, hits, requests, last_line }
 }
 
+/// A server that answers `GET /bytes/N` with N bytes, and a PUT with 200
+/// once its (chunked) body ended; the most body bytes of any one PUT it read.
+struct BodyServer {
+    port: u16,
+    put_bytes: Arc<AtomicU64>,
+}
+
+async fn body_server() -> BodyServer {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let put_bytes = Arc::new(AtomicU64::new(0));
+    let most = put_bytes.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            let most = most.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = vec![0u8; 64 << 10];
+                let end = loop {
+                    if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&data[..end]).to_string();
+                let target = head.split_whitespace().nth(1).unwrap_or_default().to_string();
+                if head.starts_with("PUT") {
+                    let mut body = data.len() - end;
+                    while !data.ends_with(b"0\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                body += n;
+                                data.extend_from_slice(&buf[..n]);
+                                data.drain(..data.len().saturating_sub(8));
+                            }
+                        }
+                    }
+                    most.fetch_max(body as u64, Ordering::SeqCst);
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                    return;
+                }
+                let length: usize = target.strip_prefix("/bytes/").and_then(|n| n.parse().ok()).unwrap_or(0);
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n");
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let piece = vec![b'b'; 64 << 10];
+                let mut sent = 0;
+                while sent < length {
+                    let n = (length - sent).min(piece.len());
+                    if stream.write_all(&piece[..n]).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+            });
+        }
+    });
+    BodyServer { port, put_bytes }
+}
+
 fn settings(http_allow: &[String], preopen: Option<Preopen>) -> PluginSettings {
     PluginSettings {
         grants: Grants {
@@ -526,4 +591,36 @@ async fn a_hung_orphan_abort_of_one_tenant_holds_up_no_other_tenant() {
     let aborted = server_support::wait_until(Duration::from_secs(3), || RuntimeStats::get(&rt.stats().orphans_aborted) == 1).await;
     assert!(aborted, "tenant b's orphan abort waited behind tenant a's");
     assert_eq!(staged_files(dir.path()), 1, "only tenant a's hung upload is left");
+}
+
+/// Request and response bodies stop at `http_body_mib`: a response larger
+/// than it fails once the bound is passed, a request body larger than it
+/// is cut off with the request failing; within it both pass whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_and_response_bodies_stop_at_their_bound() {
+    let server = body_server().await;
+    let rt = runtime();
+    let mut settings = settings(&[format!("http://127.0.0.1:{}", server.port)], None);
+    settings.grants.http_limits.body_bytes = 1 << 20;
+    let plugin = load(&rt, settings).await.unwrap();
+    let s = session(&plugin).await;
+    let at = format!("127.0.0.1:{}", server.port);
+
+    assert_eq!(bounded(s.file_info(&format!("/http-body/{at}/bytes/1000000"))).await.unwrap().size, 1_000_000);
+    assert_eq!(bounded(s.file_info(&format!("/http-put/1000000/{at}/up"))).await.unwrap().size, 200);
+    let arrived = server.put_bytes.load(Ordering::SeqCst);
+    assert!((1_000_000..1_010_000).contains(&arrived), "the whole body arrived, with its chunk framing: {arrived}");
+
+    let message = io_message(bounded(s.file_info(&format!("/http-body/{at}/bytes/3145728"))).await, "a 3 MiB response");
+    // wasmtime-wasi-http 48 gives a body's error as text only (no error code).
+    assert!(message.contains("HTTP response body size exceeds limit: 1048576 bytes"), "{message}");
+    let read: u64 = message.rsplit(" after ").next().unwrap().trim_end_matches(" bytes").parse().unwrap();
+    assert!(read <= 1 << 20, "no more than the bound reached the plugin: {read}");
+    server.put_bytes.store(0, Ordering::SeqCst);
+    let message = io_message(bounded(s.file_info(&format!("/http-put/3145728/{at}/up"))).await, "a 3 MiB request body");
+    assert!(message.contains("HttpRequestBodySize"), "{message}");
+    let arrived = server.put_bytes.load(Ordering::SeqCst);
+    assert!(arrived <= (1 << 20) + (64 << 10), "at most the bound left the host: {arrived} bytes");
+    assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 0, "a body past its bound is an error the plugin sees");
+    assert_eq!(bounded(s.file_info(&format!("/http-body/{at}/bytes/10"))).await.unwrap().size, 10);
 }

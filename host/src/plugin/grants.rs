@@ -36,11 +36,14 @@ pub struct HttpLimits {
     /// The longest a request may wait for its response's head, or between
     /// two pieces of its body, whatever timeout the guest asks for.
     pub timeout: std::time::Duration,
+    /// The largest request body and the largest response body of one
+    /// request, in bytes.
+    pub body_bytes: u64,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self { requests_per_tenant: 64, requests: 256, timeout: std::time::Duration::from_secs(120) }
+        Self { requests_per_tenant: 64, requests: 256, timeout: std::time::Duration::from_secs(120), body_bytes: 1 << 30 }
     }
 }
 

@@ -131,6 +131,12 @@ impl Outbound {
         if let Err(why) = grants::check_origin(&self.allow, request.uri()) {
             return Err(self.deny(&why, warnings));
         }
+        let max_body = self.limits.body_bytes;
+        let declared = request.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max_body) {
+            return Err(Error::HttpRequestBodySize(declared));
+        }
+        let request = request.map(|body| CountedBody::new(body, max_body, Error::HttpRequestBodySize(Some(max_body))).boxed_unsync());
         // The guest may ask for less time, never for more.
         let option = |pick: fn(&RequestOptions) -> Option<Duration>, cap: Duration| {
             options.as_ref().and_then(pick).map_or(cap, |asked| asked.min(cap))
@@ -183,11 +189,23 @@ impl Outbound {
             let stale = pooled && matches!(error, Error::ConnectionTerminated);
             (error, stale)
         })?;
-        Ok(response.map(|body| TimedBody::new(body, timeouts.between_bytes).boxed_unsync()))
+        let max_body = self.limits.body_bytes;
+        Ok(response.map(|body| {
+            let timed = TimedBody::new(body, timeouts.between_bytes);
+            CountedBody::new(timed.boxed_unsync(), max_body, Error::HttpResponseBodySize(Some(max_body))).boxed_unsync()
+        }))
     }
 
     /// The guest's error for a failed request.
     fn request_error(&self, e: &hyper_util::client::legacy::Error, warnings: &HostWarnings) -> Error {
+        // A request body past its bound, as hyper reports it (under its own error).
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(error) = source {
+            if let Some(Error::HttpRequestBodySize(size)) = error.downcast_ref::<Error>() {
+                return Error::HttpRequestBodySize(*size);
+            }
+            source = error.source();
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(error) = source {
             if let Some(unreachable) = error.downcast_ref::<NoAddress>() {
@@ -531,6 +549,50 @@ impl Body for HeldBody {
 
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A body that fails with `too_large` once more than `max` bytes passed.
+struct CountedBody {
+    body: WasiBody,
+    left: u64,
+    too_large: Option<Error>,
+}
+
+impl CountedBody {
+    fn new(body: WasiBody, max: u64, too_large: Error) -> Self {
+        Self { body, left: max, too_large: Some(too_large) }
+    }
+}
+
+impl Body for CountedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        if this.too_large.is_none() {
+            return Poll::Ready(None);
+        }
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            match this.left.checked_sub(data.len() as u64) {
+                Some(left) => this.left = left,
+                // Once: the body ends with the error.
+                None => return Poll::Ready(this.too_large.take().map(Err)),
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.too_large.is_none() || self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

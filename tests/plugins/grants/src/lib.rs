@@ -21,6 +21,10 @@
 //!   size is how many were sent.
 //! - `stat /http-patient/HOST:PORT/PATH`: a GET asking to wait 600 s for
 //!   the response's head.
+//! - `stat /http-body/HOST:PORT/PATH`: a GET whose body is read to its
+//!   end; the size is its length, or an `io` error with the error code.
+//! - `stat /http-put/N/HOST:PORT/PATH`: a PUT of an N-byte body (written
+//!   without a content-length); the size is the response status.
 //! - `stat /panic`: traps, losing the instance and its writers;
 //!   `stat /panic-after/MS` waits MS milliseconds (a host call) first.
 
@@ -115,6 +119,54 @@ fn send_with(method: Method, authority: &str, path: &str, options: Option<Reques
     Ok(response.status())
 }
 
+/// A GET whose body is read to its end: its length.
+fn read_body(authority: &str, path: &str) -> std::result::Result<u64, String> {
+    let pending = start(Method::Get, authority, path, None)?;
+    pending.subscribe().block();
+    let response = pending.get().ok_or("no response")?.map_err(|()| "taken twice".to_string())?.map_err(|e| format!("{e:?}"))?;
+    let body = response.consume().map_err(|()| "body taken".to_string())?;
+    let stream = body.stream().map_err(|()| "stream taken".to_string())?;
+    let mut length = 0u64;
+    loop {
+        match stream.blocking_read(1 << 20) {
+            Ok(bytes) => length += bytes.len() as u64,
+            Err(wasi::io::streams::StreamError::Closed) => return Ok(length),
+            Err(wasi::io::streams::StreamError::LastOperationFailed(e)) => {
+                // The error code where the host gives one; its text always.
+                let code = wasi::http::types::http_error_code(&e);
+                return Err(format!("{code:?} ({}) after {length} bytes", e.to_debug_string()));
+            }
+        }
+    }
+}
+
+/// A PUT of `bytes` bytes, written in pieces: the response's status.
+fn put_body(authority: &str, path: &str, bytes: u64) -> std::result::Result<u16, String> {
+    let request = OutgoingRequest::new(Fields::new());
+    request.set_method(&Method::Put).map_err(|()| "method refused".to_string())?;
+    request.set_scheme(Some(&Scheme::Http)).map_err(|()| "scheme refused".to_string())?;
+    request.set_authority(Some(authority)).map_err(|()| format!("authority {authority:?} refused"))?;
+    request.set_path_with_query(Some(path)).map_err(|()| format!("path {path:?} refused"))?;
+    let body = request.body().map_err(|()| "body taken".to_string())?;
+    let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    let stream = body.write().map_err(|()| "stream taken".to_string())?;
+    let piece = vec![b'p'; 4096];
+    let mut written = 0u64;
+    while written < bytes {
+        let n = (bytes - written).min(piece.len() as u64) as usize;
+        if stream.blocking_write_and_flush(&piece[..n]).is_err() {
+            // The host stopped taking it: the response says why.
+            break;
+        }
+        written += n as u64;
+    }
+    drop(stream);
+    let _ = wasi::http::types::OutgoingBody::finish(body, None);
+    pending.subscribe().block();
+    let response = pending.get().ok_or("no response")?.map_err(|()| "taken twice".to_string())?.map_err(|e| format!("{e:?}"))?;
+    Ok(response.status())
+}
+
 fn file(size: u64) -> FileInfo {
     FileInfo { kind: FileKind::File, size, permissions: 0o644, modified: 0, accessed: 0, version: None }
 }
@@ -162,6 +214,16 @@ impl GuestSession for GrantsSession {
                 HELD.with(|held| held.borrow_mut().push(pending));
             }
             return Ok(file(count));
+        }
+        if let Some(rest) = path.strip_prefix("/http-body/") {
+            let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            return read_body(authority, &format!("/{tail}")).map(file).map_err(io_error);
+        }
+        if let Some(rest) = path.strip_prefix("/http-put/") {
+            let (count, rest) = rest.split_once('/').ok_or_else(|| invalid("/http-put/N/HOST:PORT/PATH"))?;
+            let bytes: u64 = count.parse().map_err(|_| invalid("a count"))?;
+            let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+            return put_body(authority, &format!("/{tail}"), bytes).map(|status| file(status.into())).map_err(io_error);
         }
         if let Some(rest) = path.strip_prefix("/http-patient/") {
             let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
