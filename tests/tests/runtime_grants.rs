@@ -624,3 +624,36 @@ async fn request_and_response_bodies_stop_at_their_bound() {
     assert_eq!(RuntimeStats::get(&rt.stats().poisoned), 0, "a body past its bound is an error the plugin sees");
     assert_eq!(bounded(s.file_info(&format!("/http-body/{at}/bytes/10"))).await.unwrap().size, 10);
 }
+
+/// The host's own work has HTTP places of its own: with every place of the
+/// plugin held by one tenant's requests, another tenant's lost upload is
+/// still aborted by a request of the host's orphan abort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_abort_has_http_places_of_its_own() {
+    let server = listener().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let at = format!("127.0.0.1:{}", server.port);
+    let mut settings = settings(&[format!("http://{at}")], Some(Preopen { dir: dir.path().to_path_buf(), writable: true }));
+    settings.pools = PoolLimits { instances_per_session: 1, ..PoolLimits::default() };
+    settings.grants.http_limits.requests = 8;
+    settings.grants.http_limits.requests_per_tenant = 8;
+    let plugin = load(&rt, settings).await.unwrap();
+    let greedy = bounded(plugin.open_session(ctx("greedy", "greedy"))).await.unwrap();
+    let victim = bounded(plugin.open_session(ctx("victim", "victim"))).await.unwrap();
+
+    assert_eq!(bounded(greedy.file_info(&format!("/http-hold/8/{at}/x"))).await.unwrap().size, 8);
+    let message = io_message(bounded(victim.file_info(&format!("/http/{at}/x"))).await, "a request past the plugin's cap");
+    assert!(message.contains("ConnectionLimitReached"), "every place of the plugin is held: {message}");
+
+    let options = WriteOptions { create: true, truncate: true, exclusive: false, append: false, permissions: None };
+    let w = bounded(victim.begin_write(&format!("/fs/lost-http-{at}"), options)).await.unwrap();
+    bounded(w.write_chunk(0, vec![1u8; 1000])).await.unwrap();
+    assert_eq!(staged_files(dir.path()), 1);
+    assert!(bounded(victim.file_info("/panic")).await.is_err());
+    drop(w);
+    let aborted = server_support::wait_until(Duration::from_secs(10), || RuntimeStats::get(&rt.stats().orphans_aborted) == 1).await;
+    assert!(aborted, "the orphan abort's request got a place");
+    assert_eq!(staged_files(dir.path()), 0);
+    assert_eq!(server.last_line.lock().unwrap().as_str(), "GET /abort HTTP/1.1");
+}

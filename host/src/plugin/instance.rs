@@ -21,7 +21,7 @@ use super::bindings::{self, BackendExports, LogLevel};
 use super::error::StorageError;
 use super::executor::{Share, demote_current_thread, poll_cpu_time};
 use super::guest_clock::GuestClock;
-use super::outbound::HttpState;
+use super::outbound::{HttpState, Requester};
 use super::guest_output::{self, GuestStderr};
 use super::limits::{HostBounds, StoreCaps, is_output_bound};
 use super::timeouts::{CallKind, may_change_data};
@@ -99,6 +99,8 @@ pub struct Instance {
     shared: Arc<PluginShared>,
     label: String,
     /// The tenant whose data it holds ("" for the host's own instances).
+    /// Whose HTTP places its requests take.
+    requester: Requester,
     tenant: Arc<str>,
     /// What its calls are charged to on the guest threads.
     share: Share,
@@ -117,6 +119,16 @@ impl Instance {
     /// An instance for `tenant`'s data; `label` names it in logs. The
     /// host's own instances (probe, maintenance) pass an empty tenant.
     pub fn new(shared: Arc<PluginShared>, tenant: &str, label: String) -> Arc<Self> {
+        Self::with_requester(shared, tenant, label, Requester::Tenant)
+    }
+
+    /// An instance of the host's own work (orphan aborts, `maintain`, the
+    /// load's probe): its HTTP requests take places of their own.
+    pub fn for_host_work(shared: Arc<PluginShared>, tenant: &str, label: String) -> Arc<Self> {
+        Self::with_requester(shared, tenant, label, Requester::HostWork)
+    }
+
+    fn with_requester(shared: Arc<PluginShared>, tenant: &str, label: String, requester: Requester) -> Arc<Self> {
         let slot = Arc::new(tokio::sync::Mutex::new(Slot { live: None, generation: 0 }));
         let clock = Arc::new(GuestClock::new(shared.settings.call_deadline));
         // A tenant's calls share one queue over all its instances; the
@@ -125,6 +137,7 @@ impl Instance {
         let share = Share { key: key.into(), cap: shared.settings.pools.guest_threads_for(tenant) };
         Arc::new(Self {
             label,
+            requester,
             tenant: tenant.into(),
             share,
             slot,
@@ -500,7 +513,7 @@ impl Instance {
             log,
             clock: self.clock.clone(),
             stats: shared.stats.clone(),
-            http: HttpState::new(shared.outbound.clone(), &self.tenant, shared.warnings(&self.tenant)),
+            http: HttpState::new(shared.outbound.clone(), &self.tenant, self.requester, shared.warnings(&self.tenant)),
         };
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limits);

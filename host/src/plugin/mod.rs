@@ -246,7 +246,7 @@ impl Runtime {
             warning_budgets: Default::default(),
             breakers: Default::default(),
         });
-        let probe = Instance::new(shared.clone(), "", "probe".into());
+        let probe = Instance::for_host_work(shared.clone(), "", "probe".into());
         let described = probe
             .call(None, "describe", |live: &mut instance::Live| {
                 Box::pin(async move {
@@ -302,7 +302,7 @@ async fn housekeeping(plugin: std::sync::Weak<Plugin>) {
             && last_maintained.elapsed() >= every
         {
             last_maintained = tokio::time::Instant::now();
-            maintain(&Instance::new(plugin.shared.clone(), "", "maintenance".into())).await;
+            maintain(&Instance::for_host_work(plugin.shared.clone(), "", "maintenance".into())).await;
         }
     }
 }
@@ -390,7 +390,7 @@ impl PluginShared {
             return instance;
         }
         aborters.retain(|_, aborter| aborter.strong_count() > 0);
-        let instance = Instance::new(self.clone(), tenant, format!("orphan-abort:{tenant}"));
+        let instance = Instance::for_host_work(self.clone(), tenant, format!("orphan-abort:{tenant}"));
         aborters.insert(tenant.clone(), Arc::downgrade(&instance));
         instance
     }

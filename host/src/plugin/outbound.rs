@@ -45,6 +45,10 @@ pub struct Outbound {
     /// Requests in flight, the plugin's and each tenant's.
     in_flight: Arc<tokio::sync::Semaphore>,
     by_tenant: std::sync::Mutex<std::collections::HashMap<Arc<str>, std::sync::Weak<tokio::sync::Semaphore>>>,
+    /// The host's own work (orphan aborts, `maintain`, the load's probe):
+    /// places of its own, outside the plugin's and every tenant's, so
+    /// tenants at their caps cannot make the cleanup of a lost upload fail.
+    host_work: Arc<tokio::sync::Semaphore>,
     stats: Arc<RuntimeStats>,
     client: Client<Connector, WasiBody>,
 }
@@ -52,8 +56,20 @@ pub struct Outbound {
 /// A request's places under its plugin's and its tenant's caps, held until
 /// its response is read to its end or dropped.
 struct InFlight {
-    _plugin: tokio::sync::OwnedSemaphorePermit,
+    _plugin: Option<tokio::sync::OwnedSemaphorePermit>,
     _tenant: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Requests in flight of the host's own work at once, per plugin.
+pub const HOST_WORK_REQUESTS: usize = 16;
+
+/// Whose places a store's requests take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requester {
+    /// A tenant's sessions: its cap and the plugin's.
+    Tenant,
+    /// The host's own work: only [`HOST_WORK_REQUESTS`] of its own.
+    HostWork,
 }
 
 impl Outbound {
@@ -74,6 +90,7 @@ impl Outbound {
             allow,
             limits,
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.requests)),
+            host_work: Arc::new(tokio::sync::Semaphore::new(HOST_WORK_REQUESTS)),
             by_tenant: Default::default(),
             stats,
             client,
@@ -93,9 +110,12 @@ impl Outbound {
     }
 
     /// Places for one more request, or the error the guest gets.
-    fn admit(&self, tenant: &Arc<tokio::sync::Semaphore>) -> Result<InFlight, Error> {
-        let (Ok(tenant), Ok(plugin)) = (tenant.clone().try_acquire_owned(), self.in_flight.clone().try_acquire_owned())
-        else {
+    fn admit(&self, tenant: &Arc<tokio::sync::Semaphore>, requester: Requester) -> Result<InFlight, Error> {
+        let plugin = match requester {
+            Requester::Tenant => self.in_flight.clone().try_acquire_owned().map(Some),
+            Requester::HostWork => Ok(None),
+        };
+        let (Ok(tenant), Ok(plugin)) = (tenant.clone().try_acquire_owned(), plugin) else {
             // Counted, and logged at debug only: a refusal costs the guest
             // a microsecond, so a warning each would flood the log.
             self.stats.http_refused_busy.fetch_add(1, Ordering::Relaxed);
@@ -249,15 +269,19 @@ pub struct HttpState {
 
 impl HttpState {
     /// The state of a store of `tenant`'s.
-    pub fn new(outbound: Arc<Outbound>, tenant: &str, warnings: HostWarnings) -> Self {
-        let tenant_cap = outbound.tenant_cap(tenant);
-        Self { ctx: WasiHttpCtx::new(), hooks: HttpHooks { outbound, tenant_cap, warnings } }
+    pub fn new(outbound: Arc<Outbound>, tenant: &str, requester: Requester, warnings: HostWarnings) -> Self {
+        let tenant_cap = match requester {
+            Requester::Tenant => outbound.tenant_cap(tenant),
+            Requester::HostWork => outbound.host_work.clone(),
+        };
+        Self { ctx: WasiHttpCtx::new(), hooks: HttpHooks { outbound, tenant_cap, requester, warnings } }
     }
 }
 
 pub struct HttpHooks {
     outbound: Arc<Outbound>,
     tenant_cap: Arc<tokio::sync::Semaphore>,
+    requester: Requester,
     warnings: HostWarnings,
 }
 
@@ -275,7 +299,7 @@ impl WasiHttpHooks for HttpHooks {
         let outbound = self.outbound.clone();
         // Counted when sent, not when awaited: a guest that starts
         // requests and never looks at them holds its places all the same.
-        let admitted = outbound.admit(&self.tenant_cap);
+        let admitted = outbound.admit(&self.tenant_cap, self.requester);
         let warnings = self.warnings.clone();
         Box::new(async move {
             let in_flight = admitted?;

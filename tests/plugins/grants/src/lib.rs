@@ -15,7 +15,9 @@
 //!   moved to PATH at finish; the writer's recovery token names the staged
 //!   file, so the host can abort it from a fresh instance (`abort-orphans`);
 //!   the abort of an upload to a name containing `hang` waits 30 s first
-//!   (a host call that never answers in time).
+//!   (a host call that never answers in time), and that of an upload to
+//!   `/fs/NAME-http-HOST:PORT` sends a GET to `HOST:PORT` first and fails
+//!   if it fails (object storage aborts a multipart upload by a request).
 //! - `stat /http-hold/N/HOST:PORT/PATH`: sends N GETs and keeps them,
 //!   never looking at their responses (until `stat /http-release`); the
 //!   size is how many were sent.
@@ -81,6 +83,9 @@ impl Guest for GrantsPlugin {
         }
         if token.ends_with("-hang") {
             std::thread::sleep(std::time::Duration::from_secs(30));
+        }
+        if let Some(authority) = token.split("-http-").nth(1) {
+            send(Method::Get, authority, "/abort").map_err(io_error)?;
         }
         match std::fs::remove_file(&token) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fs_error(e)),
@@ -335,7 +340,8 @@ impl GuestWriter for StagedWriter {
             std::fs::create_dir_all(STAGING).map_err(fs_error)?;
             let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
             let hang = if self.target.contains("hang") { "-hang" } else { "" };
-            let name = format!("{STAGING}{nanos}{hang}");
+            let http = self.target.split("-http-").nth(1).map(|at| format!("-http-{at}")).unwrap_or_default();
+            let name = format!("{STAGING}{nanos}{hang}{http}");
             let file = std::fs::File::create(&name).map_err(fs_error)?;
             *staged = Some((name, file));
         }
