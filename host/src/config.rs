@@ -288,6 +288,22 @@ pub struct PluginConfig {
     pub preopen: Option<PreopenConfig>,
     /// Passed to the plugin's `init`.
     pub config: BTreeMap<String, String>,
+    /// Bounds of their own for named tenants (`[plugins.NAME.tenants.T]`):
+    /// a large tenant given more, an untrusted one less.
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+/// What one tenant of a plugin gets instead of the plugin's own setting of
+/// the same name; what is not set is the plugin's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    pub memory_limit_mib: Option<usize>,
+    pub call_deadline_ms: Option<u64>,
+    pub log_lines_per_sec: Option<u32>,
+    pub log_kib_per_sec: Option<u32>,
+    pub http_requests_per_tenant: Option<usize>,
+    pub guest_threads: Option<usize>,
 }
 
 impl PluginConfig {
@@ -375,6 +391,7 @@ impl Default for PluginConfig {
             breaker_cooldown_secs: crate::plugin::BreakerLimits::default().cooldown.as_secs(),
             preopen: None,
             config: BTreeMap::new(),
+            tenants: BTreeMap::new(),
         }
     }
 }
@@ -574,6 +591,23 @@ impl Config {
                 anyhow::ensure!(
                     (1..=4096).contains(cap),
                     "plugin {name}: guest_threads_by_tenant.{tenant} must be 1..=4096"
+                );
+            }
+            for (tenant, t) in &plugin.tenants {
+                let at = format!("plugin {name}: tenants.{tenant}");
+                anyhow::ensure!(!tenant.is_empty(), "plugin {name}: a tenant's name is empty");
+                anyhow::ensure!(t.memory_limit_mib.is_none_or(|v| (1..=4096).contains(&v)), "{at}.memory_limit_mib must be 1..=4096");
+                anyhow::ensure!(t.call_deadline_ms.is_none_or(|v| v >= 10), "{at}.call_deadline_ms must be at least 10");
+                anyhow::ensure!(t.log_lines_per_sec.is_none_or(|v| (1..=1_000_000).contains(&v)), "{at}.log_lines_per_sec must be 1..=1000000");
+                anyhow::ensure!(t.log_kib_per_sec.is_none_or(|v| (1..=65_536).contains(&v)), "{at}.log_kib_per_sec must be 1..=65536");
+                anyhow::ensure!(
+                    t.http_requests_per_tenant.is_none_or(|v| (1..=plugin.http_requests).contains(&v)),
+                    "{at}.http_requests_per_tenant must be 1..=http_requests"
+                );
+                anyhow::ensure!(t.guest_threads.is_none_or(|v| (1..=4096).contains(&v)), "{at}.guest_threads must be 1..=4096");
+                anyhow::ensure!(
+                    t.guest_threads.is_none() || !plugin.guest_threads_by_tenant.contains_key(tenant),
+                    "{at}.guest_threads and guest_threads_by_tenant.{tenant} are both set; keep one"
                 );
             }
             for origin in &plugin.http_allow {
@@ -783,6 +817,33 @@ mod tests {
         }
         let off = Config::from_toml("[sftp]\nread_ahead_total_mib = 0\n").unwrap().sftp;
         assert_eq!(off.read_ahead_tenant_share_mib(), 0, "no read-ahead at all is allowed");
+    }
+
+    #[test]
+    fn a_tenant_may_have_bounds_of_its_own() {
+        let base = "[plugins.p]\nsource = \"bundled:memory\"\n";
+        let text = format!(
+            "{base}[plugins.p.tenants.big]\nmemory_limit_mib = 4096\ncall_deadline_ms = 20000\nlog_lines_per_sec = 1000\n\
+             http_requests_per_tenant = 128\nguest_threads = 16\n[plugins.p.tenants.small]\nmemory_limit_mib = 16\n"
+        );
+        let config = Config::from_toml(&text).unwrap();
+        let tenants = &config.plugins["p"].tenants;
+        assert_eq!(tenants["big"].memory_limit_mib, Some(4096));
+        assert_eq!(tenants["big"].guest_threads, Some(16));
+        assert_eq!(tenants["small"], TenantConfig { memory_limit_mib: Some(16), ..TenantConfig::default() });
+        for (line, field) in [
+            ("memory_limit_mib = 0", "tenants.t.memory_limit_mib"),
+            ("call_deadline_ms = 1", "tenants.t.call_deadline_ms"),
+            ("log_kib_per_sec = 0", "tenants.t.log_kib_per_sec"),
+            ("http_requests_per_tenant = 100000", "tenants.t.http_requests_per_tenant"),
+            ("guest_threads = 0", "tenants.t.guest_threads"),
+            ("max_tenants = 3", "unknown field"),
+        ] {
+            let err = Config::from_toml(&format!("{base}[plugins.p.tenants.t]\n{line}\n")).unwrap_err();
+            assert!(format!("{err:#}").contains(field), "{line}: {err:#}");
+        }
+        let both = format!("{base}guest_threads_by_tenant = {{ t = 2 }}\n[plugins.p.tenants.t]\nguest_threads = 3\n");
+        assert!(Config::from_toml(&both).unwrap_err().to_string().contains("both set"));
     }
 
     #[test]

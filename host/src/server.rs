@@ -163,8 +163,26 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
             instances_per_session: plugin.instances_per_session,
             idle_evict: Duration::from_secs(plugin.idle_evict_secs),
             guest_threads_per_tenant: plugin.guest_threads_per_tenant,
-            guest_threads_by_tenant: plugin.guest_threads_by_tenant.clone(),
+            guest_threads_by_tenant: plugin
+                .guest_threads_by_tenant
+                .clone()
+                .into_iter()
+                .chain(plugin.tenants.iter().filter_map(|(t, own)| Some((t.clone(), own.guest_threads?))))
+                .collect(),
         },
+        tenants: plugin
+            .tenants
+            .iter()
+            .map(|(tenant, own)| {
+                let bounds = crate::plugin::TenantBounds {
+                    memory_limit: own.memory_limit_mib.map(|mib| mib << 20),
+                    call_deadline: own.call_deadline_ms.map(Duration::from_millis),
+                    log_lines_per_sec: own.log_lines_per_sec,
+                    log_bytes_per_sec: own.log_kib_per_sec.map(|kib| kib << 10),
+                };
+                (tenant.clone(), bounds)
+            })
+            .collect(),
         max_component_bytes: plugin.max_component_mib << 20,
         compile: crate::plugin::CompileLimits {
             timeout: Duration::from_secs(plugin.compile_timeout_secs),
@@ -194,6 +212,11 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
                 requests: plugin.http_requests,
                 timeout: Duration::from_secs(plugin.http_timeout_secs),
                 body_bytes: plugin.http_body_mib << 20,
+                requests_by_tenant: plugin
+                    .tenants
+                    .iter()
+                    .filter_map(|(tenant, own)| Some((tenant.clone(), own.http_requests_per_tenant?)))
+                    .collect(),
             },
             preopen: plugin
                 .preopen

@@ -571,3 +571,64 @@ async fn all_instances_together_stop_at_the_servers_guest_memory() {
     let given_back = server_support::wait_until(Duration::from_secs(10), || rt.guest_memory().used() == 0).await;
     assert!(given_back, "dropped instances give their memory back: {} bytes still held", rt.guest_memory().used());
 }
+
+/// Bounds of a tenant's own (`[plugins.NAME.tenants.T]`) apply to that
+/// tenant's instances alone: a larger memory cap and a longer deadline for
+/// one, a smaller cap and a lower log rate for another, the plugin's for
+/// the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenants_own_bounds_apply_to_it_alone() {
+    use wasftp::plugin::TenantBounds;
+    let big = TenantBounds {
+        memory_limit: Some(128 << 20),
+        call_deadline: Some(Duration::from_millis(1500)),
+        ..TenantBounds::default()
+    };
+    let small = TenantBounds { memory_limit: Some(16 << 20), log_lines_per_sec: Some(10), ..TenantBounds::default() };
+    let mut settings = settings(&[]);
+    settings.tenants = [("big".to_string(), big), ("small".to_string(), small)].into();
+
+    // Memory: what each tenant's bomb could take, on a runtime of its own.
+    let mut held = Vec::new();
+    for tenant in ["big", "small", "plain"] {
+        let rt = runtime();
+        let plugin = bounded(rt.load("hostile", &hostile_bytes(), settings.clone())).await.unwrap();
+        let s = session(&plugin, tenant).await;
+        assert!(matches!(bounded(s.file_info("/bomb-fallible")).await, Err(StorageError::NoSpace)));
+        held.push(rt.guest_memory().used() >> 20);
+    }
+    eprintln!("adversarial: memory held after a bomb, big / small / plain tenant: {held:?} MiB");
+    assert!(held[0] > 100 && held[0] <= 128, "big: {held:?}");
+    assert!(held[1] <= 16, "small: {held:?}");
+    assert!(held[2] > 48 && held[2] <= 64, "plain (the plugin's 64 MiB): {held:?}");
+
+    // The deadline: a spin is interrupted at the tenant's own.
+    let rt = runtime();
+    let plugin = bounded(rt.load("hostile", &hostile_bytes(), settings.clone())).await.unwrap();
+    let mut stopped = Vec::new();
+    for tenant in ["big", "plain"] {
+        let s = session(&plugin, tenant).await;
+        let started = Instant::now();
+        failed(bounded(s.file_info("/spin")).await, "a spin");
+        stopped.push(started.elapsed());
+    }
+    eprintln!("adversarial: a spin stopped after {stopped:?} (big: 1500 ms, plain: 500 ms)");
+    assert!(stopped[0] >= Duration::from_millis(1500) && stopped[0] < Duration::from_millis(1500) + MARGIN, "{stopped:?}");
+    assert!(stopped[1] >= DEADLINE && stopped[1] < DEADLINE + MARGIN, "{stopped:?}");
+
+    // The log rate: 10 lines a second for small (bursts of 20), 100 for the others.
+    let logged = |tenant: &'static str| {
+        let (rt, settings) = (runtime(), settings.clone());
+        async move {
+            let plugin = bounded(rt.load("hostile", &hostile_bytes(), settings)).await.unwrap();
+            let s = session(&plugin, tenant).await;
+            let started = Instant::now();
+            bounded(s.file_info("/log-flood")).await.unwrap();
+            (RuntimeStats::get(&rt.stats().log_lines), started.elapsed().as_secs_f64())
+        }
+    };
+    let ((small_lines, small_secs), (plain_lines, plain_secs)) = (logged("small").await, logged("plain").await);
+    eprintln!("adversarial: a log flood wrote {small_lines} lines for small in {small_secs:.1} s, {plain_lines} for plain in {plain_secs:.1} s");
+    assert!(small_lines as f64 <= 20.0 + 10.0 * (small_secs + 1.0), "{small_lines} in {small_secs} s");
+    assert!(plain_lines as f64 >= 200.0 && plain_lines as f64 <= 200.0 + 100.0 * (plain_secs + 1.0), "{plain_lines} in {plain_secs} s");
+}

@@ -657,3 +657,21 @@ async fn an_orphan_abort_has_http_places_of_its_own() {
     assert_eq!(staged_files(dir.path()), 0);
     assert_eq!(server.last_line.lock().unwrap().as_str(), "GET /abort HTTP/1.1");
 }
+
+/// A tenant with a request cap of its own gets that one, not the plugin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_may_have_a_request_cap_of_its_own() {
+    let server = listener().await;
+    let rt = runtime();
+    let at = format!("127.0.0.1:{}", server.port);
+    let mut settings = settings(&[format!("http://{at}")], None);
+    settings.grants.http_limits.requests_per_tenant = 8;
+    settings.grants.http_limits.requests_by_tenant = [("few".to_string(), 2)].into();
+    let plugin = load(&rt, settings).await.unwrap();
+    let few = bounded(plugin.open_session(ctx("few", "few"))).await.unwrap();
+    let others = bounded(plugin.open_session(ctx("others", "others"))).await.unwrap();
+    assert_eq!(bounded(few.file_info(&format!("/http-hold/10/{at}/x"))).await.unwrap().size, 10);
+    assert_eq!(RuntimeStats::get(&rt.stats().http_refused_busy), 8, "two of its own went out");
+    assert_eq!(bounded(others.file_info(&format!("/http-hold/10/{at}/x"))).await.unwrap().size, 10);
+    assert_eq!(RuntimeStats::get(&rt.stats().http_refused_busy), 8 + 2, "the plugin's eight for the others");
+}

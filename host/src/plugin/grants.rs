@@ -25,7 +25,7 @@ pub struct Grants {
 }
 
 /// Bounds on a plugin's outgoing HTTP requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
     /// Requests of one tenant's instances in flight at once (sent, and
     /// their response not yet read to its end or dropped); past it a
@@ -39,11 +39,19 @@ pub struct HttpLimits {
     /// The largest request body and the largest response body of one
     /// request, in bytes.
     pub body_bytes: u64,
+    /// Tenants with a `requests_per_tenant` of their own.
+    pub requests_by_tenant: std::collections::BTreeMap<String, usize>,
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self { requests_per_tenant: 64, requests: 256, timeout: std::time::Duration::from_secs(120), body_bytes: 1 << 30 }
+        Self {
+            requests_per_tenant: 64,
+            requests: 256,
+            timeout: std::time::Duration::from_secs(120),
+            body_bytes: 1 << 30,
+            requests_by_tenant: Default::default(),
+        }
     }
 }
 

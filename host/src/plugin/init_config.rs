@@ -8,16 +8,22 @@ pub const RESERVED_PREFIX: &str = "wasftp.";
 /// The cap on the instance's linear memory, in bytes (decimal).
 pub const MEMORY_LIMIT_KEY: &str = "wasftp.memory-limit-bytes";
 
-/// The operator's configuration with the host's keys added. An operator key
-/// in the reserved namespace is refused: it would let a config lie to the
-/// plugin about what the host enforces.
+/// The operator's configuration, checked. An operator key in the reserved
+/// namespace is refused: it would let a config lie to the plugin about what
+/// the host enforces.
 pub fn build(settings: &PluginSettings) -> anyhow::Result<Vec<(String, String)>> {
     if let Some((key, _)) = settings.config.iter().find(|(key, _)| key.starts_with(RESERVED_PREFIX)) {
         anyhow::bail!("config key `{key}` is reserved for the host (keys starting with `{RESERVED_PREFIX}`)");
     }
-    let mut config = settings.config.clone();
-    config.push((MEMORY_LIMIT_KEY.into(), settings.memory_limit.to_string()));
-    Ok(config)
+    Ok(settings.config.clone())
+}
+
+/// What one instance's `init` gets: the configuration with the host's keys
+/// added (its memory cap is its tenant's).
+pub fn with_memory_limit(config: &[(String, String)], memory_limit: usize) -> Vec<(String, String)> {
+    let mut config = config.to_vec();
+    config.push((MEMORY_LIMIT_KEY.into(), memory_limit.to_string()));
+    config
 }
 
 #[cfg(test)]
@@ -31,7 +37,7 @@ mod tests {
             config: vec![("max-bytes".into(), "10M".into())],
             ..PluginSettings::default()
         };
-        let config = build(&settings).unwrap();
+        let config = with_memory_limit(&build(&settings).unwrap(), settings.memory_limit);
         assert_eq!(
             config,
             vec![("max-bytes".into(), "10M".into()), (MEMORY_LIMIT_KEY.into(), (64u64 << 20).to_string())]

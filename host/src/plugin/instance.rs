@@ -130,7 +130,7 @@ impl Instance {
 
     fn with_requester(shared: Arc<PluginShared>, tenant: &str, label: String, requester: Requester) -> Arc<Self> {
         let slot = Arc::new(tokio::sync::Mutex::new(Slot { live: None, generation: 0 }));
-        let clock = Arc::new(GuestClock::new(shared.settings.call_deadline));
+        let clock = Arc::new(GuestClock::new(shared.settings.call_deadline_for(tenant)));
         // A tenant's calls share one queue over all its instances; the
         // host's own work has a queue of its own.
         let key = if tenant.is_empty() { format!("{}#host", shared.name) } else { format!("{}/{tenant}", shared.name) };
@@ -500,7 +500,8 @@ impl Instance {
             })?;
         }
         // A refused memory.grow answers -1 to the guest, never a trap.
-        let limits = StoreCaps::new(shared.settings.memory_limit, shared.guest_memory.clone(), shared.stats.clone());
+        let memory_limit = shared.settings.memory_limit_for(&self.tenant);
+        let limits = StoreCaps::new(memory_limit, shared.guest_memory.clone(), shared.stats.clone());
         let bounds = shared.settings.bounds;
         let mut table = ResourceTable::new();
         table.set_max_capacity(bounds.host_resources);
@@ -543,13 +544,14 @@ impl Instance {
         });
         store.set_epoch_deadline(1);
 
-        let budget = shared.settings.call_deadline + shared.settings.timeouts.metadata;
+        let budget = shared.settings.call_deadline_for(&self.tenant) + shared.settings.timeouts.metadata;
         let wall_deadline = std::time::Instant::now() + budget;
         let started = async {
             self.clock.start(wall_deadline);
             let bindings = shared.pre.instantiate_async(&mut store).await?;
             self.clock.start(wall_deadline);
-            let init = bindings.wasftp_storage_backend().call_init(&mut store, &shared.init_config).await?;
+            let init_config = super::init_config::with_memory_limit(&shared.init_config, memory_limit);
+            let init = bindings.wasftp_storage_backend().call_init(&mut store, &init_config).await?;
             wasmtime::Result::Ok((bindings, init))
         };
         let started = tokio::time::timeout(budget, started).await;

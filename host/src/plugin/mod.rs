@@ -21,7 +21,7 @@ mod timeouts;
 pub mod bundled;
 pub mod validate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +78,44 @@ pub struct PluginSettings {
     pub bounds: HostBounds,
     /// When a tenant's failing calls are refused for a while.
     pub breaker: BreakerLimits,
+    /// Named tenants' own bounds in place of the ones above.
+    pub tenants: BTreeMap<String, TenantBounds>,
+}
+
+/// What one tenant's instances get instead of the plugin's settings; what
+/// is `None` is the plugin's. (Its guest threads are in `pools`, its HTTP
+/// requests in `grants.http_limits`.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantBounds {
+    pub memory_limit: Option<usize>,
+    pub call_deadline: Option<Duration>,
+    pub log_lines_per_sec: Option<u32>,
+    pub log_bytes_per_sec: Option<u32>,
+}
+
+impl PluginSettings {
+    fn tenant(&self, tenant: &str) -> TenantBounds {
+        self.tenants.get(tenant).copied().unwrap_or_default()
+    }
+
+    /// `tenant`'s instances' memory cap.
+    pub fn memory_limit_for(&self, tenant: &str) -> usize {
+        self.tenant(tenant).memory_limit.unwrap_or(self.memory_limit)
+    }
+
+    /// How long one of `tenant`'s calls may compute.
+    pub fn call_deadline_for(&self, tenant: &str) -> Duration {
+        self.tenant(tenant).call_deadline.unwrap_or(self.call_deadline)
+    }
+
+    /// What `tenant`'s instances may write to the log.
+    pub fn log_for(&self, tenant: &str) -> LogLimits {
+        let own = self.tenant(tenant);
+        LogLimits {
+            lines_per_sec: own.log_lines_per_sec.unwrap_or(self.log.lines_per_sec),
+            bytes_per_sec: own.log_bytes_per_sec.unwrap_or(self.log.bytes_per_sec),
+        }
+    }
 }
 
 impl Default for PluginSettings {
@@ -95,6 +133,7 @@ impl Default for PluginSettings {
             compile: CompileLimits::default(),
             bounds: HostBounds::default(),
             breaker: BreakerLimits::default(),
+            tenants: BTreeMap::new(),
         }
     }
 }
@@ -230,7 +269,7 @@ impl Runtime {
         let pre = bindings::PluginPre::new(pre).with_context(|| format!("plugin {name} does not export the wasftp:storage contract"))?;
         let init_config = anyhow::Context::with_context(init_config::build(&settings), || format!("plugin {name}"))?;
         let outbound =
-            Outbound::new(name.into(), settings.grants.http_allow.clone(), settings.grants.http_limits, self.stats.clone());
+            Outbound::new(name.into(), settings.grants.http_allow.clone(), settings.grants.http_limits.clone(), self.stats.clone());
         let shared = Arc::new(PluginShared {
             name: name.into(),
             pre,
@@ -364,7 +403,7 @@ impl PluginShared {
     fn log_budget(&self, tenant: &str) -> Arc<LogBudget> {
         // One entry per tenant with instances or a recent flood.
         self.log_budgets.get(tenant, |budget| !budget.is_full(), || {
-            LogBudget::new(self.settings.log, guest_output::BudgetOf::Guest, self.stats.clone())
+            LogBudget::new(self.settings.log_for(tenant), guest_output::BudgetOf::Guest, self.stats.clone())
         })
     }
 

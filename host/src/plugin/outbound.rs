@@ -88,8 +88,8 @@ impl Outbound {
         Arc::new(Self {
             plugin,
             allow,
-            limits,
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.requests)),
+            limits,
             host_work: Arc::new(tokio::sync::Semaphore::new(HOST_WORK_REQUESTS)),
             by_tenant: Default::default(),
             stats,
@@ -104,7 +104,8 @@ impl Outbound {
             return cap;
         }
         caps.retain(|_, cap| cap.strong_count() > 0);
-        let cap = Arc::new(tokio::sync::Semaphore::new(self.limits.requests_per_tenant));
+        let own = self.limits.requests_by_tenant.get(tenant).copied();
+        let cap = Arc::new(tokio::sync::Semaphore::new(own.unwrap_or(self.limits.requests_per_tenant)));
         caps.insert(tenant.into(), Arc::downgrade(&cap));
         cap
     }
