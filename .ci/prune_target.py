@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Removes stale builds of this workspace's own crates from the shared
-target directory: test and other binaries but the newest build of each
-name, libraries
-two days older than the crate's newest build, and incremental state but the
-newest few directories of each crate.
+target directory: binaries (tests among them) not from the newest build of
+their name, libraries two days older than the crate's newest build, and
+incremental state but the newest few directories of each crate.
 
 Every change to the dependency graph gives the workspace's crates and test
 binaries new hashes, and cargo never removes the old ones: at ~10 GB a set,
@@ -29,7 +28,7 @@ STALE_AFTER_SECS = 2 * 24 * 3600
 # name, and both are live).
 SAME_BUILD_SECS = 2 * 3600
 # A crate's library, binaries and tests each have an incremental directory.
-INCREMENTAL_KEPT = 4
+INCREMENTAL_KEPT = 8
 
 
 def workspace_names():

@@ -538,7 +538,10 @@ impl Config {
                 (1..=4096).contains(&plugin.memory_limit_mib),
                 "plugin {name}: memory_limit_mib must be 1..=4096"
             );
-            anyhow::ensure!(plugin.call_deadline_ms >= 10, "plugin {name}: call_deadline_ms must be at least 10");
+            anyhow::ensure!(
+                (10..=3_600_000).contains(&plugin.call_deadline_ms),
+                "plugin {name}: call_deadline_ms must be 10..=3600000"
+            );
             let t = &plugin.timeouts;
             anyhow::ensure!(
                 t.metadata_secs > 0 && t.data_secs > 0 && t.commit_secs > 0,
@@ -597,7 +600,10 @@ impl Config {
                 let at = format!("plugin {name}: tenants.{tenant}");
                 anyhow::ensure!(!tenant.is_empty(), "plugin {name}: a tenant's name is empty");
                 anyhow::ensure!(t.memory_limit_mib.is_none_or(|v| (1..=4096).contains(&v)), "{at}.memory_limit_mib must be 1..=4096");
-                anyhow::ensure!(t.call_deadline_ms.is_none_or(|v| v >= 10), "{at}.call_deadline_ms must be at least 10");
+                anyhow::ensure!(
+                    t.call_deadline_ms.is_none_or(|v| (10..=3_600_000).contains(&v)),
+                    "{at}.call_deadline_ms must be 10..=3600000"
+                );
                 anyhow::ensure!(t.log_lines_per_sec.is_none_or(|v| (1..=1_000_000).contains(&v)), "{at}.log_lines_per_sec must be 1..=1000000");
                 anyhow::ensure!(t.log_kib_per_sec.is_none_or(|v| (1..=65_536).contains(&v)), "{at}.log_kib_per_sec must be 1..=65536");
                 anyhow::ensure!(
@@ -641,8 +647,8 @@ impl Config {
         anyhow::ensure!(l.auth_ban_secs > 0, "limits.auth_ban_secs must be at least 1");
         anyhow::ensure!(l.password_check_threads <= 64, "limits.password_check_threads must be 0..=64");
         anyhow::ensure!(
-            l.guest_memory_total_mib == 0 || l.guest_memory_total_mib >= 64,
-            "limits.guest_memory_total_mib must be 0 (three quarters of the machine's memory) or at least 64"
+            l.guest_memory_total_mib == 0 || (64..=1 << 30).contains(&l.guest_memory_total_mib),
+            "limits.guest_memory_total_mib must be 0 (three quarters of the machine's memory) or 64..=1073741824"
         );
         anyhow::ensure!(
             (1..=4096).contains(&self.sftp.upload_buffer_mib),

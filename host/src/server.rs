@@ -54,6 +54,7 @@ impl ServerBuilder {
         for (name, plugin) in &config.plugins {
             // Only plugins some user needs are loaded.
             if config.users.iter().any(|u| &u.plugin == name) {
+                warn_of_unknown_tenants(&config, name, plugin);
                 plugins.insert(name.clone(), load_plugin(&runtime, name, plugin).await?);
             }
         }
@@ -117,21 +118,46 @@ fn instance_slots(config: &Config, floor: u32) -> u32 {
     slots.clamp(floor as usize, u32::MAX as usize) as u32
 }
 
-/// The file at `path`, read up to one byte past `max` (admission then
-/// refuses it as too large, naming the bound): a huge file, or a device
-/// The server-wide guest memory: as configured, or three quarters of the
-/// machine's memory (`MemTotal`; unbounded where it cannot be read).
-fn guest_memory_total(limits: &crate::config::Limits) -> u64 {
-    if limits.guest_memory_total_mib > 0 {
-        return limits.guest_memory_total_mib << 20;
+/// A tenant given bounds of its own that no user of the plugin belongs to
+/// is most likely a typo, which would leave the real tenant on the
+/// plugin's bounds: said at start.
+fn warn_of_unknown_tenants(config: &Config, name: &str, plugin: &PluginConfig) {
+    let known: std::collections::HashSet<&str> = config
+        .users
+        .iter()
+        .filter(|u| u.plugin == name)
+        .map(|u| u.tenant.as_deref().unwrap_or(&u.name))
+        .collect();
+    for tenant in plugin.tenants.keys().chain(plugin.guest_threads_by_tenant.keys()) {
+        if !known.contains(tenant.as_str()) {
+            tracing::warn!(plugin = name, tenant = %tenant, "bounds are set for a tenant no user of this plugin belongs to");
+        }
     }
-    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
-        let line = info.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
-        line.split_whitespace().nth(1)?.parse::<u64>().ok()
-    });
-    total_kib.map_or(u64::MAX, |kib| kib / 4 * 3 * 1024)
 }
 
+/// The server-wide guest memory: as configured, or three quarters of the
+/// memory this process may use (the machine's `MemTotal`, or its cgroup's
+/// limit if lower; unbounded where neither can be read).
+fn guest_memory_total(limits: &crate::config::Limits) -> u64 {
+    if limits.guest_memory_total_mib > 0 {
+        return limits.guest_memory_total_mib.saturating_mul(1 << 20);
+    }
+    let machine = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+    });
+    // cgroup v2, then v1 ("max" or a huge number: no limit).
+    let cgroup = ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse::<u64>().ok());
+    match (machine, cgroup) {
+        (None, None) => u64::MAX,
+        (a, b) => a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX)) / 4 * 3,
+    }
+}
+
+/// The file at `path`, read up to one byte past `max` (admission then
+/// refuses it as too large, naming the bound): a huge file, or a device
 /// that never ends, is not read whole first.
 fn read_bounded(path: &str, max: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;

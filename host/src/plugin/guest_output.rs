@@ -145,7 +145,9 @@ pub struct HostWarnings {
 
 impl HostWarnings {
     pub fn warn(&self, message: std::fmt::Arguments<'_>) {
-        let message = message.to_string();
+        // Cut and made printable like any plugin text: it may quote the
+        // plugin's or a client's words (a path, an error).
+        let message = bounded(message.to_string());
         let Some(dropped) = self.budget.admit(message.len()) else { return };
         let (plugin, tenant) = (&*self.plugin, &*self.tenant);
         if dropped > 0 {

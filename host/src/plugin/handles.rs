@@ -263,7 +263,7 @@ impl Session {
         let left_out = validate::dir_page(&mut page, cursor, limit).map_err(|e| self.rejected(e))?;
         if left_out > 0 {
             self.seat.warn(format_args!(
-                "left {left_out} names longer than {} bytes out of a listing of {path}",
+                "left {left_out} names longer than {} bytes out of a listing of {path:?}",
                 validate::MAX_NAME_LEN
             ));
         }

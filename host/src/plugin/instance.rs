@@ -98,9 +98,9 @@ struct Slot {
 pub struct Instance {
     shared: Arc<PluginShared>,
     label: String,
-    /// The tenant whose data it holds ("" for the host's own instances).
     /// Whose HTTP places its requests take.
     requester: Requester,
+    /// The tenant whose data it holds ("" for the host's own instances).
     tenant: Arc<str>,
     /// What its calls are charged to on the guest threads.
     share: Share,
@@ -464,7 +464,8 @@ impl Instance {
 
     fn poisoned(&self, op: &str, why: String) -> StorageError {
         self.shared.stats.poisoned.fetch_add(1, Ordering::Relaxed);
-        if self.breaker.failed() {
+        // Memory other tenants hold is not this tenant's failure.
+        if !why.starts_with(SERVER_MEMORY_FULL) && self.breaker.failed() {
             // Logged once per trip, not once per refused call.
             self.shared.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
             let limits = self.breaker.limits();
@@ -629,10 +630,16 @@ impl Drop for SlotHeld<'_> {
     }
 }
 
+/// How a failure for want of the server's guest memory is told.
+const SERVER_MEMORY_FULL: &str = "the server's guest memory is all in use";
+
 /// Why a call failed, for logs. A trap right after a refused `memory.grow` is
 /// the guest giving up on a failed allocation: say it ran out of memory.
 fn describe_trap(error: &wasmtime::Error, limits: &mut StoreCaps) -> String {
     let out_of_memory = limits.take_refused();
+    if out_of_memory && limits.take_refused_by_server() {
+        return format!("{SERVER_MEMORY_FULL} (guest_memory_total_mib): {}", super::error::bounded(format!("{error:#}")));
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => "deadline exceeded (interrupted)".into(),
         Some(trap) if out_of_memory => {

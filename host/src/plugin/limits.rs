@@ -60,11 +60,28 @@ pub fn is_output_bound(error: &wasmtime::Error) -> bool {
 pub struct GuestMemory {
     used: AtomicU64,
     max: u64,
+    /// When a growth was last refused for want of it (ms since `epoch`):
+    /// pools then keep no idle instances, whose memory others need.
+    refused_at_ms: AtomicU64,
+    epoch: std::time::Instant,
 }
+
+/// How long after a refusal the budget counts as short.
+const PRESSURE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl GuestMemory {
     pub fn new(max: u64) -> Self {
-        Self { used: AtomicU64::new(0), max }
+        Self { used: AtomicU64::new(0), max, refused_at_ms: AtomicU64::new(0), epoch: std::time::Instant::now() }
+    }
+
+    /// Whether a growth was refused for want of the budget lately.
+    pub fn is_short(&self) -> bool {
+        let at = self.refused_at_ms.load(Ordering::Relaxed);
+        at > 0 && (self.epoch.elapsed().as_millis() as u64).saturating_sub(at) < PRESSURE_FOR.as_millis() as u64
+    }
+
+    fn note_shortage(&self) {
+        self.refused_at_ms.store((self.epoch.elapsed().as_millis() as u64).max(1), Ordering::Relaxed);
     }
 
     /// Bytes of linear memory live instances hold now.
@@ -81,7 +98,9 @@ impl GuestMemory {
     }
 
     fn give(&self, bytes: u64) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
+        // Never below zero: a mismatch would otherwise refuse every growth.
+        let given = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(bytes)));
+        debug_assert!(given.is_ok_and(|used| used >= bytes), "gave back more guest memory than was taken");
     }
 }
 
@@ -89,8 +108,10 @@ pub struct StoreCaps {
     limits: StoreLimits,
     memory_limit: usize,
     stats: Arc<RuntimeStats>,
-    /// A growth was refused since the last `take_refused`.
+    /// A growth was refused since the last `take_refused`, and whether by
+    /// the server's budget rather than the store's own cap.
     refused: bool,
+    refused_by_server: bool,
     server: Arc<GuestMemory>,
     /// What this store holds of `server`, and what its last growth took
     /// (given back if the growth then failed).
@@ -114,7 +135,7 @@ impl StoreCaps {
             .table_elements(100_000)
             .trap_on_grow_failure(false)
             .build();
-        Self { limits, memory_limit, stats, refused: false, server, charged: 0, last_growth: 0 }
+        Self { limits, memory_limit, stats, refused: false, refused_by_server: false, server, charged: 0, last_growth: 0 }
     }
 
     /// Whether a memory growth was refused since the last time this was asked
@@ -123,12 +144,18 @@ impl StoreCaps {
         std::mem::take(&mut self.refused)
     }
 
+    /// Whether the refusal `take_refused` reported was the server's budget.
+    pub fn take_refused_by_server(&mut self) -> bool {
+        std::mem::take(&mut self.refused_by_server)
+    }
+
     pub fn memory_limit(&self) -> usize {
         self.memory_limit
     }
 
-    fn note_refusal(&mut self) {
+    fn note_refusal(&mut self, by_server: bool) {
         self.refused = true;
+        self.refused_by_server = by_server;
         self.stats.memory_grow_refused.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -136,14 +163,16 @@ impl StoreCaps {
 impl ResourceLimiter for StoreCaps {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         // Also called for a memory's first size, at instantiation.
-        let mut allowed = self.limits.memory_growing(current, desired, maximum)?;
-        let growth = desired.saturating_sub(current) as u64;
-        if allowed && !self.server.take(growth) {
-            self.stats.memory_grow_refused_server.fetch_add(1, Ordering::Relaxed);
-            allowed = false;
+        self.last_growth = 0;
+        if !self.limits.memory_growing(current, desired, maximum)? {
+            self.note_refusal(false);
+            return Ok(false);
         }
-        if !allowed {
-            self.note_refusal();
+        let growth = desired.saturating_sub(current) as u64;
+        if !self.server.take(growth) {
+            self.server.note_shortage();
+            self.stats.memory_grow_refused_server.fetch_add(1, Ordering::Relaxed);
+            self.note_refusal(true);
             return Ok(false);
         }
         self.charged += growth;
@@ -155,9 +184,9 @@ impl ResourceLimiter for StoreCaps {
         // Allowed by the cap but not possible (e.g. the pool's slot size):
         // the guest sees -1 all the same, and the budget gets it back.
         let growth = std::mem::take(&mut self.last_growth);
-        self.charged -= growth;
+        self.charged = self.charged.saturating_sub(growth);
         self.server.give(growth);
-        self.note_refusal();
+        self.note_refusal(false);
         self.limits.memory_grow_failed(error)
     }
 

@@ -111,12 +111,9 @@ impl Outbound {
     }
 
     /// Places for one more request, or the error the guest gets.
-    fn admit(&self, tenant: &Arc<tokio::sync::Semaphore>, requester: Requester) -> Result<InFlight, Error> {
-        let plugin = match requester {
-            Requester::Tenant => self.in_flight.clone().try_acquire_owned().map(Some),
-            Requester::HostWork => Ok(None),
-        };
-        let (Ok(tenant), Ok(plugin)) = (tenant.clone().try_acquire_owned(), plugin) else {
+    fn admit(&self, tenant: &Arc<tokio::sync::Semaphore>) -> Result<InFlight, Error> {
+        let (Ok(tenant), Ok(plugin)) = (tenant.clone().try_acquire_owned(), self.in_flight.clone().try_acquire_owned())
+        else {
             // Counted, and logged at debug only: a refusal costs the guest
             // a microsecond, so a warning each would flood the log.
             self.stats.http_refused_busy.fetch_add(1, Ordering::Relaxed);
@@ -128,7 +125,7 @@ impl Outbound {
             );
             return Err(Error::ConnectionLimitReached);
         };
-        Ok(InFlight { _plugin: plugin, _tenant: tenant })
+        Ok(InFlight { _plugin: Some(plugin), _tenant: tenant })
     }
 
     fn deny(&self, why: &str, warnings: &HostWarnings) -> Error {
@@ -300,10 +297,21 @@ impl WasiHttpHooks for HttpHooks {
         let outbound = self.outbound.clone();
         // Counted when sent, not when awaited: a guest that starts
         // requests and never looks at them holds its places all the same.
-        let admitted = outbound.admit(&self.tenant_cap, self.requester);
+        // A tenant's request is refused at once past its caps; the host's
+        // own work waits for one of its places (within its call's limit).
+        let admitted = match self.requester {
+            Requester::Tenant => Ok(outbound.admit(&self.tenant_cap)),
+            Requester::HostWork => Err(self.tenant_cap.clone()),
+        };
         let warnings = self.warnings.clone();
         Box::new(async move {
-            let in_flight = admitted?;
+            let in_flight = match admitted {
+                Ok(admitted) => admitted?,
+                Err(places) => InFlight {
+                    _plugin: None,
+                    _tenant: places.acquire_owned().await.map_err(|_| Error::ConnectionLimitReached)?,
+                },
+            };
             let response = outbound.send(request, options, &warnings).await?;
             let response = response.map(|body| HeldBody { body, _in_flight: in_flight }.boxed_unsync());
             // The pool drives the connection; nothing is left to wait for.

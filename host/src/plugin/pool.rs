@@ -132,7 +132,8 @@ impl Pools {
     /// Drops stateless instances idle for longer than `idle_evict`, and
     /// tenants left with nothing.
     pub fn evict_idle(&self) {
-        let max_idle = self.shared.settings.pools.idle_evict;
+        // None kept while the server's guest memory is short: others need it.
+        let max_idle = if self.shared.guest_memory.is_short() { Duration::ZERO } else { self.shared.settings.pools.idle_evict };
         let mut tenants = self.tenants.lock().expect("tenant pools lock");
         for pool in tenants.values() {
             pool.idle.lock().expect("idle instances lock").retain(|(_, since)| since.elapsed() < max_idle);
@@ -196,7 +197,7 @@ impl SessionSeat {
     /// stay within what the instance allocator was sized for (see
     /// `server::instance_slots`); the oldest goes first.
     pub fn give_back(&self, instance: Arc<Instance>) {
-        if self.pool.stateful.is_none() {
+        if self.pool.stateful.is_none() && !self.pool.shared.guest_memory.is_short() {
             let mut idle = self.pool.idle.lock().expect("idle instances lock");
             if idle.len() >= self.max_instances() {
                 // One still busy with a timed-out call goes first, else the oldest.
@@ -209,12 +210,12 @@ impl SessionSeat {
 }
 
 impl SessionSeat {
-    /// Counts a plugin output that broke the contract.
     /// A warning of the host's about this tenant's plugin, rate-limited.
     pub fn warn(&self, message: std::fmt::Arguments<'_>) {
         self.pool.shared.warnings(&self.pool.tenant).warn(message);
     }
 
+    /// Counts a plugin output that broke the contract.
     pub fn note_invalid_output(&self) {
         self.pool.shared.stats.invalid_outputs.fetch_add(1, Ordering::Relaxed);
     }

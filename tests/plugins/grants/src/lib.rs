@@ -139,7 +139,8 @@ fn read_body(authority: &str, path: &str) -> std::result::Result<u64, String> {
             Err(wasi::io::streams::StreamError::LastOperationFailed(e)) => {
                 // The error code where the host gives one; its text always.
                 let code = wasi::http::types::http_error_code(&e);
-                return Err(format!("{code:?} ({}) after {length} bytes", e.to_debug_string()));
+                // The count first: the host cuts a plugin's error text at 256 bytes.
+                return Err(format!("after {length} bytes: {code:?} ({})", e.to_debug_string()));
             }
         }
     }
