@@ -13,7 +13,9 @@
 
 pub mod auth;
 pub mod config;
+pub mod conformance;
 pub mod plugin;
+pub mod plugin_tool;
 pub mod server;
 pub mod sftp;
 pub mod ssh;

@@ -42,6 +42,12 @@ enum Command {
     HashPassword {
         password: Option<String>,
     },
+    /// Plugin authors' tools: what a plugin file is, and whether it keeps
+    /// the contract.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Internal: the bounded compiler child the server starts for each
     /// plugin (component on stdin, compiled artefact on stdout).
     #[command(hide = true)]
@@ -49,6 +55,46 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Admission as at server start, then every behaviour of the contract
+    /// against the plugin: a table of pass, FAIL (with what to fix) and skip.
+    /// Exits non-zero if anything failed.
+    Check(PluginArgs),
+    /// Admission, then what the plugin is: size, compile time, contract,
+    /// capabilities, imports and exports.
+    Info(PluginArgs),
+}
+
+#[derive(clap::Args)]
+struct PluginArgs {
+    /// The component (.wasm), or bundled:NAME.
+    file: PathBuf,
+    /// KEY=VALUE for the plugin's init (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+    /// An origin it may reach, as in http_allow (repeatable).
+    #[arg(long = "http-allow", value_name = "ORIGIN")]
+    http_allow: Vec<String>,
+    /// A directory it sees as `/` (read-only unless --writable).
+    #[arg(long)]
+    preopen: Option<PathBuf>,
+    /// The preopened directory is writable.
+    #[arg(long, requires = "preopen")]
+    writable: bool,
+}
+
+impl PluginArgs {
+    fn file(&self) -> anyhow::Result<wasftp::plugin_tool::PluginFile> {
+        Ok(wasftp::plugin_tool::PluginFile {
+            path: self.file.clone(),
+            config: self.config.iter().map(|c| wasftp::plugin_tool::config_pair(c)).collect::<anyhow::Result<_>>()?,
+            http_allow: self.http_allow.clone(),
+            preopen: self.preopen.clone().map(|dir| (dir, self.writable)),
+        })
+    }
 }
 
 /// The subcommand the server runs itself as to compile a plugin.
@@ -85,6 +131,22 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CompilePlugin { .. } => unreachable!("handled before logging starts"),
+        Command::Plugin { command } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let compiler = wasftp::plugin::Compiler::this_executable(COMPILE_SUBCOMMAND)?;
+            match command {
+                PluginCommand::Info(args) => {
+                    print!("{}", runtime.block_on(wasftp::plugin_tool::info(&args.file()?, compiler))?);
+                    Ok(())
+                }
+                PluginCommand::Check(args) => {
+                    let (table, passed) = runtime.block_on(wasftp::plugin_tool::check(&args.file()?, compiler))?;
+                    print!("{table}");
+                    anyhow::ensure!(passed, "the plugin does not keep the contract (see FAIL above)");
+                    Ok(())
+                }
+            }
+        }
         Command::Serve { config, listen, password } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(config, listen, password))

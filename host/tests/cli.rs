@@ -670,3 +670,29 @@ fn a_plugin_source_that_never_ends_is_refused_at_its_bound() {
     assert!(!status.success(), "refused\n{stdout}\n{stderr}");
     assert!(stderr.contains("plugin mine: the file is larger than the 1048576 bytes allowed (max_component_mib)"), "{stderr}");
 }
+
+#[test]
+fn plugin_check_runs_the_conformance_suite_and_plugin_info_describes() {
+    let dir = tempdir();
+    let (status, stdout, stderr) = run(&["plugin", "check", "bundled:memory"], dir.path());
+    assert!(status.success(), "check of the memory plugin: {status}\n{stdout}\n{stderr}");
+    assert!(stdout.contains("pass  a listing pages through all entries, none twice"), "{stdout}");
+    assert!(stdout.contains("skip  symlinks: made, read and described"), "{stdout}");
+    assert!(stdout.contains("memory: 19 passed, 0 failed, 2 skipped"), "{stdout}");
+
+    let (status, stdout, stderr) = run(&["plugin", "info", "bundled:memory"], dir.path());
+    assert!(status.success(), "info: {status}\n{stdout}\n{stderr}");
+    for line in ["contract:  wasftp:storage/backend@0.2.0", "backend:   memory", "declares:  random-write, append", "imports:", "  wasftp:storage/log@0.2.0"] {
+        assert!(stdout.contains(line), "info lacks {line:?}:\n{stdout}");
+    }
+
+    // Admission comes first, and speaks for itself.
+    let module = dir.path().join("core.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let (status, _, stderr) = run(&["plugin", "check", module.to_str().unwrap()], dir.path());
+    assert!(!status.success());
+    assert!(stderr.contains("admission") && stderr.contains("core WebAssembly module, not a component"), "{stderr}");
+    let (status, _, stderr) = run(&["plugin", "info", "/nonexistent/p.wasm"], dir.path());
+    assert!(!status.success());
+    assert!(stderr.contains("opening /nonexistent/p.wasm"), "{stderr}");
+}

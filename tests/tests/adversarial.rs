@@ -19,6 +19,10 @@ use runtime_support::*;
 use wasftp::plugin::{Plugin, PluginSettings, Runtime, RuntimeStats, Session, StorageError, WriteOptions};
 
 const DEADLINE: Duration = Duration::from_millis(500);
+
+/// Cases that time an interrupt, or burn CPU, take turns: on a two-core
+/// machine one's load would land in another's timing.
+static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// How late an interrupt may land past the deadline: the goal is
 /// 50 ms; the epoch ticks every 10 ms, and the test machines are shared.
 const MARGIN: Duration = Duration::from_millis(150);
@@ -137,6 +141,7 @@ fn write_options() -> WriteOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_loop_in_every_contract_function_is_interrupted_at_the_deadline() {
+    let _turn = TURNS.lock().await;
     let rt = runtime();
     let plugin = load(&rt, &[]).await;
     // The peer: the same bystander with nothing misbehaving, in this run.
@@ -204,6 +209,7 @@ async fn a_loop_in_every_contract_function_is_interrupted_at_the_deadline() {
 /// load within the deadline, and the runtime goes on loading others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_describe_that_spins_or_lies_fails_the_load_quickly() {
+    let _turn = TURNS.lock().await;
     let rt = runtime();
     drop(load(&rt, &[]).await); // the compiled component is cached: the time is describe's
     let started = Instant::now();
@@ -219,6 +225,7 @@ async fn a_describe_that_spins_or_lies_fails_the_load_quickly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn traps_of_every_kind_fail_one_call_and_the_next_gets_a_fresh_instance() {
+    let _turn = TURNS.lock().await;
     let rt = runtime();
     let plugin = load(&rt, &[("abort-orphans", "on")]).await;
     for path in ["/recurse", "/unreachable", "/exit", "/panic"] {
@@ -265,6 +272,7 @@ async fn traps_of_every_kind_fail_one_call_and_the_next_gets_a_fresh_instance() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hoarded_resources_hit_the_hosts_table_bound_and_are_freed_with_the_instance() {
+    let _turn = TURNS.lock().await;
     let rt = runtime();
     let plugin = load(&rt, &[]).await;
     let bound = wasftp::plugin::HostBounds::default().host_resources as u64;
@@ -289,6 +297,7 @@ async fn hoarded_resources_hit_the_hosts_table_bound_and_are_freed_with_the_inst
 /// stop it, the wall-clock limit of its kind of call does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wait_in_a_host_call_past_every_limit_ends_at_the_wall_clock_limit() {
+    let _turn = TURNS.lock().await;
     let rt = runtime();
     let mut settings = settings(&[]);
     settings.timeouts.metadata = Duration::from_secs(1);
@@ -466,6 +475,7 @@ fn with_core_instance(component: &[u8], module: &[u8]) -> Vec<u8> {
 /// spec allows, and the plugin serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_bomb_stops_at_the_stores_table_bound() {
+    let _turn = TURNS.lock().await;
     // Pooled slots (tests, small configs) and on-demand allocation (past
     // 1024 slots: the default config) bound tables in different places.
     for pooling in [true, false] {
@@ -521,6 +531,7 @@ async fn a_table_bomb_stops_at_the_stores_table_bound() {
 /// next warning is still written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hosts_warnings_about_a_plugin_are_rate_limited_per_tenant() {
+    let _turn = TURNS.lock().await;
     let rt = runtime();
     let plugin = load(&rt, &[]).await;
     let noisy = session(&plugin, "noisy").await;
@@ -550,6 +561,7 @@ async fn the_hosts_warnings_about_a_plugin_are_rate_limited_per_tenant() {
 /// cap), and what a dropped instance held is given back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_instances_together_stop_at_the_servers_guest_memory() {
+    let _turn = TURNS.lock().await;
     let options = wasftp::plugin::EngineOptions { guest_memory_total: 100 << 20, ..engine_options() };
     let rt = Runtime::new(&options).unwrap();
     let plugin = load(&rt, &[]).await;
@@ -578,6 +590,7 @@ async fn all_instances_together_stop_at_the_servers_guest_memory() {
 /// the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenants_own_bounds_apply_to_it_alone() {
+    let _turn = TURNS.lock().await;
     use wasftp::plugin::TenantBounds;
     let big = TenantBounds {
         memory_limit: Some(128 << 20),
@@ -643,6 +656,7 @@ async fn a_tenants_own_bounds_apply_to_it_alone() {
 /// open its circuit breaker: the memory is not its own doing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_shut_out_by_others_memory_is_told_so_and_not_tripped() {
+    let _turn = TURNS.lock().await;
     let mut settings = settings(&[]);
     settings.breaker.failures = 3;
     // What a fresh instance takes, and what the hog's takes after its bomb.

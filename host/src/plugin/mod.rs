@@ -241,6 +241,7 @@ impl Runtime {
     /// instantiates and accepts its configuration, and reads its capabilities.
     pub async fn load(&self, name: &str, wasm: &[u8], settings: PluginSettings) -> anyhow::Result<Arc<Plugin>> {
         admission::check_file(name, wasm, settings.max_component_bytes)?;
+        let compile_started = std::time::Instant::now();
         let (component, how) = compile::compile(
             &self.engine.engine,
             &self.compiler,
@@ -255,6 +256,10 @@ impl Runtime {
             compile::Compiled::FromCache => &self.stats.components_from_cache,
         }
         .fetch_add(1, Ordering::Relaxed);
+        let compiled = Compilation { from_cache: how == compile::Compiled::FromCache, took: compile_started.elapsed() };
+        let component_type = component.component_type();
+        let imports = component_type.imports(&self.engine.engine).map(|(name, _)| name.to_string()).collect();
+        let exports = component_type.exports(&self.engine.engine).map(|(name, _)| name.to_string()).collect();
         grants::check_load(name, &component, &self.engine.engine, &settings.grants)?;
         let ungranted = grants::ungranted_imports(name, &component, &self.engine.engine, &settings.grants);
         for import in &ungranted {
@@ -307,7 +312,8 @@ impl Runtime {
             scope = ?caps.scope,
             "plugin loaded"
         );
-        let plugin = Arc::new(Plugin { pools: Pools::new(shared.clone(), caps.scope), shared, caps, ungranted });
+        let component = ComponentSummary { bytes: wasm.len(), imports, exports, compiled };
+        let plugin = Arc::new(Plugin { pools: Pools::new(shared.clone(), caps.scope), shared, caps, ungranted, component });
         tokio::spawn(housekeeping(Arc::downgrade(&plugin)));
         Ok(plugin)
     }
@@ -443,9 +449,33 @@ pub struct Plugin {
     pools: Pools,
     /// What it imports and finds empty (told at load).
     ungranted: Vec<UngrantedImport>,
+    component: ComponentSummary,
+}
+
+/// What a plugin file is, as `wasftp plugin info` shows it.
+#[derive(Debug, Clone)]
+pub struct ComponentSummary {
+    /// The file's size.
+    pub bytes: usize,
+    /// Interfaces it imports and exports, with their versions.
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub compiled: Compilation,
+}
+
+/// How its compiled code was had at load.
+#[derive(Debug, Clone, Copy)]
+pub struct Compilation {
+    pub from_cache: bool,
+    pub took: Duration,
 }
 
 impl Plugin {
+    /// The component behind it (size, interfaces, compilation).
+    pub fn component(&self) -> &ComponentSummary {
+        &self.component
+    }
+
     /// Linked imports its grants leave empty (see `grants::UngrantedImport`).
     pub fn ungranted_imports(&self) -> &[UngrantedImport] {
         &self.ungranted

@@ -461,7 +461,7 @@ impl GuestSession for S3Session {
             }
         }
         let part = u64::from(state()?.config.part_size);
-        let writer = S3Writer { key, exclusive: options.exclusive, part, upload: RefCell::new(Upload::default()) };
+        let writer = S3Writer { key, exclusive: options.exclusive, append: options.append, part, upload: RefCell::new(Upload::default()) };
         if let Some(info) = existing {
             writer.start_from(&info)?;
         }
@@ -733,6 +733,8 @@ where
 pub struct S3Writer {
     key: String,
     exclusive: bool,
+    /// Every chunk goes to the end, whatever its offset (`write-options.append`).
+    append: bool,
     part: u64,
     upload: RefCell<Upload>,
 }
@@ -859,7 +861,7 @@ impl GuestWriter for S3Writer {
         if upload.closed || upload.failed {
             return Err(invalid("the upload is closed, or a part of it failed"));
         }
-        if offset != upload.received {
+        if offset != upload.received && !self.append {
             return Err(invalid(format!("expected the chunk at offset {}, got {offset}", upload.received)));
         }
         if upload.received + data.len() as u64 > self.part * MAX_PARTS {

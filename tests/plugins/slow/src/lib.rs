@@ -10,7 +10,11 @@
 //! does), `append = "off"` (declared to the host, and `begin-write` then
 //! ignores `append`: every chunk lands at its offset, as on a backend that
 //! cannot append), `scope = "stateless"` (declared to the host, for the pool
-//! tests: each instance then has its own files, so use the paths below).
+//! tests: each instance then has its own files, so use the paths below),
+//! `break = "missing-is-io"` or `break = "pages-lose-entries"` (contract
+//! breaches for the conformance suite to catch: a missing path answered
+//! with an `io` error; a listing page that drops its last entry when more
+//! pages follow).
 //!
 //! Paths every instance serves alike: `/.pattern/N` is a read-only file of
 //! N bytes, byte i being `i % 251`; `stat /.sleep/MS` waits MS milliseconds
@@ -46,6 +50,8 @@ struct Settings {
     random_write: bool,
     append: bool,
     stateless: bool,
+    missing_is_io: bool,
+    pages_lose_entries: bool,
 }
 
 impl Settings {
@@ -56,6 +62,8 @@ impl Settings {
         random_write: true,
         append: true,
         stateless: false,
+        missing_is_io: false,
+        pages_lose_entries: false,
     };
 
     fn parse(config: &[(String, String)]) -> std::result::Result<Self, String> {
@@ -79,6 +87,8 @@ impl Settings {
                 "random-write" => settings.random_write = value != "off",
                 "append" => settings.append = value != "off",
                 "scope" => settings.stateless = value == "stateless",
+                "break" if value == "missing-is-io" => settings.missing_is_io = true,
+                "break" if value == "pages-lose-entries" => settings.pages_lose_entries = true,
                 key if wasftp_sdk::config::is_reserved(key) => {}
                 other => return Err(format!("unknown config key `{other}`")),
             }
@@ -172,7 +182,11 @@ impl GuestSession for SlowSession {
             return Ok(DirPage { entries, next_cursor: None });
         }
         call("list-dir");
-        with_fs(|fs| fs.list_dir(&path, cursor.as_deref(), limit))
+        let mut page = with_fs(|fs| fs.list_dir(&path, cursor.as_deref(), limit))?;
+        if SETTINGS.get().pages_lose_entries && page.next_cursor.is_some() && page.entries.len() > 1 {
+            page.entries.pop();
+        }
+        Ok(page)
     }
 
     fn file_info(&self, path: String) -> Result<FileInfo> {
@@ -200,7 +214,10 @@ impl GuestSession for SlowSession {
         if let Some(size) = pattern_size(&path) {
             return Ok(counter_info(size));
         }
-        with_fs(|fs| fs.file_info(&path))
+        match with_fs(|fs| fs.file_info(&path)) {
+            Err(Error::NotFound) if SETTINGS.get().missing_is_io => Err(Error::Io("no such entry".into())),
+            other => other,
+        }
     }
 
     fn link_info(&self, path: String) -> Result<FileInfo> {

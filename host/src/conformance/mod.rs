@@ -1,0 +1,149 @@
+//! One behaviour suite for every plugin, whatever its language: what the
+//! contract (`wit/storage.wit`) promises, checked call by call against a
+//! loaded plugin, in a directory of its own that is removed afterwards.
+//! `wasftp plugin check` runs it, and so do the tests, against every
+//! bundled and test plugin. A behaviour resting on a capability the plugin
+//! does not declare, or on writes a read-only plugin refuses, is skipped,
+//! and says so.
+
+mod cases;
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::plugin::{Plugin, Session, SessionContext, StorageError};
+
+/// The longest one behaviour may take.
+const CASE_LIMIT: Duration = Duration::from_secs(60);
+
+/// How one behaviour came out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    /// What was wrong, in words for the plugin's author.
+    Failed(String),
+    /// Why it was not checked.
+    Skipped(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub behaviour: &'static str,
+    pub verdict: Verdict,
+}
+
+/// The suite's outcomes for one plugin.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub plugin: String,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Report {
+    /// Whether nothing failed (skips are not failures).
+    pub fn passed(&self) -> bool {
+        !self.outcomes.iter().any(|o| matches!(o.verdict, Verdict::Failed(_)))
+    }
+
+    pub fn failed(&self) -> impl Iterator<Item = &Outcome> {
+        self.outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Failed(_)))
+    }
+
+    /// One line per behaviour: `pass`, `FAIL` with the reason, or `skip`
+    /// with why; then the counts.
+    pub fn table(&self) -> String {
+        let width = self.outcomes.iter().map(|o| o.behaviour.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+        for outcome in &self.outcomes {
+            let (mark, why) = match &outcome.verdict {
+                Verdict::Passed => {
+                    passed += 1;
+                    ("pass", String::new())
+                }
+                Verdict::Failed(why) => {
+                    failed += 1;
+                    ("FAIL", format!("  {why}"))
+                }
+                Verdict::Skipped(why) => {
+                    skipped += 1;
+                    ("skip", format!("  ({why})"))
+                }
+            };
+            let line = if why.is_empty() { outcome.behaviour.to_string() } else { format!("{:<width$}{why}", outcome.behaviour) };
+            let _ = writeln!(out, "{mark}  {line}");
+        }
+        let _ = writeln!(out, "{}: {passed} passed, {failed} failed, {skipped} skipped", self.plugin);
+        out
+    }
+}
+
+/// Runs every behaviour against `plugin`, in a new directory under `/`.
+pub async fn run(plugin: &Plugin) -> Report {
+    let context = SessionContext {
+        user: "wasftp-check".into(),
+        tenant: "wasftp-check".into(),
+        attributes: Vec::new(),
+    };
+    let mut outcomes = Vec::new();
+    let session = match plugin.open_session(context).await {
+        Ok(session) => session,
+        Err(e) => {
+            outcomes.push(Outcome { behaviour: "a session opens", verdict: Verdict::Failed(format!("open-session failed: {e}")) });
+            return Report { plugin: plugin.name().to_string(), outcomes };
+        }
+    };
+    let base = format!("/wasftp-check-{:016x}", rand::random::<u64>());
+    let writable = match session.make_dir(&base, None).await {
+        Ok(()) => Ok(base.clone()),
+        Err(e @ (StorageError::PermissionDenied | StorageError::Unsupported)) => Err(e.to_string()),
+        Err(e) => {
+            outcomes.push(Outcome {
+                behaviour: "a directory for the check is made",
+                verdict: Verdict::Failed(format!("make-dir {base} failed with {e}; a read-only plugin answers permission-denied or unsupported")),
+            });
+            return Report { plugin: plugin.name().to_string(), outcomes };
+        }
+    };
+    let check = cases::Check { session: &session, caps: plugin.capabilities().clone(), base: writable };
+    for case in cases::ALL {
+        let verdict = match tokio::time::timeout(CASE_LIMIT, (case.run)(&check)).await {
+            Ok(verdict) => verdict,
+            Err(_) => Verdict::Failed(format!("no answer within {CASE_LIMIT:?}")),
+        };
+        outcomes.push(Outcome { behaviour: case.behaviour, verdict });
+    }
+    if check.base.is_ok() {
+        cleanup(&session, &base).await;
+    }
+    Report { plugin: plugin.name().to_string(), outcomes }
+}
+
+/// Removes what the check left under `dir`, depth first (best effort).
+async fn cleanup(session: &Session, dir: &str) {
+    let mut stack = vec![(dir.to_string(), false)];
+    while let Some((path, listed)) = stack.pop() {
+        if listed {
+            let _ = session.remove_dir(&path).await;
+            continue;
+        }
+        stack.push((path.clone(), true));
+        let mut cursor: Option<String> = None;
+        for _ in 0..1000 {
+            let Ok(page) = session.list_dir(&path, cursor.as_deref(), 256).await else { break };
+            for entry in page.entries {
+                let child = format!("{path}/{}", entry.name);
+                match entry.info.kind {
+                    crate::plugin::FileKind::Directory => stack.push((child, false)),
+                    _ => {
+                        let _ = session.remove_file(&child).await;
+                    }
+                }
+            }
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+    }
+}

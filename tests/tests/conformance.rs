@@ -1,0 +1,91 @@
+//! The conformance suite (`wasftp::conformance`, what `wasftp plugin check`
+//! runs) against every plugin here: it passes on the memory plugin, the S3
+//! plugin over a real S3 server (garage) and the slow test plugin, and it
+//! fails, naming the behaviour, on plugins that break the contract.
+
+mod runtime_support;
+mod s3_support;
+mod server_support;
+
+use runtime_support::*;
+use wasftp::conformance::{self, Verdict};
+use wasftp::plugin::{Grants, Origin, PluginSettings};
+
+fn slow_plugin() -> Vec<u8> {
+    std::fs::read(env!("WASFTP_SLOW_PLUGIN")).expect("reading the slow plugin")
+}
+
+fn with_config(config: &[(&str, &str)]) -> PluginSettings {
+    PluginSettings { config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..PluginSettings::default() }
+}
+
+/// The report, printed, and the behaviours it skipped.
+fn assert_passes(report: &conformance::Report, at_least: usize) -> Vec<&'static str> {
+    println!("{}", report.table());
+    assert!(report.passed(), "{}", report.table());
+    let passed = report.outcomes.iter().filter(|o| o.verdict == Verdict::Passed).count();
+    assert!(passed >= at_least, "only {passed} behaviours passed:\n{}", report.table());
+    report.outcomes.iter().filter(|o| matches!(o.verdict, Verdict::Skipped(_))).map(|o| o.behaviour).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_plugin_keeps_the_contract() {
+    let rt = runtime();
+    let plugin = memory_plugin(&rt).await;
+    let skipped = assert_passes(&bounded(conformance::run(&plugin)).await, 19);
+    assert_eq!(skipped, ["symlinks: made, read and described", "hard-links: two names, one content"], "it declares neither");
+    // The check cleans up after itself.
+    let s = memory_session(&plugin, "wasftp-check", "wasftp-check").await;
+    assert!(names(&s, "/").await.is_empty(), "{:?}", names(&s, "/").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slow_plugin_keeps_the_contract_with_and_without_random_writes() {
+    let rt = runtime();
+    for config in [&[][..], &[("random-write", "off"), ("append", "off"), ("write-chunk", "4096")][..]] {
+        let plugin = bounded(rt.load("slow", &slow_plugin(), with_config(config))).await.unwrap();
+        let skipped = assert_passes(&bounded(conformance::run(&plugin)).await, 17);
+        if !config.is_empty() {
+            assert!(skipped.contains(&"random-write: chunks at any offset"), "{skipped:?}");
+            assert!(skipped.contains(&"append: chunks go to the end"), "{skipped:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_s3_plugin_keeps_the_contract_over_a_real_s3_server() {
+    let bucket = s3_support::S3Bucket::start().await;
+    let config = bucket.plugin_config();
+    let settings = PluginSettings {
+        config: config.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        grants: Grants { http_allow: config.http_allow.iter().map(|o| Origin::parse(o).unwrap()).collect(), ..Grants::default() },
+        ..PluginSettings::default()
+    };
+    let rt = runtime();
+    let bytes = wasftp::plugin::bundled::get("s3").expect("the S3 plugin is bundled");
+    let plugin = bounded(rt.load("s3", bytes, settings)).await.unwrap();
+    assert_passes(&bounded(conformance::run(&plugin)).await, 15);
+    assert!(bucket.keys().await.is_empty(), "the check left {:?} in the bucket", bucket.keys().await);
+}
+
+/// A plugin that breaks the contract fails the behaviour it breaks, with
+/// words that say what it did and what was expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_breaks_the_contract_fails_naming_what_it_broke() {
+    let rt = runtime();
+    for (breach, behaviour, words) in [
+        ("missing-is-io", "a missing path is not-found (file-info, open-read, list-dir)", "expected not-found, got i/o error"),
+        ("pages-lose-entries", "a listing pages through all entries, none twice", "pages of 3 gave"),
+    ] {
+        let plugin = bounded(rt.load("broken", &slow_plugin(), with_config(&[("break", breach)]))).await.unwrap();
+        let report = bounded(conformance::run(&plugin)).await;
+        println!("{}", report.table());
+        assert!(!report.passed(), "{breach}: the breach was not caught");
+        let failed: Vec<_> = report.failed().collect();
+        assert!(
+            failed.iter().any(|o| o.behaviour == behaviour && matches!(&o.verdict, Verdict::Failed(why) if why.contains(words))),
+            "{breach}: expected `{behaviour}` to fail with {words:?}:\n{}",
+            report.table()
+        );
+    }
+}
