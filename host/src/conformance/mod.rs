@@ -96,16 +96,25 @@ pub async fn run(plugin: &Plugin) -> Report {
     let base = format!("/wasftp-check-{:016x}", rand::random::<u64>());
     let writable = match session.make_dir(&base, None).await {
         Ok(()) => Ok(base.clone()),
-        Err(e @ (StorageError::PermissionDenied | StorageError::Unsupported)) => Err(e.to_string()),
-        Err(e) => {
-            outcomes.push(Outcome {
-                behaviour: "a directory for the check is made",
-                verdict: Verdict::Failed(format!("make-dir {base} failed with {e}; a read-only plugin answers permission-denied or unsupported")),
-            });
-            return Report { plugin: plugin.name().to_string(), outcomes };
-        }
+        Err(e) => Err(e),
     };
-    let check = cases::Check { session: &session, caps: plugin.capabilities().clone(), base: writable };
+    let check = cases::Check {
+        session: &session,
+        caps: plugin.capabilities().clone(),
+        base: writable.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
+        created: Default::default(),
+    };
+    match &writable {
+        Ok(_) => {}
+        // A read-only plugin: the behaviours that write are skipped.
+        Err(StorageError::PermissionDenied | StorageError::Unsupported) => {}
+        Err(e) => outcomes.push(Outcome {
+            behaviour: "a directory for the check is made",
+            verdict: Verdict::Failed(format!(
+                "make-dir {base} failed with {e}; a read-only plugin answers permission-denied or unsupported"
+            )),
+        }),
+    }
     for case in cases::ALL {
         let verdict = match tokio::time::timeout(CASE_LIMIT, (case.run)(&check)).await {
             Ok(verdict) => verdict,
@@ -113,37 +122,31 @@ pub async fn run(plugin: &Plugin) -> Report {
         };
         outcomes.push(Outcome { behaviour: case.behaviour, verdict });
     }
-    if check.base.is_ok() {
-        cleanup(&session, &base).await;
+    if writable.is_ok() {
+        let made = std::mem::take(&mut *check.created.lock().expect("created paths lock"));
+        let verdict = match tokio::time::timeout(CASE_LIMIT, cleanup(&session, &base, made)).await {
+            Ok(Ok(())) => Verdict::Passed,
+            Ok(Err(left)) => Verdict::Failed(left),
+            Err(_) => Verdict::Failed(format!("removing what the check made took longer than {CASE_LIMIT:?}")),
+        };
+        outcomes.push(Outcome { behaviour: "what the check made is removed", verdict });
     }
     Report { plugin: plugin.name().to_string(), outcomes }
 }
 
-/// Removes what the check left under `dir`, depth first (best effort).
-async fn cleanup(session: &Session, dir: &str) {
-    let mut stack = vec![(dir.to_string(), false)];
-    while let Some((path, listed)) = stack.pop() {
-        if listed {
-            let _ = session.remove_dir(&path).await;
-            continue;
+/// Removes what the check made (and only that), newest first so a
+/// directory's entries go before it, then its directory; says what is left.
+async fn cleanup(session: &Session, base: &str, made: Vec<String>) -> Result<(), String> {
+    for path in made.iter().rev() {
+        if session.remove_file(path).await.is_err() {
+            let _ = session.remove_dir(path).await;
         }
-        stack.push((path.clone(), true));
-        let mut cursor: Option<String> = None;
-        for _ in 0..1000 {
-            let Ok(page) = session.list_dir(&path, cursor.as_deref(), 256).await else { break };
-            for entry in page.entries {
-                let child = format!("{path}/{}", entry.name);
-                match entry.info.kind {
-                    crate::plugin::FileKind::Directory => stack.push((child, false)),
-                    _ => {
-                        let _ = session.remove_file(&child).await;
-                    }
-                }
-            }
-            cursor = page.next_cursor;
-            if cursor.is_none() {
-                break;
-            }
+    }
+    match session.remove_dir(base).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let left = session.list_dir(base, None, 10).await.map(|page| page.entries.into_iter().map(|e| e.name).collect::<Vec<_>>());
+            Err(format!("remove-dir {base} failed with {e}; left there: {left:?}"))
         }
     }
 }

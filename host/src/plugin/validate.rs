@@ -110,6 +110,10 @@ pub fn capabilities(caps: &mut Capabilities) -> Result<(), StorageError> {
     if caps.name.is_empty() || caps.version.is_empty() {
         return Err(invalid("an empty plugin name or version".into()));
     }
+    let printable = |text: &str| text.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if !printable(&caps.name) || !printable(&caps.version) {
+        return Err(invalid("a plugin name or version with bytes that are not printable ASCII".into()));
+    }
     caps.read_chunk = caps.read_chunk.clamp(MIN_CHUNK, MAX_CHUNK);
     caps.write_chunk = caps.write_chunk.clamp(MIN_CHUNK, MAX_CHUNK);
     Ok(())
@@ -149,5 +153,30 @@ mod tests {
     fn reads_longer_than_asked_are_rejected() {
         assert!(read(11, 10).is_err());
         assert!(read(10, 10).is_ok());
+    }
+
+    #[test]
+    fn a_plugin_name_or_version_must_be_printable() {
+        let caps = |name: &str, version: &str| Capabilities {
+            name: name.into(),
+            version: version.into(),
+            scope: crate::plugin::InstanceScope::Stateless,
+            random_write: false,
+            append: false,
+            atomic_rename: false,
+            set_info: false,
+            symlinks: false,
+            hard_links: false,
+            read_chunk: 4096,
+            write_chunk: 4096,
+            durable_sync: false,
+            max_file_size: None,
+            copy: false,
+            abort_orphans: false,
+        };
+        assert!(capabilities(&mut caps("memory", "0.1.0 beta")).is_ok());
+        for (name, version) in [("red\x1b[31m", "1"), ("ok", "1\n2"), ("bidi\u{202e}", "1")] {
+            assert!(capabilities(&mut caps(name, version)).is_err(), "{name:?} {version:?}");
+        }
     }
 }

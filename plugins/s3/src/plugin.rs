@@ -853,7 +853,8 @@ impl S3Writer {
 }
 
 impl GuestWriter for S3Writer {
-    /// Chunks come in order (the plugin declares no random writes); a part
+    /// Chunks come in order (the plugin declares no random writes), or
+    /// go to the end with `append`; a part
     /// goes out once more than a part's worth has come, so content of one
     /// part or less is a single PutObject at finish.
     fn write_chunk(&self, offset: u64, data: Vec<u8>) -> Result<()> {
