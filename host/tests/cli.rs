@@ -271,6 +271,7 @@ fn start_dev(home: &Path, state: Option<&Path>, password: &str) -> DevServer {
         .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "cwasm")).count())
         .unwrap_or(0);
     assert_eq!(kept, 1, "one compiled component in {}\n{}", compiled.display(), proc.transcript());
+    assert!(!proc.transcript().contains("cache not used"), "a first start warns of nothing\n{}", proc.transcript());
     let fingerprint = fp_lines[0]["host key fingerprint: ".len()..]
         .trim()
         .to_string();

@@ -180,6 +180,10 @@ fn hex(bytes: &[u8]) -> String {
 /// have written.
 fn load_cached(engine: &Engine, path: &Path, plugin: &str) -> Option<Component> {
     let dir = path.parent()?;
+    if !dir.exists() {
+        // A first start: nothing cached yet, and `store` makes it.
+        return None;
+    }
     if let Err(why) = private_dir(dir) {
         tracing::warn!(plugin, dir = %dir.display(), "compiled-component cache not used: {why}");
         return None;
