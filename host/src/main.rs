@@ -61,7 +61,7 @@ enum Command {
 enum PluginCommand {
     /// Admission as at server start, then every behaviour of the contract
     /// against the plugin: a table of pass, FAIL (with what to fix) and skip.
-    /// Exits non-zero if anything failed.
+    /// Exits 1 if a behaviour failed, 2 if the plugin was not admitted.
     Check(PluginArgs),
     /// Admission, then what the plugin is: size, compile time, contract,
     /// capabilities, imports and exports.
@@ -84,6 +84,12 @@ struct PluginArgs {
     /// The preopened directory is writable.
     #[arg(long, requires = "preopen")]
     writable: bool,
+    /// The user the check's session is for (default wasftp-check).
+    #[arg(long, default_value = "wasftp-check")]
+    user: String,
+    /// Its tenant (default: the user).
+    #[arg(long)]
+    tenant: Option<String>,
 }
 
 impl PluginArgs {
@@ -93,9 +99,23 @@ impl PluginArgs {
             config: self.config.iter().map(|c| wasftp::plugin_tool::config_pair(c)).collect::<anyhow::Result<_>>()?,
             http_allow: self.http_allow.clone(),
             preopen: self.preopen.clone().map(|dir| (dir, self.writable)),
+            user: self.user.clone(),
+            tenant: self.tenant.clone().unwrap_or_else(|| self.user.clone()),
         })
     }
 }
+
+/// A plugin `plugin check` could not load: its own exit status.
+#[derive(Debug)]
+struct NotAdmitted(anyhow::Error);
+
+impl std::fmt::Display for NotAdmitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for NotAdmitted {}
 
 /// The subcommand the server runs itself as to compile a plugin.
 const COMPILE_SUBCOMMAND: &str = "compile-plugin";
@@ -110,7 +130,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            // `plugin check`: 2 for a plugin that never got to the check.
+            if error.downcast_ref::<NotAdmitted>().is_some() { std::process::ExitCode::from(2) } else { std::process::ExitCode::FAILURE }
         }
     }
 }
@@ -140,7 +161,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                     Ok(())
                 }
                 PluginCommand::Check(args) => {
-                    let (table, passed) = runtime.block_on(wasftp::plugin_tool::check(&args.file()?, compiler))?;
+                    let checked = runtime.block_on(wasftp::plugin_tool::check(&args.file()?, compiler));
+                    let (table, passed) = checked.map_err(|e| anyhow::Error::from(NotAdmitted(e)))?;
                     print!("{table}");
                     anyhow::ensure!(passed, "the plugin does not keep the contract (see FAIL above)");
                     Ok(())

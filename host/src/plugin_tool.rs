@@ -11,7 +11,7 @@ use crate::conformance;
 use crate::plugin::{Compiler, EngineOptions, Grants, Origin, Plugin, PluginSettings, Preopen, Runtime};
 
 /// A plugin file and what to load it with.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PluginFile {
     /// A file, or `bundled:NAME`.
     pub path: PathBuf,
@@ -21,6 +21,9 @@ pub struct PluginFile {
     pub http_allow: Vec<String>,
     /// A directory it sees as `/`, and whether it may write there.
     pub preopen: Option<(PathBuf, bool)>,
+    /// Who the check's session is for.
+    pub user: String,
+    pub tenant: String,
 }
 
 /// Splits `key=value`.
@@ -119,6 +122,7 @@ fn family(interfaces: &[String]) -> String {
 /// Admission, then the conformance suite: the report, and whether it passed.
 pub async fn check(file: &PluginFile, compiler: Compiler) -> anyhow::Result<(String, bool)> {
     let (_runtime, plugin) = load(file, compiler).await.context("admission (the checks the server makes at start) failed")?;
-    let report = conformance::run(&plugin).await;
+    let context = crate::plugin::SessionContext { user: file.user.clone(), tenant: file.tenant.clone(), attributes: Vec::new() };
+    let report = conformance::run_as(&plugin, context).await;
     Ok((report.table(), report.passed()))
 }

@@ -680,7 +680,11 @@ fn plugin_check_runs_the_conformance_suite_and_plugin_info_describes() {
     assert!(stdout.contains("pass  a listing pages through all entries, none twice"), "{stdout}");
     assert!(stdout.contains("pass  what the check made is removed"), "{stdout}");
     assert!(stdout.contains("skip  symlinks: made, read and described"), "{stdout}");
-    assert!(stdout.contains("memory: 20 passed, 0 failed, 2 skipped"), "{stdout}");
+    assert!(stdout.contains("memory: 21 passed, 0 failed, 2 skipped"), "{stdout}");
+
+    // Another user and tenant for the check's session.
+    let (status, stdout, _) = run(&["plugin", "check", "bundled:memory", "--user", "ann", "--tenant", "acme"], dir.path());
+    assert!(status.success() && stdout.contains("21 passed"), "{stdout}");
 
     let (status, stdout, stderr) = run(&["plugin", "info", "bundled:memory"], dir.path());
     assert!(status.success(), "info: {status}\n{stdout}\n{stderr}");
@@ -692,7 +696,7 @@ fn plugin_check_runs_the_conformance_suite_and_plugin_info_describes() {
     let module = dir.path().join("core.wasm");
     std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
     let (status, _, stderr) = run(&["plugin", "check", module.to_str().unwrap()], dir.path());
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(2), "not admitted: {stderr}");
     assert!(stderr.contains("admission") && stderr.contains("core WebAssembly module, not a component"), "{stderr}");
     let (status, _, stderr) = run(&["plugin", "info", "/nonexistent/p.wasm"], dir.path());
     assert!(!status.success());

@@ -57,6 +57,7 @@ pub static ALL: &[Case] = &[
     case!("an upload is invisible until finish", upload_invisible_until_finish),
     case!("abort leaves nothing behind", abort_leaves_nothing),
     case!("an exclusive create of an existing file is already-exists", exclusive_create),
+    case!("an exclusive create is checked again at finish", exclusive_at_finish),
     case!("a truncating write replaces the content", truncating_write),
     case!("a reader keeps its version across an overwrite (or says conflict)", pinned_reader),
     case!("a pinned version that changed is conflict", pinned_version),
@@ -344,6 +345,18 @@ async fn exclusive_create(c: &Check<'_>) -> Outcome {
         }
     }
     same("the existing file", &c.get(&path).await?, HELLO)
+}
+
+async fn exclusive_at_finish(c: &Check<'_>) -> Outcome {
+    let path = c.path("raced.txt")?;
+    c.made(&path);
+    let options = WriteOptions { exclusive: true, ..c.options() };
+    let first = c.session.begin_write(&path, options).await.or_else(|e| fail(format!("an exclusive begin-write of a new name: {e}")))?;
+    first.write_chunk(0, b"late".to_vec()).await.or_else(|e| fail(format!("write-chunk: {e}")))?;
+    // Another upload makes the file meanwhile.
+    c.put(&path, b"first").await?;
+    expect_error(first.finish().await, |e| matches!(e, StorageError::AlreadyExists), "finish of an exclusive create whose file appeared meanwhile", "already-exists")?;
+    same("the file that appeared meanwhile", &c.get(&path).await?, b"first")
 }
 
 async fn truncating_write(c: &Check<'_>) -> Outcome {

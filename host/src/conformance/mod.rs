@@ -78,13 +78,15 @@ impl Report {
     }
 }
 
-/// Runs every behaviour against `plugin`, in a new directory under `/`.
+/// Runs every behaviour against `plugin`, in a new directory under `/`,
+/// in a session of user and tenant `wasftp-check`.
 pub async fn run(plugin: &Plugin) -> Report {
-    let context = SessionContext {
-        user: "wasftp-check".into(),
-        tenant: "wasftp-check".into(),
-        attributes: Vec::new(),
-    };
+    let context = SessionContext { user: "wasftp-check".into(), tenant: "wasftp-check".into(), attributes: Vec::new() };
+    run_as(plugin, context).await
+}
+
+/// The same, in a session for `context`.
+pub async fn run_as(plugin: &Plugin, context: SessionContext) -> Report {
     let mut outcomes = Vec::new();
     let session = match plugin.open_session(context).await {
         Ok(session) => session,
