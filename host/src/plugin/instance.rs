@@ -456,16 +456,16 @@ impl Instance {
     }
 
     /// Drops the live instance of `slot` after a trap or a stuck call.
-    fn poison(&self, slot: &mut Slot, op: &str, why: String) -> StorageError {
+    fn poison(&self, slot: &mut Slot, op: &str, fault: impl Into<Fault>) -> StorageError {
         slot.live = None;
         self.live_generation.store(0, Ordering::SeqCst);
-        self.poisoned(op, why)
+        self.poisoned(op, fault)
     }
 
-    fn poisoned(&self, op: &str, why: String) -> StorageError {
+    fn poisoned(&self, op: &str, fault: impl Into<Fault>) -> StorageError {
+        let Fault { why, tenants_own } = fault.into();
         self.shared.stats.poisoned.fetch_add(1, Ordering::Relaxed);
-        // Memory other tenants hold is not this tenant's failure.
-        if !why.starts_with(SERVER_MEMORY_FULL) && self.breaker.failed() {
+        if tenants_own && self.breaker.failed() {
             // Logged once per trip, not once per refused call.
             self.shared.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
             let limits = self.breaker.limits();
@@ -622,7 +622,7 @@ impl Drop for SlotHeld<'_> {
         if let Some(mut slot) = self.slot.take() {
             if !self.settled && slot.live.is_some() {
                 self.instance.clock.stop();
-                self.instance.poison(&mut slot, "call", "the host failed while running the call".into());
+                self.instance.poison(&mut slot, "call", String::from("the host failed while running the call"));
             }
             drop(slot);
         }
@@ -630,17 +630,31 @@ impl Drop for SlotHeld<'_> {
     }
 }
 
-/// How a failure for want of the server's guest memory is told.
-const SERVER_MEMORY_FULL: &str = "the server's guest memory is all in use";
+/// Why an instance is dropped, and whether it counts toward its tenant's
+/// circuit breaker (memory that other tenants hold does not).
+struct Fault {
+    why: String,
+    tenants_own: bool,
+}
+
+impl From<String> for Fault {
+    fn from(why: String) -> Self {
+        Self { why, tenants_own: true }
+    }
+}
 
 /// Why a call failed, for logs. A trap right after a refused `memory.grow` is
 /// the guest giving up on a failed allocation: say it ran out of memory.
-fn describe_trap(error: &wasmtime::Error, limits: &mut StoreCaps) -> String {
+fn describe_trap(error: &wasmtime::Error, limits: &mut StoreCaps) -> Fault {
     let out_of_memory = limits.take_refused();
     if out_of_memory && limits.take_refused_by_server() {
-        return format!("{SERVER_MEMORY_FULL} (guest_memory_total_mib): {}", super::error::bounded(format!("{error:#}")));
+        let why = format!(
+            "the server's guest memory is all in use (guest_memory_total_mib): {}",
+            super::error::bounded(format!("{error:#}"))
+        );
+        return Fault { why, tenants_own: false };
     }
-    match error.downcast_ref::<Trap>() {
+    Fault::from(match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => "deadline exceeded (interrupted)".into(),
         Some(trap) if out_of_memory => {
             format!("out of memory (growth past the {} MiB cap refused), then trapped: {trap}", limits.memory_limit() >> 20)
@@ -661,7 +675,7 @@ fn describe_trap(error: &wasmtime::Error, limits: &mut StoreCaps) -> String {
                 format!("trapped: {}", super::error::bounded(text))
             }
         }
-    }
+    })
 }
 
 impl Instance {
