@@ -10,12 +10,14 @@
 mod runtime_support;
 mod server_support;
 mod wire_support;
+mod wasm_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use runtime_support::*;
+use wasm_support::with_core_instance;
 use wasftp::plugin::{Plugin, PluginSettings, Runtime, RuntimeStats, Session, StorageError, WriteOptions};
 
 const DEADLINE: Duration = Duration::from_millis(500);
@@ -420,54 +422,6 @@ async fn a_file_whose_reader_never_ends_cannot_fill_the_spool_or_loop_a_copy() {
     server.shutdown().await;
 }
 
-/// `component` with `module` added and instantiated as part of it: its own
-/// core module and core instance sections appended, so the hostile plugin's
-/// exports stay whole and its instantiation builds `module` too. (Rust
-/// emits no table growth; this is how a table bomb is written.)
-fn with_core_instance(component: &[u8], module: &[u8]) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            out.push(if n == 0 { byte } else { byte | 0x80 });
-            if n == 0 {
-                return;
-            }
-        }
-    }
-    fn read_leb(bytes: &[u8], at: &mut usize) -> usize {
-        let (mut n, mut shift) = (0usize, 0);
-        loop {
-            let byte = bytes[*at];
-            *at += 1;
-            n |= usize::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return n;
-            }
-            shift += 7;
-        }
-    }
-    // Core modules defined at the top level so far: the new one's index.
-    let (mut at, mut modules) = (8, 0);
-    while at < component.len() {
-        let id = component[at];
-        at += 1;
-        let size = read_leb(component, &mut at);
-        modules += usize::from(id == 1);
-        at += size;
-    }
-    let mut out = component.to_vec();
-    out.push(1);
-    leb(module.len(), &mut out);
-    out.extend_from_slice(module);
-    let mut instance = vec![1, 0x00]; // one instance: instantiate
-    leb(modules, &mut instance);
-    instance.push(0); // with no arguments
-    out.push(2);
-    leb(instance.len(), &mut out);
-    out.extend_from_slice(&instance);
-    out
-}
 
 /// A table bomb: a table declared with ten million entries is refused at
 /// instantiation (the load fails, naming it); one grown a hundred thousand

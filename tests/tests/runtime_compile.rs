@@ -3,11 +3,13 @@
 //! load and nothing else; a compiled component is kept by content hash.
 
 mod runtime_support;
+mod wasm_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runtime_support::*;
+use wasm_support::costly_component;
 use wasftp::plugin::{CompileLimits, EngineOptions, PluginSettings, Runtime, RuntimeStats};
 
 /// A runtime whose compiled-component cache is `compiled/` under `dir`
@@ -21,50 +23,6 @@ fn memory_bytes() -> &'static [u8] {
     wasftp::plugin::bundled::get("memory").expect("the memory plugin is bundled")
 }
 
-/// A component of `functions` functions of `ops` additions each: a few MB
-/// of wasm that the compiler needs far more memory and time for than its
-/// size (its memory grows with the largest function, its time with all).
-/// Encoded directly: the text would be ten times larger.
-fn costly_component(functions: usize, ops: usize) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            out.push(if n == 0 { byte } else { byte | 0x80 });
-            if n == 0 {
-                return;
-            }
-        }
-    }
-    fn section(id: u8, content: &[u8], out: &mut Vec<u8>) {
-        out.push(id);
-        leb(content.len(), out);
-        out.extend_from_slice(content);
-    }
-    // local.get 0, local.get 1, i32.add, local.set 1
-    const OP: [u8; 7] = [0x20, 0x00, 0x20, 0x01, 0x6a, 0x21, 0x01];
-    let mut body = vec![0x01, 0x01, 0x7f]; // one i32 local
-    for _ in 0..ops {
-        body.extend_from_slice(&OP);
-    }
-    body.extend_from_slice(&[0x20, 0x01, 0x0b]); // local.get 1, end
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    section(1, &[0x01, 0x60, 0x01, 0x7f, 0x01, 0x7f], &mut module); // (i32) -> i32
-    let mut declared = Vec::new();
-    leb(functions, &mut declared);
-    declared.resize(declared.len() + functions, 0x00);
-    section(3, &declared, &mut module);
-    let mut code = Vec::new();
-    leb(functions, &mut code);
-    for _ in 0..functions {
-        leb(body.len(), &mut code);
-        code.extend_from_slice(&body);
-    }
-    section(10, &code, &mut module);
-    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
-    section(1, &module, &mut component); // a core module
-    component
-}
 
 async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -133,30 +91,32 @@ async fn a_damaged_cache_entry_is_compiled_again() {
     }
 }
 
+/// The error of loading `wasm` as `name` under `limits`, and how long it took.
+async fn refused(rt: &Runtime, name: &str, wasm: &[u8], limits: CompileLimits) -> (String, Duration) {
+    let started = Instant::now();
+    let err = bounded(rt.load(name, wasm, PluginSettings { compile: limits, ..PluginSettings::default() }))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("loading {name} under {limits:?} was expected to fail"));
+    (format!("{err:#}"), started.elapsed())
+}
+
 #[tokio::test]
 async fn compiling_past_the_memory_bound_fails_that_load_only() {
     let cache = tempfile::tempdir().unwrap();
     let rt = runtime_with_cache(cache.path());
     let bomb = costly_component(1, 200_000);
     let limits = CompileLimits { timeout: Duration::from_secs(120), memory_bytes: 128 << 20 };
-    let started = Instant::now();
-    let err = bounded(rt.load("bomb", &bomb, PluginSettings { compile: limits, ..PluginSettings::default() }))
-        .await
-        .err()
-        .expect("a compile past its memory bound fails");
-    let message = format!("{err:#}");
-    println!("{} byte component, 128 MiB bound: refused in {:?}: {message}", bomb.len(), started.elapsed());
+    let (message, took) = refused(&rt, "bomb", &bomb, limits).await;
+    println!("{} byte component, 128 MiB bound: refused in {took:?}: {message}", bomb.len());
     assert!(message.contains("compiling plugin bomb"), "{message}");
     assert!(message.contains("more than the 128 MiB allowed (compile_memory_mib)"), "{message}");
     memory_plugin_serves(&rt).await;
 
     // With room it compiles: the bound, not the file, refused it.
     let roomy = CompileLimits { timeout: Duration::from_secs(120), memory_bytes: 16 << 30 };
-    let err = bounded(rt.load("bomb", &bomb, PluginSettings { compile: roomy, ..PluginSettings::default() }))
-        .await
-        .err()
-        .expect("it exports no contract");
-    assert!(format!("{err:#}").contains("does not export the wasftp:storage contract"), "{err:#}");
+    let (message, _) = refused(&rt, "bomb", &bomb, roomy).await;
+    assert!(message.contains("does not export the wasftp:storage contract"), "{message}");
 }
 
 #[tokio::test]
@@ -166,21 +126,31 @@ async fn compiling_past_the_timeout_fails_that_load_only() {
     // About 5 s of compiling on two cores.
     let bomb = costly_component(200, 20_000);
     let limits = CompileLimits { timeout: Duration::from_secs(1), memory_bytes: 16 << 30 };
-    let started = Instant::now();
-    let err = bounded(rt.load("slow", &bomb, PluginSettings { compile: limits, ..PluginSettings::default() }))
-        .await
-        .err()
-        .expect("a compile past its timeout fails");
-    let took = started.elapsed();
-    let message = format!("{err:#}");
+    let (message, took) = refused(&rt, "slow", &bomb, limits).await;
     println!("{} byte component, 1 s bound: refused in {took:?}: {message}", bomb.len());
     assert!(message.contains("longer than the 1s allowed (compile_timeout_secs)"), "{message}");
     assert!(took < Duration::from_secs(3), "stopped at its timeout, not when done ({took:?})");
     // The child is gone, not left computing: its arguments (these limits) are this test's own.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu_secs = (cores + 1).to_string(); // the 1 s timeout on every core, and a second
     let ours = |cmdline: &[u8]| {
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        args.iter().any(|a| a.ends_with(b"compile-plugin")) && args.contains(&&b"17179869184"[..]) && args.contains(&&b"2"[..])
+        args.iter().any(|a| a.ends_with(b"compile-plugin"))
+            && args.contains(&&b"17179869184"[..])
+            && args.contains(&cpu_secs.as_bytes())
     };
+    // Seen while it runs: the test can tell a live child from none.
+    let running = costly_component(200, 20_000);
+    let watched = tokio::spawn({
+        let rt = rt.clone();
+        async move { refused(&rt, "watched", &running, limits).await }
+    });
+    let seen = wait_for(Duration::from_secs(5), || {
+        std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| ours(&c)))
+    })
+    .await;
+    assert!(seen, "the compiler child was seen while it ran");
+    watched.await.unwrap();
     let child_alive = || {
         std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
             std::fs::read(e.path().join("cmdline")).is_ok_and(|c| ours(&c))
