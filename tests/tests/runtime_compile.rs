@@ -3,6 +3,7 @@
 //! load and nothing else; a compiled component is kept by content hash.
 
 mod runtime_support;
+mod server_support;
 mod wasm_support;
 
 use std::sync::Arc;
@@ -24,16 +25,6 @@ fn memory_bytes() -> &'static [u8] {
 }
 
 
-async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
-}
 
 /// The memory plugin still loads and serves on `rt`.
 async fn memory_plugin_serves(rt: &Runtime) {
@@ -145,7 +136,7 @@ async fn compiling_past_the_timeout_fails_that_load_only() {
         let rt = rt.clone();
         async move { refused(&rt, "watched", &running, limits).await }
     });
-    let seen = wait_for(Duration::from_secs(5), || {
+    let seen = server_support::wait_until(Duration::from_secs(5), || {
         std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| ours(&c)))
     })
     .await;
@@ -156,7 +147,7 @@ async fn compiling_past_the_timeout_fails_that_load_only() {
             std::fs::read(e.path().join("cmdline")).is_ok_and(|c| ours(&c))
         })
     };
-    assert!(wait_for(Duration::from_secs(2), || !child_alive()).await, "the compiler child was killed");
+    assert!(server_support::wait_until(Duration::from_secs(2), || !child_alive()).await, "the compiler child was killed");
     memory_plugin_serves(&rt).await;
 }
 
