@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod conformance;
 pub mod plugin;
+pub mod plugin_new;
 pub mod plugin_tool;
 pub mod server;
 pub mod sftp;

@@ -66,6 +66,21 @@ enum PluginCommand {
     /// Admission, then what the plugin is: size, compile time, contract,
     /// capabilities, imports and exports.
     Info(PluginArgs),
+    /// Writes a plugin skeleton that builds (`./build`) and passes `check`
+    /// as it is: a small read-only tree to replace with your storage.
+    New {
+        /// Its name (lower-case letters, digits, '-').
+        name: String,
+        #[arg(long, value_enum)]
+        lang: wasftp::plugin_new::Language,
+        /// Where to write it (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust only: wasftp's sdk/ directory, the skeleton's dependency
+        /// (default: the one beside this binary's sources).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -152,6 +167,14 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CompilePlugin { .. } => unreachable!("handled before logging starts"),
+        Command::Plugin { command: PluginCommand::New { name, lang, dir, sdk } } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            for file in wasftp::plugin_new::write(lang, &name, &dir, sdk.as_deref())? {
+                println!("wrote {}", file.display());
+            }
+            println!("next: {}/build {name}.wasm && wasftp plugin check {name}.wasm", dir.display());
+            Ok(())
+        }
         Command::Plugin { command } => {
             let runtime = tokio::runtime::Runtime::new()?;
             let compiler = wasftp::plugin::Compiler::this_executable(COMPILE_SUBCOMMAND)?;
@@ -167,6 +190,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     anyhow::ensure!(passed, "the plugin does not keep the contract (see FAIL above)");
                     Ok(())
                 }
+                PluginCommand::New { .. } => unreachable!("handled above"),
             }
         }
         Command::Serve { config, listen, password } => {

@@ -18,6 +18,8 @@ pub struct Check<'a> {
 
 pub struct Case {
     pub behaviour: &'static str,
+    /// Whether it needs files of its own (a read-only plugin skips it).
+    pub writes: bool,
     pub run: for<'a> fn(&'a Check<'a>) -> BoxFuture<'a, Verdict>,
 }
 
@@ -42,13 +44,16 @@ fn fail<T>(why: impl Into<String>) -> Result<T, Wrong> {
 }
 
 macro_rules! case {
+    (reads $behaviour:literal, $f:ident) => {
+        Case { behaviour: $behaviour, writes: false, run: |check| Box::pin(async move { verdict($f(check).await) }) }
+    };
     ($behaviour:literal, $f:ident) => {
-        Case { behaviour: $behaviour, run: |check| Box::pin(async move { verdict($f(check).await) }) }
+        Case { behaviour: $behaviour, writes: true, run: |check| Box::pin(async move { verdict($f(check).await) }) }
     };
 }
 
 pub static ALL: &[Case] = &[
-    case!("a missing path is not-found (file-info, open-read, list-dir)", missing_paths),
+    case!(reads "a missing path is not-found (file-info, open-read, list-dir)", missing_paths),
     case!("a written file reads back whole (finish gives its info)", written_file_reads_back),
     case!("reads at an offset, and past the end (empty)", reads_at_offsets),
     case!("a reader's info is the version it reads", reader_info),

@@ -7,6 +7,7 @@
 //! and says so.
 
 mod cases;
+mod read_only;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -117,12 +118,24 @@ pub async fn run_as(plugin: &Plugin, context: SessionContext) -> Report {
             )),
         }),
     }
-    for case in cases::ALL {
-        let verdict = match tokio::time::timeout(CASE_LIMIT, (case.run)(&check)).await {
-            Ok(verdict) => verdict,
-            Err(_) => Verdict::Failed(format!("no answer within {CASE_LIMIT:?}")),
+    let read_only = writable.is_err();
+    for case in cases::ALL.iter().filter(|case| !read_only || !case.writes) {
+        outcomes.push(Outcome { behaviour: case.behaviour, verdict: within_limit((case.run)(&check)).await });
+    }
+    if let Err(e) = &writable {
+        let writing = cases::ALL.iter().filter(|case| case.writes).count();
+        outcomes.push(Outcome {
+            behaviour: "the behaviours that write",
+            verdict: Verdict::Skipped(format!("{writing} of them: make-dir {base} gave {e}, so the plugin is checked read-only")),
+        });
+        let found = match tokio::time::timeout(CASE_LIMIT, read_only::discover(&session)).await {
+            Ok(found) => found,
+            Err(_) => read_only::Found { trouble: Some(format!("no end within {CASE_LIMIT:?}")), ..Default::default() },
         };
-        outcomes.push(Outcome { behaviour: case.behaviour, verdict });
+        let check = read_only::Check { session: &session, caps: plugin.capabilities().clone(), found };
+        for case in read_only::ALL {
+            outcomes.push(Outcome { behaviour: case.behaviour, verdict: within_limit((case.run)(&check)).await });
+        }
     }
     if writable.is_ok() {
         let made = std::mem::take(&mut *check.created.lock().expect("created paths lock"));
@@ -134,6 +147,13 @@ pub async fn run_as(plugin: &Plugin, context: SessionContext) -> Report {
         outcomes.push(Outcome { behaviour: "what the check made is removed", verdict });
     }
     Report { plugin: plugin.name().to_string(), outcomes }
+}
+
+async fn within_limit(run: impl std::future::Future<Output = Verdict>) -> Verdict {
+    match tokio::time::timeout(CASE_LIMIT, run).await {
+        Ok(verdict) => verdict,
+        Err(_) => Verdict::Failed(format!("no answer within {CASE_LIMIT:?}")),
+    }
 }
 
 /// Removes what the check made (and only that), newest first so a

@@ -1,0 +1,378 @@
+//! The behaviours of a plugin that refuses writes (a published tree, a
+//! read-only mirror): checked on what it already serves, found by walking
+//! its tree from `/`, since the check cannot make files of its own.
+
+use futures::future::BoxFuture;
+
+use super::Verdict;
+use crate::plugin::{Capabilities, DirEntry, FileKind, SetAttrs, Session, StorageError, WriteOptions};
+
+/// How far the walk goes: a published tree can be large, the check need
+/// only find one of each thing.
+const DIRECTORIES_VISITED: usize = 64;
+const PAGES_PER_DIRECTORY: usize = 20;
+const PAGE: u32 = 100;
+/// A file read whole is at most this large.
+const FILE_READ_WHOLE: u64 = 4 << 20;
+
+/// What the walk found to check.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// A non-empty file small enough to read whole.
+    pub file: Option<String>,
+    /// A directory and its entries (at least one).
+    pub listed: Option<(String, Vec<DirEntry>)>,
+    /// A directory with two entries or more, for paging.
+    pub paged: Option<String>,
+    /// A symbolic link, when the plugin declares `symlinks`.
+    pub link: Option<String>,
+    /// What the walk ran into, if it stopped early.
+    pub trouble: Option<String>,
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") }
+}
+
+/// Walks breadth first from `/` until it has one of each thing, or has seen
+/// enough directories.
+pub async fn discover(session: &Session) -> Found {
+    let mut found = Found::default();
+    let mut queue = std::collections::VecDeque::from([String::from("/")]);
+    let mut visited = 0;
+    while let Some(dir) = queue.pop_front() {
+        if visited == DIRECTORIES_VISITED {
+            break;
+        }
+        visited += 1;
+        let mut entries = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..PAGES_PER_DIRECTORY {
+            match session.list_dir(&dir, cursor.as_deref(), PAGE).await {
+                Ok(page) => {
+                    entries.extend(page.entries);
+                    cursor = page.next_cursor;
+                }
+                Err(e) => {
+                    found.trouble = Some(format!("list-dir {dir}: {e}"));
+                    return found;
+                }
+            }
+            if cursor.is_none() {
+                break;
+            }
+        }
+        for entry in &entries {
+            let path = join(&dir, &entry.name);
+            match entry.info.kind {
+                FileKind::File if found.file.is_none() && entry.info.size > 0 && entry.info.size <= FILE_READ_WHOLE => found.file = Some(path),
+                FileKind::Directory => queue.push_back(path),
+                FileKind::Symlink if found.link.is_none() => found.link = Some(path),
+                _ => {}
+            }
+        }
+        if entries.len() >= 2 && found.paged.is_none() {
+            found.paged = Some(dir.clone());
+        }
+        if !entries.is_empty() && found.listed.is_none() {
+            found.listed = Some((dir.clone(), entries));
+        }
+        if found.file.is_some() && found.paged.is_some() && found.link.is_some() {
+            break;
+        }
+    }
+    found
+}
+
+/// What the behaviours work with.
+pub struct Check<'a> {
+    pub session: &'a Session,
+    pub caps: Capabilities,
+    pub found: Found,
+}
+
+pub struct Case {
+    pub behaviour: &'static str,
+    pub run: for<'a> fn(&'a Check<'a>) -> BoxFuture<'a, Verdict>,
+}
+
+enum Wrong {
+    Failed(String),
+    Skipped(String),
+}
+
+type Outcome = Result<(), Wrong>;
+
+fn fail<T>(why: impl Into<String>) -> Result<T, Wrong> {
+    Err(Wrong::Failed(why.into()))
+}
+
+macro_rules! case {
+    ($behaviour:literal, $f:ident) => {
+        Case {
+            behaviour: $behaviour,
+            run: |check| {
+                Box::pin(async move {
+                    match $f(check).await {
+                        Ok(()) => Verdict::Passed,
+                        Err(Wrong::Failed(why)) => Verdict::Failed(why),
+                        Err(Wrong::Skipped(why)) => Verdict::Skipped(why),
+                    }
+                })
+            },
+        }
+    };
+}
+
+pub static ALL: &[Case] = &[
+    case!("read-only: every write is refused, and changes nothing", writes_refused),
+    case!("read-only: a file reads whole, at offsets, and past the end (empty)", file_reads),
+    case!("read-only: a listing's attributes are the files' own", listing_attributes),
+    case!("read-only: a listing pages through all entries, none twice", listing_pages),
+    case!("read-only: the wrong kind of path is refused", wrong_kinds),
+    case!("read-only: the file's version reads, another is conflict", pinned_version),
+    case!("read-only: symlinks are read and described", symlinks),
+];
+
+impl Check<'_> {
+    fn file(&self) -> Result<&str, Wrong> {
+        self.found.file.as_deref().ok_or_else(|| self.nothing("a non-empty file of at most 4 MiB"))
+    }
+
+    fn listed(&self) -> Result<(&str, &[DirEntry]), Wrong> {
+        self.found.listed.as_ref().map(|(dir, entries)| (dir.as_str(), entries.as_slice())).ok_or_else(|| self.nothing("a directory with entries"))
+    }
+
+    fn nothing(&self, what: &str) -> Wrong {
+        match &self.found.trouble {
+            Some(trouble) => Wrong::Failed(format!("walking the tree from / to find {what} failed: {trouble}")),
+            None => Wrong::Skipped(format!("the plugin serves no {what} (a read-only plugin is checked on what it serves: give it some, e.g. with --config)")),
+        }
+    }
+
+    async fn whole(&self, path: &str) -> Result<Vec<u8>, Wrong> {
+        let reader = self.session.open_read(path, None).await.or_else(|e| fail(format!("open-read {path}: {e}")))?;
+        read_from(&reader, 0, usize::MAX).await
+    }
+}
+
+/// Up to `len` bytes from `offset`, over as many reads as the plugin needs.
+async fn read_from(reader: &crate::plugin::Reader, offset: u64, len: usize) -> Result<Vec<u8>, Wrong> {
+    let mut data = Vec::new();
+    while data.len() < len {
+        let at = offset + data.len() as u64;
+        let want = (len - data.len()).min(1 << 20) as u32;
+        let piece = reader.read(at, want).await.or_else(|e| fail(format!("read at {at}: {e}")))?;
+        if piece.is_empty() {
+            break;
+        }
+        data.extend_from_slice(&piece);
+        if data.len() as u64 > FILE_READ_WHOLE {
+            return fail(format!("reading gave more than {FILE_READ_WHOLE} bytes of a file whose listing said less"));
+        }
+    }
+    Ok(data)
+}
+
+fn refused(what: &str, result: Result<(), StorageError>) -> Outcome {
+    match result {
+        Err(StorageError::PermissionDenied | StorageError::Unsupported) => Ok(()),
+        Err(e) => fail(format!("{what}: expected permission-denied from a plugin that refuses writes, got {e}")),
+        Ok(()) => fail(format!("{what} succeeded, though make-dir was refused")),
+    }
+}
+
+async fn writes_refused(c: &Check<'_>) -> Outcome {
+    let file = c.file()?;
+    let before = c.whole(file).await?;
+    let new = format!("/wasftp-check-new-{:016x}", rand::random::<u64>());
+    let options = WriteOptions { create: true, truncate: true, exclusive: false, append: false, permissions: None };
+    let s = c.session;
+    match s.begin_write(file, options.clone()).await {
+        Ok(writer) => {
+            // Refusing at the first chunk or at finish keeps the file too.
+            let chunk = writer.write_chunk(0, b"overwritten".to_vec()).await;
+            let finished = match chunk {
+                Ok(()) => writer.finish().await.map(drop),
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    Err(e)
+                }
+            };
+            refused(&format!("an overwrite of {file}"), finished)?;
+        }
+        Err(e) => refused(&format!("begin-write {file}"), Err(e))?,
+    }
+    refused(&format!("begin-write {new}"), s.begin_write(&new, options).await.map(drop))?;
+    refused(&format!("remove-file {file}"), s.remove_file(file).await)?;
+    refused(&format!("rename {file}"), s.rename(file, &new, false).await)?;
+    let attrs = SetAttrs { size: Some(0), permissions: None, accessed: None, modified: None };
+    refused(&format!("set-info of size 0 on {file}"), s.set_info(file, attrs).await)?;
+    if c.caps.copy {
+        refused(&format!("copy-file {file}"), s.copy_file(file, &new, false).await)?;
+    }
+    if c.caps.symlinks {
+        refused(&format!("make-link {new}"), s.make_link(file, &new).await)?;
+    }
+    if c.caps.hard_links {
+        refused(&format!("hard-link {new}"), s.hard_link(file, &new).await)?;
+    }
+    let after = c.whole(file).await?;
+    if after != before {
+        return fail(format!("{file} changed ({} bytes, now {}) though every write was refused", before.len(), after.len()));
+    }
+    match s.file_info(&new).await {
+        Err(StorageError::NotFound) => Ok(()),
+        other => fail(format!("file-info {new} after refused writes: expected not-found, got {other:?}")),
+    }
+}
+
+async fn file_reads(c: &Check<'_>) -> Outcome {
+    let file = c.file()?;
+    let info = c.session.file_info(file).await.or_else(|e| fail(format!("file-info {file}: {e}")))?;
+    let reader = c.session.open_read(file, None).await.or_else(|e| fail(format!("open-read {file}: {e}")))?;
+    let at_open = reader.info().await.or_else(|e| fail(format!("reader info: {e}")))?;
+    let whole = read_from(&reader, 0, usize::MAX).await?;
+    if whole.len() as u64 != info.size || at_open.size != info.size {
+        return fail(format!(
+            "{file}: file-info says {} bytes, the reader's info {}, and reading gave {}",
+            info.size,
+            at_open.size,
+            whole.len()
+        ));
+    }
+    let middle = whole.len() / 2;
+    let part = read_from(&reader, middle as u64, 7).await?;
+    let want = &whole[middle..(middle + 7).min(whole.len())];
+    if part != want {
+        return fail(format!("{file}: {} bytes read at offset {middle} differ from the same bytes of the whole file", part.len()));
+    }
+    for offset in [info.size, 1 << 40] {
+        let past = reader.read(offset, 10).await.or_else(|e| fail(format!("read at {offset}, past the end: {e} (the end of a file is an empty read)")))?;
+        if !past.is_empty() {
+            return fail(format!("a read at {offset}, past the end of {file}, gave {} bytes", past.len()));
+        }
+    }
+    Ok(())
+}
+
+async fn listing_attributes(c: &Check<'_>) -> Outcome {
+    let (dir, entries) = c.listed()?;
+    for entry in entries.iter().take(20) {
+        let path = join(dir, &entry.name);
+        // A listing describes a link itself, as LSTAT does.
+        let own = if entry.info.kind == FileKind::Symlink && c.caps.symlinks {
+            c.session.link_info(&path).await
+        } else {
+            c.session.file_info(&path).await
+        };
+        let own = own.or_else(|e| fail(format!("{path} is listed in {dir}, but describing it failed: {e}")))?;
+        if own.kind != entry.info.kind || own.size != entry.info.size || own.modified != entry.info.modified {
+            return fail(format!(
+                "{path}: the listing says {:?} of {} bytes modified at {}, its own info {:?} of {} bytes modified at {}",
+                entry.info.kind, entry.info.size, entry.info.modified, own.kind, own.size, own.modified
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn listing_pages(c: &Check<'_>) -> Outcome {
+    let Some(dir) = c.found.paged.as_deref() else {
+        return Err(c.nothing("directory with two entries or more"));
+    };
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..PAGES_PER_DIRECTORY * PAGE as usize {
+        let page = c.session.list_dir(dir, cursor.as_deref(), 1).await.or_else(|e| fail(format!("list-dir {dir} by pages of 1: {e}")))?;
+        if page.entries.len() > 1 {
+            return fail(format!("list-dir {dir} gave {} entries for a limit of 1", page.entries.len()));
+        }
+        names.extend(page.entries.into_iter().map(|e| e.name));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let mut whole = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..PAGES_PER_DIRECTORY * 10 {
+        let page = c.session.list_dir(dir, cursor.as_deref(), 1000).await.or_else(|e| fail(format!("list-dir {dir}: {e}")))?;
+        whole.extend(page.entries.into_iter().map(|e| e.name));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let (mut by_one, mut at_once) = (names.clone(), whole);
+    by_one.sort();
+    at_once.sort();
+    let mut unique = by_one.clone();
+    unique.dedup();
+    if unique.len() != by_one.len() {
+        return fail(format!("pages of 1 of {dir} gave some names twice: {names:?}"));
+    }
+    if by_one != at_once {
+        return fail(format!("pages of 1 of {dir} gave {by_one:?}; pages of 1000 gave {at_once:?}"));
+    }
+    Ok(())
+}
+
+async fn wrong_kinds(c: &Check<'_>) -> Outcome {
+    let file = c.file()?;
+    let (dir, _) = c.listed()?;
+    match c.session.open_read(dir, None).await {
+        Err(StorageError::IsADirectory) => {}
+        Err(e) => return fail(format!("open-read of the directory {dir}: expected is-a-directory, got {e}")),
+        Ok(reader) => match reader.read(0, 10).await {
+            Err(StorageError::IsADirectory) => {}
+            other => return fail(format!("reading the directory {dir}: expected is-a-directory, got {other:?}")),
+        },
+    }
+    match c.session.list_dir(file, None, 10).await {
+        Err(StorageError::NotADirectory) => Ok(()),
+        other => fail(format!("list-dir of the file {file}: expected not-a-directory, got {:?}", other.map(|p| p.entries.len()))),
+    }
+}
+
+async fn pinned_version(c: &Check<'_>) -> Outcome {
+    let file = c.file()?;
+    let info = c.session.file_info(file).await.or_else(|e| fail(format!("file-info {file}: {e}")))?;
+    let Some(version) = info.version else {
+        return Err(Wrong::Skipped("file-info gives no version".into()));
+    };
+    let reader = c.session.open_read(file, Some(&version)).await.or_else(|e| fail(format!("open-read {file} at its own version {version:?}: {e}")))?;
+    let pinned = read_from(&reader, 0, usize::MAX).await?;
+    if pinned != c.whole(file).await? {
+        return fail(format!("{file} read at version {version:?} differs from the file read without one"));
+    }
+    let other = format!("{version}-not-this");
+    match c.session.open_read(file, Some(&other)).await {
+        Err(StorageError::Conflict) => Ok(()),
+        Err(e) => fail(format!("open-read {file} at a version it does not have: expected conflict, got {e}")),
+        Ok(_) => fail(format!("open-read {file} at a version it does not have ({other:?}) succeeded; expected conflict")),
+    }
+}
+
+async fn symlinks(c: &Check<'_>) -> Outcome {
+    if !c.caps.symlinks {
+        return Err(Wrong::Skipped("`symlinks` is not declared".into()));
+    }
+    let Some(link) = c.found.link.as_deref() else {
+        return Err(c.nothing("symbolic link"));
+    };
+    let target = c.session.read_link(link).await.or_else(|e| fail(format!("read-link {link}: {e}")))?;
+    if target.is_empty() {
+        return fail(format!("read-link {link} gave an empty target"));
+    }
+    let own = c.session.link_info(link).await.or_else(|e| fail(format!("link-info {link}: {e}")))?;
+    if own.kind != FileKind::Symlink {
+        return fail(format!("link-info of the link {link} gave {:?}", own.kind));
+    }
+    match c.session.file_info(link).await {
+        Ok(followed) if followed.kind == FileKind::Symlink => fail(format!("file-info of {link} describes the link itself; it follows it")),
+        // A dangling link is not-found when followed.
+        Ok(_) | Err(StorageError::NotFound) => Ok(()),
+        Err(e) => fail(format!("file-info of the link {link}: {e}")),
+    }
+}
