@@ -73,6 +73,7 @@ pub async fn info(file: &PluginFile, compiler: Compiler) -> anyhow::Result<Strin
         component.compiled.took,
         if component.compiled.from_cache { " (from the cache)" } else { "" }
     );
+    let _ = writeln!(out, "started:   in {:.2?} (an instance: instantiation, init, describe)", component.first_instance);
     let contract = component.exports.iter().find(|e| e.starts_with("wasftp:storage/"));
     let _ = writeln!(out, "contract:  {}", contract.map_or("none", String::as_str));
     let scope = match caps.scope {

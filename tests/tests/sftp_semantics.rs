@@ -274,6 +274,27 @@ async fn close_succeeds_when_only_deferred_times_fail() {
     server.shutdown().await;
 }
 
+/// Under `setstat_unsupported = "ignore"` (the default) a plugin that keeps
+/// no times or modes has their change answered OK, as clients expect; a size
+/// change is never passed off as done: a truncate it cannot make is refused,
+/// and the file stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_truncate_the_plugin_cannot_make_is_refused_not_ignored() {
+    let server = start_with([UserSpec::new("alice")], |c| {
+        let memory = c.plugins.get_mut("memory").expect("the memory plugin");
+        memory.config.insert("set-info".into(), "off".into());
+    })
+    .await;
+    server.sftp("alice").await.put("/f", b"twelve bytes").await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let times = Body::new().string("/f").u32(0x8).u32(1_000_000).u32(1_000_000);
+    assert_eq!(wire.call(FXP_SETSTAT, times).await.status(), FX_OK, "times: ignored, as configured");
+    let truncate = Body::new().string("/f").u32(0x1).u64(3);
+    assert_eq!(wire.call(FXP_SETSTAT, truncate).await.status(), FX_OP_UNSUPPORTED, "a size change is not ignored");
+    assert_eq!(server.sftp("alice").await.get("/f").await, b"twelve bytes");
+    server.shutdown().await;
+}
+
 /// An extension is announced only when the plugin can keep its promise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn extensions_follow_the_plugin_capabilities() {

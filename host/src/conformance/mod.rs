@@ -79,6 +79,11 @@ impl Report {
     }
 }
 
+/// The behaviours a read-only plugin is checked on, beyond those of every plugin.
+pub fn read_only_behaviours() -> Vec<&'static str> {
+    read_only::ALL.iter().map(|case| case.behaviour).collect()
+}
+
 /// Runs every behaviour against `plugin`, in a new directory under `/`,
 /// in a session of user and tenant `wasftp-check`.
 pub async fn run(plugin: &Plugin) -> Report {

@@ -290,6 +290,7 @@ impl Runtime {
             warning_budgets: Default::default(),
             breakers: Default::default(),
         });
+        let probe_started = std::time::Instant::now();
         let probe = Instance::for_host_work(shared.clone(), "", "probe".into());
         let described = probe
             .call(None, "describe", |live: &mut instance::Live| {
@@ -300,6 +301,7 @@ impl Runtime {
             })
             .await;
         let (mut caps, _) = anyhow::Context::with_context(described, || format!("starting plugin {name}"))?;
+        let first_instance = probe_started.elapsed();
         anyhow::Context::with_context(validate::capabilities(&mut caps), || format!("plugin {name}"))?;
         // Housekeeping left by an earlier run (object storage: uploads a
         // crashed host started); a failure is logged, the plugin still loads.
@@ -312,7 +314,7 @@ impl Runtime {
             scope = ?caps.scope,
             "plugin loaded"
         );
-        let component = ComponentSummary { bytes: wasm.len(), imports, exports, compiled };
+        let component = ComponentSummary { bytes: wasm.len(), imports, exports, compiled, first_instance };
         let plugin = Arc::new(Plugin { pools: Pools::new(shared.clone(), caps.scope), shared, caps, ungranted, component });
         tokio::spawn(housekeeping(Arc::downgrade(&plugin)));
         Ok(plugin)
@@ -461,6 +463,8 @@ pub struct ComponentSummary {
     pub imports: Vec<String>,
     pub exports: Vec<String>,
     pub compiled: Compilation,
+    /// The first instance's start at load: instantiation, `init`, `describe`.
+    pub first_instance: Duration,
 }
 
 /// How its compiled code was had at load.

@@ -145,7 +145,8 @@ fn reject() -> Auth {
     Auth::Reject { proceed_with_methods: Some(allowed_methods()), partial_success: false }
 }
 
-/// Creates the user's root in the plugin when it is not `/`.
+/// Creates the user's root in the plugin when it is not `/` (or finds it,
+/// in a plugin that refuses writes).
 async fn ensure_home(storage: &crate::plugin::Session, home: &str) -> Result<(), crate::plugin::StorageError> {
     let mut path = String::new();
     for part in home.split('/').filter(|p| !p.is_empty()) {
@@ -153,7 +154,11 @@ async fn ensure_home(storage: &crate::plugin::Session, home: &str) -> Result<(),
         path.push_str(part);
         match storage.make_dir(&path, None).await {
             Ok(()) | Err(crate::plugin::StorageError::AlreadyExists) => {}
-            Err(e) => return Err(e),
+            // A read-only plugin refuses make-dir even of what it has.
+            Err(e) => match storage.file_info(&path).await {
+                Ok(info) if info.kind == crate::plugin::FileKind::Directory => {}
+                _ => return Err(e),
+            },
         }
     }
     Ok(())

@@ -185,10 +185,12 @@ impl Files {
     /// SETSTAT by path. On a file being written, times and permissions wait
     /// for its commit; its size can only change through its handle. A plugin
     /// that keeps no times or permissions is answered as `setstat_unsupported`
-    /// says.
+    /// says; a size change it cannot make is refused whatever the policy
+    /// (a truncate answered OK but not made would lie about the content).
     pub async fn set_info(&self, path: &str, set: SetAttrs) -> Result<(), StorageError> {
+        let resizes = set.size.is_some();
         match self.set_info_now(path, set).await {
-            Err(StorageError::Unsupported) if self.settings.setstat_unsupported == SetstatPolicy::Ignore => Ok(()),
+            Err(StorageError::Unsupported) if !resizes && self.settings.setstat_unsupported == SetstatPolicy::Ignore => Ok(()),
             result => result,
         }
     }
