@@ -29,6 +29,8 @@ const RUST: Template = &[
 
 const JS: Template = &[
     ("package.json", include_str!("../templates/js/package.json"), false),
+    // Pinned tool chain: the build installs exactly this (npm ci).
+    ("package-lock.json", include_str!("../templates/js/package-lock.json"), false),
     ("build.mjs", include_str!("../templates/js/build.mjs"), false),
     ("src/plugin.js", include_str!("../templates/js/src/plugin.js"), false),
     ("build", include_str!("../templates/js/build"), true),
@@ -52,6 +54,15 @@ pub fn default_sdk() -> Option<PathBuf> {
     sdk.join("Cargo.toml").is_file().then(|| sdk.canonicalize().unwrap_or(sdk))
 }
 
+/// Names cargo refuses for a package (Rust keywords and the standard crates).
+const RESERVED: &[&str] = &[
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false", "fn", "for",
+    "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref", "return", "self", "static", "struct",
+    "super", "trait", "true", "type", "unsafe", "use", "where", "while", "abstract", "become", "box", "do", "final",
+    "macro", "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen", "core", "std", "alloc", "test",
+    "proc-macro",
+];
+
 /// A plugin name: what `describe` reports and the file names use.
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -59,6 +70,17 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && name.len() <= 64
         && !name.ends_with('-')
+        && !RESERVED.contains(&name)
+}
+
+/// The SDK directory as the skeleton's Cargo.toml names it: absolute (the
+/// skeleton may be written anywhere), checked, and fit for a TOML string.
+fn sdk_dependency(sdk: &Path) -> anyhow::Result<String> {
+    let sdk = sdk.canonicalize().with_context(|| format!("--sdk {}", sdk.display()))?;
+    anyhow::ensure!(sdk.join("Cargo.toml").is_file(), "{} is not wasftp's sdk/ (it has no Cargo.toml)", sdk.display());
+    let text = sdk.to_str().with_context(|| format!("{} is not UTF-8", sdk.display()))?;
+    anyhow::ensure!(!text.chars().any(|c| c == '"' || c == '\\' || c.is_control()), "{text}: a path with quotes, backslashes or control characters");
+    Ok(text.to_string())
 }
 
 /// Writes the skeleton of `name` in `language` into `dir` (which must not
@@ -66,18 +88,17 @@ fn valid_name(name: &str) -> bool {
 pub fn write(language: Language, name: &str, dir: &Path, sdk: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
     anyhow::ensure!(
         valid_name(name),
-        "{name:?} is not a plugin name: lower-case letters, digits and '-', starting with a letter, at most 64"
+        "{name:?} is not a plugin name: lower-case letters, digits and '-', starting with a letter, at most 64, not a Rust keyword"
     );
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
         anyhow::ensure!(entries.next().is_none(), "{} exists and is not empty: nothing written", dir.display());
     }
     let sdk = match (language, sdk) {
-        (Language::Rust, Some(sdk)) => sdk.to_string_lossy().into_owned(),
-        (Language::Rust, None) => default_sdk()
-            .context("no wasftp SDK beside this binary's sources: give its directory with --sdk (wasftp's sdk/)")?
-            .to_string_lossy()
-            .into_owned(),
+        (Language::Rust, Some(sdk)) => sdk_dependency(sdk)?,
+        (Language::Rust, None) => sdk_dependency(
+            &default_sdk().context("no wasftp SDK beside this binary's sources: give its directory with --sdk (wasftp's sdk/)")?,
+        )?,
         _ => String::new(),
     };
     let template = match language {

@@ -1,5 +1,21 @@
 """Helpers shared by the Python client suites."""
 import hashlib
+import os
+
+TIMEOUT = 30
+
+
+def connect():
+    """A paramiko session to the server in the environment (WASFTP_PORT,
+    WASFTP_USER, WASFTP_PASSWORD); every socket operation has a timeout."""
+    import paramiko
+
+    transport = paramiko.Transport(("127.0.0.1", int(os.environ["WASFTP_PORT"])))
+    transport.banner_timeout = TIMEOUT
+    transport.connect(username=os.environ["WASFTP_USER"], password=os.environ["WASFTP_PASSWORD"])
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    sftp.get_channel().settimeout(TIMEOUT)
+    return transport, sftp
 
 
 def data(size, seed):

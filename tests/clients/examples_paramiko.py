@@ -11,20 +11,7 @@ import os
 import sys
 import traceback
 
-import paramiko
-
-from common import data, md5
-
-TIMEOUT = 30
-
-
-def connect():
-    transport = paramiko.Transport(("127.0.0.1", int(os.environ["WASFTP_PORT"])))
-    transport.banner_timeout = TIMEOUT
-    transport.connect(username=os.environ["WASFTP_USER"], password=os.environ["WASFTP_PASSWORD"])
-    sftp = paramiko.SFTPClient.from_transport(transport)
-    sftp.get_channel().settimeout(TIMEOUT)
-    return transport, sftp
+from common import connect, data, md5
 
 
 def refused(what, call, want):

@@ -5,25 +5,11 @@ WASFTP_PASSWORD). Every socket operation has a timeout, so a stalled server
 fails a case instead of hanging it. Exit status 0 only when every case passed.
 """
 import io
-import os
 import sys
 import time
 import traceback
 
-import paramiko
-
-from common import data, md5
-
-TIMEOUT = 30
-
-
-def connect():
-    transport = paramiko.Transport(("127.0.0.1", int(os.environ["WASFTP_PORT"])))
-    transport.banner_timeout = TIMEOUT
-    transport.connect(username=os.environ["WASFTP_USER"], password=os.environ["WASFTP_PASSWORD"])
-    sftp = paramiko.SFTPClient.from_transport(transport)
-    sftp.get_channel().settimeout(TIMEOUT)
-    return transport, sftp
+from common import connect, data, md5
 
 
 def case_put_pipelined(sftp):

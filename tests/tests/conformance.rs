@@ -94,3 +94,27 @@ async fn a_plugin_that_breaks_the_contract_fails_naming_what_it_broke() {
         );
     }
 }
+
+/// A plugin that refuses make-dir but takes other writes (a bucket policy
+/// that allows some prefixes, a folder of root's with writable files): the
+/// check never harms what it serves. Refused as permission-denied, it is
+/// checked read-only and fails, having aborted its overwrite and removed its
+/// upload; failing another way, only what writes nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_only_seems_read_only_keeps_its_files_through_the_check() {
+    let rt = runtime();
+    for (breach, words) in [
+        ("make-dir-refused", "an upload of a new file /wasftp-check-new-"),
+        ("make-dir-is-io", "make-dir /wasftp-check-"),
+    ] {
+        let plugin = bounded(rt.load("seems-read-only", &slow_plugin(), with_config(&[("break", breach)]))).await.unwrap();
+        let owner = bounded(plugin.open_session(ctx("wasftp-check", "wasftp-check"))).await.unwrap();
+        put(&owner, "/precious.txt", b"keep me").await;
+        let report = whole_run(conformance::run(&plugin)).await;
+        println!("{}", report.table());
+        assert!(!report.passed(), "{breach}: passed");
+        assert!(report.failed().any(|o| matches!(&o.verdict, Verdict::Failed(why) if why.contains(words))), "{breach}: {}", report.table());
+        assert_eq!(get(&owner, "/precious.txt").await, b"keep me", "{breach}: the check changed a file it did not make");
+        assert_eq!(names(&owner, "/").await, ["precious.txt"], "{breach}: the check left something behind");
+    }
+}

@@ -107,7 +107,8 @@ async fn compiling_past_the_memory_bound_fails_that_load_only() {
     // With room it compiles: the bound, not the file, refused it.
     let roomy = CompileLimits { timeout: Duration::from_secs(120), memory_bytes: 16 << 30 };
     let (message, _) = refused(&rt, "bomb", &bomb, roomy).await;
-    assert!(message.contains("does not export the wasftp:storage contract"), "{message}");
+    let no_contract = format!("does not export the {} contract", wasftp::plugin::contract_package());
+    assert!(message.contains(&no_contract), "{message}");
 }
 
 #[tokio::test]

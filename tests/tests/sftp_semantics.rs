@@ -291,6 +291,14 @@ async fn a_truncate_the_plugin_cannot_make_is_refused_not_ignored() {
     assert_eq!(wire.call(FXP_SETSTAT, times).await.status(), FX_OK, "times: ignored, as configured");
     let truncate = Body::new().string("/f").u32(0x1).u64(3);
     assert_eq!(wire.call(FXP_SETSTAT, truncate).await.status(), FX_OP_UNSUPPORTED, "a size change is not ignored");
+    // By handle too: a file opened for reading.
+    let h = wire.open_file("/f", FXF_READ).await;
+    let truncate = Body::new().string(&h).u32(0x1).u64(3);
+    assert_eq!(wire.call(FXP_FSETSTAT, truncate).await.status(), FX_OP_UNSUPPORTED, "FSETSTAT: a size change is not ignored");
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+    // The size it has, sent with times (as some clients do), changes nothing: OK.
+    let same = Body::new().string("/f").u32(0x1 | 0x8).u64(12).u32(1_000_000).u32(1_000_000);
+    assert_eq!(wire.call(FXP_SETSTAT, same).await.status(), FX_OK, "its own size with times");
     assert_eq!(server.sftp("alice").await.get("/f").await, b"twelve bytes");
     server.shutdown().await;
 }

@@ -112,27 +112,31 @@ pub async fn run_as(plugin: &Plugin, context: SessionContext) -> Report {
         base: writable.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
         created: Default::default(),
     };
-    match &writable {
-        Ok(_) => {}
-        // A read-only plugin: the behaviours that write are skipped.
-        Err(StorageError::PermissionDenied | StorageError::Unsupported) => {}
-        Err(e) => outcomes.push(Outcome {
+    // Only a plugin that refuses writes is checked read-only: on any other
+    // failure the check touches nothing it did not make.
+    let read_only = matches!(writable, Err(StorageError::PermissionDenied | StorageError::Unsupported));
+    if let Err(e) = &writable
+        && !read_only
+    {
+        outcomes.push(Outcome {
             behaviour: "a directory for the check is made",
             verdict: Verdict::Failed(format!(
                 "make-dir {base} failed with {e}; a read-only plugin answers permission-denied or unsupported"
             )),
-        }),
+        });
     }
-    let read_only = writable.is_err();
-    for case in cases::ALL.iter().filter(|case| !read_only || !case.writes) {
+    for case in cases::ALL.iter().filter(|case| writable.is_ok() || !case.writes) {
         outcomes.push(Outcome { behaviour: case.behaviour, verdict: within_limit((case.run)(&check)).await });
     }
     if let Err(e) = &writable {
         let writing = cases::ALL.iter().filter(|case| case.writes).count();
+        let why = if read_only { "so the plugin is checked read-only" } else { "so nothing that writes is checked" };
         outcomes.push(Outcome {
             behaviour: "the behaviours that write",
-            verdict: Verdict::Skipped(format!("{writing} of them: make-dir {base} gave {e}, so the plugin is checked read-only")),
+            verdict: Verdict::Skipped(format!("{writing} of them: make-dir {base} gave {e}, {why}")),
         });
+    }
+    if read_only {
         let found = match tokio::time::timeout(CASE_LIMIT, read_only::discover(&session)).await {
             Ok(found) => found,
             Err(_) => read_only::Found { trouble: Some(format!("no end within {CASE_LIMIT:?}")), ..Default::default() },

@@ -5,7 +5,7 @@
 use futures::future::BoxFuture;
 
 use super::Verdict;
-use crate::plugin::{Capabilities, DirEntry, FileKind, SetAttrs, Session, StorageError, WriteOptions};
+use crate::plugin::{Capabilities, DirEntry, FileKind, Session, StorageError, WriteOptions};
 
 /// How far the walk goes: a published tree can be large, the check need
 /// only find one of each thing.
@@ -14,6 +14,10 @@ const PAGES_PER_DIRECTORY: usize = 20;
 const PAGE: u32 = 100;
 /// A file read whole is at most this large.
 const FILE_READ_WHOLE: u64 = 4 << 20;
+/// Directories waiting to be walked, at most.
+const QUEUED: usize = 1024;
+/// The directory paged through by ones holds at most this many entries.
+const PAGED_AT_MOST: usize = 200;
 
 /// What the walk found to check.
 #[derive(Debug, Default)]
@@ -22,12 +26,14 @@ pub struct Found {
     pub file: Option<String>,
     /// A directory and its entries (at least one).
     pub listed: Option<(String, Vec<DirEntry>)>,
-    /// A directory with two entries or more, for paging.
-    pub paged: Option<String>,
+    /// A directory of two to `PAGED_AT_MOST` entries, listed to its end, for paging.
+    pub paged: Option<(String, usize)>,
     /// A symbolic link, when the plugin declares `symlinks`.
     pub link: Option<String>,
     /// What the walk ran into, if it stopped early.
     pub trouble: Option<String>,
+    /// How many directories it listed.
+    pub walked: usize,
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -40,6 +46,7 @@ pub async fn discover(session: &Session) -> Found {
     let mut found = Found::default();
     let mut queue = std::collections::VecDeque::from([String::from("/")]);
     let mut visited = 0;
+    let mut walked = 0;
     while let Some(dir) = queue.pop_front() {
         if visited == DIRECTORIES_VISITED {
             break;
@@ -47,6 +54,7 @@ pub async fn discover(session: &Session) -> Found {
         visited += 1;
         let mut entries = Vec::new();
         let mut cursor: Option<String> = None;
+        let mut ended = false;
         for _ in 0..PAGES_PER_DIRECTORY {
             match session.list_dir(&dir, cursor.as_deref(), PAGE).await {
                 Ok(page) => {
@@ -59,20 +67,22 @@ pub async fn discover(session: &Session) -> Found {
                 }
             }
             if cursor.is_none() {
+                ended = true;
                 break;
             }
         }
+        walked += 1;
         for entry in &entries {
             let path = join(&dir, &entry.name);
             match entry.info.kind {
                 FileKind::File if found.file.is_none() && entry.info.size > 0 && entry.info.size <= FILE_READ_WHOLE => found.file = Some(path),
-                FileKind::Directory => queue.push_back(path),
+                FileKind::Directory if queue.len() < QUEUED => queue.push_back(path),
                 FileKind::Symlink if found.link.is_none() => found.link = Some(path),
                 _ => {}
             }
         }
-        if entries.len() >= 2 && found.paged.is_none() {
-            found.paged = Some(dir.clone());
+        if ended && (2..=PAGED_AT_MOST).contains(&entries.len()) && found.paged.is_none() {
+            found.paged = Some((dir.clone(), entries.len()));
         }
         if !entries.is_empty() && found.listed.is_none() {
             found.listed = Some((dir.clone(), entries));
@@ -81,6 +91,7 @@ pub async fn discover(session: &Session) -> Found {
             break;
         }
     }
+    found.walked = walked;
     found
 }
 
@@ -136,17 +147,25 @@ pub static ALL: &[Case] = &[
 
 impl Check<'_> {
     fn file(&self) -> Result<&str, Wrong> {
-        self.found.file.as_deref().ok_or_else(|| self.nothing("a non-empty file of at most 4 MiB"))
+        self.found.file.as_deref().ok_or_else(|| self.nothing("a non-empty file of at most 4 MiB", true))
     }
 
     fn listed(&self) -> Result<(&str, &[DirEntry]), Wrong> {
-        self.found.listed.as_ref().map(|(dir, entries)| (dir.as_str(), entries.as_slice())).ok_or_else(|| self.nothing("a directory with entries"))
+        self.found.listed.as_ref().map(|(dir, entries)| (dir.as_str(), entries.as_slice())).ok_or_else(|| self.nothing("directory with entries", true))
     }
 
-    fn nothing(&self, what: &str) -> Wrong {
+    /// What the walk did not find: a failure when the check cannot do
+    /// without it (a pass would claim what was never checked), else a skip.
+    fn nothing(&self, what: &str, needed: bool) -> Wrong {
         match &self.found.trouble {
             Some(trouble) => Wrong::Failed(format!("walking the tree from / to find {what} failed: {trouble}")),
-            None => Wrong::Skipped(format!("the plugin serves no {what} (a read-only plugin is checked on what it serves: give it some, e.g. with --config)")),
+            None => {
+                let why = format!(
+                    "the check found no {what} in the {} directories it walked from /: a read-only plugin is checked on what it serves, so give it some (e.g. with --config)",
+                    self.found.walked
+                );
+                if needed { Wrong::Failed(why) } else { Wrong::Skipped(why) }
+            }
         }
     }
 
@@ -182,34 +201,68 @@ fn refused(what: &str, result: Result<(), StorageError>) -> Outcome {
     }
 }
 
+/// Where an upload to a new name was refused.
+#[derive(PartialEq)]
+enum RefusedAt {
+    Begin,
+    Chunk,
+    Finish,
+}
+
+/// An upload to `new`, a name nothing has: refused at some step, or made
+/// (then removed again, and a failure).
+async fn new_upload_refused(s: &Session, new: &str) -> Result<RefusedAt, Wrong> {
+    let options = WriteOptions { create: true, truncate: true, exclusive: true, append: false, permissions: None };
+    let writer = match s.begin_write(new, options).await {
+        Ok(writer) => writer,
+        Err(e) => return refused(&format!("begin-write of a new file {new}"), Err(e)).map(|()| RefusedAt::Begin),
+    };
+    if let Err(e) = writer.write_chunk(0, b"wasftp-check".to_vec()).await {
+        let _ = writer.abort().await;
+        return refused(&format!("write-chunk to a new file {new}"), Err(e)).map(|()| RefusedAt::Chunk);
+    }
+    match writer.finish().await {
+        Err(e) => refused(&format!("finish of a new file {new}"), Err(e)).map(|()| RefusedAt::Finish),
+        Ok(_) => {
+            let _ = s.remove_file(new).await;
+            fail(format!("an upload of a new file {new} was committed, though make-dir was refused"))
+        }
+    }
+}
+
+/// Every write the check can try without risk to what the plugin serves:
+/// an upload to a new name, an overwrite that is never finished (aborted),
+/// a copy and links to a new name. Removing, renaming or truncating a real
+/// file is not tried: were it taken, the check would have destroyed it.
 async fn writes_refused(c: &Check<'_>) -> Outcome {
+    let s = c.session;
+    let new = format!("/wasftp-check-new-{:016x}", rand::random::<u64>());
+    let refused_at = new_upload_refused(s, &new).await?;
     let file = c.file()?;
     let before = c.whole(file).await?;
-    let new = format!("/wasftp-check-new-{:016x}", rand::random::<u64>());
-    let options = WriteOptions { create: true, truncate: true, exclusive: false, append: false, permissions: None };
-    let s = c.session;
-    match s.begin_write(file, options.clone()).await {
-        Ok(writer) => {
-            // Refusing at the first chunk or at finish keeps the file too.
-            let chunk = writer.write_chunk(0, b"overwritten".to_vec()).await;
-            let finished = match chunk {
-                Ok(()) => writer.finish().await.map(drop),
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    Err(e)
+    // A plugin that refuses only at finish cannot be asked about an
+    // overwrite: the check never finishes one.
+    if refused_at != RefusedAt::Finish {
+        let options = WriteOptions { create: false, truncate: true, exclusive: false, append: false, permissions: None };
+        match s.begin_write(file, options).await {
+            Err(e) => refused(&format!("begin-write over {file}"), Err(e))?,
+            Ok(writer) => {
+                let chunk = writer.write_chunk(0, b"overwritten".to_vec()).await;
+                let _ = writer.abort().await;
+                match chunk {
+                    Err(e) => refused(&format!("write-chunk over {file}"), Err(e))?,
+                    Ok(()) => {
+                        return fail(format!(
+                            "an overwrite of {file} was taken up to write-chunk (then aborted by the check), though an upload of a new file was refused at {}",
+                            if refused_at == RefusedAt::Begin { "begin-write" } else { "write-chunk" }
+                        ));
+                    }
                 }
-            };
-            refused(&format!("an overwrite of {file}"), finished)?;
+            }
         }
-        Err(e) => refused(&format!("begin-write {file}"), Err(e))?,
     }
-    refused(&format!("begin-write {new}"), s.begin_write(&new, options).await.map(drop))?;
-    refused(&format!("remove-file {file}"), s.remove_file(file).await)?;
-    refused(&format!("rename {file}"), s.rename(file, &new, false).await)?;
-    let attrs = SetAttrs { size: Some(0), permissions: None, accessed: None, modified: None };
-    refused(&format!("set-info of size 0 on {file}"), s.set_info(file, attrs).await)?;
     if c.caps.copy {
-        refused(&format!("copy-file {file}"), s.copy_file(file, &new, false).await)?;
+        refused(&format!("copy-file {file} to a new name"), s.copy_file(file, &new, false).await)?;
     }
     if c.caps.symlinks {
         refused(&format!("make-link {new}"), s.make_link(file, &new).await)?;
@@ -278,42 +331,43 @@ async fn listing_attributes(c: &Check<'_>) -> Outcome {
 }
 
 async fn listing_pages(c: &Check<'_>) -> Outcome {
-    let Some(dir) = c.found.paged.as_deref() else {
-        return Err(c.nothing("directory with two entries or more"));
+    let Some((dir, count)) = c.found.paged.as_ref().map(|(dir, count)| (dir.as_str(), *count)) else {
+        return Err(c.nothing(&format!("directory of 2 to {PAGED_AT_MOST} entries"), false));
     };
-    let mut names = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..PAGES_PER_DIRECTORY * PAGE as usize {
-        let page = c.session.list_dir(dir, cursor.as_deref(), 1).await.or_else(|e| fail(format!("list-dir {dir} by pages of 1: {e}")))?;
-        if page.entries.len() > 1 {
-            return fail(format!("list-dir {dir} gave {} entries for a limit of 1", page.entries.len()));
+    let pages = |limit: u32| async move {
+        let mut names = Vec::new();
+        let mut cursor: Option<String> = None;
+        // A page of one more than the directory holds would be past its end.
+        for _ in 0..=count {
+            let page = c.session.list_dir(dir, cursor.as_deref(), limit).await.or_else(|e| fail(format!("list-dir {dir} by pages of {limit}: {e}")))?;
+            if page.entries.len() > limit as usize {
+                return fail(format!("list-dir {dir} gave {} entries for a limit of {limit}", page.entries.len()));
+            }
+            names.extend(page.entries.into_iter().map(|e| e.name));
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                names.sort();
+                return Ok(names);
+            }
         }
-        names.extend(page.entries.into_iter().map(|e| e.name));
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            break;
-        }
-    }
-    let mut whole = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..PAGES_PER_DIRECTORY * 10 {
-        let page = c.session.list_dir(dir, cursor.as_deref(), 1000).await.or_else(|e| fail(format!("list-dir {dir}: {e}")))?;
-        whole.extend(page.entries.into_iter().map(|e| e.name));
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            break;
-        }
-    }
-    let (mut by_one, mut at_once) = (names.clone(), whole);
-    by_one.sort();
-    at_once.sort();
+        fail(format!("pages of {limit} of {dir}, which holds {count} entries, did not end within {} pages", count + 1))
+    };
+    let by_one = pages(1).await?;
+    let at_once = pages(1000).await?;
+    let shown = |names: &[String]| names.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
     let mut unique = by_one.clone();
     unique.dedup();
     if unique.len() != by_one.len() {
-        return fail(format!("pages of 1 of {dir} gave some names twice: {names:?}"));
+        return fail(format!("pages of 1 of {dir} gave some names twice: {}", shown(&by_one)));
     }
     if by_one != at_once {
-        return fail(format!("pages of 1 of {dir} gave {by_one:?}; pages of 1000 gave {at_once:?}"));
+        return fail(format!(
+            "pages of 1 of {dir} gave {} names ({}…); pages of 1000 gave {} ({}…)",
+            by_one.len(),
+            shown(&by_one),
+            at_once.len(),
+            shown(&at_once)
+        ));
     }
     Ok(())
 }
@@ -359,7 +413,7 @@ async fn symlinks(c: &Check<'_>) -> Outcome {
         return Err(Wrong::Skipped("`symlinks` is not declared".into()));
     }
     let Some(link) = c.found.link.as_deref() else {
-        return Err(c.nothing("symbolic link"));
+        return Err(c.nothing("symbolic link", false));
     };
     let target = c.session.read_link(link).await.or_else(|e| fail(format!("read-link {link}: {e}")))?;
     if target.is_empty() {

@@ -258,8 +258,15 @@ impl Runtime {
         .fetch_add(1, Ordering::Relaxed);
         let compiled = Compilation { from_cache: how == compile::Compiled::FromCache, took: compile_started.elapsed() };
         let component_type = component.component_type();
-        let imports = component_type.imports(&self.engine.engine).map(|(name, _)| name.to_string()).collect();
-        let exports = component_type.exports(&self.engine.engine).map(|(name, _)| name.to_string()).collect();
+        let imports: Vec<String> = component_type.imports(&self.engine.engine).map(|(name, _)| name.to_string()).collect();
+        let exports: Vec<String> = component_type.exports(&self.engine.engine).map(|(name, _)| name.to_string()).collect();
+        if let Some(theirs) = other_contract_version(&imports, &exports) {
+            anyhow::bail!(
+                "plugin {name} was built against the contract {theirs}; this wasftp speaks {}: \
+                 rebuild it against this wasftp's wit/storage.wit",
+                contract_package()
+            );
+        }
         grants::check_load(name, &component, &self.engine.engine, &settings.grants)?;
         let ungranted = grants::ungranted_imports(name, &component, &self.engine.engine, &settings.grants);
         for import in &ungranted {
@@ -271,7 +278,7 @@ impl Runtime {
                  without authority, and wasi:http when granted)"
             )
         })?;
-        let pre = bindings::PluginPre::new(pre).with_context(|| format!("plugin {name} does not export the wasftp:storage contract"))?;
+        let pre = bindings::PluginPre::new(pre).map_err(|e| not_the_contract(name, &exports, anyhow::Error::from(e)))?;
         let init_config = anyhow::Context::with_context(init_config::build(&settings), || format!("plugin {name}"))?;
         let outbound =
             Outbound::new(name.into(), settings.grants.http_allow.clone(), settings.grants.http_limits.clone(), self.stats.clone());
@@ -318,6 +325,46 @@ impl Runtime {
         let plugin = Arc::new(Plugin { pools: Pools::new(shared.clone(), caps.scope), shared, caps, ungranted, component });
         tokio::spawn(housekeeping(Arc::downgrade(&plugin)));
         Ok(plugin)
+    }
+}
+
+/// The contract this host speaks: the package line of `wit/storage.wit`.
+pub fn contract_package() -> &'static str {
+    static PACKAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PACKAGE.get_or_init(|| {
+        include_str!("../../../wit/storage.wit")
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("package ")?.strip_suffix(';').map(str::to_string))
+            .expect("wit/storage.wit names its package")
+    })
+}
+
+/// The contract package a component's imports or exports name, when it is
+/// not this host's (`wasftp:storage@0.1.0` against `@0.2.0`).
+fn other_contract_version(imports: &[String], exports: &[String]) -> Option<String> {
+    let ours = contract_package();
+    let (package, _) = ours.split_once('@').unwrap_or((ours, ""));
+    imports.iter().chain(exports).find_map(|name| {
+        let (interface, version) = name.strip_prefix(package)?.strip_prefix('/')?.split_once('@')?;
+        let theirs = format!("{package}@{version}");
+        (!interface.is_empty() && theirs != ours).then_some(theirs)
+    })
+}
+
+/// Why a component of this contract's version is still not a plugin, in
+/// words for its author: no contract at all, or the contract with a part
+/// missing or of another shape (wasmtime's words).
+fn not_the_contract(name: &str, exports: &[String], cause: anyhow::Error) -> anyhow::Error {
+    let ours = contract_package();
+    let (package, version) = ours.split_once('@').unwrap_or((ours, ""));
+    let backend = format!("{package}/backend@{version}");
+    if exports.contains(&backend) {
+        cause.context(format!("plugin {name} exports {backend}, but not as the contract says"))
+    } else {
+        anyhow::anyhow!(
+            "plugin {name} does not export the {ours} contract ({backend}); it exports: {}",
+            if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+        )
     }
 }
 

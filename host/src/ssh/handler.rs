@@ -154,11 +154,16 @@ async fn ensure_home(storage: &crate::plugin::Session, home: &str) -> Result<(),
         path.push_str(part);
         match storage.make_dir(&path, None).await {
             Ok(()) | Err(crate::plugin::StorageError::AlreadyExists) => {}
-            // A read-only plugin refuses make-dir even of what it has.
-            Err(e) => match storage.file_info(&path).await {
-                Ok(info) if info.kind == crate::plugin::FileKind::Directory => {}
-                _ => return Err(e),
-            },
+            // A read-only plugin refuses make-dir even of what it has: its
+            // directory is the home, as sshd takes an existing one. A plugin
+            // failing (a trap, a deadline) is not a refusal.
+            Err(e @ (crate::plugin::StorageError::PermissionDenied | crate::plugin::StorageError::Unsupported)) => {
+                match storage.file_info(&path).await {
+                    Ok(info) if info.kind == crate::plugin::FileKind::Directory => {}
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(())

@@ -188,9 +188,14 @@ impl Files {
     /// says; a size change it cannot make is refused whatever the policy
     /// (a truncate answered OK but not made would lie about the content).
     pub async fn set_info(&self, path: &str, set: SetAttrs) -> Result<(), StorageError> {
-        let resizes = set.size.is_some();
+        let size = set.size;
         match self.set_info_now(path, set).await {
-            Err(StorageError::Unsupported) if !resizes && self.settings.setstat_unsupported == SetstatPolicy::Ignore => Ok(()),
+            Err(StorageError::Unsupported) if self.settings.setstat_unsupported == SetstatPolicy::Ignore => match size {
+                None => Ok(()),
+                // The size it already has (a client sending it beside times) is no change.
+                Some(size) if self.stat(path).await.is_ok_and(|info| info.size == size) => Ok(()),
+                Some(_) => Err(StorageError::Unsupported),
+            },
             result => result,
         }
     }

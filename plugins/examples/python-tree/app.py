@@ -18,7 +18,6 @@ Conventions of those bindings (componentize-py 0.25.1), as used here:
   traps), `list<u8>` is exactly `bytes` (a bytearray or memoryview traps).
 """
 
-import time
 
 import wit_world
 from componentize_py_types import Err
@@ -86,11 +85,17 @@ def _read_only():
     raise Err(types.Error_PermissionDenied())
 
 
+# The modification time of a release without `released-at`.
+UNDATED = 0
+
+
 class Backend(wit_world.exports.Backend):
     def init(self, config):
         global TREE
         try:
-            TREE = tree.parse(config, now=int(time.time()))
+            # Undated releases get the epoch: every instance must agree, and
+            # each starts at its own time.
+            TREE = tree.parse(config, now=UNDATED)
         except tree.ConfigError as e:
             raise Err(f"{NAME}: {e}") from None
         except MemoryError:

@@ -7,6 +7,7 @@
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -85,27 +86,36 @@ pub fn run_build(dir: &Path, out: &Path, env: &[(&str, &Path)], what: &str) -> D
         command.env_remove(var);
     }
     command.envs(env.iter().map(|(k, v)| (k, v)));
+    // Its own process group: at the time limit the whole build (cargo, npm,
+    // node, componentize-py) is killed, not only the script.
+    command.process_group(0);
     let mut child = command.spawn().unwrap_or_else(|e| panic!("running {}/build: {e}", dir.display()));
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let output = std::thread::spawn(move || {
-        let (mut out, mut err) = (String::new(), String::new());
-        let _ = stdout.read_to_string(&mut out);
-        let _ = stderr.read_to_string(&mut err);
-        format!("--- stdout ---\n{out}\n--- stderr ---\n{err}")
-    });
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
     let status = loop {
         if let Some(status) = child.try_wait().expect("waiting for the build") {
             break Some(status);
         }
         if started.elapsed() > BUILD_LIMIT {
-            let _ = child.kill();
+            // SAFETY: kill(2) on the build's own process group; no memory is involved.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let output = output.join().expect("reading the build's output");
+    let output = format!(
+        "--- stdout ---\n{}\n--- stderr ---\n{}",
+        stdout.join().expect("reading the build's stdout"),
+        stderr.join().expect("reading the build's stderr")
+    );
     match status {
         Some(status) if status.success() && out.exists() => started.elapsed(),
         Some(status) => panic!("building {what} failed ({status}); .ci/run installs its tool chain\n{output}"),

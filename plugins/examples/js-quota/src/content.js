@@ -158,6 +158,9 @@ export class Pages {
   // capacity.
   #prepare(from, end, exact = false) {
     if (end <= from) return;
+    // Growth past the budget is refused before any page is planned: a
+    // write far out must not cost a loop over every page up to it.
+    if (end - Math.min(this.size, end) > this.budget.available) throw noSpace();
     const first = Math.floor(from / PAGE);
     const last = Math.floor((end - 1) / PAGE);
     const plan = [];

@@ -25,7 +25,7 @@
 
 import { log } from 'wasftp:storage/log@0.2.0';
 
-import { TAGS, invalidInput, noSpace, unsupported } from './errors.js';
+import { TAGS, invalidInput, noSpace, permissionDenied, unsupported } from './errors.js';
 import { free, isOutOfMemory, MAX_SIZE } from './content.js';
 import { largestQuota, parseConfig, quotaFor } from './config.js';
 import { Store } from './store.js';
@@ -309,8 +309,10 @@ export const backend = {
         say('info', `${NAME}: tenant ${JSON.stringify(tenant)}: quota ${showBytes(q.bytes)} (${q.source}), ${q.files} files and directories`);
         if (q.clamped) say('warn', `${NAME}: tenant ${JSON.stringify(tenant)}: quota lowered to ${showBytes(q.bytes)} by the memory cap`);
       } else if (context.tenant !== tenant) {
-        // One instance per tenant is the host's promise; keep the first's quota.
-        say('warn', `${NAME}: a session for tenant ${JSON.stringify(context.tenant)} on the instance of ${JSON.stringify(tenant)}`);
+        // One instance per tenant is the host's promise; were it broken,
+        // this tenant must not see the other's files.
+        say('warn', `${NAME}: a session for tenant ${JSON.stringify(context.tenant)} on the instance of ${JSON.stringify(tenant)}: refused`);
+        throw permissionDenied();
       }
       say('debug', `${NAME}: session for ${context.user}@${context.tenant}`);
       return new Session(context);

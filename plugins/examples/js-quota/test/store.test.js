@@ -271,6 +271,18 @@ test('quotas: bytes, entries, no-space leaves things as they were', () => {
   assert.equal(s.budget.held, 2 * (ENTRY_COST + 2));
 });
 
+test('a write far past the quota is refused at once, without a page walk', () => {
+  const s = new Store();
+  s.setQuota(1 << 30, 10);
+  const w = s.beginWrite('/f', W);
+  // Near the largest size a u64 Number keeps exactly: 2^53 / PAGE pages to walk.
+  const started = Date.now();
+  assert.equal(tag(() => s.writeChunk(w, 2 ** 52, bytes('x'))), 'no-space');
+  assert.equal(tag(() => s.setPendingSize(w, 2 ** 52)), 'no-space');
+  assert.ok(Date.now() - started < 1000, `took ${Date.now() - started} ms`);
+  assert.equal(w.pages.size, 0);
+});
+
 test('small sequential writes fill the quota exactly', () => {
   const s = new Store();
   const quota = 3 * PAGE + 1000 + ENTRY_COST + 2;

@@ -52,6 +52,11 @@ struct Settings {
     stateless: bool,
     missing_is_io: bool,
     pages_lose_entries: bool,
+    /// `break = "make-dir-refused" | "make-dir-is-io"`: make-dir fails so
+    /// (everything else still writes), as for a check of a plugin that
+    /// only seems read-only.
+    make_dir_refused: bool,
+    make_dir_is_io: bool,
 }
 
 impl Settings {
@@ -64,6 +69,8 @@ impl Settings {
         stateless: false,
         missing_is_io: false,
         pages_lose_entries: false,
+        make_dir_refused: false,
+        make_dir_is_io: false,
     };
 
     fn parse(config: &[(String, String)]) -> std::result::Result<Self, String> {
@@ -89,6 +96,8 @@ impl Settings {
                 "scope" => settings.stateless = value == "stateless",
                 "break" if value == "missing-is-io" => settings.missing_is_io = true,
                 "break" if value == "pages-lose-entries" => settings.pages_lose_entries = true,
+                "break" if value == "make-dir-refused" => settings.make_dir_refused = true,
+                "break" if value == "make-dir-is-io" => settings.make_dir_is_io = true,
                 key if wasftp_sdk::config::is_reserved(key) => {}
                 other => return Err(format!("unknown config key `{other}`")),
             }
@@ -242,6 +251,13 @@ impl GuestSession for SlowSession {
 
     fn make_dir(&self, path: String, permissions: Option<u32>) -> Result<()> {
         call("make-dir");
+        let settings = SETTINGS.get();
+        if settings.make_dir_refused {
+            return Err(Error::PermissionDenied);
+        }
+        if settings.make_dir_is_io {
+            return Err(Error::Io("the disk is unwell".into()));
+        }
         with_fs(|fs| fs.make_dir(&path, permissions))
     }
 
