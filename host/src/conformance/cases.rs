@@ -64,6 +64,7 @@ pub static ALL: &[Case] = &[
     case!("an exclusive create of an existing file is already-exists", exclusive_create),
     case!("an exclusive create is checked again at finish", exclusive_at_finish),
     case!("a truncating write replaces the content", truncating_write),
+    case!("a write that keeps the content goes on from its end", keeping_write),
     case!("a reader keeps its version across an overwrite (or says conflict)", pinned_reader),
     case!("a pinned version that changed is conflict", pinned_version),
     case!("rename moves, and overwrites only when asked", rename),
@@ -369,6 +370,20 @@ async fn truncating_write(c: &Check<'_>) -> Outcome {
     c.put(&path, HELLO).await?;
     c.put(&path, b"short").await?;
     same("after a truncating write", &c.get(&path).await?, b"short")
+}
+
+async fn keeping_write(c: &Check<'_>) -> Outcome {
+    let path = c.path("kept.txt")?;
+    c.put(&path, b"hello").await?;
+    let options = WriteOptions { truncate: false, ..c.options() };
+    let writer = c.session.begin_write(&path, options).await.or_else(|e| fail(format!("begin-write {path} keeping its content: {e}")))?;
+    // At the end, as a plugin without random-write gets it from the host.
+    if let Err(e) = writer.write_chunk(5, b" world".to_vec()).await {
+        let _ = writer.abort().await;
+        return fail(format!("write-chunk at 5, the end of the 5 bytes the write keeps: {e}"));
+    }
+    writer.finish().await.or_else(|e| fail(format!("finish: {e}")))?;
+    same("a write that keeps the content, then adds to it", &c.get(&path).await?, b"hello world")
 }
 
 async fn pinned_reader(c: &Check<'_>) -> Outcome {

@@ -154,6 +154,11 @@ impl PendingWrite {
     fn appends_to_current(&self) -> bool {
         self.opts.append && !self.opts.truncate
     }
+    /// How many bytes the pending content holds now (what a write that
+    /// keeps the content goes on from).
+    pub fn pending_len(&self) -> u64 {
+        self.buf.len() as u64
+    }
 }
 
 #[derive(Debug)]

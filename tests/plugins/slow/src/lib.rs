@@ -246,7 +246,9 @@ impl GuestSession for SlowSession {
         call("begin-write");
         let options = WriteOptions { append: options.append && SETTINGS.get().append, ..options };
         let pending = with_fs(|fs| fs.begin_write(&path, options))?;
-        Ok(Writer::new(SlowWriter { pending: RefCell::new(Some(pending)), next: Cell::new(0) }))
+        // Sequential writes go on from the end of what the write keeps.
+        let next = Cell::new(pending.pending_len());
+        Ok(Writer::new(SlowWriter { pending: RefCell::new(Some(pending)), next }))
     }
 
     fn make_dir(&self, path: String, permissions: Option<u32>) -> Result<()> {
