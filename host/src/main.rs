@@ -85,8 +85,13 @@ enum PluginCommand {
 
 #[derive(clap::Args)]
 struct PluginArgs {
-    /// The component (.wasm), or bundled:NAME.
+    /// The component (.wasm), or bundled:NAME; with --server-config, the
+    /// NAME of a [plugins.NAME] table.
     file: PathBuf,
+    /// A server configuration: check the plugin as it configures it
+    /// (source, config, grants and limits), not a file with flags.
+    #[arg(long, value_name = "CONFIG.toml", conflicts_with_all = ["config", "http_allow", "preopen"])]
+    server_config: Option<PathBuf>,
     /// KEY=VALUE for the plugin's init (repeatable).
     #[arg(long = "config", value_name = "KEY=VALUE")]
     config: Vec<String>,
@@ -116,6 +121,7 @@ impl PluginArgs {
             preopen: self.preopen.clone().map(|dir| (dir, self.writable)),
             user: self.user.clone(),
             tenant: self.tenant.clone().unwrap_or_else(|| self.user.clone()),
+            server_config: self.server_config.clone(),
         })
     }
 }

@@ -24,6 +24,10 @@ pub struct PluginFile {
     /// Who the check's session is for.
     pub user: String,
     pub tenant: String,
+    /// A server configuration: `path` is then the name of one of its
+    /// `[plugins.NAME]` tables, loaded with everything that table sets
+    /// (source, config, grants, limits), as the server would.
+    pub server_config: Option<PathBuf>,
 }
 
 /// Splits `key=value`.
@@ -32,8 +36,30 @@ pub fn config_pair(text: &str) -> anyhow::Result<(String, String)> {
     Ok((key.to_string(), value.to_string()))
 }
 
+/// The plugin `name` of the server configuration at `path`, as the server loads it.
+async fn load_configured(
+    path: &std::path::Path,
+    name: &str,
+    compiler: Compiler,
+) -> anyhow::Result<(std::sync::Arc<Runtime>, std::sync::Arc<Plugin>)> {
+    let config = crate::config::Config::from_file(path)?;
+    let Some(plugin) = config.plugins.get(name) else {
+        let known: Vec<&str> = config.plugins.keys().map(String::as_str).collect();
+        anyhow::bail!("{} has no [plugins.{name}] (it has: {})", path.display(), known.join(", "));
+    };
+    let bytes = crate::server::plugin_bytes(name, plugin)?;
+    let settings = crate::server::plugin_settings(name, plugin)?;
+    let runtime = Runtime::new(&EngineOptions { compiler, ..EngineOptions::default() })?;
+    let plugin = runtime.load(name, &bytes, settings).await?;
+    Ok((runtime, plugin))
+}
+
 /// Loads the file as the server would, compiling it with `compiler`.
 async fn load(file: &PluginFile, compiler: Compiler) -> anyhow::Result<(std::sync::Arc<Runtime>, std::sync::Arc<Plugin>)> {
+    if let Some(config) = &file.server_config {
+        let name = file.path.to_str().context("a plugin name is UTF-8")?;
+        return load_configured(config, name, compiler).await;
+    }
     let max = crate::plugin::PluginSettings::default().max_component_bytes;
     let mut bytes = Vec::new();
     match file.path.to_str().and_then(|p| p.strip_prefix("bundled:")) {

@@ -167,7 +167,14 @@ fn read_bounded(path: &str, max: usize) -> std::io::Result<Vec<u8>> {
 }
 
 async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> anyhow::Result<Arc<Plugin>> {
-    let bytes = match plugin.source.strip_prefix("bundled:") {
+    let bytes = plugin_bytes(name, plugin)?;
+    runtime.load(name, &bytes, plugin_settings(name, plugin)?).await
+}
+
+/// The component a `[plugins.NAME]` table names (`wasftp plugin check
+/// --server-config` reads it the same way).
+pub fn plugin_bytes(name: &str, plugin: &PluginConfig) -> anyhow::Result<Vec<u8>> {
+    Ok(match plugin.source.strip_prefix("bundled:") {
         Some(bundled_name) => bundled::get(bundled_name)
             .with_context(|| {
                 let known: Vec<_> = bundled::names().collect();
@@ -175,8 +182,12 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
             })?
             .to_vec(),
         None => read_bounded(&plugin.source, plugin.max_component_mib << 20).with_context(|| format!("plugin {name}: reading {}", plugin.source))?,
-    };
-    let settings = PluginSettings {
+    })
+}
+
+/// What a `[plugins.NAME]` table sets for the runtime.
+pub fn plugin_settings(name: &str, plugin: &PluginConfig) -> anyhow::Result<PluginSettings> {
+    Ok(PluginSettings {
         memory_limit: plugin.memory_limit_mib << 20,
         call_deadline: Duration::from_millis(plugin.call_deadline_ms),
         timeouts: CallTimeouts {
@@ -249,8 +260,7 @@ async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> an
                 .as_ref()
                 .map(|p| Preopen { dir: p.dir.clone(), writable: p.mode == PreopenMode::Rw }),
         },
-    };
-    runtime.load(name, &bytes, settings).await
+    })
 }
 
 /// A server that is accepting connections.

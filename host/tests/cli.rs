@@ -680,11 +680,26 @@ fn plugin_check_runs_the_conformance_suite_and_plugin_info_describes() {
     assert!(stdout.contains("pass  a listing pages through all entries, none twice"), "{stdout}");
     assert!(stdout.contains("pass  what the check made is removed"), "{stdout}");
     assert!(stdout.contains("skip  symlinks: made, read and described"), "{stdout}");
-    assert!(stdout.contains("memory: 21 passed, 0 failed, 2 skipped"), "{stdout}");
+    assert!(stdout.contains("memory: 22 passed, 0 failed, 2 skipped"), "{stdout}");
 
     // Another user and tenant for the check's session.
     let (status, stdout, _) = run(&["plugin", "check", "bundled:memory", "--user", "ann", "--tenant", "acme"], dir.path());
-    assert!(status.success() && stdout.contains("21 passed"), "{stdout}");
+    assert!(status.success() && stdout.contains("22 passed"), "{stdout}");
+
+    // As a server configuration has it: its config reaches init (a memory
+    // plugin with its quota set too small for the check's files fails).
+    let config = dir.path().join("wasftp.toml");
+    std::fs::write(&config, "[plugins.roomy]\nsource = \"bundled:memory\"\n[plugins.cramped]\nsource = \"bundled:memory\"\nconfig = { max-bytes = \"20000\" }\n").unwrap();
+    let config = config.to_str().unwrap();
+    let (status, stdout, stderr) = run(&["plugin", "check", "--server-config", config, "roomy"], dir.path());
+    assert!(status.success() && stdout.contains("roomy: 22 passed"), "{stdout}\n{stderr}");
+    let (status, stdout, _) = run(&["plugin", "check", "--server-config", config, "cramped"], dir.path());
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("no space"), "{stdout}");
+    let (status, _, stderr) = run(&["plugin", "check", "--server-config", config, "absent"], dir.path());
+    assert!(!status.success() && stderr.contains("has no [plugins.absent] (it has: cramped, memory, roomy)"), "{stderr}");
+    let (status, _, stderr) = run(&["plugin", "check", "--server-config", config, "roomy", "--config", "a=b"], dir.path());
+    assert!(!status.success() && stderr.contains("cannot be used with"), "{stderr}");
 
     let (status, stdout, stderr) = run(&["plugin", "info", "bundled:memory"], dir.path());
     assert!(status.success(), "info: {status}\n{stdout}\n{stderr}");
