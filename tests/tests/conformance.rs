@@ -106,6 +106,7 @@ async fn a_plugin_that_only_seems_read_only_keeps_its_files_through_the_check() 
     for (breach, words) in [
         ("make-dir-refused", "an upload of a new file /wasftp-check-new-"),
         ("make-dir-is-io", "make-dir /wasftp-check-"),
+        ("only-existing-writable", "begin-write over /precious.txt was taken"),
     ] {
         let plugin = bounded(rt.load("seems-read-only", &slow_plugin(), with_config(&[("break", breach)]))).await.unwrap();
         let owner = bounded(plugin.open_session(ctx("wasftp-check", "wasftp-check"))).await.unwrap();

@@ -52,11 +52,15 @@ async fn the_memory_plugin() {
     server.shutdown().await;
 }
 
-/// Without random writes or append the host gives clients the same
+/// Without random writes (with and without append) the host gives clients the same
 /// behaviour (in-order parts, the spool of a read-write handle).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_slow_plugin_with_and_without_random_writes() {
-    for config in [&[][..], &[("random-write", "off"), ("append", "off"), ("write-chunk", "4096")][..]] {
+    for config in [
+        &[][..],
+        &[("random-write", "off"), ("write-chunk", "4096")][..],
+        &[("random-write", "off"), ("append", "off"), ("write-chunk", "4096")][..],
+    ] {
         let server = serve(plugin(env!("WASFTP_SLOW_PLUGIN").into(), config)).await;
         suite(&server, &[]).await;
         server.shutdown().await;

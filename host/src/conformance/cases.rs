@@ -491,7 +491,14 @@ async fn append(c: &Check<'_>) -> Outcome {
     let path = c.path("appended.txt")?;
     c.put(&path, b"hello").await?;
     let options = WriteOptions { truncate: false, append: true, ..c.options() };
-    c.put_with(&path, b" world", options).await?;
+    let writer = c.session.begin_write(&path, options).await.or_else(|e| fail(format!("begin-write {path} to append: {e}")))?;
+    // At the file's end, as the host sends an append (the plugin must not
+    // mind where: every chunk of an append goes to the end).
+    if let Err(e) = writer.write_chunk(5, b" world".to_vec()).await {
+        let _ = writer.abort().await;
+        return fail(format!("write-chunk of an append at 5, the file's end: {e}"));
+    }
+    writer.finish().await.or_else(|e| fail(format!("finish of an append: {e}")))?;
     same("after an append", &c.get(&path).await?, b"hello world")
 }
 

@@ -145,6 +145,10 @@ pub async fn run_as(plugin: &Plugin, context: SessionContext) -> Report {
         for case in read_only::ALL {
             outcomes.push(Outcome { behaviour: case.behaviour, verdict: within_limit((case.run)(&check)).await });
         }
+        // A plugin that refused make-dir yet made the directory: not left there.
+        if session.file_info(&base).await.is_ok() {
+            let _ = session.remove_dir(&base).await;
+        }
     }
     if writable.is_ok() {
         let made = std::mem::take(&mut *check.created.lock().expect("created paths lock"));

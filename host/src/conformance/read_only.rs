@@ -61,10 +61,12 @@ pub async fn discover(session: &Session) -> Found {
                     entries.extend(page.entries);
                     cursor = page.next_cursor;
                 }
-                Err(e) => {
-                    found.trouble = Some(format!("list-dir {dir}: {e}"));
+                // One directory it may not list spoils nothing else; `/` does.
+                Err(e) if dir == "/" => {
+                    found.trouble = Some(format!("list-dir /: {e}"));
                     return found;
                 }
+                Err(_) => break,
             }
             if cursor.is_none() {
                 ended = true;
@@ -230,6 +232,13 @@ async fn new_upload_refused(s: &Session, new: &str) -> Result<RefusedAt, Wrong> 
     }
 }
 
+/// Removes `new` when a probe that makes it was taken.
+async fn undo_if_taken(s: &Session, new: &str, result: &Result<(), StorageError>) {
+    if result.is_ok() {
+        let _ = s.remove_file(new).await;
+    }
+}
+
 /// Every write the check can try without risk to what the plugin serves:
 /// an upload to a new name, an overwrite that is never finished (aborted),
 /// a copy and links to a new name. Removing, renaming or truncating a real
@@ -240,35 +249,33 @@ async fn writes_refused(c: &Check<'_>) -> Outcome {
     let refused_at = new_upload_refused(s, &new).await?;
     let file = c.file()?;
     let before = c.whole(file).await?;
-    // A plugin that refuses only at finish cannot be asked about an
-    // overwrite: the check never finishes one.
-    if refused_at != RefusedAt::Finish {
-        let options = WriteOptions { create: false, truncate: true, exclusive: false, append: false, permissions: None };
-        match s.begin_write(file, options).await {
-            Err(e) => refused(&format!("begin-write over {file}"), Err(e))?,
-            Ok(writer) => {
-                let chunk = writer.write_chunk(0, b"overwritten".to_vec()).await;
-                let _ = writer.abort().await;
-                match chunk {
-                    Err(e) => refused(&format!("write-chunk over {file}"), Err(e))?,
-                    Ok(()) => {
-                        return fail(format!(
-                            "an overwrite of {file} was taken up to write-chunk (then aborted by the check), though an upload of a new file was refused at {}",
-                            if refused_at == RefusedAt::Begin { "begin-write" } else { "write-chunk" }
-                        ));
-                    }
-                }
+    // A write that would keep the content, opened and at once aborted: no
+    // byte is sent, so even a plugin that writes in place changes nothing.
+    let keeping = WriteOptions { create: false, truncate: false, exclusive: false, append: false, permissions: None };
+    match s.begin_write(file, keeping).await {
+        Err(e) => refused(&format!("begin-write over {file}"), Err(e))?,
+        Ok(writer) => {
+            let _ = writer.abort().await;
+            if refused_at == RefusedAt::Begin {
+                return fail(format!("begin-write over {file} was taken (then aborted by the check), though begin-write of a new file was refused"));
             }
         }
     }
+    // Each of these makes `new` when taken: it is removed again before failing.
     if c.caps.copy {
-        refused(&format!("copy-file {file} to a new name"), s.copy_file(file, &new, false).await)?;
+        let result = s.copy_file(file, &new, false).await;
+        undo_if_taken(s, &new, &result).await;
+        refused(&format!("copy-file {file} to {new}"), result)?;
     }
     if c.caps.symlinks {
-        refused(&format!("make-link {new}"), s.make_link(file, &new).await)?;
+        let result = s.make_link(file, &new).await;
+        undo_if_taken(s, &new, &result).await;
+        refused(&format!("make-link {new}"), result)?;
     }
     if c.caps.hard_links {
-        refused(&format!("hard-link {new}"), s.hard_link(file, &new).await)?;
+        let result = s.hard_link(file, &new).await;
+        undo_if_taken(s, &new, &result).await;
+        refused(&format!("hard-link {new}"), result)?;
     }
     let after = c.whole(file).await?;
     if after != before {
@@ -276,7 +283,10 @@ async fn writes_refused(c: &Check<'_>) -> Outcome {
     }
     match s.file_info(&new).await {
         Err(StorageError::NotFound) => Ok(()),
-        other => fail(format!("file-info {new} after refused writes: expected not-found, got {other:?}")),
+        other => {
+            let removed = s.remove_file(&new).await;
+            fail(format!("file-info {new} after refused writes: expected not-found, got {other:?} (removing it: {removed:?})"))
+        }
     }
 }
 

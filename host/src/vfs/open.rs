@@ -35,11 +35,14 @@ impl Files {
 
     /// A write-only upload.
     async fn upload(&self, path: &str, options: WriteOptions) -> Result<Upload, StorageError> {
-        // The size before this write, so FSTAT and appends know where the file ends.
+        // The size before this write, so FSTAT and appends know where the file
+        // ends: the committed file's, which a write that keeps the content
+        // starts from (not an upload in progress elsewhere, which it does not).
         let start_size = if options.truncate {
             0
         } else {
-            match self.stat(path).await {
+            self.settle(path).await;
+            match self.storage.file_info(path).await {
                 Ok(info) => info.size,
                 Err(StorageError::NotFound) => 0,
                 Err(e) => return Err(e),

@@ -160,7 +160,9 @@ export class Pages {
     if (end <= from) return;
     // Growth past the budget is refused before any page is planned: a
     // write far out must not cost a loop over every page up to it.
-    if (end - Math.min(this.size, end) > this.budget.available) throw noSpace();
+    // (Bytes of pages not made yet: a lower bound on the cost, as room
+    // already charged to made pages costs nothing more.)
+    if (end - Math.min(this.pages.length * PAGE, end) > this.budget.available) throw noSpace();
     const first = Math.floor(from / PAGE);
     const last = Math.floor((end - 1) / PAGE);
     const plan = [];

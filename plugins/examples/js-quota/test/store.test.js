@@ -283,6 +283,17 @@ test('a write far past the quota is refused at once, without a page walk', () =>
   assert.equal(w.pages.size, 0);
 });
 
+test('growth into room a page already holds is not refused as new bytes', () => {
+  const s = new Store();
+  // Little more than the file: the room doubling left in its last page is
+  // already charged, so writing into it costs nothing more.
+  s.setQuota(384 * 1024 + 1024, 10);
+  const w = s.beginWrite('/f', W);
+  for (let at = 0; at < 384 * 1024; at += 32 * 1024) s.writeChunk(w, at, new Uint8Array(32 * 1024));
+  s.commit(w);
+  assert.equal(s.fileInfo('/f').size, BigInt(384 * 1024));
+});
+
 test('small sequential writes fill the quota exactly', () => {
   const s = new Store();
   const quota = 3 * PAGE + 1000 + ENTRY_COST + 2;

@@ -57,6 +57,9 @@ struct Settings {
     /// only seems read-only.
     make_dir_refused: bool,
     make_dir_is_io: bool,
+    /// `break = "only-existing-writable"`: make-dir refused, and new files
+    /// of the check's names (`/wasftp-check-*`); existing files still written.
+    only_existing_writable: bool,
 }
 
 impl Settings {
@@ -71,6 +74,7 @@ impl Settings {
         pages_lose_entries: false,
         make_dir_refused: false,
         make_dir_is_io: false,
+        only_existing_writable: false,
     };
 
     fn parse(config: &[(String, String)]) -> std::result::Result<Self, String> {
@@ -98,6 +102,10 @@ impl Settings {
                 "break" if value == "pages-lose-entries" => settings.pages_lose_entries = true,
                 "break" if value == "make-dir-refused" => settings.make_dir_refused = true,
                 "break" if value == "make-dir-is-io" => settings.make_dir_is_io = true,
+                "break" if value == "only-existing-writable" => {
+                    settings.make_dir_refused = true;
+                    settings.only_existing_writable = true;
+                }
                 key if wasftp_sdk::config::is_reserved(key) => {}
                 other => return Err(format!("unknown config key `{other}`")),
             }
@@ -244,11 +252,16 @@ impl GuestSession for SlowSession {
 
     fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
         call("begin-write");
+        if SETTINGS.get().only_existing_writable && path.starts_with("/wasftp-check") && with_fs(|fs| fs.file_info(&path)).is_err() {
+            return Err(Error::PermissionDenied);
+        }
         let options = WriteOptions { append: options.append && SETTINGS.get().append, ..options };
         let pending = with_fs(|fs| fs.begin_write(&path, options))?;
         // Sequential writes go on from the end of what the write keeps.
         let next = Cell::new(pending.pending_len());
-        Ok(Writer::new(SlowWriter { pending: RefCell::new(Some(pending)), next }))
+        // An append takes every chunk at the end, whatever its offset.
+        let appending = options.append;
+        Ok(Writer::new(SlowWriter { pending: RefCell::new(Some(pending)), next, appending }))
     }
 
     fn make_dir(&self, path: String, permissions: Option<u32>) -> Result<()> {
@@ -343,6 +356,7 @@ pub struct SlowWriter {
     pending: RefCell<Option<PendingWrite>>,
     /// Where the next chunk must start without random writes.
     next: Cell<u64>,
+    appending: bool,
 }
 
 fn closed() -> Error {
@@ -352,7 +366,7 @@ fn closed() -> Error {
 impl GuestWriter for SlowWriter {
     fn write_chunk(&self, offset: u64, data: Vec<u8>) -> Result<()> {
         call("write-chunk");
-        if !SETTINGS.get().random_write && offset != self.next.get() {
+        if !SETTINGS.get().random_write && !self.appending && offset != self.next.get() {
             return Err(invalid(&format!("sequential writes only: chunk at {offset}, expected {}", self.next.get())));
         }
         let mut pending = self.pending.borrow_mut();
