@@ -3,7 +3,8 @@
 //! suite `wasftp plugin check` runs) and serves real clients, OpenSSH `sftp`
 //! and paramiko. js-quota is an in-memory store with per-tenant quotas
 //! (componentize-js); python-tree a read-only tree of releases seeded from
-//! its config (componentize-py).
+//! its config (componentize-py); c-tree a small read-only tree in C
+//! (clang and wasi-libc from Debian, wit-bindgen and wasm-tools).
 
 mod client_support;
 mod example_support;
@@ -224,4 +225,24 @@ async fn the_js_quota_unit_tests_pass() {
     let out = server_support::run(cmd, CLIENT_LIMIT).await;
     out.assert_success("js-quota's unit tests");
     assert!(out.stdout.contains("# fail 0") && !out.stdout.contains("# pass 0"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_c_tree_keeps_the_contract_read_only() {
+    let path = example_support::example_plugin("c-tree");
+    let rt = runtime();
+    let plugin = example_support::load(&rt, "c-tree", &path, PluginSettings::default()).await;
+    // No WASI at all: the contract's own interfaces only.
+    let mut imports = plugin.component().imports.clone();
+    imports.sort();
+    assert_eq!(imports, ["wasftp:storage/log@0.2.0", "wasftp:storage/types@0.2.0"]);
+    let report = check(&plugin).await;
+    let passed = passed(&report);
+    for behaviour in conformance::read_only_behaviours().iter().filter(|b| !b.contains("symlinks")) {
+        assert!(passed.contains(behaviour), "{behaviour} did not pass:\n{}", report.table());
+    }
+    // init refuses what it does not know, naming it.
+    let bytes = std::fs::read(&path).expect("reading the example");
+    let refused = rt.load("c-tree", &bytes, settings(vec![("colour".into(), "blue".into())])).await.err().expect("an unknown key");
+    assert!(format!("{refused:#}").contains("unknown config key \"colour\""), "{refused:#}");
 }

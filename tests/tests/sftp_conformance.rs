@@ -2,8 +2,8 @@
 //! sftp_conformance.py`, through paramiko) against every plugin behind the
 //! real server: the memory plugin, the slow test plugin with and without
 //! random writes, the S3 plugin over a real S3 server (garage), and the
-//! example plugins in JavaScript (js-quota) and Python (python-tree, checked
-//! read-only). What a client sees must not depend on the plugin.
+//! example plugins in JavaScript (js-quota), Python (python-tree) and C
+//! (c-tree), the last two checked read-only. What a client sees must not depend on the plugin.
 
 mod client_support;
 mod example_support;
@@ -100,5 +100,14 @@ async fn the_python_example_read_only() {
     let server = serve(plugin(path.display().to_string(), &config)).await;
     let size = config[0].1.len().to_string();
     suite(&server, &[("MODE", "read-only"), ("FILE", "/1.0/docs/guide.txt"), ("FILE_SIZE", &size), ("DIR", "/1.0/docs")]).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_c_example_read_only() {
+    let path = example_support::example_plugin("c-tree");
+    let server = serve(plugin(path.display().to_string(), &[])).await;
+    let size = "Replace this tree with your own storage.\n".len().to_string();
+    suite(&server, &[("MODE", "read-only"), ("FILE", "/docs/readme.txt"), ("FILE_SIZE", &size), ("DIR", "/docs")]).await;
     server.shutdown().await;
 }
