@@ -736,3 +736,23 @@ async fn listings_a_plugin_would_not_end_are_cut_and_names_given_twice_shown_onc
     assert_eq!(wire.call(FXP_STAT, Body::new().string("/ok")).await.kind, FXP_ATTRS);
     server.shutdown().await;
 }
+
+/// An append to a file another session is still uploading for the first
+/// time builds on the committed file (none), not on that upload's bytes so
+/// far: with the host placing the appends (a plugin without `append`), they
+/// once landed after as many zeros as the other upload had written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_beside_another_sessions_first_upload_starts_from_the_committed_file() {
+    let server = start_with([UserSpec::new("alice")], |config| use_slow_plugin(config, &[("append", "off")])).await;
+    let mut first = Wire::open(&server, "alice", 3).await;
+    let h = first.open_file("/f", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(first.call(FXP_WRITE, Body::new().string(&h).u64(0).string(&[7u8; 1000])).await.status(), FX_OK);
+    let mut second = Wire::open(&server, "alice", 3).await;
+    let a = second.open_file("/f", FXF_WRITE | FXF_CREAT | FXF_APPEND).await;
+    assert_eq!(second.call(FXP_WRITE, Body::new().string(&a).u64(0).string(b"xyz")).await.status(), FX_OK);
+    assert_eq!(second.call(FXP_CLOSE, Body::new().string(&a)).await.status(), FX_OK);
+    assert_eq!(server.sftp("alice").await.get("/f").await, b"xyz", "the append, and nothing of the upload in progress");
+    assert_eq!(first.call(FXP_CLOSE, Body::new().string(&h)).await.status(), FX_OK);
+    assert_eq!(server.sftp("alice").await.get("/f").await, vec![7u8; 1000], "the upload's commit, last");
+    server.shutdown().await;
+}
