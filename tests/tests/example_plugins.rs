@@ -27,7 +27,7 @@ fn release_config() -> Vec<(String, String)> {
     [
         ("1.0:/README.txt", "hello".to_string()),
         ("1.1:/README.txt", "hello again".to_string()),
-        ("1.1:/bin/tool.bin", format!("base64:{}", base64(&tool))),
+        ("1.1:/bin/tool.bin", format!("base64:{}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &tool))),
         ("1.1:/docs/a.txt", "a".to_string()),
         ("1.1:/docs/b.txt", "b".to_string()),
         ("released-at:1.1", "1700000000".to_string()),
@@ -35,18 +35,6 @@ fn release_config() -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
 }
 
 fn settings(config: Vec<(String, String)>) -> PluginSettings {
@@ -70,7 +58,7 @@ async fn check(plugin: &wasftp::plugin::Plugin) -> conformance::Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_javascript_quota_store_keeps_the_contract() {
-    let path = example_support::example_plugin("js-quota");
+    let path = example_support::example_plugin("js-quota").await;
     let rt = runtime();
     let plugin = example_support::load(&rt, "js-quota", &path, PluginSettings::default()).await;
     let report = check(&plugin).await;
@@ -83,7 +71,7 @@ async fn the_javascript_quota_store_keeps_the_contract() {
 /// would lose the tenant's files), and another tenant still writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_past_its_quota_gets_no_space_and_keeps_its_files_and_others_write_on() {
-    let path = example_support::example_plugin("js-quota");
+    let path = example_support::example_plugin("js-quota").await;
     let rt = runtime();
     let config = vec![("quota-bytes.small".to_string(), "100000".to_string())];
     let plugin = example_support::load(&rt, "js-quota", &path, settings(config)).await;
@@ -116,7 +104,7 @@ async fn a_tenant_past_its_quota_gets_no_space_and_keeps_its_files_and_others_wr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_release_tree_keeps_the_contract_read_only() {
-    let path = example_support::example_plugin("python-tree");
+    let path = example_support::example_plugin("python-tree").await;
     let rt = runtime();
     let plugin = example_support::load(&rt, "python-tree", &path, settings(release_config())).await;
     let report = check(&plugin).await;
@@ -128,7 +116,7 @@ async fn the_python_release_tree_keeps_the_contract_read_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_release_tree_refuses_a_config_it_cannot_serve_naming_the_key() {
-    let path = example_support::example_plugin("python-tree");
+    let path = example_support::example_plugin("python-tree").await;
     let rt = runtime();
     for (key, value) in [("1.0:/../etc/passwd", "x"), ("1.0:/a", "base64:***"), ("colour", "blue")] {
         let bytes = std::fs::read(&path).expect("reading the example");
@@ -145,8 +133,8 @@ async fn the_python_release_tree_refuses_a_config_it_cannot_serve_naming_the_key
 /// Each example behind the real server, driven by OpenSSH `sftp` and paramiko.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_examples_serve_openssh_and_paramiko() {
-    let quota_path = example_support::example_plugin("js-quota");
-    let tree_path = example_support::example_plugin("python-tree");
+    let quota_path = example_support::example_plugin("js-quota").await;
+    let tree_path = example_support::example_plugin("python-tree").await;
     // Compiled once here, so the server's start finds them in the cache.
     let rt = runtime();
     example_support::load(&rt, "js-quota", &quota_path, PluginSettings::default()).await;
@@ -229,7 +217,7 @@ async fn the_js_quota_unit_tests_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_c_tree_keeps_the_contract_read_only() {
-    let path = example_support::example_plugin("c-tree");
+    let path = example_support::example_plugin("c-tree").await;
     let rt = runtime();
     let plugin = example_support::load(&rt, "c-tree", &path, PluginSettings::default()).await;
     // No WASI at all: the contract's own interfaces only.

@@ -4,6 +4,7 @@
 
 mod example_support;
 mod runtime_support;
+mod server_support;
 
 use wasftp::conformance::{self, Verdict};
 use wasftp::plugin::PluginSettings;
@@ -25,7 +26,7 @@ async fn skeleton_builds_and_passes(language: Language, name: &str) {
     let out = work.path().join(format!("{name}.wasm"));
     // The Rust skeleton's target is kept between runs, so its dependencies build once.
     let target = example_support::kept_dir("new-rust-target");
-    let took = example_support::run_build(&dir, &out, &[("CARGO_TARGET_DIR", &target)], &format!("the {language:?} skeleton"));
+    let took = example_support::run_build(&dir, &out, &[("CARGO_TARGET_DIR", &target)], &format!("the {language:?} skeleton")).await;
     println!("built the {language:?} skeleton in {took:?}");
 
     let rt = runtime_support::runtime();
@@ -85,7 +86,7 @@ async fn load_altered_skeleton(name: &str, edit: impl FnOnce(&std::path::Path)) 
     wasftp::plugin_new::write(Language::Python, name, &dir, None).expect("writing the skeleton");
     edit(&dir);
     let out = work.path().join(format!("{name}.wasm"));
-    example_support::run_build(&dir, &out, &[], &format!("the altered skeleton {name}"));
+    example_support::run_build(&dir, &out, &[], &format!("the altered skeleton {name}")).await;
     let bytes = std::fs::read(&out).expect("reading the component");
     let rt = runtime_support::runtime();
     match tokio::time::timeout(std::time::Duration::from_secs(240), rt.load(name, &bytes, PluginSettings::default())).await {

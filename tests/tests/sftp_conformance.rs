@@ -78,7 +78,7 @@ async fn the_s3_plugin_over_a_real_s3_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_javascript_example() {
-    let path = example_support::example_plugin("js-quota");
+    let path = example_support::example_plugin("js-quota").await;
     let rt = runtime_support::runtime();
     // Compiled here first, so the server's start finds it in the cache.
     example_support::load(&rt, "js-quota", &path, Default::default()).await;
@@ -89,7 +89,7 @@ async fn the_javascript_example() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_python_example_read_only() {
-    let path = example_support::example_plugin("python-tree");
+    let path = example_support::example_plugin("python-tree").await;
     let config = [("1.0:/docs/guide.txt", "the guide, in a few more words than one"), ("1.0:/README.txt", "hello")];
     let settings = wasftp::plugin::PluginSettings {
         config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -105,7 +105,7 @@ async fn the_python_example_read_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_c_example_read_only() {
-    let path = example_support::example_plugin("c-tree");
+    let path = example_support::example_plugin("c-tree").await;
     let server = serve(plugin(path.display().to_string(), &[])).await;
     let size = "Replace this tree with your own storage.\n".len().to_string();
     suite(&server, &[("MODE", "read-only"), ("FILE", "/docs/readme.txt"), ("FILE_SIZE", &size), ("DIR", "/docs")]).await;

@@ -23,15 +23,15 @@ pub struct Case {
     pub run: for<'a> fn(&'a Check<'a>) -> BoxFuture<'a, Verdict>,
 }
 
-/// Why a behaviour did not pass.
-enum Wrong {
+/// Why a behaviour did not pass (the read-only behaviours' too).
+pub(super) enum Wrong {
     Failed(String),
     Skipped(String),
 }
 
-type Outcome = Result<(), Wrong>;
+pub(super) type Outcome = Result<(), Wrong>;
 
-fn verdict(outcome: Outcome) -> Verdict {
+pub(super) fn verdict(outcome: Outcome) -> Verdict {
     match outcome {
         Ok(()) => Verdict::Passed,
         Err(Wrong::Failed(why)) => Verdict::Failed(why),
@@ -39,7 +39,7 @@ fn verdict(outcome: Outcome) -> Verdict {
     }
 }
 
-fn fail<T>(why: impl Into<String>) -> Result<T, Wrong> {
+pub(super) fn fail<T>(why: impl Into<String>) -> Result<T, Wrong> {
     Err(Wrong::Failed(why.into()))
 }
 
@@ -119,6 +119,16 @@ impl Check<'_> {
             }
         }
         writer.finish().await.or_else(|e| fail(format!("finish of {path}: {e}")))
+    }
+
+    /// " world" after the 5 bytes of `path`, at offset 5, in one writer.
+    async fn add_at_end(&self, path: &str, options: WriteOptions, what: &str) -> Outcome {
+        let writer = self.session.begin_write(path, options).await.or_else(|e| fail(format!("begin-write {path} for {what}: {e}")))?;
+        if let Err(e) = writer.write_chunk(5, b" world".to_vec()).await {
+            let _ = writer.abort().await;
+            return fail(format!("write-chunk of {what} at 5, the end of the file's 5 bytes: {e}"));
+        }
+        writer.finish().await.map(drop).or_else(|e| fail(format!("finish of {what}: {e}")))
     }
 
     async fn put(&self, path: &str, data: &[u8]) -> Result<FileInfo, Wrong> {
@@ -375,14 +385,9 @@ async fn truncating_write(c: &Check<'_>) -> Outcome {
 async fn keeping_write(c: &Check<'_>) -> Outcome {
     let path = c.path("kept.txt")?;
     c.put(&path, b"hello").await?;
-    let options = WriteOptions { truncate: false, ..c.options() };
-    let writer = c.session.begin_write(&path, options).await.or_else(|e| fail(format!("begin-write {path} keeping its content: {e}")))?;
     // At the end, as a plugin without random-write gets it from the host.
-    if let Err(e) = writer.write_chunk(5, b" world".to_vec()).await {
-        let _ = writer.abort().await;
-        return fail(format!("write-chunk at 5, the end of the 5 bytes the write keeps: {e}"));
-    }
-    writer.finish().await.or_else(|e| fail(format!("finish: {e}")))?;
+    let options = WriteOptions { truncate: false, ..c.options() };
+    c.add_at_end(&path, options, "a write that keeps the content").await?;
     same("a write that keeps the content, then adds to it", &c.get(&path).await?, b"hello world")
 }
 
@@ -490,15 +495,10 @@ async fn append(c: &Check<'_>) -> Outcome {
     c.require(c.caps.append, "append")?;
     let path = c.path("appended.txt")?;
     c.put(&path, b"hello").await?;
-    let options = WriteOptions { truncate: false, append: true, ..c.options() };
-    let writer = c.session.begin_write(&path, options).await.or_else(|e| fail(format!("begin-write {path} to append: {e}")))?;
     // At the file's end, as the host sends an append (the plugin must not
     // mind where: every chunk of an append goes to the end).
-    if let Err(e) = writer.write_chunk(5, b" world".to_vec()).await {
-        let _ = writer.abort().await;
-        return fail(format!("write-chunk of an append at 5, the file's end: {e}"));
-    }
-    writer.finish().await.or_else(|e| fail(format!("finish of an append: {e}")))?;
+    let options = WriteOptions { truncate: false, append: true, ..c.options() };
+    c.add_at_end(&path, options, "an append").await?;
     same("after an append", &c.get(&path).await?, b"hello world")
 }
 

@@ -5,6 +5,7 @@
 use futures::future::BoxFuture;
 
 use super::Verdict;
+use super::cases::{Outcome, Wrong, fail, verdict};
 use crate::plugin::{Capabilities, DirEntry, FileKind, Session, StorageError, WriteOptions};
 
 /// How far the walk goes: a published tree can be large, the check need
@@ -109,31 +110,9 @@ pub struct Case {
     pub run: for<'a> fn(&'a Check<'a>) -> BoxFuture<'a, Verdict>,
 }
 
-enum Wrong {
-    Failed(String),
-    Skipped(String),
-}
-
-type Outcome = Result<(), Wrong>;
-
-fn fail<T>(why: impl Into<String>) -> Result<T, Wrong> {
-    Err(Wrong::Failed(why.into()))
-}
-
 macro_rules! case {
     ($behaviour:literal, $f:ident) => {
-        Case {
-            behaviour: $behaviour,
-            run: |check| {
-                Box::pin(async move {
-                    match $f(check).await {
-                        Ok(()) => Verdict::Passed,
-                        Err(Wrong::Failed(why)) => Verdict::Failed(why),
-                        Err(Wrong::Skipped(why)) => Verdict::Skipped(why),
-                    }
-                })
-            },
-        }
+        Case { behaviour: $behaviour, run: |check| Box::pin(async move { verdict($f(check).await) }) }
     };
 }
 

@@ -5,11 +5,8 @@
 //! so the test binaries that use an example build it once between them.
 #![allow(dead_code)]
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long one example's build may take (npm ci and componentize from cold).
 const BUILD_LIMIT: Duration = Duration::from_secs(600);
@@ -57,67 +54,40 @@ fn content_key(example: &Path) -> String {
 }
 
 /// The component built from `plugins/examples/<name>`: its path.
-pub fn example_plugin(name: &str) -> PathBuf {
+pub async fn example_plugin(name: &str) -> PathBuf {
     let example = repo_root().join("plugins/examples").join(name);
     let built = built_dir();
     std::fs::create_dir_all(&built).expect("making the examples' build directory");
     let out = built.join(format!("{name}-{}.wasm", content_key(&example)));
     // One build at a time per example, whichever test binary asks first.
     let lock = std::fs::File::create(built.join(format!("{name}.lock"))).expect("the build lock");
-    lock.lock().expect("taking the build lock");
+    let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock)).await.expect("the lock's task").expect("taking the build lock");
     if out.exists() {
         return out;
     }
     let partial = out.with_extension("partial.wasm");
-    let took = run_build(&example, &partial, &[], &format!("the example {name}"));
+    let took = run_build(&example, &partial, &[], &format!("the example {name}")).await;
     std::fs::rename(&partial, &out).expect("keeping the built example");
+    drop(lock);
     println!("built the example {name} in {took:?}");
     out
 }
 
 /// Runs `dir/build OUT` (every example and skeleton has one) with `env`
-/// added; panics with its output unless it made `out`. Returns how long it took.
-pub fn run_build(dir: &Path, out: &Path, env: &[(&str, &Path)], what: &str) -> Duration {
-    let started = Instant::now();
-    let mut command = Command::new(dir.join("build"));
-    command.arg(out).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+/// added, as the tests run any program (`server_support::run`: its own
+/// process group, killed whole at the limit); panics with its output unless
+/// it made `out`. Returns how long it took.
+pub async fn run_build(dir: &Path, out: &Path, env: &[(&str, &Path)], what: &str) -> Duration {
+    let mut command = tokio::process::Command::new(dir.join("build"));
+    command.arg(out).current_dir(dir);
     // The outer cargo's settings are not the plugin build's.
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER"] {
         command.env_remove(var);
     }
     command.envs(env.iter().map(|(k, v)| (k, v)));
-    // Its own process group: at the time limit the whole build (cargo, npm,
-    // node, componentize-py) is killed, not only the script.
-    command.process_group(0);
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("running {}/build: {e}", dir.display()));
-    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for the build") {
-            break Some(status);
-        }
-        if started.elapsed() > BUILD_LIMIT {
-            // SAFETY: kill(2) on the build's own process group; no memory is involved.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = format!(
-        "--- stdout ---\n{}\n--- stderr ---\n{}",
-        stdout.join().expect("reading the build's stdout"),
-        stderr.join().expect("reading the build's stderr")
-    );
-    match status {
-        Some(status) if status.success() && out.exists() => started.elapsed(),
+    let output = super::server_support::run(command, BUILD_LIMIT).await;
+    match output.status {
+        Some(status) if status.success() && out.exists() => output.elapsed,
         Some(status) => panic!("building {what} failed ({status}); .ci/run installs its tool chain\n{output}"),
         None => panic!("building {what} took longer than {BUILD_LIMIT:?}\n{output}"),
     }
