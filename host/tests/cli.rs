@@ -717,3 +717,31 @@ fn plugin_check_runs_the_conformance_suite_and_plugin_info_describes() {
     assert!(!status.success());
     assert!(stderr.contains("opening /nonexistent/p.wasm"), "{stderr}");
 }
+
+/// The README's `cargo run --release -- serve`: among the workspace's
+/// default members exactly one binary, wasftp, so `cargo run` picks it (the
+/// tests' compile-plugin binary once made it refuse to choose).
+#[test]
+fn cargo_run_finds_the_one_binary() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        // From the workspace's root, as the README runs it (inside a member,
+        // the default is that member).
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root"))
+        .output()
+        .expect("running cargo metadata");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON");
+    let defaults: Vec<&str> = meta["workspace_default_members"].as_array().expect("default members").iter().filter_map(|m| m.as_str()).collect();
+    let binaries: Vec<&str> = meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| defaults.contains(&p["id"].as_str().unwrap_or_default()))
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")))
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(binaries, ["wasftp"], "cargo run would have to choose among {binaries:?}");
+}
