@@ -349,6 +349,9 @@ pub struct PreopenConfig {
     pub dir: PathBuf,
     #[serde(default)]
     pub mode: PreopenMode,
+    /// Each tenant gets `dir/<tenant>` (made on first use) instead of `dir`.
+    #[serde(default)]
+    pub per_tenant: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -529,6 +532,10 @@ impl Config {
                 user.name,
                 user.plugin
             );
+            if self.plugins[&user.plugin].preopen.as_ref().is_some_and(|p| p.per_tenant) {
+                crate::plugin::tenant_folder_name(user.tenant())
+                    .map_err(|e| anyhow::anyhow!("user {}: plugin {} gives each tenant a folder: {e}", user.name, user.plugin))?;
+            }
             let home = normalize_home(&user.home).with_context(|| format!("user {}", user.name))?;
             anyhow::ensure!(home == user.home, "user {}: home {:?} is not normalised (Config::normalize)", user.name, user.home);
         }
@@ -780,6 +787,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("rwx"), "{err}");
+    }
+
+    #[test]
+    fn a_folder_per_tenant_needs_tenants_that_name_one() {
+        let plugin = "[plugins.files]\nsource = \"bundled:localfs\"\npreopen = { dir = \"/srv/sftp\", mode = \"rw\", per_tenant = true }\n";
+        let user = |tenant: &str| format!("{plugin}[[users]]\nname = \"a\"\nplugin = \"files\"\ntenant = {tenant:?}\n");
+        let config = Config::from_toml(&user("acme")).unwrap();
+        assert!(config.plugins["files"].preopen.as_ref().unwrap().per_tenant);
+        for bad in ["..", "a/b", "."] {
+            let err = format!("{:#}", Config::from_toml(&user(bad)).unwrap_err());
+            assert!(err.contains("gives each tenant a folder") && err.contains("cannot name a folder"), "{bad:?}: {err}");
+        }
+        // Without per_tenant the tenant names no folder.
+        let shared = user("a/b").replace(", per_tenant = true", "");
+        assert!(Config::from_toml(&shared).is_ok());
     }
 
     #[test]

@@ -73,7 +73,7 @@ async fn load(file: &PluginFile, compiler: Compiler) -> anyhow::Result<(std::syn
     }
     let grants = Grants {
         http_allow: file.http_allow.iter().map(|o| Origin::parse(o).map_err(|e| anyhow::anyhow!("--http-allow: {e}"))).collect::<anyhow::Result<_>>()?,
-        preopen: file.preopen.as_ref().map(|(dir, writable)| Preopen { dir: dir.clone(), writable: *writable }),
+        preopen: file.preopen.as_ref().map(|(dir, writable)| Preopen { dir: dir.clone(), writable: *writable, per_tenant: false }),
         ..Grants::default()
     };
     let settings = PluginSettings { config: file.config.clone(), grants, ..PluginSettings::default() };

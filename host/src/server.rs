@@ -258,7 +258,7 @@ pub fn plugin_settings(name: &str, plugin: &PluginConfig) -> anyhow::Result<Plug
             preopen: plugin
                 .preopen
                 .as_ref()
-                .map(|p| Preopen { dir: p.dir.clone(), writable: p.mode == PreopenMode::Rw }),
+                .map(|p| Preopen { dir: p.dir.clone(), writable: p.mode == PreopenMode::Rw, per_tenant: p.per_tenant }),
         },
     })
 }

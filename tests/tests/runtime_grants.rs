@@ -374,7 +374,7 @@ async fn linked_imports_left_empty_by_the_grants_are_named_at_load() {
     // With a directory granted, only the sockets are left.
     let dir = tempfile::tempdir().unwrap();
     let granted = PluginSettings {
-        grants: wasftp::plugin::Grants { preopen: Some(Preopen { dir: dir.path().into(), writable: false }), ..Default::default() },
+        grants: wasftp::plugin::Grants { preopen: Some(Preopen { dir: dir.path().into(), writable: false, per_tenant: false }), ..Default::default() },
         ..PluginSettings::default()
     };
     let plugin = bounded(rt.load("hostile", &hostile, granted)).await.unwrap();
@@ -387,7 +387,7 @@ async fn a_read_only_directory_is_read_and_never_written() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hello.txt"), b"hello").unwrap();
     let rt = runtime();
-    let preopen = Preopen { dir: dir.path().to_path_buf(), writable: false };
+    let preopen = Preopen { dir: dir.path().to_path_buf(), writable: false, per_tenant: false };
     let plugin = load(&rt, settings(&["http://127.0.0.1:9".into()], Some(preopen))).await.unwrap();
     let s = session(&plugin).await;
     assert_eq!(bounded(s.file_info("/fs/hello.txt")).await.unwrap().size, 5);
@@ -403,7 +403,7 @@ async fn a_writable_directory_is_written_and_none_is_seen_without_a_grant() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hello.txt"), b"hello").unwrap();
     let rt = runtime();
-    let preopen = Preopen { dir: dir.path().to_path_buf(), writable: true };
+    let preopen = Preopen { dir: dir.path().to_path_buf(), writable: true, per_tenant: false };
     let plugin = load(&rt, settings(&["http://127.0.0.1:9".into()], Some(preopen))).await.unwrap();
     let s = session(&plugin).await;
     bounded(s.make_dir("/fs/new", None)).await.expect("mkdir in a writable grant");
@@ -457,7 +457,7 @@ async fn grants_for_a_plugin_that_does_not_use_them_change_nothing() {
     let server = server_support::start_with([server_support::UserSpec::new("bob")], |config| {
         let memory = config.plugins.get_mut("memory").unwrap();
         memory.http_allow = vec!["http://127.0.0.1:9".into()];
-        memory.preopen = Some(PreopenConfig { dir: granted_dir, mode: PreopenMode::Rw });
+        memory.preopen = Some(PreopenConfig { dir: granted_dir, mode: PreopenMode::Rw, per_tenant: false });
     })
     .await;
     let cwd = tempfile::tempdir().unwrap();
@@ -482,7 +482,7 @@ fn staged_files(dir: &std::path::Path) -> usize {
 async fn an_upload_lost_with_its_instance_is_aborted_on_a_fresh_one() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let mut settings = settings(&["http://127.0.0.1:9".into()], Some(Preopen { dir: dir.path().to_path_buf(), writable: true }));
+    let mut settings = settings(&["http://127.0.0.1:9".into()], Some(Preopen { dir: dir.path().to_path_buf(), writable: true, per_tenant: false }));
     // One instance per session, so the trap below hits the writer's instance.
     settings.pools = PoolLimits { instances_per_session: 1, ..PoolLimits::default() };
     let plugin = load(&rt, settings).await.unwrap();
@@ -542,7 +542,7 @@ async fn an_upload_lost_with_its_instance_is_aborted_on_a_fresh_one() {
 async fn an_upload_dropped_behind_a_long_call_that_traps_is_aborted() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let mut settings = settings(&["http://127.0.0.1:9".into()], Some(Preopen { dir: dir.path().to_path_buf(), writable: true }));
+    let mut settings = settings(&["http://127.0.0.1:9".into()], Some(Preopen { dir: dir.path().to_path_buf(), writable: true, per_tenant: false }));
     settings.pools = PoolLimits { instances_per_session: 1, ..PoolLimits::default() };
     settings.timeouts.metadata = Duration::from_millis(300);
     let plugin = load(&rt, settings).await.unwrap();
@@ -568,7 +568,7 @@ async fn an_upload_dropped_behind_a_long_call_that_traps_is_aborted() {
 async fn a_hung_orphan_abort_of_one_tenant_holds_up_no_other_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let mut settings = settings(&["http://127.0.0.1:9".into()], Some(Preopen { dir: dir.path().to_path_buf(), writable: true }));
+    let mut settings = settings(&["http://127.0.0.1:9".into()], Some(Preopen { dir: dir.path().to_path_buf(), writable: true, per_tenant: false }));
     settings.pools = PoolLimits { instances_per_session: 1, ..PoolLimits::default() };
     settings.timeouts.commit = Duration::from_secs(6);
     let plugin = load(&rt, settings).await.unwrap();
@@ -642,7 +642,7 @@ async fn an_orphan_abort_has_http_places_of_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let at = format!("127.0.0.1:{}", server.port);
-    let mut settings = settings(&[format!("http://{at}")], Some(Preopen { dir: dir.path().to_path_buf(), writable: true }));
+    let mut settings = settings(&[format!("http://{at}")], Some(Preopen { dir: dir.path().to_path_buf(), writable: true, per_tenant: false }));
     settings.pools = PoolLimits { instances_per_session: 1, ..PoolLimits::default() };
     settings.grants.http_limits.requests = 8;
     settings.grants.http_limits.requests_per_tenant = 8;

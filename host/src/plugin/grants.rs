@@ -59,6 +59,56 @@ impl Default for HttpLimits {
 pub struct Preopen {
     pub dir: PathBuf,
     pub writable: bool,
+    /// Each tenant's instances see `dir/<tenant>` as `/` (made on first
+    /// use), not `dir`; the host's own work (maintenance) sees `dir`.
+    pub per_tenant: bool,
+}
+
+impl Preopen {
+    /// The host directory `tenant`'s instances see as `/`. A tenant's
+    /// folder is made when it is missing (a writable grant only) and is
+    /// never followed as a symlink: an entry the operator did not make a
+    /// directory is refused, not served.
+    pub fn dir_for(&self, tenant: &str) -> Result<PathBuf, String> {
+        if !self.per_tenant || tenant.is_empty() {
+            return Ok(self.dir.clone());
+        }
+        tenant_folder_name(tenant)?;
+        let folder = self.dir.join(tenant);
+        // Checked here, opened by path afterwards (wasmtime takes a path):
+        // only who writes into `dir` itself could swap it in between, and
+        // tenants are jailed in their own folders below it.
+        match std::fs::symlink_metadata(&folder) {
+            Ok(meta) if meta.is_dir() => Ok(folder),
+            Ok(_) => Err(format!("tenant folder {} is not a directory (a symlink is not followed)", folder.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.writable => {
+                match std::fs::create_dir(&folder) {
+                    Ok(()) => Ok(folder),
+                    // Another instance of the tenant made it first.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.dir_for(tenant),
+                    Err(e) => Err(format!("making tenant folder {}: {e}", folder.display())),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("tenant folder {} does not exist (the grant is read-only)", folder.display()))
+            }
+            Err(e) => Err(format!("tenant folder {}: {e}", folder.display())),
+        }
+    }
+}
+
+/// Whether `tenant` can name a folder of its own directly below a grant's
+/// directory: one path segment, never `.` or `..`.
+pub fn tenant_folder_name(tenant: &str) -> Result<(), String> {
+    let bad = tenant.is_empty()
+        || tenant == "."
+        || tenant == ".."
+        || tenant.len() > 255
+        || tenant.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+    if bad {
+        return Err(format!("tenant {tenant:?} cannot name a folder (one path segment, not . or .., no control characters)"));
+    }
+    Ok(())
 }
 
 /// One scheme/host/port triple an allow list names.
@@ -339,6 +389,34 @@ pub fn ungranted_imports(name: &str, component: &Component, engine: &Engine, gra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_tenant_gets_its_own_folder_never_a_symlink_or_a_name_that_climbs() {
+        let root = tempfile::tempdir().unwrap();
+        let grant = Preopen { dir: root.path().into(), writable: true, per_tenant: true };
+        assert_eq!(grant.dir_for("alice").unwrap(), root.path().join("alice"));
+        assert!(root.path().join("alice").is_dir(), "made on first use");
+        assert_eq!(grant.dir_for("alice").unwrap(), root.path().join("alice"), "and found the next time");
+        assert_eq!(grant.dir_for("").unwrap(), root.path(), "the host's own work sees the whole folder");
+        for bad in ["..", ".", "a/b", "../bob", "a\\b", "tab\t", &"x".repeat(256)] {
+            let err = grant.dir_for(bad).unwrap_err();
+            assert!(err.contains("cannot name a folder"), "{bad:?}: {err}");
+        }
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1, "nothing made for a refused name");
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("mallory")).unwrap();
+        let err = grant.dir_for("mallory").unwrap_err();
+        assert!(err.contains("not a directory") && err.contains("symlink"), "{err}");
+        std::fs::write(root.path().join("file"), b"").unwrap();
+        assert!(grant.dir_for("file").is_err());
+        let read_only = Preopen { writable: false, ..grant.clone() };
+        assert_eq!(read_only.dir_for("alice").unwrap(), root.path().join("alice"));
+        let err = read_only.dir_for("carol").unwrap_err();
+        assert!(err.contains("does not exist") && err.contains("read-only"), "{err}");
+        assert!(!root.path().join("carol").exists());
+        let shared = Preopen { per_tenant: false, ..grant };
+        assert_eq!(shared.dir_for("alice").unwrap(), root.path(), "one folder for all without per_tenant");
+    }
 
     #[test]
     fn origins_are_scheme_host_and_port_only() {

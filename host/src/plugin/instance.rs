@@ -496,8 +496,9 @@ impl Instance {
             .allow_ip_name_lookup(false);
         if let Some(preopen) = &shared.settings.grants.preopen {
             let perms = if preopen.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
-            wasi.preopened_dir(&preopen.dir, "/", perms).map_err(|e| {
-                StorageError::PluginFailed(format!("opening the granted directory {}: {e}", preopen.dir.display()))
+            let dir = preopen.dir_for(&self.tenant).map_err(StorageError::PluginFailed)?;
+            wasi.preopened_dir(&dir, "/", perms).map_err(|e| {
+                StorageError::PluginFailed(format!("opening the granted directory {}: {e}", dir.display()))
             })?;
         }
         // A refused memory.grow answers -1 to the guest, never a trap.

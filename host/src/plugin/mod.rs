@@ -37,7 +37,7 @@ pub use bindings::{
 };
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use error::StorageError;
-pub use grants::{Grants, HttpLimits, Origin, Preopen, UngrantedImport};
+pub use grants::{Grants, HttpLimits, Origin, Preopen, UngrantedImport, tenant_folder_name};
 pub use guest_output::LogLimits;
 pub use handles::{Reader, Session, Writer};
 pub use limits::{GuestMemory, HostBounds};
