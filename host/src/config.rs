@@ -307,15 +307,19 @@ pub struct TenantConfig {
 }
 
 impl PluginConfig {
-    /// Replaces `${NAME}` in the plugin's config values and `http_allow`
-    /// with the environment variable NAME, so credentials and endpoints
-    /// need not be written in the file.
+    /// Replaces `${NAME}` in the plugin's config values, `http_allow` and
+    /// its preopen's `dir` with the environment variable NAME, so
+    /// credentials, endpoints and folders need not be written in the file.
     fn expand_env(&mut self) -> anyhow::Result<()> {
         for (key, value) in &mut self.config {
             *value = expand_env(value).with_context(|| format!("config key `{key}`"))?;
         }
         for origin in &mut self.http_allow {
             *origin = expand_env(origin).context("http_allow")?;
+        }
+        if let Some(preopen) = &mut self.preopen {
+            let dir = preopen.dir.to_str().context("preopen dir is not UTF-8")?;
+            preopen.dir = expand_env(dir).context("preopen dir")?.into();
         }
         Ok(())
     }
@@ -723,6 +727,8 @@ mod tests {
         let text = "[plugins.p]\nsource = \"bundled:memory\"\nhttp_allow = [\"http://127.0.0.1:${WASFTP_TEST_SURELY_UNSET_VARIABLE}\"]\n";
         let refused = format!("{:#}", Config::from_toml(text).unwrap_err());
         assert!(refused.contains("plugin p") && refused.contains("http_allow"), "{refused}");
+        let text = "[plugins.p]\nsource = \"bundled:localfs\"\npreopen = { dir = \"${HOME}/sftp\", mode = \"rw\" }\n";
+        assert_eq!(Config::from_toml(text).unwrap().plugins["p"].preopen.as_ref().unwrap().dir, Path::new(&home).join("sftp"));
     }
 
     #[test]

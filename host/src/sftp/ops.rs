@@ -30,6 +30,15 @@ fn ok(id: u32) -> Packet {
     status(id, StatusCode::Ok, "ok")
 }
 
+/// A path written with a trailing `/` names a directory: stat(2) of
+/// `file/` fails with ENOTDIR, and OpenSSH's server says so.
+fn names_a_directory(client_path: &str, info: FileInfo) -> Result<FileInfo, StorageError> {
+    if paths::ends_as_directory(client_path) && info.kind != crate::plugin::FileKind::Directory {
+        return Err(StorageError::NotADirectory);
+    }
+    Ok(info)
+}
+
 fn fail(id: u32, error: &StorageError) -> Packet {
     status(id, status_of(error), &message_of(error))
 }
@@ -213,16 +222,23 @@ impl SftpSession {
         Ok(ok(id))
     }
 
-    async fn stat(&self, id: u32, path: &str) -> Reply {
-        let path = self.resolve(id, path)?;
+    async fn stat(&self, id: u32, client_path: &str) -> Reply {
+        let path = self.resolve(id, client_path)?;
         let info = self.files.stat(&path).await.map_err(|e| fail(id, &e))?;
+        let info = names_a_directory(client_path, info).map_err(|e| fail(id, &e))?;
         Ok(self.attrs_reply(id, &info))
     }
 
-    /// LSTAT describes a symbolic link itself, not what it points to.
-    async fn lstat(&self, id: u32, path: &str) -> Reply {
-        let path = self.resolve(id, path)?;
-        let info = self.files.link_stat(&path).await.map_err(|e| fail(id, &e))?;
+    /// LSTAT describes a symbolic link itself, not what it points to;
+    /// `link/` names what it points to, as lstat(2) resolves it.
+    async fn lstat(&self, id: u32, client_path: &str) -> Reply {
+        let path = self.resolve(id, client_path)?;
+        let info = if paths::ends_as_directory(client_path) {
+            self.files.stat(&path).await
+        } else {
+            self.files.link_stat(&path).await
+        };
+        let info = info.and_then(|info| names_a_directory(client_path, info)).map_err(|e| fail(id, &e))?;
         Ok(self.attrs_reply(id, &info))
     }
 

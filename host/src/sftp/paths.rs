@@ -37,6 +37,12 @@ fn collapse(path: &str, clamp_at_root: bool) -> Option<String> {
     Some(format!("/{}", parts.join("/")))
 }
 
+/// Whether a client path ends as only a directory's may (`a/`, `a/.`):
+/// its last name must then be a directory, a symlink followed to one.
+pub fn ends_as_directory(client_path: &str) -> bool {
+    client_path.len() > 1 && (client_path.ends_with('/') || client_path.ends_with("/."))
+}
+
 /// Length in bytes of the longest name in a normalised path.
 pub fn longest_segment(path: &str) -> usize {
     path.split('/').map(str::len).max().unwrap_or(0)
@@ -70,6 +76,16 @@ pub fn to_client(root: &str, plugin: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trailing_slash_or_dot_asks_for_a_directory() {
+        for path in ["latest/", "/a/b/", "a/.", "/a/./", "./"] {
+            assert!(ends_as_directory(path), "{path}");
+        }
+        for path in ["/", "latest", "/a/b", ".", "a/..", "a.", "a/.x"] {
+            assert!(!ends_as_directory(path), "{path}");
+        }
+    }
 
     #[test]
     fn dot_dot_never_escapes_root() {
