@@ -40,6 +40,12 @@ async fn error_statuses() {
         "the failed exclusive open left the file alone"
     );
 
+    // A trailing slash asks for a directory (stat(2): ENOTDIR, which
+    // OpenSSH's server answers as no such file).
+    assert_eq!(status_code(bounded("stat", c.stat("/existing.txt/")).await), StatusCode::NoSuchFile);
+    assert_eq!(status_code(bounded("lstat", c.lstat("/existing.txt/.")).await), StatusCode::NoSuchFile);
+    assert!(bounded("stat", c.stat("/existing.txt")).await.is_ok());
+
     // MKDIR on an existing path (directory and file).
     bounded("mkdir", c.mkdir("/d", FileAttributes::empty()))
         .await

@@ -6,13 +6,13 @@ use crate::plugin::StorageError;
 
 pub fn status_of(error: &StorageError) -> StatusCode {
     match error {
-        StorageError::NotFound => StatusCode::NoSuchFile,
+        // As OpenSSH's server maps errno: ENOTDIR is no such file.
+        StorageError::NotFound | StorageError::NotADirectory => StatusCode::NoSuchFile,
         StorageError::PermissionDenied => StatusCode::PermissionDenied,
         StorageError::InvalidInput(_) => StatusCode::BadMessage,
         StorageError::Unsupported => StatusCode::OpUnsupported,
         StorageError::AlreadyExists
         | StorageError::NotEmpty
-        | StorageError::NotADirectory
         | StorageError::IsADirectory
         | StorageError::NoSpace
         | StorageError::Conflict
