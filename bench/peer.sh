@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Peer benchmark: the same OpenSSH sftp client and cipher against
-#   1. wasftp (release build, bundled memory plugin), and
+#   1. wasftp (release build, bundled memory plugin, or PLUGIN=localfs: the
+#      local-folder plugin on a folder beside sshd's), and
 #   2. OpenSSH sshd + sftp-server with files on tmpfs (/dev/shm),
 # measured in the same run. Prints medians of RUNS runs and the ratio
 # wasftp/OpenSSH (higher is better for wasftp).
 #
 #   bash bench/peer.sh                  # 256 MiB put/get, 1000 x 4 KiB put/get, 3 runs
 #   RUNS=5 SIZE_MIB=512 bash bench/peer.sh
+#   PLUGIN=localfs bash bench/peer.sh   # both servers' files in folders on tmpfs
+#   PLUGIN=localfs DURABLE=false bash bench/peer.sh   # localfs without its fsyncs
+#   PLUGIN=localfs BENCH_DIR=/var/tmp bash bench/peer.sh   # both on a disk, where fsync costs
 #
 # A slow backend (a delay in every plugin call) is measured by bench/slow_plugin.sh.
 set -euo pipefail
@@ -19,6 +23,9 @@ SMALL_FILES=${SMALL_FILES:-1000}
 CIPHER=${CIPHER:-aes256-gcm@openssh.com}
 WASFTP_PORT=${WASFTP_PORT:-22422}
 SSHD_PORT=${SSHD_PORT:-22423}
+PLUGIN=${PLUGIN:-memory}
+DURABLE=${DURABLE:-true}
+BENCH_DIR=${BENCH_DIR:-/dev/shm}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasftp-target}"
 
 if [ ! -x /usr/sbin/sshd ]; then
@@ -27,7 +34,7 @@ fi
 cargo build --release -q -p wasftp
 BIN="$CARGO_TARGET_DIR/release/wasftp"
 
-WORK=$(mktemp -d /dev/shm/wasftp-bench.XXXXXX)
+WORK=$(mktemp -d "$BENCH_DIR/wasftp-bench.XXXXXX")
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -39,16 +46,25 @@ head -c $((SIZE_MIB << 20)) /dev/urandom > "$WORK/local/big"
 for i in $(seq 1 "$SMALL_FILES"); do head -c 4096 /dev/urandom > "$WORK/local/small/f$i"; done
 
 # wasftp
+plugin_config() {
+  case "$PLUGIN" in
+    memory) printf '[plugins.files]\nsource = "bundled:memory"\nmemory_limit_mib = 4096\n' ;;
+    localfs)
+      mkdir -p "$WORK/localfs_root"
+      printf '[plugins.files]\nsource = "bundled:localfs"\npreopen = { dir = "%s", mode = "rw" }\nconfig = { durable = "%s" }\n' \
+        "$WORK/localfs_root" "$DURABLE" ;;
+    *) echo "PLUGIN is memory or localfs" >&2; exit 2 ;;
+  esac
+}
 cat > "$WORK/wasftp.toml" <<TOML
 listen = "127.0.0.1:$WASFTP_PORT"
 state_dir = "$WORK/wasftp-state"
 [limits]
 idle_timeout_secs = 120
-[plugins.memory]
-source = "bundled:memory"
-memory_limit_mib = 4096
+$(plugin_config)
 [[users]]
 name = "bench"
+plugin = "files"
 authorized_keys = ["$(cat "$WORK/client_key.pub")"]
 TOML
 RUST_LOG=warn "$BIN" serve --config "$WORK/wasftp.toml" > "$WORK/wasftp.log" 2>&1 &
@@ -103,6 +119,7 @@ bench_target wasftp "$WASFTP_PORT" "" | tee -a "$RESULTS"
 bench_target openssh "$SSHD_PORT" "$WORK/sshd_root" | tee -a "$RESULTS"
 
 echo
+echo "wasftp plugin $PLUGIN$([ "$PLUGIN" = localfs ] && echo " (durable $DURABLE)"), files in $BENCH_DIR"
 echo "cipher $CIPHER, ${SIZE_MIB} MiB file, $SMALL_FILES x 4 KiB files, median of $RUNS runs"
 awk -v size="$SIZE_MIB" -v n="$SMALL_FILES" '
   { t[$1" "$2] = $3 }

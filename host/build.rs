@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Plugins under `plugins/` that ship inside the `wasftp` binary.
-const BUNDLED: &[&str] = &["memory", "s3"];
+const BUNDLED: &[&str] = &["memory", "s3", "localfs"];
 
 fn main() {
     let host = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

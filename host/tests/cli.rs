@@ -745,3 +745,42 @@ fn cargo_run_finds_the_one_binary() {
         .collect();
     assert_eq!(binaries, ["wasftp"], "cargo run would have to choose among {binaries:?}");
 }
+
+/// `host/examples/localfs.toml` as the README runs it: users alice and bob
+/// (demo passwords `alice`, `bob`) each get their own folder under
+/// `LOCALFS_ROOT`, made at the first login, and see nothing of the other's.
+#[test]
+fn the_localfs_example_serves_alice_and_bob_their_own_folders() {
+    let dir = tempdir();
+    let root = dir.path().join("sftp");
+    std::fs::create_dir(&root).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/localfs.toml");
+    let mut cmd = wasftp(&["serve", "--config", example.to_str().unwrap(), "--listen", "127.0.0.1:0"], dir.path(), Some(&dir.path().join("state")));
+    cmd.env("LOCALFS_ROOT", &root);
+    let mut proc = Proc::spawn(cmd);
+    let listening = proc.wait_line(false, START_LIMIT, |l| l.starts_with("wasftp listening on "));
+    let addr: SocketAddr = listening["wasftp listening on ".len()..].trim().parse().expect("the address");
+    // Each user puts a file of their own, then lists their root.
+    let script = r#"
+import os, paramiko
+for user in ("alice", "bob"):
+    t = paramiko.Transport(("127.0.0.1", int(os.environ["PORT"])))
+    t.connect(username=user, password=user)
+    s = paramiko.SFTPClient.from_transport(t)
+    with s.open(user + ".txt", "w") as f:
+        f.write(user + "'s file")
+    print(user, sorted(s.listdir("/")))
+    t.close()
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("PORT", addr.port().to_string())
+        .output()
+        .expect("running python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}\n{}", String::from_utf8_lossy(&out.stderr), proc.transcript());
+    assert!(stdout.contains("alice ['alice.txt']") && stdout.contains("bob ['bob.txt']"), "{stdout}");
+    assert_eq!(std::fs::read(root.join("alice/alice.txt")).unwrap(), b"alice's file");
+    assert_eq!(std::fs::read(root.join("bob/bob.txt")).unwrap(), b"bob's file");
+    proc.assert_clean_exit_on(libc::SIGTERM, "SIGTERM");
+}

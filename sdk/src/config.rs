@@ -22,6 +22,21 @@ pub fn memory_limit(config: &[(String, String)]) -> Result<Option<u64>, String> 
     }
 }
 
+/// A yes/no setting: `true`/`on`/`yes` or `false`/`off`/`no`; an error
+/// names the key (not the value, which could be a misplaced secret).
+pub fn parse_flag(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "on" | "yes" => Ok(true),
+        "false" | "off" | "no" => Ok(false),
+        _ => Err(format!("`{key}`: expected true or false")),
+    }
+}
+
+/// A whole number setting; an error names the key.
+pub fn parse_number(key: &str, value: &str) -> Result<u64, String> {
+    value.trim().parse().map_err(|_| format!("`{key}`: not a number"))
+}
+
 /// `1234`, `64K`, `10M`, `2G`, `1T` (binary multiples, optional `B`/`iB`).
 pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim();

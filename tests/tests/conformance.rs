@@ -1,6 +1,7 @@
 //! The conformance suite (`wasftp::conformance`, what `wasftp plugin check`
 //! runs) against every plugin here: it passes on the memory plugin, the S3
-//! plugin over a real S3 server (garage) and the slow test plugin, and it
+//! plugin over a real S3 server (garage), the local-folder plugin and the
+//! slow test plugin, and it
 //! fails, naming the behaviour, on plugins that break the contract.
 
 mod runtime_support;
@@ -9,7 +10,7 @@ mod server_support;
 
 use runtime_support::*;
 use wasftp::conformance::{self, Verdict};
-use wasftp::plugin::{Grants, Origin, PluginSettings};
+use wasftp::plugin::{Grants, Origin, PluginSettings, Preopen};
 
 fn slow_plugin() -> Vec<u8> {
     std::fs::read(env!("WASFTP_SLOW_PLUGIN")).expect("reading the slow plugin")
@@ -71,6 +72,36 @@ async fn the_s3_plugin_keeps_the_contract_over_a_real_s3_server() {
     let plugin = bounded(rt.load("s3", bytes, settings)).await.unwrap();
     assert_passes(&whole_run(conformance::run(&plugin)).await, 15);
     assert!(bucket.keys().await.is_empty(), "the check left {:?} in the bucket", bucket.keys().await);
+}
+
+/// The local-folder plugin keeps the whole contract on a writable folder
+/// (links included) and leaves it as it found it; on a read-only one it is
+/// checked read-only and passes, the folder untouched, a link to /etc in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_localfs_plugin_keeps_the_contract_on_a_folder() {
+    let rt = runtime();
+    let bytes = wasftp::plugin::bundled::get("localfs").expect("the localfs plugin is bundled");
+    let folder = tempfile::tempdir().unwrap();
+    let grant = |writable| PluginSettings {
+        grants: Grants { preopen: Some(Preopen { dir: folder.path().into(), writable, per_tenant: false }), ..Grants::default() },
+        ..PluginSettings::default()
+    };
+    let plugin = bounded(rt.load("localfs", bytes, grant(true))).await.unwrap();
+    let skipped = assert_passes(&whole_run(conformance::run(&plugin)).await, 22);
+    assert_eq!(skipped, Vec::<&str>::new(), "it declares every capability");
+    assert_eq!(std::fs::read_dir(folder.path()).unwrap().count(), 0, "the check left its files in the folder");
+
+    std::fs::create_dir(folder.path().join("docs")).unwrap();
+    std::fs::write(folder.path().join("docs/guide.txt"), b"the guide").unwrap();
+    // A link out of the folder, made beside the plugin: refused, and that
+    // keeps the contract (the check once took it for a broken link).
+    std::os::unix::fs::symlink("/etc", folder.path().join("docs/system")).unwrap();
+    let plugin = bounded(rt.load("localfs-ro", bytes, grant(false))).await.unwrap();
+    let report = whole_run(conformance::run(&plugin)).await;
+    assert_passes(&report, 3);
+    assert!(report.table().contains("read-only"), "{}", report.table());
+    assert_eq!(std::fs::read(folder.path().join("docs/guide.txt")).unwrap(), b"the guide");
+    assert_eq!(std::fs::read_dir(folder.path()).unwrap().count(), 1);
 }
 
 /// A plugin that breaks the contract fails the behaviour it breaks, with

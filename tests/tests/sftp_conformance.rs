@@ -1,7 +1,8 @@
 //! The SFTP-level half of the conformance suite (`tests/clients/
 //! sftp_conformance.py`, through paramiko) against every plugin behind the
 //! real server: the memory plugin, the slow test plugin with and without
-//! random writes, the S3 plugin over a real S3 server (garage), and the
+//! random writes, the S3 plugin over a real S3 server (garage), the
+//! local-folder plugin on a folder per tenant, and the
 //! example plugins in JavaScript (js-quota), Python (python-tree) and C
 //! (c-tree), the last two checked read-only. What a client sees must not depend on the plugin.
 
@@ -74,6 +75,22 @@ async fn the_s3_plugin_over_a_real_s3_server() {
     suite(&server, &[]).await;
     server.shutdown().await;
     assert!(bucket.keys().await.is_empty(), "the suite left {:?} in the bucket", bucket.keys().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_localfs_plugin_on_a_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let mut localfs = plugin("bundled:localfs".into(), &[]);
+    localfs.preopen = Some(wasftp::config::PreopenConfig {
+        dir: root.path().into(),
+        mode: wasftp::config::PreopenMode::Rw,
+        per_tenant: true,
+    });
+    let server = serve(localfs).await;
+    suite(&server, &[]).await;
+    server.shutdown().await;
+    let left: Vec<_> = std::fs::read_dir(root.path().join("alice")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "the suite left {left:?} in alice's folder");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

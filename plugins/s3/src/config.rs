@@ -1,6 +1,6 @@
 //! The plugin's `init` configuration.
 
-use wasftp_sdk::config::{is_reserved, parse_bytes};
+use wasftp_sdk::config::{is_reserved, parse_bytes, parse_flag, parse_number};
 
 /// S3 needs parts of at least 5 MiB, except the last.
 pub const MIN_PART: u64 = 5 << 20;
@@ -65,19 +65,19 @@ impl Config {
                 "endpoint" => config.endpoint = value.trim_end_matches('/').to_string(),
                 "region" => config.region = value.clone(),
                 "bucket" => config.bucket = value.clone(),
-                "path-style" => config.path_style = flag(key, value)?,
-                "sign-payload" => config.sign_payload = flag(key, value)?,
-                "open-checks" => config.open_checks = flag(key, value)?,
+                "path-style" => config.path_style = parse_flag(key, value)?,
+                "sign-payload" => config.sign_payload = parse_flag(key, value)?,
+                "open-checks" => config.open_checks = parse_flag(key, value)?,
                 "prefix" => config.prefix = key_prefix(value).map_err(|e| format!("`prefix`: {e}"))?,
                 "access-key-id" => config.access_key_id = value.clone(),
                 "secret-access-key" => config.secret_access_key = value.clone(),
                 "read-chunk" => config.read_chunk = size(key, value, 64 << 10, MAX_PART)? as u32,
                 "part-size" => config.part_size = size(key, value, MIN_PART, MAX_PART)? as u32,
                 "max-single-copy" => config.max_single_copy = size(key, value, MIN_PART, MAX_COPY)?,
-                "orphan-age-secs" => config.orphan_age_secs = number(key, value)?,
-                "connect-timeout-secs" => config.connect_timeout_secs = number(key, value)?,
-                "read-timeout-secs" => config.read_timeout_secs = number(key, value)?,
-                "max-attempts" => config.max_attempts = number(key, value)?.clamp(1, 10) as u32,
+                "orphan-age-secs" => config.orphan_age_secs = parse_number(key, value)?,
+                "connect-timeout-secs" => config.connect_timeout_secs = parse_number(key, value)?,
+                "read-timeout-secs" => config.read_timeout_secs = parse_number(key, value)?,
+                "max-attempts" => config.max_attempts = parse_number(key, value)?.clamp(1, 10) as u32,
                 k if is_reserved(k) => {}
                 // Never echo a value: it may be a secret put under the wrong key.
                 other => return Err(format!("unknown config key `{other}`")),
@@ -122,17 +122,7 @@ pub fn key_prefix(value: &str) -> Result<String, String> {
     Ok(format!("{trimmed}/"))
 }
 
-fn flag(key: &str, value: &str) -> Result<bool, String> {
-    match value {
-        "true" | "on" | "yes" => Ok(true),
-        "false" | "off" | "no" => Ok(false),
-        _ => Err(format!("`{key}`: expected true or false")),
-    }
-}
 
-fn number(key: &str, value: &str) -> Result<u64, String> {
-    value.trim().parse().map_err(|_| format!("`{key}`: not a number"))
-}
 
 fn size(key: &str, value: &str, min: u64, max: u64) -> Result<u64, String> {
     let bytes = parse_bytes(value).ok_or_else(|| format!("`{key}`: not a size"))?;

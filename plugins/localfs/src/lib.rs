@@ -1,0 +1,31 @@
+//! wasftp bundled plugin: a folder on the host's disk, served through
+//! `wasi:filesystem`. The host preopens one directory as `/` per instance
+//! (the tenant's folder); the sandbox keeps every path inside it.
+//! Stateless: everything is on disk, so any instance serves any call.
+//! The semantics (pinned reads, uploads renamed into place, what WASI
+//! cannot do) are in `README.md`.
+//!
+//! Pure logic, unit-tested natively: `config`, `paths`, `resolve`,
+//! `attrs`, `dir_index`, `errors`. The rest calls `wasi:filesystem`,
+//! which only a component can.
+
+pub mod attrs;
+pub mod config;
+pub mod dir_index;
+pub mod errors;
+pub mod paths;
+pub mod resolve;
+
+mod folder;
+mod links;
+mod listing;
+mod maintain;
+mod names;
+mod plugin;
+mod setattr;
+mod upload;
+mod writes;
+
+pub use plugin::LocalFsPlugin;
+
+wasftp_sdk::export_plugin!(LocalFsPlugin);

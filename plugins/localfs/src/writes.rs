@@ -1,0 +1,111 @@
+//! Writes: where one lands (the checks OpenSSH's open makes, a final link
+//! followed as open(2) follows it), the pending upload a writer holds,
+//! and the server-side copy, which is an upload from another file.
+
+use std::rc::Rc;
+
+use wasftp_sdk::prelude::*;
+use wasi::filesystem::types::DescriptorType;
+
+use crate::folder::Folder;
+use crate::links;
+use crate::paths::client_path;
+use crate::upload::{Place, TempFile};
+
+/// Where a write lands.
+struct Landing {
+    /// The file written: the path asked for, or where its links lead.
+    path: String,
+    /// A regular file is there now.
+    exists: bool,
+}
+
+/// The file a write to `path` writes, checked as open(2) checks: the
+/// parent must be a directory; an existing name fails `must_be_new`
+/// (whatever it is, a link too); a directory is is-a-directory; a FIFO,
+/// socket or device is refused; a missing file needs `create`.
+fn landing(folder: &Folder, path: &str, must_be_new: bool, create: bool) -> Result<Landing> {
+    let Some(parent) = path::parent(path) else {
+        return Err(if must_be_new { Error::AlreadyExists } else { Error::IsADirectory });
+    };
+    folder.check_parent(parent)?;
+    let mut found = folder.lookup(path)?;
+    if found.is_some() && must_be_new {
+        return Err(Error::AlreadyExists);
+    }
+    let mut path = path.to_string();
+    if found.is_some_and(|stat| stat.type_ == DescriptorType::SymbolicLink) {
+        // Where it leads must be a name a client could write too.
+        path = client_path(&links::follow_final(folder, &path)?)?;
+        folder.check_parent(path::parent(&path).ok_or(Error::IsADirectory)?)?;
+        found = folder.lookup(&path)?;
+    }
+    let exists = match found.map(|stat| stat.type_) {
+        None if !create => return Err(Error::NotFound),
+        None => false,
+        Some(DescriptorType::RegularFile) => true,
+        Some(DescriptorType::Directory) => return Err(Error::IsADirectory),
+        Some(_) => return Err(Error::PermissionDenied),
+    };
+    Ok(Landing { path, exists })
+}
+
+/// An upload in progress: the temporary file and where it goes.
+pub struct PendingWrite {
+    temp: TempFile,
+    target: String,
+    place: Place,
+    append: bool,
+    /// The pending content's length, where an append writes.
+    end: u64,
+    durable: bool,
+}
+
+impl PendingWrite {
+    pub fn begin(folder: &Rc<Folder>, path: &str, options: &WriteOptions, durable: bool) -> Result<PendingWrite> {
+        let landing = landing(folder, path, options.exclusive, options.create)?;
+        let dir = path::parent(&landing.path).unwrap_or("/");
+        let temp = TempFile::create(folder, dir)?;
+        let mut end = 0;
+        if landing.exists && !options.truncate {
+            let (current, _) = folder.open_regular(&landing.path)?;
+            end = temp.copy_from(&current)?;
+        }
+        let place = if options.exclusive { Place::Exclusive } else { Place::Replace };
+        Ok(PendingWrite { temp, target: landing.path, place, append: options.append, end, durable })
+    }
+
+    pub fn write_chunk(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        let offset = if self.append { self.end } else { offset };
+        let end = offset.checked_add(data.len() as u64).ok_or(Error::NoSpace)?;
+        self.temp.write_all(offset, data)?;
+        self.end = self.end.max(end);
+        Ok(())
+    }
+
+    pub fn set_size(&mut self, size: u64) -> Result<()> {
+        self.temp.set_size(size)?;
+        self.end = size;
+        Ok(())
+    }
+
+    pub fn recovery_token(&self) -> Option<String> {
+        self.temp.recovery_token()
+    }
+
+    /// Commits: the content appears at its path, whole, in one step.
+    pub fn finish(self) -> Result<FileInfo> {
+        self.temp.place(&self.target, self.place, self.durable)
+    }
+}
+
+/// Copies the file `src` to `dst` (replacing a file there only when
+/// `overwrite`), through a temporary file as an upload.
+pub fn copy_file(folder: &Rc<Folder>, src: &str, dst: &str, overwrite: bool, durable: bool) -> Result<()> {
+    let (source, _) = folder.open_regular(src)?;
+    let landing = landing(folder, dst, !overwrite, true)?;
+    let temp = TempFile::create(folder, path::parent(&landing.path).unwrap_or("/"))?;
+    temp.copy_from(&source)?;
+    let place = if overwrite { Place::Replace } else { Place::Exclusive };
+    temp.place(&landing.path, place, durable).map(drop)
+}
