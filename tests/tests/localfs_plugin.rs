@@ -109,16 +109,6 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
     seen
 }
 
-/// An upload that is never closed: WRITEs of `data` only.
-async fn write_without_close(sftp: &SftpClient, path: &str, data: &[u8]) -> String {
-    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
-    let handle = bounded("open", sftp.sftp.open(path, flags, FileAttributes::empty())).await.unwrap().handle;
-    for (i, piece) in data.chunks(64 << 10).enumerate() {
-        bounded("write", sftp.sftp.write(handle.as_str(), (i * (64 << 10)) as u64, piece.to_vec())).await.unwrap();
-    }
-    handle
-}
-
 fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, SftpError>) {
     let code = status_code(result);
     assert!(matches!(code, StatusCode::NoSuchFile | StatusCode::PermissionDenied), "{what}: {code:?}");
@@ -317,8 +307,8 @@ async fn a_disconnect_mid_upload_leaves_the_old_content_and_no_temp_file() {
     let sftp = server.sftp("alice").await;
     let old = pattern(MIB, 3);
     sftp.put("/kept.bin", &old).await;
-    let _replacing = write_without_close(&sftp, "/kept.bin", &pattern(3 * MIB, 4)).await;
-    let _new = write_without_close(&sftp, "/new.bin", &pattern(3 * MIB, 5)).await;
+    let _replacing = sftp.write_without_close("/kept.bin", &pattern(3 * MIB, 4)).await.unwrap();
+    let _new = sftp.write_without_close("/new.bin", &pattern(3 * MIB, 5)).await.unwrap();
     assert!(wait_until(Duration::from_secs(30), || temp_files(&alice).len() == 2).await, "{:?}", temp_files(&alice));
     assert_eq!(std::fs::read(alice.join("kept.bin")).unwrap(), old, "the old content is there while the upload runs");
     assert!(!alice.join("new.bin").exists(), "a new file appears only at its CLOSE");

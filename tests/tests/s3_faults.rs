@@ -9,7 +9,7 @@ mod server_support;
 use std::time::{Duration, Instant};
 
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
-use s3_support::{S3Bucket, eventually, pattern, write_without_close};
+use s3_support::{S3Bucket, eventually, pattern};
 use s3_support::fault_proxy::{Fault, FaultProxy, Kind};
 use server_support::*;
 
@@ -54,7 +54,7 @@ async fn a_500_on_completion_fails_the_close_and_leaves_nothing() {
     let server = server_via(&bucket, &proxy, &[], 0).await;
     let sftp = server.sftp("alice").await;
     proxy.inject(Some(Kind::CompleteMultipart), Fault::Status(500), 10);
-    let handle = write_without_close(&sftp, "/big.bin", &pattern(17 * MIB, 1)).await.unwrap();
+    let handle = sftp.write_without_close("/big.bin", &pattern(17 * MIB, 1)).await.unwrap();
     let closed = bounded("close", sftp.sftp.close(handle)).await;
     assert!(closed.is_err(), "CLOSE after a refused completion: {closed:?}");
     assert!(proxy.seen(Kind::CompleteMultipart) >= 1);
@@ -101,7 +101,7 @@ async fn s3_down_mid_upload_leaves_no_orphan_once_back() {
     let sftp = server.sftp("alice").await;
     // The first part goes out, then S3 is gone.
     let data = pattern(40 * MIB, 3);
-    let handle = write_without_close(&sftp, "/big.bin", &data[..17 * MIB]).await.unwrap();
+    let handle = sftp.write_without_close("/big.bin", &data[..17 * MIB]).await.unwrap();
     assert!(eventually(|| async { proxy.seen(Kind::UploadPart) >= 1 }).await, "a part went out before S3 went away");
     proxy.inject(None, Fault::Drop, usize::MAX);
     let mut failed = false;

@@ -10,7 +10,7 @@ mod server_support;
 use std::time::Duration;
 
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
-use s3_support::{S3Bucket, eventually, pattern, write_without_close};
+use s3_support::{S3Bucket, eventually, pattern};
 use server_support::*;
 
 const MIB: usize = 1 << 20;
@@ -137,7 +137,7 @@ async fn an_upload_cut_off_leaves_nothing_behind() {
     let server = s3_server(&bucket).await;
     let sftp = server.sftp("alice").await;
     // 17 MiB: two 8 MiB chunks reach the plugin, which starts a multipart upload.
-    let _handle = write_without_close(&sftp, "/cut.bin", &pattern(17 * MIB, 9)).await.unwrap();
+    let _handle = sftp.write_without_close("/cut.bin", &pattern(17 * MIB, 9)).await.unwrap();
     assert!(eventually(|| async { bucket.multipart_uploads().await == 1 }).await, "the multipart upload started");
     sftp.disconnect().await;
     assert!(eventually(|| async { bucket.multipart_uploads().await == 0 }).await, "the multipart upload was aborted");
@@ -152,7 +152,7 @@ async fn a_failed_completion_fails_the_close_and_leaves_no_file() {
     let bucket = S3Bucket::start().await;
     let server = s3_server(&bucket).await;
     let sftp = server.sftp("alice").await;
-    let handle = write_without_close(&sftp, "/lost.bin", &pattern(17 * MIB, 9)).await.unwrap();
+    let handle = sftp.write_without_close("/lost.bin", &pattern(17 * MIB, 9)).await.unwrap();
     assert!(eventually(|| async { bucket.multipart_uploads().await == 1 }).await);
     // Someone else aborts the upload under our feet.
     let client = bucket.client();

@@ -405,7 +405,7 @@ async fn symlinks(c: &Check<'_>) -> Outcome {
         return Err(c.nothing("symbolic link", false));
     };
     // A link pointing out of the plugin's reach (made beside it, a folder's
-    // link to /etc) may be refused, followed or read alike.
+    // link to /etc) may be refused: read and followed alike.
     let out_of_reach = match c.session.read_link(link).await {
         Ok(target) if target.is_empty() => return fail(format!("read-link {link} gave an empty target")),
         Ok(_) => false,
@@ -418,6 +418,7 @@ async fn symlinks(c: &Check<'_>) -> Outcome {
     }
     match c.session.file_info(link).await {
         Ok(followed) if followed.kind == FileKind::Symlink => fail(format!("file-info of {link} describes the link itself; it follows it")),
+        Ok(_) if out_of_reach => fail(format!("read-link {link} was refused, yet file-info follows it")),
         // A dangling link is not-found when followed.
         Ok(_) | Err(StorageError::NotFound) => Ok(()),
         Err(StorageError::PermissionDenied) if out_of_reach => Ok(()),

@@ -240,20 +240,3 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl F
     }
     false
 }
-
-/// Opens `path` for writing (create, truncate) and sends `data` in 64 KiB
-/// WRITEs, one after the other; returns the handle, not closed.
-pub async fn write_without_close(
-    sftp: &super::server_support::SftpClient,
-    path: &str,
-    data: &[u8],
-) -> Result<String, russh_sftp::client::error::Error> {
-    use russh_sftp::protocol::{FileAttributes, OpenFlags};
-    let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
-    let handle = super::server_support::bounded("open", sftp.sftp.open(path, flags, FileAttributes::empty())).await?.handle;
-    for (i, piece) in data.chunks(64 << 10).enumerate() {
-        let offset = (i * (64 << 10)) as u64;
-        super::server_support::bounded("write", sftp.sftp.write(handle.as_str(), offset, piece.to_vec())).await?;
-    }
-    Ok(handle)
-}

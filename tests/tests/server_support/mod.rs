@@ -687,6 +687,17 @@ impl SftpClient {
         Ok(names)
     }
 
+    /// Opens `path` for writing (create, truncate) and sends `data` in 64 KiB
+    /// WRITEs, one after the other; returns the handle, not closed.
+    pub async fn write_without_close(&self, path: &str, data: &[u8]) -> Result<String, SftpError> {
+        let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE;
+        let handle = bounded("open", self.sftp.open(path, flags, FileAttributes::empty())).await?.handle;
+        for (i, piece) in data.chunks(64 << 10).enumerate() {
+            bounded("write", self.sftp.write(handle.as_str(), (i * (64 << 10)) as u64, piece.to_vec())).await?;
+        }
+        Ok(handle)
+    }
+
     /// An extended request with string arguments; the STATUS code it got.
     pub async fn extended_status(&self, request: &str, args: &[&str]) -> StatusCode {
         match bounded("extended", self.sftp.extended(request, ssh_strings(args))).await {
