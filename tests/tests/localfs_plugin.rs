@@ -6,6 +6,7 @@
 
 mod client_support;
 mod server_support;
+mod wire_support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
@@ -16,6 +17,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use server_support::*;
 use wasftp::config::{PluginConfig, PreopenConfig, PreopenMode};
+use wire_support::{Body, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, FXP_CLOSE, FXP_EXTENDED, FXP_OPENDIR, FXP_REMOVE, FXP_WRITE, Wire};
 
 const MIB: usize = 1 << 20;
 /// What an upload in progress is called in its directory.
@@ -514,5 +516,81 @@ async fn what_wasi_cannot_do_is_refused_or_reported_as_documented() {
     names.sort();
     assert_eq!(names, ["f.txt", "pipe"], "a name that is not UTF-8 is left out");
     assert_eq!(sftp.get("/f.txt").await, b"content", "the session goes on");
+    server.shutdown().await;
+}
+
+/// fsync@openssh.com, offered because localfs content is durable once
+/// committed: it commits what an open handle wrote so far (on disk under
+/// its name at once, fsynced, seen by other sessions) and the handle goes
+/// on writing; CLOSE commits the rest. OpenSSH's `put -f`, which sends it
+/// before CLOSE, lands the file whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fsync_commits_what_an_open_handle_wrote_and_writing_goes_on() {
+    const OK: u32 = 0;
+    const FAILURE: u32 = 4;
+    const NO_SUCH_FILE: u32 = 2;
+    let folders = Folders::new();
+    let server = serve(&folders, &["alice"]).await;
+    let alice = folders.of("alice");
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    assert!(wire.extensions.iter().any(|e| e == "fsync@openssh.com"), "offered: {:?}", wire.extensions);
+    let fsync = |handle: &[u8]| Body::new().string("fsync@openssh.com").string(handle);
+    let write = |handle: &[u8], offset: u64, data: &[u8]| Body::new().string(handle).u64(offset).string(data);
+
+    let handle = wire.open_file("/log.txt", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, write(&handle, 0, b"first ")).await.status(), OK);
+    assert!(!alice.join("log.txt").exists(), "nothing under the name before the sync");
+    assert_eq!(wire.call(FXP_EXTENDED, fsync(&handle)).await.status(), OK);
+    assert_eq!(std::fs::read(alice.join("log.txt")).unwrap(), b"first ", "synced: on disk under its name");
+    assert_eq!(temp_files(&alice), Vec::<PathBuf>::new());
+    let other = server.sftp("alice").await;
+    assert_eq!(other.get("/log.txt").await, b"first ", "and seen by another session");
+
+    assert_eq!(wire.call(FXP_WRITE, write(&handle, 6, b"second ")).await.status(), OK);
+    assert_eq!(wire.call(FXP_EXTENDED, fsync(&handle)).await.status(), OK);
+    assert_eq!(std::fs::read(alice.join("log.txt")).unwrap(), b"first second ");
+    assert_eq!(wire.call(FXP_WRITE, write(&handle, 13, b"third")).await.status(), OK);
+    assert_eq!(std::fs::read(alice.join("log.txt")).unwrap(), b"first second ", "unsynced bytes wait for CLOSE");
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&handle)).await.status(), OK);
+    assert_eq!(std::fs::read(alice.join("log.txt")).unwrap(), b"first second third");
+    assert_eq!(temp_files(&alice), Vec::<PathBuf>::new());
+
+    // A sync with nothing new, then CLOSE: the file stays as synced.
+    let handle = wire.open_file("/again.txt", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, write(&handle, 0, b"once")).await.status(), OK);
+    assert_eq!(wire.call(FXP_EXTENDED, fsync(&handle)).await.status(), OK);
+    assert_eq!(wire.call(FXP_EXTENDED, fsync(&handle)).await.status(), OK);
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&handle)).await.status(), OK);
+    assert_eq!(std::fs::read(alice.join("again.txt")).unwrap(), b"once");
+
+    // As sftp-server: a reading handle syncs (nothing to do), a directory
+    // handle names no file, a handle not open is refused.
+    let reading = wire.open_file("/log.txt", FXF_READ).await;
+    assert_eq!(wire.call(FXP_EXTENDED, fsync(&reading)).await.status(), OK);
+    let dir = wire.call(FXP_OPENDIR, Body::new().string("/")).await.handle();
+    assert_eq!(wire.call(FXP_EXTENDED, fsync(&dir)).await.status(), NO_SUCH_FILE);
+    assert_eq!(wire.call(FXP_EXTENDED, fsync(b"no-such-handle")).await.status(), FAILURE);
+
+    // Synced, then removed by another session while still open (unlink(2)
+    // of an open file): later WRITEs land nowhere and CLOSE brings nothing back.
+    let handle = wire.open_file("/gone.txt", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, write(&handle, 0, b"kept until removed")).await.status(), OK);
+    assert_eq!(wire.call(FXP_EXTENDED, fsync(&handle)).await.status(), OK);
+    other.sftp.remove("/gone.txt").await.expect("remove a synced file still open");
+    assert_eq!(wire.call(FXP_WRITE, write(&handle, 18, b" and more")).await.status(), OK);
+    assert_eq!(wire.call(FXP_EXTENDED, fsync(&handle)).await.status(), OK);
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&handle)).await.status(), OK);
+    assert!(!alice.join("gone.txt").exists(), "the removed file stays removed");
+    assert_eq!(temp_files(&alice), Vec::<PathBuf>::new());
+    assert_eq!(wire.call(FXP_REMOVE, Body::new().string("/log.txt")).await.status(), OK);
+
+    // OpenSSH's client sends fsync@openssh.com for `put -f` when offered.
+    let cwd = tempfile::tempdir().unwrap();
+    let data = pattern(3 * MIB, 9);
+    std::fs::write(cwd.path().join("synced.bin"), &data).unwrap();
+    let out = server.sftp_batch("alice", "put -f synced.bin\n", cwd.path(), Duration::from_secs(60)).await;
+    out.assert_success("put -f");
+    assert_eq!(std::fs::read(alice.join("synced.bin")).unwrap(), data);
+    assert_eq!(temp_files(&alice), Vec::<PathBuf>::new());
     server.shutdown().await;
 }

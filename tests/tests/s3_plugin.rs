@@ -6,6 +6,7 @@
 mod client_support;
 mod s3_support;
 mod server_support;
+mod wire_support;
 
 use std::time::Duration;
 
@@ -408,5 +409,48 @@ async fn users_with_their_own_prefixes_are_kept_apart() {
         assert!(bounded("stat", bob.sftp.stat(path)).await.is_err(), "bob reached {path}");
     }
     assert_eq!(bucket.keys().await, ["tenants/alice/secret.txt", "tenants/bob/note.txt"]);
+    server.shutdown().await;
+}
+
+/// fsync@openssh.com over S3 (offered: an object is durable once its upload
+/// completes): the parts written so far complete as the object, and the
+/// upload goes on from it; CLOSE completes the rest. No multipart upload is
+/// left open between or after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fsync_completes_the_object_so_far_and_the_upload_goes_on() {
+    use wire_support::{Body, FXF_CREAT, FXF_TRUNC, FXF_WRITE, FXP_CLOSE, FXP_EXTENDED, FXP_WRITE, Wire};
+    let bucket = S3Bucket::start().await;
+    let server = s3_server(&bucket).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    assert!(wire.extensions.iter().any(|e| e == "fsync@openssh.com"), "offered: {:?}", wire.extensions);
+    // Past one 8 MiB part, then a sync, then more.
+    let data = pattern(10 * MIB, 7);
+    let (first, rest) = data.split_at(9 * MIB);
+    let handle = wire.open_file("/log.bin", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    let mut offset = 0;
+    for (bytes, sync) in [(first, true), (rest, false)] {
+        for chunk in bytes.chunks(255 * 1024) {
+            let write = Body::new().string(&handle).u64(offset as u64).string(chunk);
+            assert_eq!(wire.call(FXP_WRITE, write).await.status(), 0);
+            offset += chunk.len();
+        }
+        if sync {
+            let fsync = Body::new().string("fsync@openssh.com").string(&handle);
+            assert_eq!(wire.call(FXP_EXTENDED, fsync).await.status(), 0);
+            assert_eq!(bucket.get("tenants/alice/log.bin").await, first, "synced: the object so far");
+            assert_eq!(bucket.multipart_uploads().await, 0);
+        }
+    }
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&handle)).await.status(), 0);
+    assert_eq!(bucket.get("tenants/alice/log.bin").await, data);
+    assert_eq!(bucket.multipart_uploads().await, 0, "no multipart upload left behind");
+
+    // OpenSSH's `put -f` sends it before CLOSE.
+    let cwd = tempfile::tempdir().unwrap();
+    let big = pattern(12 * MIB, 8);
+    std::fs::write(cwd.path().join("big.bin"), &big).unwrap();
+    server.sftp_batch("alice", "put -f big.bin\n", cwd.path(), Duration::from_secs(120)).await.assert_success("put -f");
+    assert_eq!(bucket.get("tenants/alice/big.bin").await, big);
+    assert_eq!(bucket.multipart_uploads().await, 0);
     server.shutdown().await;
 }

@@ -308,13 +308,17 @@ async fn a_truncate_the_plugin_cannot_make_is_refused_not_ignored() {
 async fn extensions_follow_the_plugin_capabilities() {
     // memory: atomic rename and copy, not durable, no hard links.
     let server = start(&["alice"]).await;
-    let wire = Wire::open(&server, "alice", 3).await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
     for name in ["posix-rename@openssh.com", "copy-data", "statvfs@openssh.com", "limits@openssh.com"] {
         assert!(wire.extensions.iter().any(|e| e == name), "{name} announced: {:?}", wire.extensions);
     }
     for name in ["fsync@openssh.com", "hardlink@openssh.com"] {
         assert!(!wire.extensions.iter().any(|e| e == name), "{name} not announced: {:?}", wire.extensions);
     }
+    // Nor served: a sync of memory content would promise what a restart loses.
+    let handle = wire.open_file("/f", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    let fsync = Body::new().string("fsync@openssh.com").string(&handle);
+    assert_eq!(wire.call(FXP_EXTENDED, fsync).await.status(), FX_OP_UNSUPPORTED);
     server.shutdown().await;
 
     // A plugin without copy or durable sync: neither is announced nor

@@ -314,6 +314,12 @@ impl SftpSession {
             Packet::FSetStat(p) => (p.handle.as_str(), false, false),
             Packet::ReadDir(p) => (p.handle.as_str(), false, false),
             Packet::Extended(p) if p.request == "copy-data" => return self.copy_target(&p.data),
+            // In order with the WRITEs before it, which it commits.
+            Packet::Extended(p) if p.request == FSYNC => {
+                let Some(handle) = framing::WireReader::new(&p.data).utf8() else { return Target::None };
+                let Some(entry) = self.handles.get(handle) else { return Target::None };
+                return Target::Open(entry.ticket(handles::Sequencing::Run));
+            }
             _ => return Target::None,
         };
         let Some(entry) = self.handles.get(name) else { return Target::None };
@@ -362,6 +368,9 @@ impl SftpSession {
         }
     }
 }
+
+/// The extension that syncs an open file (see `vfs::Handle::sync`).
+const FSYNC: &str = "fsync@openssh.com";
 
 /// Requests that may wait for their turn, per `max_inflight` slot.
 const WAITING_PER_SLOT: usize = 4;
@@ -497,7 +506,7 @@ fn is_path_request(packet: &Packet) -> bool {
         Packet::Close(_) | Packet::Read(_) | Packet::Write(_) | Packet::Fstat(_) | Packet::FSetStat(_) | Packet::ReadDir(_) => {
             false
         }
-        Packet::Extended(p) => !matches!(p.request.as_str(), "copy-data" | "limits@openssh.com"),
+        Packet::Extended(p) => !matches!(p.request.as_str(), "copy-data" | FSYNC | "limits@openssh.com"),
         _ => true,
     }
 }

@@ -98,6 +98,9 @@ impl SftpSession {
             ("limits@openssh.com", "1", true),
             ("hardlink@openssh.com", "1", caps.hard_links),
             ("copy-data", "1", caps.copy),
+            // A synced file is committed, which only a plugin whose
+            // committed content is durable can promise to keep.
+            ("fsync@openssh.com", "1", caps.durable_sync),
         ];
         for (name, version, _) in offered.iter().filter(|(_, _, on)| *on) {
             extensions.insert(name.to_string(), version.to_string());
@@ -426,6 +429,15 @@ impl SftpSession {
                     self.settings.max_handles as u64,
                 ];
                 Ok(Packet::ExtendedReply(ExtendedReply { id, data: u64s(&fields) }))
+            }
+            "fsync@openssh.com" if self.files.capabilities().durable_sync => {
+                args.utf8().ok_or_else(bad)?; // the handle was matched in `target_of`
+                let entry = Self::entry(id, target)?;
+                tracing::Span::current().record("path", entry.path.as_str());
+                // As `sftp-server`: fsync of a directory handle names no file.
+                let file = entry.kind.file().ok_or_else(|| status(id, StatusCode::NoSuchFile, "not a file handle"))?;
+                file.sync().await.map_err(|e| fail(id, &e))?;
+                Ok(ok(id))
             }
             "hardlink@openssh.com" if self.files.capabilities().hard_links => {
                 let from = self.resolve(id, args.utf8().ok_or_else(bad)?)?;

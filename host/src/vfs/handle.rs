@@ -114,8 +114,37 @@ impl Handle {
     pub async fn write(&self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         match &self.kind {
             Kind::Read(_) => Err(StorageError::PermissionDenied),
-            Kind::Write { content, .. } => content.lock().await.write(offset, data).await,
+            Kind::Write { content, .. } => {
+                let mut content = content.lock().await;
+                self.resumed(&mut content).await?;
+                content.write(offset, data).await
+            }
         }
+    }
+
+    /// fsync@openssh.com (offered when the plugin's content is durable once
+    /// committed): what the handle wrote so far is committed now, and the
+    /// handle goes on writing. A handle that only reads has nothing to sync.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        match &self.kind {
+            Kind::Read(_) => Ok(()),
+            Kind::Write { content, .. } => content.lock().await.sync().await,
+        }
+    }
+
+    /// After a sync committed the content, the next change needs a writer
+    /// again: one that starts from what was committed.
+    async fn resumed(&self, content: &mut Content) -> Result<(), StorageError> {
+        let Some(options) = content.resume_options() else { return Ok(()) };
+        let writer = self.files.storage.begin_write(&self.path, options).await?;
+        match content {
+            Content::Upload(upload) => {
+                let in_order = self.files.in_order_from(upload.size());
+                upload.resume(writer, in_order);
+            }
+            Content::ReadWrite(file) => file.resume(writer),
+        }
+        Ok(())
     }
 
     /// FSTAT: a handle that writes shows its content so far.
@@ -149,6 +178,7 @@ impl Handle {
         }
         let mut content = content.lock().await;
         if let Some(size) = size {
+            self.resumed(&mut content).await?;
             content.set_size(size).await?;
         }
         content.placeholder().defer_attrs(set);
@@ -201,6 +231,20 @@ impl Content {
         match self {
             Self::Upload(upload) => upload.commit().await,
             Self::ReadWrite(file) => file.commit().await,
+        }
+    }
+
+    async fn sync(&mut self) -> Result<(), StorageError> {
+        match self {
+            Self::Upload(upload) => upload.sync().await,
+            Self::ReadWrite(file) => file.sync().await,
+        }
+    }
+
+    fn resume_options(&self) -> Option<crate::plugin::WriteOptions> {
+        match self {
+            Self::Upload(upload) => upload.resume_options(),
+            Self::ReadWrite(file) => file.resume_options(),
         }
     }
 

@@ -56,6 +56,9 @@ struct Hold {
     /// The SFTP session whose handle this is.
     session: u64,
     stage: Stage,
+    /// Its CLOSE was read off the wire (kept apart from `stage`, which a
+    /// sync moves to `Committing` and back, see [`NodeHold::end_sync`]).
+    close_read: bool,
 }
 
 /// How far a hold's handle is towards its commit.
@@ -94,12 +97,14 @@ pub struct Commits {
 }
 
 impl Commits {
-    /// Waits until those commits have ended. Commits that begin later do
-    /// not count (they cannot: the name is gone), so another session cannot
-    /// keep a REMOVE waiting by relaying commits of the path; each commit's
-    /// plugin calls are bounded by their own deadlines.
+    /// Waits until those commits have ended (a sync's commit ends with its
+    /// handle still open). Commits that begin later do not count (they
+    /// cannot: the name is gone), so another session cannot keep a REMOVE
+    /// waiting by relaying commits of the path; each commit's plugin calls
+    /// are bounded by their own deadlines.
     pub async fn wait(&self) {
-        self.node.wait_while(|state| state.holds.iter().any(|hold| self.holds.contains(&hold.id))).await;
+        let committing = |hold: &Hold| self.holds.contains(&hold.id) && hold.stage == Stage::Committing;
+        self.node.wait_while(|state| state.holds.iter().any(committing)).await;
     }
 }
 
@@ -131,7 +136,7 @@ impl NodeTable {
         };
         let id = self.next_hold.fetch_add(1, Ordering::Relaxed);
         node.state.send_modify(|state| {
-            state.holds.push(Hold { id, session, stage: Stage::Open });
+            state.holds.push(Hold { id, session, stage: Stage::Open, close_read: false });
             state.info.size = size;
         });
         Some(NodeHold { table: self.clone(), node, id, released: false, deferred: None })
@@ -294,6 +299,7 @@ impl HoldSignals {
     pub fn closing(&self) {
         self.node.state.send_if_modified(|state| {
             let Some(hold) = state.holds.iter_mut().find(|hold| hold.id == self.id) else { return false };
+            hold.close_read = true;
             let open = hold.stage == Stage::Open;
             if open {
                 hold.stage = Stage::Closing;
@@ -327,6 +333,33 @@ impl NodeHold {
             moved
         });
         committing
+    }
+
+    /// A sync's commit (see [`NodeHold::begin_commit`]) has ended and the
+    /// handle goes on writing: back to open (or closing, if its CLOSE was
+    /// read meanwhile). A REMOVE that came during the commit took the name:
+    /// the node goes once no other commit of it is landing (the file is the
+    /// plugin's to remove), and the handle's later commit finds the name gone.
+    pub fn end_sync(&mut self) {
+        if self.released {
+            return;
+        }
+        let mut nodes = self.table.nodes.lock().expect("node table lock");
+        let mut landed = false;
+        self.node.state.send_modify(|state| {
+            if let Some(hold) = state.holds.iter_mut().find(|hold| hold.id == self.id) {
+                hold.stage = if hold.close_read { Stage::Closing } else { Stage::Open };
+            }
+            landed = state.unlinked && !state.holds.iter().any(|hold| hold.stage == Stage::Committing);
+        });
+        if landed && nodes.get(&self.node.path).is_some_and(|node| Arc::ptr_eq(node, &self.node)) {
+            nodes.remove(&self.node.path);
+        }
+    }
+
+    /// Whether the name was taken from the handle (REMOVE while open).
+    pub fn is_unlinked(&self) -> bool {
+        self.released || self.node.state.borrow().unlinked
     }
 
     /// The size so far (see [`HoldSignals::announce_size`]).
@@ -470,6 +503,37 @@ mod tests {
         hold.release();
         tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").unwrap();
         assert!(matches!(table.unlink("/f"), Unlink::Absent));
+    }
+
+    /// A sync commits with the handle still open: a REMOVE that found it
+    /// committing goes ahead once the sync's commit ends, not at CLOSE, and
+    /// the handle's later commit finds the name gone.
+    #[tokio::test]
+    async fn a_remove_waits_for_a_sync_not_for_the_close_after_it() {
+        let table = Arc::new(NodeTable::default());
+        let mut hold = table.hold("/f", 0o644, 0, false, 1).unwrap();
+        hold.signals().closing();
+        assert!(hold.begin_commit());
+        let Unlink::Committing(commits) = table.unlink("/f") else { panic!("the sync is committing") };
+        let waiter = tokio::spawn(async move { commits.wait().await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "waits while the sync commits");
+        hold.end_sync();
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken by the end of the sync").unwrap();
+        assert!(table.info("/f").is_none(), "the name is gone once the sync landed");
+        assert!(hold.is_unlinked());
+        assert!(!hold.begin_commit(), "the CLOSE after it commits nothing");
+
+        // Not removed: back to closing (its CLOSE was read during the sync),
+        // so its session's requests on the path wait for that CLOSE.
+        let table = Arc::new(NodeTable::default());
+        let mut hold = table.hold("/g", 0o644, 0, false, 1).unwrap();
+        assert!(hold.begin_commit());
+        hold.signals().closing();
+        hold.end_sync();
+        let settled = tokio::time::timeout(Duration::from_millis(300), table.settle("/g", 1, Duration::from_millis(10)));
+        assert!(settled.await.is_err(), "a CLOSE read during the sync is still waited for");
+        assert!(table.info("/g").is_some());
     }
 
     #[test]

@@ -58,21 +58,28 @@ impl Files {
             writer,
             chunk: self.capabilities().write_chunk as usize,
             append: options.append,
+            plugin_append: plugin_options.append,
             start_size,
             permissions,
             placeholder,
             budget: self.budgets.upload.clone(),
             max_size: self.capabilities().max_file_size,
-            in_order: (!self.capabilities().random_write).then(|| {
-                InOrder::new(
-                    start_size,
-                    self.capabilities().write_chunk as usize,
-                    self.budgets.upload.clone(),
-                    self.budgets.spool.clone(),
-                    self.settings.max_spool_bytes,
-                )
-            }),
+            in_order: self.in_order_from(start_size),
         }))
+    }
+
+    /// For a plugin without random writes, the order an upload's bytes go
+    /// to it in, after the `start` bytes its writer starts with.
+    pub(super) fn in_order_from(&self, start: u64) -> Option<InOrder> {
+        (!self.capabilities().random_write).then(|| {
+            InOrder::new(
+                start,
+                self.capabilities().write_chunk as usize,
+                self.budgets.upload.clone(),
+                self.budgets.spool.clone(),
+                self.settings.max_spool_bytes,
+            )
+        })
     }
 
     /// The node of a file about to be written; an exclusive create fails

@@ -8,11 +8,13 @@
 
 use super::node::{NodeHold, unix_now};
 use super::spool::{Spool, TenantSpool};
-use crate::plugin::{FileInfo, FileKind, Reader, StorageError, Writer};
+use crate::plugin::{FileInfo, FileKind, Reader, StorageError, WriteOptions, Writer};
 
 pub struct ReadWriteFile {
     /// Opened with `truncate`, so the committed content is exactly the spool.
-    writer: Writer,
+    /// `None` after a sync committed the spool, until the next change (see
+    /// [`ReadWriteFile::resume`]).
+    writer: Option<Writer>,
     /// The content, with its size (bounded).
     spool: Spool,
     /// The content to start from (pinned to the version opened), until it
@@ -59,7 +61,7 @@ impl ReadWriteFile {
         let spool = Spool::create(parts.spool, 0, parts.max_size).await?;
         let base = parts.base.map(|reader| Base { reader, size: parts.base_size, chunk: parts.read_chunk });
         Ok(Self {
-            writer: parts.writer,
+            writer: Some(parts.writer),
             spool,
             base,
             broken: None,
@@ -153,14 +155,55 @@ impl ReadWriteFile {
         result
     }
 
-    async fn commit_content(&mut self) -> Result<(), StorageError> {
-        // Removed while open (as unlink(2) of an open file), or untouched:
-        // the file stays as the plugin has it.
-        if !self.changed || self.broken.is_some() || !self.placeholder.begin_commit() {
-            return self.writer.abort().await;
+    /// fsync@openssh.com: commits the spool, durably, while the handle
+    /// stays open (see `Upload::sync`); the next change commits again.
+    pub async fn sync(&mut self) -> Result<(), StorageError> {
+        if let Some(why) = &self.broken {
+            return Err(StorageError::Io(why.clone()));
         }
+        if !self.changed || self.writer.is_none() || !self.placeholder.begin_commit() {
+            return Ok(());
+        }
+        let synced = self.write_out().await;
+        self.placeholder.end_sync();
+        if synced.is_ok() {
+            self.changed = false;
+        }
+        synced
+    }
+
+    /// After a sync, the options of the writer the next change needs.
+    pub fn resume_options(&self) -> Option<WriteOptions> {
+        // Removed since: the spool takes the changes, and CLOSE commits nothing.
+        let removed = self.placeholder.is_unlinked();
+        (self.writer.is_none() && self.broken.is_none() && !removed).then_some(WriteOptions {
+            create: true,
+            truncate: true,
+            exclusive: false,
+            append: false,
+            permissions: None,
+        })
+    }
+
+    pub fn resume(&mut self, writer: Writer) {
+        self.writer = Some(writer);
+    }
+
+    async fn commit_content(&mut self) -> Result<(), StorageError> {
+        // Removed while open (as unlink(2) of an open file), or untouched
+        // (since a sync, maybe): the file stays as the plugin has it.
+        if !self.changed || self.broken.is_some() || self.writer.is_none() || !self.placeholder.begin_commit() {
+            return self.abort_writer().await;
+        }
+        self.write_out().await
+    }
+
+    /// The whole spool through the writer, finished: committed, or (on any
+    /// failure) given up.
+    async fn write_out(&mut self) -> Result<(), StorageError> {
+        let Some(writer) = self.writer.take() else { return Err(StorageError::Io("the file has no writer".into())) };
         if let Err(e) = self.copied().await {
-            let _ = self.writer.abort().await;
+            let _ = writer.abort().await;
             return Err(e);
         }
         let mut offset = 0;
@@ -170,18 +213,25 @@ impl ReadWriteFile {
             let data = match self.spool.read_at(offset, len).await {
                 Ok(data) => data,
                 Err(e) => {
-                    let _ = self.writer.abort().await;
+                    let _ = writer.abort().await;
                     return Err(e);
                 }
             };
             let len = data.len() as u64;
-            if let Err(e) = self.writer.write_chunk(offset, data).await {
-                let _ = self.writer.abort().await;
+            if let Err(e) = writer.write_chunk(offset, data).await {
+                let _ = writer.abort().await;
                 return Err(e);
             }
             offset += len;
         }
-        self.writer.finish().await.map(drop)
+        writer.finish().await.map(drop)
+    }
+
+    async fn abort_writer(&mut self) -> Result<(), StorageError> {
+        match self.writer.take() {
+            Some(writer) => writer.abort().await,
+            None => Ok(()),
+        }
     }
 
     /// The handle's hold on its node, with the attributes waiting for its commit.
@@ -189,9 +239,9 @@ impl ReadWriteFile {
         &mut self.placeholder
     }
 
-    /// Gives up: the file stays as it was.
+    /// Gives up: the file stays as it was (or as the last sync left it).
     pub async fn abort(&mut self) -> Result<(), StorageError> {
-        let result = self.writer.abort().await;
+        let result = self.abort_writer().await;
         self.placeholder.release();
         result
     }

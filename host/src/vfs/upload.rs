@@ -6,10 +6,12 @@ use std::sync::Arc;
 use super::budget::{BudgetPermit, ByteBudget};
 use super::in_order::InOrder;
 use super::node::{NodeHold, unix_now};
-use crate::plugin::{FileInfo, FileKind, StorageError, Writer};
+use crate::plugin::{FileInfo, FileKind, StorageError, WriteOptions, Writer};
 
 pub struct Upload {
-    pub(super) writer: Arc<Writer>,
+    /// `None` after a sync (fsync@openssh.com) committed the content, until
+    /// the next change needs a writer again (see [`Upload::resume`]).
+    writer: Option<Arc<Writer>>,
     /// Contiguous WRITEs gathered into the next chunk.
     gathered: Gathered,
     budget: ByteBudget,
@@ -17,6 +19,8 @@ pub struct Upload {
     chunk: usize,
     /// Opened with APPEND: every WRITE lands at the end, whatever its offset.
     append: bool,
+    /// Whether the plugin's writer does the appending itself.
+    plugin_append: bool,
     /// Highest end offset written: the size FSTAT reports before commit.
     high_water: u64,
     permissions: u32,
@@ -43,6 +47,7 @@ pub(super) struct UploadParts {
     pub writer: Writer,
     pub chunk: usize,
     pub append: bool,
+    pub plugin_append: bool,
     pub start_size: u64,
     pub permissions: u32,
     pub placeholder: NodeHold,
@@ -55,11 +60,12 @@ pub(super) struct UploadParts {
 impl Upload {
     pub(super) fn new(parts: UploadParts) -> Self {
         Self {
-            writer: Arc::new(parts.writer),
+            writer: Some(Arc::new(parts.writer)),
             gathered: Gathered::default(),
             budget: parts.budget,
             chunk: parts.chunk,
             append: parts.append,
+            plugin_append: parts.plugin_append,
             high_water: parts.start_size,
             permissions: parts.permissions,
             failed: None,
@@ -70,6 +76,41 @@ impl Upload {
             in_order: parts.in_order,
             in_flight: None,
         }
+    }
+
+    /// The writer the content goes to.
+    fn writer(&self) -> Result<Arc<Writer>, StorageError> {
+        // A change after a sync resumes a writer first (`Handle::resumed`).
+        self.writer.clone().ok_or_else(|| StorageError::Io("the upload has no writer".into()))
+    }
+
+    /// After a sync, the options of the writer that carries on from the
+    /// committed content; `None` when the upload still has its writer (or
+    /// can take no more changes).
+    pub fn resume_options(&self) -> Option<WriteOptions> {
+        // Removed since the sync: what follows lands nowhere (`Upload::write`).
+        let done = self.writer.is_some() || self.failed.is_some() || self.copied || self.placeholder.is_unlinked();
+        // The file was committed a moment ago: if it has gone since (removed
+        // by another session), later WRITEs fail rather than make it again.
+        (!done).then_some(WriteOptions {
+            create: false,
+            truncate: false,
+            exclusive: false,
+            append: self.plugin_append,
+            permissions: None,
+        })
+    }
+
+    /// Carries on after a sync with `writer`, which starts from the
+    /// committed content (and `in_order`, for a plugin without random writes).
+    pub fn resume(&mut self, writer: Writer, in_order: Option<InOrder>) {
+        self.writer = Some(Arc::new(writer));
+        self.in_order = in_order;
+    }
+
+    /// The size the committed content has, where a resumed writer starts.
+    pub fn size(&self) -> u64 {
+        self.high_water
     }
 
     /// Refuses a size past the plugin's largest file before it is asked.
@@ -88,6 +129,12 @@ impl Upload {
             return Err(StorageError::Unsupported);
         }
         self.touched = true;
+        if self.writer.is_none() {
+            // Synced, then removed (see `resume_options`): as writes to an
+            // unlinked file, they are taken and land nowhere.
+            self.high_water = self.high_water.max(offset.saturating_add(data.len() as u64));
+            return Ok(());
+        }
         // As O_APPEND (what `sftp-server` opens an APPEND with): the WRITE
         // lands at the current end, whatever its offset. Placed here, so a
         // plugin that does not honour `append` gets it right too.
@@ -117,7 +164,8 @@ impl Upload {
         let Some(permit) = self.reserve(data.len()).await? else {
             // The budget is spent (the connection's, its tenant's or the
             // server's): this WRITE goes to the plugin as it is.
-            return self.record(self.writer.write_chunk(offset, data).await);
+            let writer = self.writer()?;
+            return self.record(writer.write_chunk(offset, data).await);
         };
         self.gathered.add(offset, data, permit);
         if self.gathered.len() >= self.chunk {
@@ -152,7 +200,7 @@ impl Upload {
         };
         for (offset, part) in parts {
             self.settle_in_flight().await?;
-            let writer = self.writer.clone();
+            let writer = self.writer()?;
             let part_budget = budget.as_mut().and_then(|b| b.split(part.len().min(b.bytes())));
             self.in_flight = Some(tokio::spawn(async move {
                 let written = writer.write_chunk(offset, part).await;
@@ -187,7 +235,10 @@ impl Upload {
         // The bytes move to the plugin call, and their budget is given back
         // once it has them: an upload between chunks holds nothing (a
         // thousand idle uploads must not pin a chunk each outside the budget).
-        let result = self.writer.write_chunk(offset, bytes).await;
+        let result = match self.writer() {
+            Ok(writer) => writer.write_chunk(offset, bytes).await,
+            Err(error) => Err(error),
+        };
         drop(permit);
         self.record(result)
     }
@@ -202,6 +253,10 @@ impl Upload {
         self.flush().await?;
         self.settle_in_flight().await?;
         self.touched = true;
+        if self.writer.is_none() {
+            self.high_water = size;
+            return Ok(());
+        }
         match &mut self.in_order {
             // An in-order upload holds what the plugin does not have yet.
             Some(order) if size >= order.sent() => {
@@ -211,7 +266,7 @@ impl Upload {
             // Below what the plugin has (for an in-order upload, the content
             // kept when the file was not truncated): only the plugin can cut that.
             _ => {
-                if let Err(error) = self.writer.set_size(size).await {
+                if let Err(error) = self.writer()?.set_size(size).await {
                     // The content is no longer what the client sent: the upload must not commit.
                     if error != StorageError::Unsupported {
                         self.failed = Some(error.clone());
@@ -257,19 +312,65 @@ impl Upload {
     }
 
     async fn commit_content(&mut self) -> Result<(), StorageError> {
+        // Synced, and nothing changed since: the content is committed.
+        if self.writer.is_none() {
+            return match &self.failed {
+                Some(error) => Err(error.clone()),
+                None => Ok(()),
+            };
+        }
         // Removed while open (as unlink(2) of an open file), or copied into
         // place by the plugin: this writer has nothing to keep.
         if self.copied || !self.placeholder.begin_commit() {
             let _ = self.settle_in_flight().await;
-            return self.writer.abort().await;
+            return self.abort_writer().await;
         }
         if let Err(error) = self.flush_all().await {
             // The part still being written goes first: abort comes last.
             let _ = self.settle_in_flight().await;
-            let _ = self.writer.abort().await;
+            let _ = self.abort_writer().await;
             return Err(error);
         }
-        self.writer.finish().await.map(drop)
+        self.finish_writer().await
+    }
+
+    /// fsync@openssh.com: commits what was written so far, durably (the
+    /// plugin declares `durable-sync`), while the handle stays open; the
+    /// next change carries on with a new writer from the committed content
+    /// (see `Handle::resumed`). On `sftp-server` the bytes are in the file
+    /// already and fsync(2) makes them durable; here they become visible
+    /// and durable together. A file removed while open has nothing to sync.
+    pub async fn sync(&mut self) -> Result<(), StorageError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        if self.writer.is_none() || self.copied || !self.placeholder.begin_commit() {
+            return Ok(());
+        }
+        let synced = match self.flush_all().await {
+            Ok(()) => self.finish_writer().await,
+            Err(error) => {
+                let _ = self.settle_in_flight().await;
+                let _ = self.abort_writer().await;
+                Err(error)
+            }
+        };
+        self.placeholder.end_sync();
+        self.in_order = None;
+        self.record(synced)
+    }
+
+    /// Finishes the writer: the content is committed (or, on failure, given up).
+    async fn finish_writer(&mut self) -> Result<(), StorageError> {
+        let writer = self.writer.take().ok_or_else(|| StorageError::Io("the upload has no writer".into()))?;
+        writer.finish().await.map(drop)
+    }
+
+    async fn abort_writer(&mut self) -> Result<(), StorageError> {
+        match self.writer.take() {
+            Some(writer) => writer.abort().await,
+            None => Ok(()),
+        }
     }
 
     /// Everything still held goes to the plugin (for an in-order upload, the
@@ -298,7 +399,7 @@ impl Upload {
     pub async fn abort(&mut self) -> Result<(), StorageError> {
         self.gathered = Gathered::default();
         let _ = self.settle_in_flight().await;
-        let result = self.writer.abort().await;
+        let result = self.abort_writer().await;
         self.let_go();
         result
     }
