@@ -82,6 +82,16 @@ impl Folder {
         Ok(self.describe(&stat, identity))
     }
 
+    /// The description of what `path` itself is now (a link not
+    /// followed), if anything.
+    pub fn info_if_any(&self, path: &str) -> Result<Option<FileInfo>> {
+        match self.info(path, Follow::No) {
+            Ok(info) => Ok(Some(info)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A listing's description of `name` in the open directory `dir`, a
     /// link not followed: without a version, which would cost a second
     /// host call per entry (the host takes versions from `file-info`).

@@ -6,10 +6,11 @@
 //! cannot do) are in `README.md`.
 //!
 //! Pure logic, unit-tested natively: `config`, `paths`, `resolve`,
-//! `attrs`, `dir_index`, `errors`. The rest calls `wasi:filesystem`,
+//! `attrs`, `base`, `dir_index`, `errors`. The rest calls `wasi:filesystem`,
 //! which only a component can.
 
 pub mod attrs;
+pub mod base;
 pub mod config;
 pub mod dir_index;
 pub mod errors;

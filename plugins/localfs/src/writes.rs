@@ -7,6 +7,7 @@ use std::rc::Rc;
 use wasftp_sdk::prelude::*;
 use wasi::filesystem::types::DescriptorType;
 
+use crate::base::Base;
 use crate::folder::Folder;
 use crate::links;
 use crate::paths::client_path;
@@ -52,9 +53,14 @@ fn landing(folder: &Folder, path: &str, must_be_new: bool, create: bool) -> Resu
 
 /// An upload in progress: the temporary file and where it goes.
 pub struct PendingWrite {
+    folder: Rc<Folder>,
     temp: TempFile,
     target: String,
     place: Place,
+    /// What a replacing write that keeps the content started from, checked
+    /// at commit; none for a truncating write (the last commit wins) and an
+    /// exclusive one (its link fails when the name was taken).
+    base: Option<Base>,
     append: bool,
     /// The pending content's length, where an append writes.
     end: u64,
@@ -64,15 +70,16 @@ pub struct PendingWrite {
 impl PendingWrite {
     pub fn begin(folder: &Rc<Folder>, path: &str, options: &WriteOptions, durable: bool) -> Result<PendingWrite> {
         let landing = landing(folder, path, options.exclusive, options.create)?;
-        let dir = path::parent(&landing.path).unwrap_or("/");
-        let temp = TempFile::create(folder, dir)?;
-        let mut end = 0;
-        if landing.exists && !options.truncate {
-            let (current, _) = folder.open_regular(&landing.path)?;
-            end = temp.copy_from(&current)?;
-        }
+        let keeps_content = !options.truncate;
+        let current = if landing.exists && keeps_content { Some(folder.open_regular(&landing.path)?) } else { None };
+        let temp = TempFile::create(folder, path::parent(&landing.path).unwrap_or("/"))?;
+        let end = match &current {
+            Some((file, _)) => temp.copy_from(file)?,
+            None => 0,
+        };
         let place = if options.exclusive { Place::Exclusive } else { Place::Replace };
-        Ok(PendingWrite { temp, target: landing.path, place, append: options.append, end, durable })
+        let base = (keeps_content && place == Place::Replace).then(|| Base::of(current.as_ref().map(|(_, info)| info)));
+        Ok(PendingWrite { folder: folder.clone(), temp, target: landing.path, place, base, append: options.append, end, durable })
     }
 
     pub fn write_chunk(&mut self, offset: u64, data: &[u8]) -> Result<()> {
@@ -93,8 +100,16 @@ impl PendingWrite {
         self.temp.recovery_token()
     }
 
-    /// Commits: the content appears at its path, whole, in one step.
+    /// Commits: the content appears at its path, whole, in one step; a
+    /// write that keeps the content only while the name still holds its
+    /// base (`conflict` otherwise, and the temporary file is removed).
     pub fn finish(self) -> Result<FileInfo> {
+        if let Some(base) = &self.base {
+            // POSIX has no conditional rename: a commit landing between this
+            // check and the rename is not caught, but the window is two host
+            // calls wide, not the whole upload's length.
+            base.check(self.folder.info_if_any(&self.target)?.as_ref())?;
+        }
         self.temp.place(&self.target, self.place, self.durable)
     }
 }
