@@ -6,14 +6,15 @@
 //! cannot do) are in `README.md`.
 //!
 //! Pure logic, unit-tested natively: `config`, `paths`, `resolve`,
-//! `attrs`, `base`, `dir_index`, `errors`. The rest calls `wasi:filesystem`,
-//! which only a component can.
+//! `attrs`, `base`, `dir_index`, `errors`, `limits`. The rest calls
+//! `wasi:filesystem`, which only a component can.
 
 pub mod attrs;
 pub mod base;
 pub mod config;
 pub mod dir_index;
 pub mod errors;
+pub mod limits;
 pub mod paths;
 pub mod resolve;
 

@@ -50,7 +50,7 @@ impl Guest for LocalFsPlugin {
     }
 
     fn describe() -> Capabilities {
-        let durable = STATE.with(|state| state.borrow().as_ref().is_none_or(|s| s.config.durable));
+        let config = STATE.with(|state| state.borrow().as_ref().map(|s| s.config.clone())).unwrap_or_default();
         Capabilities {
             name: "localfs".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -64,8 +64,8 @@ impl Guest for LocalFsPlugin {
             hard_links: true,
             read_chunk: CHUNK,
             write_chunk: CHUNK,
-            durable_sync: durable,
-            max_file_size: None,
+            durable_sync: config.durable,
+            max_file_size: config.max_file_size,
             copy: true,
             abort_orphans: true,
         }
@@ -117,7 +117,7 @@ impl GuestSession for LocalSession {
     }
 
     fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
-        let pending = PendingWrite::begin(self.folder(), &client_path(&path)?, &options, self.state.config.durable)?;
+        let pending = PendingWrite::begin(self.folder(), &client_path(&path)?, &options, &self.state.config)?;
         Ok(Writer::new(LocalWriter { pending: RefCell::new(Some(pending)) }))
     }
 
@@ -138,12 +138,11 @@ impl GuestSession for LocalSession {
     }
 
     fn copy_file(&self, src: String, dst: String, overwrite: bool) -> Result<()> {
-        let durable = self.state.config.durable;
-        writes::copy_file(self.folder(), &client_path(&src)?, &client_path(&dst)?, overwrite, durable)
+        writes::copy_file(self.folder(), &client_path(&src)?, &client_path(&dst)?, overwrite, &self.state.config)
     }
 
     fn set_info(&self, path: String, attrs: SetAttrs) -> Result<()> {
-        setattr::set_info(self.folder(), &client_path(&path)?, &attrs)
+        setattr::set_info(self.folder(), &client_path(&path)?, &attrs, self.state.config.max_file_size)
     }
 
     fn read_link(&self, path: String) -> Result<String> {

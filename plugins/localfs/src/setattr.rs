@@ -12,12 +12,15 @@ use wasi::clocks::wall_clock::Datetime;
 use crate::attrs;
 use crate::errors::fs_error;
 use crate::folder::{self, Follow, Folder};
+use crate::limits::content_fits;
 use crate::paths::relative;
 
-pub fn set_info(folder: &Folder, path: &str, attrs: &SetAttrs) -> Result<()> {
+/// `max_file_size`: a size past it is no-space (the host refuses it first).
+pub fn set_info(folder: &Folder, path: &str, attrs: &SetAttrs, max_file_size: Option<u64>) -> Result<()> {
     let stat = folder.stat(path, Follow::Yes)?;
     if let Some(size) = attrs.size {
         folder::regular(stat.type_)?;
+        content_fits(max_file_size, size)?;
         set_size(folder, path, size)?;
     }
     if attrs.accessed.is_some() || attrs.modified.is_some() {

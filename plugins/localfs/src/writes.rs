@@ -8,7 +8,9 @@ use wasftp_sdk::prelude::*;
 use wasi::filesystem::types::DescriptorType;
 
 use crate::base::Base;
+use crate::config::Config;
 use crate::folder::Folder;
+use crate::limits::{base_fits, content_fits};
 use crate::links;
 use crate::paths::client_path;
 use crate::upload::{Place, TempFile};
@@ -64,14 +66,20 @@ pub struct PendingWrite {
     append: bool,
     /// The pending content's length, where an append writes.
     end: u64,
+    /// `max-file-size`: the pending content never grows past it.
+    max_file_size: Option<u64>,
     durable: bool,
 }
 
 impl PendingWrite {
-    pub fn begin(folder: &Rc<Folder>, path: &str, options: &WriteOptions, durable: bool) -> Result<PendingWrite> {
+    pub fn begin(folder: &Rc<Folder>, path: &str, options: &WriteOptions, config: &Config) -> Result<PendingWrite> {
         let landing = landing(folder, path, options.exclusive, options.create)?;
         let keeps_content = !options.truncate;
         let current = if landing.exists && keeps_content { Some(folder.open_regular(&landing.path)?) } else { None };
+        if let Some((_, info)) = &current {
+            // Refused before the copy, which would cost the whole file.
+            base_fits(config.max_file_size, info.size)?;
+        }
         let temp = TempFile::create(folder, path::parent(&landing.path).unwrap_or("/"))?;
         let end = match &current {
             Some((file, _)) => temp.copy_from(file)?,
@@ -79,18 +87,30 @@ impl PendingWrite {
         };
         let place = if options.exclusive { Place::Exclusive } else { Place::Replace };
         let base = (keeps_content && place == Place::Replace).then(|| Base::of(current.as_ref().map(|(_, info)| info)));
-        Ok(PendingWrite { folder: folder.clone(), temp, target: landing.path, place, base, append: options.append, end, durable })
+        Ok(PendingWrite {
+            folder: folder.clone(),
+            temp,
+            target: landing.path,
+            place,
+            base,
+            append: options.append,
+            end,
+            max_file_size: config.max_file_size,
+            durable: config.durable,
+        })
     }
 
     pub fn write_chunk(&mut self, offset: u64, data: &[u8]) -> Result<()> {
         let offset = if self.append { self.end } else { offset };
         let end = offset.checked_add(data.len() as u64).ok_or(Error::NoSpace)?;
+        content_fits(self.max_file_size, end)?;
         self.temp.write_all(offset, data)?;
         self.end = self.end.max(end);
         Ok(())
     }
 
     pub fn set_size(&mut self, size: u64) -> Result<()> {
+        content_fits(self.max_file_size, size)?;
         self.temp.set_size(size)?;
         self.end = size;
         Ok(())
@@ -116,11 +136,12 @@ impl PendingWrite {
 
 /// Copies the file `src` to `dst` (replacing a file there only when
 /// `overwrite`), through a temporary file as an upload.
-pub fn copy_file(folder: &Rc<Folder>, src: &str, dst: &str, overwrite: bool, durable: bool) -> Result<()> {
-    let (source, _) = folder.open_regular(src)?;
+pub fn copy_file(folder: &Rc<Folder>, src: &str, dst: &str, overwrite: bool, config: &Config) -> Result<()> {
+    let (source, info) = folder.open_regular(src)?;
+    base_fits(config.max_file_size, info.size)?;
     let landing = landing(folder, dst, !overwrite, true)?;
     let temp = TempFile::create(folder, path::parent(&landing.path).unwrap_or("/"))?;
     temp.copy_from(&source)?;
     let place = if overwrite { Place::Replace } else { Place::Exclusive };
-    temp.place(&landing.path, place, durable).map(drop)
+    temp.place(&landing.path, place, config.durable).map(drop)
 }
