@@ -157,23 +157,13 @@ impl Folder {
     }
 
     /// Makes the entries of `dir` durable (after a rename or link into it).
-    /// A filesystem that cannot sync a directory is noted and passed over:
-    /// the file itself is synced already.
-    pub fn sync_dir(&self, dir: &str) -> Result<()> {
-        let synced = match dir {
+    pub fn sync_dir(&self, dir: &str) -> std::result::Result<(), ErrorCode> {
+        match dir {
             "/" => self.root.sync(),
             _ => self
                 .root
                 .open_at(PathFlags::SYMLINK_FOLLOW, relative(dir), OpenFlags::DIRECTORY, DescriptorFlags::READ)
                 .and_then(|d| d.sync()),
-        };
-        match synced {
-            Ok(()) => Ok(()),
-            Err(code @ (ErrorCode::Unsupported | ErrorCode::Invalid | ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::BadDescriptor)) => {
-                log::warn(&format!("localfs: syncing the directory {dir} was refused ({}); its new entry may not survive a crash", code.name()));
-                Ok(())
-            }
-            Err(code) => Err(fs_error(code)),
         }
     }
 }

@@ -6,13 +6,14 @@
 //! cannot do) are in `README.md`.
 //!
 //! Pure logic, unit-tested natively: `config`, `paths`, `resolve`,
-//! `attrs`, `base`, `dir_index`, `errors`, `limits`. The rest calls
+//! `attrs`, `base`, `dir_index`, `durability`, `errors`, `limits`. The rest calls
 //! `wasi:filesystem`, which only a component can.
 
 pub mod attrs;
 pub mod base;
 pub mod config;
 pub mod dir_index;
+pub mod durability;
 pub mod errors;
 pub mod limits;
 pub mod paths;

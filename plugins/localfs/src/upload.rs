@@ -9,6 +9,7 @@ use std::rc::Rc;
 use wasftp_sdk::prelude::*;
 use wasi::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
 
+use crate::durability::dir_sync_failure;
 use crate::errors::{fs_error, stream_error};
 use crate::folder::Folder;
 use crate::paths::{self, UPLOAD_RANDOM_BYTES, relative};
@@ -132,7 +133,17 @@ impl TempFile {
         // Drop removes what is left behind.
         self.placed = !left_behind;
         if durable {
-            self.folder.sync_dir(path::parent(target).unwrap_or("/"))?;
+            let dir = path::parent(target).unwrap_or("/");
+            if let Err(code) = self.folder.sync_dir(dir) {
+                // In place already: only a real loss of durability is an error.
+                if let Some(error) = dir_sync_failure(code) {
+                    return Err(error);
+                }
+                log::warn(&format!(
+                    "localfs: syncing the directory {dir} failed ({}); its new entry {target} may not survive a crash",
+                    code.name()
+                ));
+            }
         }
         Ok(info)
     }
