@@ -29,6 +29,9 @@ mod setattr;
 mod upload;
 mod writes;
 
+#[cfg(test)]
+mod test_alloc;
+
 pub use plugin::LocalFsPlugin;
 
 wasftp_sdk::export_plugin!(LocalFsPlugin);
