@@ -102,7 +102,11 @@ impl Folder {
 
     /// The description of an open file or directory.
     pub fn describe_open(&self, file: &Descriptor) -> Result<FileInfo> {
-        let stat = file.stat().map_err(fs_error)?;
+        self.describe_stat_of_open(file, file.stat().map_err(fs_error)?)
+    }
+
+    /// The description of the open `file` whose `stat` was just taken.
+    fn describe_stat_of_open(&self, file: &Descriptor, stat: DescriptorStat) -> Result<FileInfo> {
         let identity = match stat.type_ {
             DescriptorType::RegularFile => Some(file.metadata_hash().map_err(fs_error)?),
             _ => None,
@@ -130,13 +134,21 @@ impl Folder {
     /// a FIFO would wait for a writer, and a device is not ours to read.
     pub fn open_regular(&self, path: &str) -> Result<(Descriptor, FileInfo)> {
         regular(self.stat(path, Follow::Yes)?.type_)?;
+        self.open_found_regular(path)
+    }
+
+    /// [`Folder::open_regular`] for a `path` the caller has just looked at
+    /// and found a regular file (no second look before opening it).
+    pub fn open_found_regular(&self, path: &str) -> Result<(Descriptor, FileInfo)> {
         let file = self
             .root
             .open_at(PathFlags::SYMLINK_FOLLOW, relative(path), OpenFlags::empty(), DescriptorFlags::READ)
             .map_err(fs_error)?;
-        // What was opened may not be what was looked at.
-        regular(file.get_type().map_err(fs_error)?)?;
-        let info = self.describe_open(&file)?;
+        // What was opened may not be what was looked at; the stat that
+        // tells (not a get-type of its own) describes it too.
+        let stat = file.stat().map_err(fs_error)?;
+        regular(stat.type_)?;
+        let info = self.describe_stat_of_open(&file, stat)?;
         Ok((file, info))
     }
 

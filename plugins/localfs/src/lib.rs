@@ -25,6 +25,7 @@ mod listing;
 mod maintain;
 mod names;
 mod plugin;
+mod reader;
 mod setattr;
 mod upload;
 mod writes;

@@ -27,11 +27,15 @@ struct Landing {
 /// parent must be a directory; an existing name fails `must_be_new`
 /// (whatever it is, a link too); a directory is is-a-directory; a FIFO,
 /// socket or device is refused; a missing file needs `create`.
+///
+/// One look at the name answers for the parent too, without a stat of its
+/// own: a parent that is no directory makes it not-a-directory, and below
+/// a missing parent the name is missing, so a write without `create` is
+/// not-found and the temporary file's creation beside it fails not-found.
 fn landing(folder: &Folder, path: &str, must_be_new: bool, create: bool) -> Result<Landing> {
-    let Some(parent) = path::parent(path) else {
+    if path == "/" {
         return Err(if must_be_new { Error::AlreadyExists } else { Error::IsADirectory });
-    };
-    folder.check_parent(parent)?;
+    }
     let mut found = folder.lookup(path)?;
     if found.is_some() && must_be_new {
         return Err(Error::AlreadyExists);
@@ -40,7 +44,9 @@ fn landing(folder: &Folder, path: &str, must_be_new: bool, create: bool) -> Resu
     if found.is_some_and(|stat| stat.type_ == DescriptorType::SymbolicLink) {
         // Where it leads must be a name a client could write too.
         path = client_path(&links::follow_final(folder, &path)?)?;
-        folder.check_parent(path::parent(&path).ok_or(Error::IsADirectory)?)?;
+        if path == "/" {
+            return Err(Error::IsADirectory);
+        }
         found = folder.lookup(&path)?;
     }
     let exists = match found.map(|stat| stat.type_) {
@@ -75,7 +81,8 @@ impl PendingWrite {
     pub fn begin(folder: &Rc<Folder>, path: &str, options: &WriteOptions, config: &Config) -> Result<PendingWrite> {
         let landing = landing(folder, path, options.exclusive, options.create)?;
         let keeps_content = !options.truncate;
-        let current = if landing.exists && keeps_content { Some(folder.open_regular(&landing.path)?) } else { None };
+        // The landing found a regular file there: opened without a second look.
+        let current = if landing.exists && keeps_content { Some(folder.open_found_regular(&landing.path)?) } else { None };
         if let Some((_, info)) = &current {
             // Refused before the copy, which would cost the whole file.
             base_fits(config.max_file_size, info.size)?;
