@@ -61,7 +61,6 @@ fn landing(folder: &Folder, path: &str, must_be_new: bool, create: bool) -> Resu
 
 /// An upload in progress: the temporary file and where it goes.
 pub struct PendingWrite {
-    folder: Rc<Folder>,
     temp: TempFile,
     target: String,
     place: Place,
@@ -95,7 +94,6 @@ impl PendingWrite {
         let place = if options.exclusive { Place::Exclusive } else { Place::Replace };
         let base = (keeps_content && place == Place::Replace).then(|| Base::of(current.as_ref().map(|(_, info)| info)));
         Ok(PendingWrite {
-            folder: folder.clone(),
             temp,
             target: landing.path,
             place,
@@ -131,13 +129,7 @@ impl PendingWrite {
     /// write that keeps the content only while the name still holds its
     /// base (`conflict` otherwise, and the temporary file is removed).
     pub fn finish(self) -> Result<FileInfo> {
-        if let Some(base) = &self.base {
-            // POSIX has no conditional rename: a commit landing between this
-            // check and the rename is not caught, but the window is two host
-            // calls wide, not the whole upload's length.
-            base.check(self.folder.info_if_any(&self.target)?.as_ref())?;
-        }
-        self.temp.place(&self.target, self.place, self.durable)
+        self.temp.place(&self.target, self.place, self.base.as_ref(), self.durable)
     }
 }
 
@@ -150,5 +142,5 @@ pub fn copy_file(folder: &Rc<Folder>, src: &str, dst: &str, overwrite: bool, con
     let temp = TempFile::create(folder, path::parent(&landing.path).unwrap_or("/"))?;
     temp.copy_from(&source)?;
     let place = if overwrite { Place::Replace } else { Place::Exclusive };
-    temp.place(&landing.path, place, config.durable).map(drop)
+    temp.place(&landing.path, place, None, config.durable).map(drop)
 }
