@@ -24,6 +24,8 @@ pub struct Config {
     pub stale_upload_secs: u64,
     /// `maintain-max-entries`: the most directory entries one `maintain` visits.
     pub maintain_max_entries: u64,
+    /// `max-file-size`: the largest file written, in bytes (none: no limit).
+    pub max_file_size: Option<u64>,
     /// The instance's memory cap, from the host's reserved key.
     pub memory_limit: Option<u64>,
 }
@@ -34,6 +36,7 @@ impl Default for Config {
             durable: true,
             stale_upload_secs: DEFAULT_STALE_UPLOAD_SECS,
             maintain_max_entries: DEFAULT_MAINTAIN_MAX_ENTRIES,
+            max_file_size: None,
             memory_limit: None,
         }
     }
@@ -59,6 +62,13 @@ impl Config {
                         return Err(format!("`{key}`: at least 1"));
                     }
                 }
+                "max-file-size" => {
+                    let max = parse_number(key, value)?;
+                    if max == 0 {
+                        return Err(format!("`{key}`: at least 1 (leave it out for no limit)"));
+                    }
+                    config.max_file_size = Some(max);
+                }
                 k if is_reserved(k) => {}
                 other => return Err(format!("unknown config key `{other}`")),
             }
@@ -78,8 +88,6 @@ impl Config {
     }
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,14 +104,22 @@ mod tests {
         assert!(config.durable);
         assert_eq!(config.stale_upload_secs, 3600);
         assert_eq!(config.maintain_max_entries, 1_000_000);
+        assert_eq!(config.max_file_size, None);
     }
 
     #[test]
     fn every_key_is_read() {
-        let config = parse(&[("durable", "false"), ("stale-upload-secs", "7200"), ("maintain-max-entries", "5000")]).unwrap();
+        let config = parse(&[
+            ("durable", "false"),
+            ("stale-upload-secs", "7200"),
+            ("maintain-max-entries", "5000"),
+            ("max-file-size", "1073741824"),
+        ])
+        .unwrap();
         assert!(!config.durable);
         assert_eq!(config.stale_upload_secs, 7200);
         assert_eq!(config.maintain_max_entries, 5000);
+        assert_eq!(config.max_file_size, Some(1 << 30));
         assert!(parse(&[("durable", "on")]).unwrap().durable);
     }
 
@@ -115,6 +131,8 @@ mod tests {
             ("stale-upload-secs", "59"),
             ("maintain-max-entries", "-1"),
             ("maintain-max-entries", "0"),
+            ("max-file-size", "1G"),
+            ("max-file-size", "0"),
         ] {
             let err = parse(&[(key, value)]).unwrap_err();
             assert!(err.contains(key), "{key}={value}: {err}");

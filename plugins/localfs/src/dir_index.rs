@@ -11,6 +11,8 @@
 use std::collections::{BinaryHeap, VecDeque};
 use std::rc::Rc;
 
+use wasftp_sdk::prelude::*;
+
 /// Longest name listed: the host drops longer ones (NAME_MAX), and the
 /// cursor, a name, stays this short.
 pub const MAX_NAME_LEN: usize = 255;
@@ -74,14 +76,14 @@ impl Gatherer {
         Gatherer { after: cursor.map(String::from), floor: page.max(1), budget, kept: BinaryHeap::new(), bytes: 0, more: false }
     }
 
-    pub fn offer(&mut self, name: String) {
+    /// Takes `name` into account. `no-space` when there is no memory to
+    /// hold one more name: nothing is pushed then, since a push that must
+    /// grow the heap and cannot aborts the instance.
+    pub fn offer(&mut self, name: String) -> Result<()> {
         if self.after.as_deref().is_some_and(|after| name.as_str() <= after) {
-            return;
+            return Ok(());
         }
-        // No memory for one more: hold what is held, no more.
-        if self.kept.try_reserve(1).is_err() {
-            self.budget = self.bytes;
-        }
+        self.kept.try_reserve(1).map_err(|_| Error::NoSpace)?;
         self.bytes += cost(&name);
         self.kept.push(name);
         while self.bytes > self.budget && self.kept.len() > self.floor {
@@ -89,6 +91,7 @@ impl Gatherer {
             self.bytes -= cost(&largest);
             self.more = true;
         }
+        Ok(())
     }
 
     pub fn finish(self) -> Window {
@@ -182,7 +185,7 @@ mod tests {
     fn gather(budget: usize, names: &[&str], cursor: Option<&str>, page: usize) -> Window {
         let mut gatherer = Gatherer::new(budget, cursor, page);
         for name in names {
-            gatherer.offer(name.to_string());
+            gatherer.offer(name.to_string()).unwrap();
         }
         gatherer.finish()
     }
@@ -281,5 +284,21 @@ mod tests {
             cache.insert(key(&format!("/d{i}"), "1"), window(1));
         }
         assert_eq!(cache.entries.len(), CACHED_DIRECTORIES);
+    }
+
+    #[test]
+    fn a_name_there_is_no_memory_for_is_no_space_not_an_abort() {
+        let mut gatherer = Gatherer::new(usize::MAX, None, 1);
+        let mut names = (0..).map(|i| format!("n{i:03}"));
+        while gatherer.kept.len() < gatherer.kept.capacity() || gatherer.kept.is_empty() {
+            gatherer.offer(names.next().unwrap()).unwrap();
+        }
+        let held = gatherer.kept.len();
+        // The heap is full: one more name needs it to grow.
+        let one_more = names.next().unwrap();
+        let offered = crate::test_alloc::without_memory(|| gatherer.offer(one_more));
+        assert_eq!(offered, Err(Error::NoSpace));
+        assert_eq!(gatherer.kept.len(), held, "nothing pushed");
+        assert_eq!(gatherer.offer("z".into()), Ok(()), "usable again once memory is back");
     }
 }

@@ -23,8 +23,9 @@ pub fn fs_error(code: ErrorCode) -> Error {
         ErrorCode::Invalid => invalid("invalid argument"),
         ErrorCode::NameTooLong => invalid("file name too long"),
         ErrorCode::IllegalByteSequence => invalid("a name that is not UTF-8"),
-        // A link loop is no lack of permission: the path cannot be resolved.
-        ErrorCode::Loop => io_error("too many levels of symbolic links"),
+        // A link loop is no lack of permission: the path cannot be resolved
+        // (an I/O failure for the host, said as the plugin's own walk says it).
+        ErrorCode::Loop => crate::resolve::too_many_links(),
         other => io_error(other.name()),
     }
 }
@@ -64,5 +65,16 @@ mod tests {
         assert!(matches!(fs_error(ErrorCode::Loop), Error::Io(_)));
         assert_eq!(fs_error(ErrorCode::Io), Error::Io("io".into()));
         assert_eq!(fs_error(ErrorCode::CrossDevice), Error::Io("cross-device".into()));
+    }
+
+    #[test]
+    fn a_listing_of_a_file_and_a_link_loop_are_answered_as_openssh_would() {
+        // wasmtime opens the path and answers NotDirectory for a file: the
+        // host sends not-a-directory as no such file, as OpenSSH sends ENOTDIR.
+        assert_eq!(fs_error(ErrorCode::NotDirectory), Error::NotADirectory);
+        // ELOOP from the sandbox and the plugin's own link walk alike: a
+        // failure with a reason, neither permission-denied nor a trap.
+        assert_eq!(fs_error(ErrorCode::Loop), Error::Io("too many levels of symbolic links".into()));
+        assert_eq!(fs_error(ErrorCode::Loop), crate::resolve::too_many_links());
     }
 }

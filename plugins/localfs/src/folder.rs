@@ -82,6 +82,16 @@ impl Folder {
         Ok(self.describe(&stat, identity))
     }
 
+    /// The description of what `path` itself is now (a link not
+    /// followed), if anything.
+    pub fn info_if_any(&self, path: &str) -> Result<Option<FileInfo>> {
+        match self.info(path, Follow::No) {
+            Ok(info) => Ok(Some(info)),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A listing's description of `name` in the open directory `dir`, a
     /// link not followed: without a version, which would cost a second
     /// host call per entry (the host takes versions from `file-info`).
@@ -92,7 +102,11 @@ impl Folder {
 
     /// The description of an open file or directory.
     pub fn describe_open(&self, file: &Descriptor) -> Result<FileInfo> {
-        let stat = file.stat().map_err(fs_error)?;
+        self.describe_stat_of_open(file, file.stat().map_err(fs_error)?)
+    }
+
+    /// The description of the open `file` whose `stat` was just taken.
+    fn describe_stat_of_open(&self, file: &Descriptor, stat: DescriptorStat) -> Result<FileInfo> {
         let identity = match stat.type_ {
             DescriptorType::RegularFile => Some(file.metadata_hash().map_err(fs_error)?),
             _ => None,
@@ -120,13 +134,21 @@ impl Folder {
     /// a FIFO would wait for a writer, and a device is not ours to read.
     pub fn open_regular(&self, path: &str) -> Result<(Descriptor, FileInfo)> {
         regular(self.stat(path, Follow::Yes)?.type_)?;
+        self.open_found_regular(path)
+    }
+
+    /// [`Folder::open_regular`] for a `path` the caller has just looked at
+    /// and found a regular file (no second look before opening it).
+    pub fn open_found_regular(&self, path: &str) -> Result<(Descriptor, FileInfo)> {
         let file = self
             .root
             .open_at(PathFlags::SYMLINK_FOLLOW, relative(path), OpenFlags::empty(), DescriptorFlags::READ)
             .map_err(fs_error)?;
-        // What was opened may not be what was looked at.
-        regular(file.get_type().map_err(fs_error)?)?;
-        let info = self.describe_open(&file)?;
+        // What was opened may not be what was looked at; the stat that
+        // tells (not a get-type of its own) describes it too.
+        let stat = file.stat().map_err(fs_error)?;
+        regular(stat.type_)?;
+        let info = self.describe_stat_of_open(&file, stat)?;
         Ok((file, info))
     }
 
@@ -147,23 +169,13 @@ impl Folder {
     }
 
     /// Makes the entries of `dir` durable (after a rename or link into it).
-    /// A filesystem that cannot sync a directory is noted and passed over:
-    /// the file itself is synced already.
-    pub fn sync_dir(&self, dir: &str) -> Result<()> {
-        let synced = match dir {
+    pub fn sync_dir(&self, dir: &str) -> std::result::Result<(), ErrorCode> {
+        match dir {
             "/" => self.root.sync(),
             _ => self
                 .root
                 .open_at(PathFlags::SYMLINK_FOLLOW, relative(dir), OpenFlags::DIRECTORY, DescriptorFlags::READ)
                 .and_then(|d| d.sync()),
-        };
-        match synced {
-            Ok(()) => Ok(()),
-            Err(code @ (ErrorCode::Unsupported | ErrorCode::Invalid | ErrorCode::NotPermitted | ErrorCode::Access | ErrorCode::BadDescriptor)) => {
-                log::warn(&format!("localfs: syncing the directory {dir} was refused ({}); its new entry may not survive a crash", code.name()));
-                Ok(())
-            }
-            Err(code) => Err(fs_error(code)),
         }
     }
 }

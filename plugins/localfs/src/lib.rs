@@ -6,13 +6,16 @@
 //! cannot do) are in `README.md`.
 //!
 //! Pure logic, unit-tested natively: `config`, `paths`, `resolve`,
-//! `attrs`, `dir_index`, `errors`. The rest calls `wasi:filesystem`,
-//! which only a component can.
+//! `attrs`, `base`, `dir_index`, `durability`, `errors`, `limits`. The rest calls
+//! `wasi:filesystem`, which only a component can.
 
 pub mod attrs;
+pub mod base;
 pub mod config;
 pub mod dir_index;
+pub mod durability;
 pub mod errors;
+pub mod limits;
 pub mod paths;
 pub mod resolve;
 
@@ -22,9 +25,13 @@ mod listing;
 mod maintain;
 mod names;
 mod plugin;
+mod reader;
 mod setattr;
 mod upload;
 mod writes;
+
+#[cfg(test)]
+mod test_alloc;
 
 pub use plugin::LocalFsPlugin;
 

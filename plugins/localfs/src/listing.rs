@@ -95,7 +95,7 @@ fn read_window(dir: &Descriptor, path: &str, cursor: Option<&str>, count: usize)
             Ok(Some(entry)) => {
                 errors_in_a_row = 0;
                 if listable(&entry.name) {
-                    gatherer.offer(entry.name);
+                    gatherer.offer(entry.name)?;
                 }
             }
             Err(ErrorCode::IllegalByteSequence) => not_utf8 += 1,

@@ -5,19 +5,16 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use wasftp_sdk::prelude::*;
-use wasi::filesystem::types::Descriptor;
 
 use crate::config::Config;
 use crate::folder::{Follow, Folder};
 use crate::paths::client_path;
+use crate::reader::LocalReader;
 use crate::writes::PendingWrite;
 use crate::{links, listing, maintain, names, setattr, upload, writes};
 
 /// Preferred read and write sizes.
 const CHUNK: u32 = 256 << 10;
-/// Most bytes one `read` returns, whatever it asks (a shorter read is
-/// not the end: the host asks again).
-const MAX_READ: u32 = 8 << 20;
 
 /// What `init` set up, for every call of the instance.
 struct State {
@@ -50,7 +47,7 @@ impl Guest for LocalFsPlugin {
     }
 
     fn describe() -> Capabilities {
-        let durable = STATE.with(|state| state.borrow().as_ref().is_none_or(|s| s.config.durable));
+        let config = STATE.with(|state| state.borrow().as_ref().map(|s| s.config.clone())).unwrap_or_default();
         Capabilities {
             name: "localfs".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -64,8 +61,8 @@ impl Guest for LocalFsPlugin {
             hard_links: true,
             read_chunk: CHUNK,
             write_chunk: CHUNK,
-            durable_sync: durable,
-            max_file_size: None,
+            durable_sync: config.durable,
+            max_file_size: config.max_file_size,
             copy: true,
             abort_orphans: true,
         }
@@ -113,11 +110,11 @@ impl GuestSession for LocalSession {
         if version.is_some() && version != info.version {
             return Err(conflict());
         }
-        Ok(Reader::new(LocalReader { file, info }))
+        Ok(Reader::new(LocalReader::new(file, info)))
     }
 
     fn begin_write(&self, path: String, options: WriteOptions) -> Result<Writer> {
-        let pending = PendingWrite::begin(self.folder(), &client_path(&path)?, &options, self.state.config.durable)?;
+        let pending = PendingWrite::begin(self.folder(), &client_path(&path)?, &options, &self.state.config)?;
         Ok(Writer::new(LocalWriter { pending: RefCell::new(Some(pending)) }))
     }
 
@@ -138,12 +135,11 @@ impl GuestSession for LocalSession {
     }
 
     fn copy_file(&self, src: String, dst: String, overwrite: bool) -> Result<()> {
-        let durable = self.state.config.durable;
-        writes::copy_file(self.folder(), &client_path(&src)?, &client_path(&dst)?, overwrite, durable)
+        writes::copy_file(self.folder(), &client_path(&src)?, &client_path(&dst)?, overwrite, &self.state.config)
     }
 
     fn set_info(&self, path: String, attrs: SetAttrs) -> Result<()> {
-        setattr::set_info(self.folder(), &client_path(&path)?, &attrs)
+        setattr::set_info(self.folder(), &client_path(&path)?, &attrs, self.state.config.max_file_size)
     }
 
     fn read_link(&self, path: String) -> Result<String> {
@@ -163,39 +159,6 @@ impl GuestSession for LocalSession {
     /// WASI has no statvfs.
     fn space(&self, _path: String) -> Result<SpaceInfo> {
         Err(Error::Unsupported)
-    }
-}
-
-/// An open file: what it reads stays the file opened, whatever is renamed
-/// over its name meanwhile (every upload is).
-pub struct LocalReader {
-    file: Descriptor,
-    info: FileInfo,
-}
-
-impl GuestReader for LocalReader {
-    fn info(&self) -> FileInfo {
-        self.info.clone()
-    }
-
-    fn read(&self, offset: u64, len: u32) -> Result<Vec<u8>> {
-        let want = u64::from(len.min(MAX_READ));
-        let mut data: Vec<u8> = Vec::new();
-        while (data.len() as u64) < want {
-            let Some(at) = offset.checked_add(data.len() as u64) else { break };
-            let (bytes, end) = self.file.read(want - data.len() as u64, at).map_err(crate::errors::fs_error)?;
-            let nothing = bytes.is_empty();
-            if data.is_empty() {
-                data = bytes;
-            } else {
-                data.try_reserve(bytes.len()).map_err(|_| Error::NoSpace)?;
-                data.extend_from_slice(&bytes);
-            }
-            if end || nothing {
-                break;
-            }
-        }
-        Ok(data)
     }
 }
 

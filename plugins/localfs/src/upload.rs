@@ -9,6 +9,8 @@ use std::rc::Rc;
 use wasftp_sdk::prelude::*;
 use wasi::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
 
+use crate::base::Base;
+use crate::durability::dir_sync_failure;
 use crate::errors::{fs_error, stream_error};
 use crate::folder::Folder;
 use crate::paths::{self, UPLOAD_RANDOM_BYTES, relative};
@@ -100,14 +102,22 @@ impl TempFile {
     }
 
     /// Moves the content to `target` (synced first when `durable`, and its
-    /// directory after), and describes the file it now is.
-    pub fn place(mut self, target: &str, how: Place, durable: bool) -> Result<FileInfo> {
+    /// directory after), and describes the file it now is. With a `base`,
+    /// only while `target` still holds it (`conflict` otherwise).
+    pub fn place(mut self, target: &str, how: Place, base: Option<&Base>, durable: bool) -> Result<FileInfo> {
         if durable {
             self.file.sync().map_err(fs_error)?;
         }
         // Describe the open file: the same inode and mtime after the move,
         // and not whatever another writer puts at `target` a moment later.
         let info = self.folder.describe_open(&self.file)?;
+        if let Some(base) = base {
+            // Last before the move, the sync done. POSIX has no conditional
+            // rename: a commit landing between this look and the rename is
+            // not caught, but that window is two host calls wide, not the
+            // whole upload's length.
+            base.check(self.folder.info_if_any(target)?.as_ref())?;
+        }
         let root = self.folder.root();
         // Whether the temporary name is still there (after a link it is).
         let left_behind = match how {
@@ -132,7 +142,17 @@ impl TempFile {
         // Drop removes what is left behind.
         self.placed = !left_behind;
         if durable {
-            self.folder.sync_dir(path::parent(target).unwrap_or("/"))?;
+            let dir = path::parent(target).unwrap_or("/");
+            if let Err(code) = self.folder.sync_dir(dir) {
+                // In place already: only a real loss of durability is an error.
+                if let Some(error) = dir_sync_failure(code) {
+                    return Err(error);
+                }
+                log::warn(&format!(
+                    "localfs: syncing the directory {dir} failed ({}); its new entry {target} may not survive a crash",
+                    code.name()
+                ));
+            }
         }
         Ok(info)
     }
