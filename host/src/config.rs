@@ -545,6 +545,23 @@ impl Config {
         }
         for (name, plugin) in &self.plugins {
             anyhow::ensure!(!plugin.source.is_empty(), "plugin {name}: `source` is required");
+            if let Some(preopen) = &plugin.preopen {
+                // Not whatever folder the server happens to be started in.
+                anyhow::ensure!(preopen.dir.is_absolute(), "plugin {name}: preopen dir {:?} must be absolute", preopen.dir);
+            }
+            if plugin.preopen.as_ref().is_some_and(|p| p.per_tenant) {
+                // On a case-insensitive filesystem two such tenants would share one folder.
+                let mut folders = std::collections::HashMap::new();
+                for user in self.users.iter().filter(|u| &u.plugin == name) {
+                    let tenant = user.tenant();
+                    if let Some(other) = folders.insert(tenant.to_lowercase(), tenant) {
+                        anyhow::ensure!(
+                            other == tenant,
+                            "plugin {name} gives each tenant a folder: tenants {other:?} and {tenant:?} differ only in case"
+                        );
+                    }
+                }
+            }
             anyhow::ensure!(
                 (1..=4096).contains(&plugin.memory_limit_mib),
                 "plugin {name}: memory_limit_mib must be 1..=4096"
@@ -808,6 +825,14 @@ mod tests {
         // Without per_tenant the tenant names no folder.
         let shared = user("a/b").replace(", per_tenant = true", "");
         assert!(Config::from_toml(&shared).is_ok());
+        // Two tenants that one case-insensitive folder name would join.
+        let twins = format!("{}[[users]]\nname = \"b\"\nplugin = \"files\"\ntenant = \"ACME\"\n", user("acme"));
+        let err = format!("{:#}", Config::from_toml(&twins).unwrap_err());
+        assert!(err.contains("differ only in case"), "{err}");
+        // A relative folder would be wherever the server was started.
+        let relative = user("acme").replace("/srv/sftp", "srv/sftp");
+        let err = format!("{:#}", Config::from_toml(&relative).unwrap_err());
+        assert!(err.contains("must be absolute"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use server_support::*;
 use wasftp::config::{PluginConfig, PreopenConfig, PreopenMode};
-use wire_support::{Body, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, FXP_CLOSE, FXP_EXTENDED, FXP_OPENDIR, FXP_REMOVE, FXP_WRITE, Wire};
+use wire_support::{Body, FXF_APPEND, FXF_CREAT, FXF_READ, FXF_TRUNC, FXF_WRITE, FXP_CLOSE, FXP_EXTENDED, FXP_OPENDIR, FXP_REMOVE, FXP_WRITE, Wire};
 
 const MIB: usize = 1 << 20;
 /// What an upload in progress is called in its directory.
@@ -591,6 +591,54 @@ async fn fsync_commits_what_an_open_handle_wrote_and_writing_goes_on() {
     let out = server.sftp_batch("alice", "put -f synced.bin\n", cwd.path(), Duration::from_secs(60)).await;
     out.assert_success("put -f");
     assert_eq!(std::fs::read(alice.join("synced.bin")).unwrap(), data);
+    assert_eq!(temp_files(&alice), Vec::<PathBuf>::new());
+    server.shutdown().await;
+}
+
+/// Two appends to one file at once: each copies the file and renames its
+/// copy over the name at CLOSE, so the second would silently drop the
+/// first. It fails at CLOSE instead (conflict), and the first one's bytes
+/// stay. A `max-file-size` is refused before the plugin copies anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_never_lose_one_silently_and_max_file_size_holds() {
+    const OK: u32 = 0;
+    const FAILURE: u32 = 4;
+    let folders = Folders::new();
+    let alice = folders.make("alice");
+    std::fs::write(alice.join("log.txt"), b"start\n").unwrap();
+    std::fs::write(alice.join("big.bin"), vec![7u8; 2048]).unwrap();
+    let server = serve_with(&folders, &["alice"], PreopenMode::Rw, &[("max-file-size", "1024")]).await;
+    let mut first = Wire::open(&server, "alice", 3).await;
+    let mut second = Wire::open(&server, "alice", 3).await;
+    let write = |handle: &[u8], data: &[u8]| Body::new().string(handle).u64(0).string(data);
+    let one = first.open_file("/log.txt", FXF_WRITE | FXF_APPEND).await;
+    let two = second.open_file("/log.txt", FXF_WRITE | FXF_APPEND).await;
+    assert_eq!(first.call(FXP_WRITE, write(&one, b"one\n")).await.status(), OK);
+    assert_eq!(second.call(FXP_WRITE, write(&two, b"two\n")).await.status(), OK);
+    assert_eq!(first.call(FXP_CLOSE, Body::new().string(&one)).await.status(), OK);
+    let late = second.call(FXP_CLOSE, Body::new().string(&two)).await;
+    assert_eq!(late.status(), FAILURE, "the append that would drop the other: {}", late.message());
+    assert!(late.message().contains("changed"), "{}", late.message());
+    assert_eq!(std::fs::read(alice.join("log.txt")).unwrap(), b"start\none\n", "the first append kept");
+    assert_eq!(temp_files(&alice), Vec::<PathBuf>::new());
+
+    // One after the other, both land.
+    let three = second.open_file("/log.txt", FXF_WRITE | FXF_APPEND).await;
+    assert_eq!(second.call(FXP_WRITE, write(&three, b"two\n")).await.status(), OK);
+    assert_eq!(second.call(FXP_CLOSE, Body::new().string(&three)).await.status(), OK);
+    assert_eq!(std::fs::read(alice.join("log.txt")).unwrap(), b"start\none\ntwo\n");
+
+    // max-file-size: a WRITE past it, and a keep-content open of a larger
+    // file (made on the host side), fail; nothing is written.
+    let small = first.open_file("/small.bin", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    let past = Body::new().string(&small).u64(1000).string([1u8; 100]);
+    assert_eq!(first.call(FXP_WRITE, past).await.status(), FAILURE);
+    // As a WRITE refused with EFBIG on sftp-server: the file keeps what was written.
+    assert_eq!(first.call(FXP_CLOSE, Body::new().string(&small)).await.status(), OK);
+    assert_eq!(std::fs::read(alice.join("small.bin")).unwrap(), b"");
+    let open = first.call(wire_support::FXP_OPEN, Body::new().string("/big.bin").u32(FXF_WRITE | FXF_APPEND).no_attrs()).await;
+    assert_eq!(open.status(), FAILURE, "a keep-content open of a file past the limit");
+    assert_eq!(std::fs::read(alice.join("big.bin")).unwrap(), vec![7u8; 2048]);
     assert_eq!(temp_files(&alice), Vec::<PathBuf>::new());
     server.shutdown().await;
 }

@@ -45,6 +45,20 @@ async fn error_statuses() {
     assert_eq!(status_code(bounded("stat", c.stat("/existing.txt/")).await), StatusCode::NoSuchFile);
     assert_eq!(status_code(bounded("lstat", c.lstat("/existing.txt/.")).await), StatusCode::NoSuchFile);
     assert!(bounded("stat", c.stat("/existing.txt")).await.is_ok());
+    // Every other request too: `rm file/`, opening, truncating or renaming
+    // `file/` are ENOTDIR; creating `new/` is EISDIR; the file is untouched.
+    let read = OpenFlags::READ;
+    assert_eq!(status_code(bounded("open", c.open("/existing.txt/", read, FileAttributes::empty())).await), StatusCode::NoSuchFile);
+    assert_eq!(status_code(bounded("remove", c.remove("/existing.txt/")).await), StatusCode::NoSuchFile);
+    let truncate = FileAttributes { size: Some(0), ..FileAttributes::empty() };
+    assert_eq!(status_code(bounded("setstat", c.setstat("/existing.txt/", truncate)).await), StatusCode::NoSuchFile);
+    assert_eq!(status_code(bounded("rename", c.rename("/existing.txt/", "/moved.txt")).await), StatusCode::NoSuchFile);
+    assert_eq!(status_code(bounded("rename", c.rename("/existing.txt", "/moved/")).await), StatusCode::NoSuchFile);
+    assert_eq!(status_code(bounded("opendir", c.opendir("/existing.txt")).await), StatusCode::NoSuchFile);
+    let created = c.open("/new.txt/", create_trunc(), FileAttributes::empty());
+    assert_eq!(status_code(bounded("create", created).await), StatusCode::Failure);
+    assert_eq!(status_code(bounded("stat", c.stat("/new.txt")).await), StatusCode::NoSuchFile, "nothing created");
+    assert_eq!(c.get("/existing.txt").await, b"hello", "the file is untouched");
 
     // MKDIR on an existing path (directory and file).
     bounded("mkdir", c.mkdir("/d", FileAttributes::empty()))

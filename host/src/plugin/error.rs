@@ -25,7 +25,9 @@ pub enum StorageError {
     Unsupported,
     #[error("no space left")]
     NoSpace,
-    #[error("file changed while being read")]
+    /// A reader's pinned version, or the file a write that keeps the
+    /// content started from, was replaced or changed meanwhile.
+    #[error("the file was changed by someone else meanwhile")]
     Conflict,
     #[error("i/o error: {0}")]
     Io(String),

@@ -98,15 +98,17 @@ impl Preopen {
 }
 
 /// Whether `tenant` can name a folder of its own directly below a grant's
-/// directory: one path segment, never `.` or `..`.
+/// directory: one path segment, not hidden (so never `.` or `..`, nor a
+/// name the plugin keeps for itself, such as its uploads in progress).
 pub fn tenant_folder_name(tenant: &str) -> Result<(), String> {
     let bad = tenant.is_empty()
-        || tenant == "."
-        || tenant == ".."
+        || tenant.starts_with('.')
         || tenant.len() > 255
         || tenant.chars().any(|c| c == '/' || c == '\\' || c.is_control());
     if bad {
-        return Err(format!("tenant {tenant:?} cannot name a folder (one path segment, not . or .., no control characters)"));
+        return Err(format!(
+            "tenant {tenant:?} cannot name a folder (one path segment, not starting with a dot, no control characters)"
+        ));
     }
     Ok(())
 }
@@ -398,7 +400,7 @@ mod tests {
         assert!(root.path().join("alice").is_dir(), "made on first use");
         assert_eq!(grant.dir_for("alice").unwrap(), root.path().join("alice"), "and found the next time");
         assert_eq!(grant.dir_for("").unwrap(), root.path(), "the host's own work sees the whole folder");
-        for bad in ["..", ".", "a/b", "../bob", "a\\b", "tab\t", &"x".repeat(256)] {
+        for bad in ["..", ".", ".hidden", ".wasftp-upload-00112233445566778899aabbccddeeff", "a/b", "../bob", "a\\b", "tab\t", &"x".repeat(256)] {
             let err = grant.dir_for(bad).unwrap_err();
             assert!(err.contains("cannot name a folder"), "{bad:?}: {err}");
         }

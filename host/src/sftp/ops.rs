@@ -39,6 +39,21 @@ fn names_a_directory(client_path: &str, info: FileInfo) -> Result<FileInfo, Stor
     Ok(info)
 }
 
+/// A trailing `/` asks for a directory whatever the request, as the kernel
+/// resolves a path: open(2), unlink(2), truncate(2) or rename(2) of `file/`
+/// fail with ENOTDIR (no such file, from OpenSSH's server), and creating
+/// `new/` with EISDIR. Only such paths cost the extra STAT.
+async fn directory_if_named_so(files: &crate::vfs::Files, client_path: &str, path: &str, creates: bool) -> Result<(), StorageError> {
+    if !paths::ends_as_directory(client_path) {
+        return Ok(());
+    }
+    match files.stat(path).await {
+        Ok(info) => names_a_directory(client_path, info).map(drop),
+        Err(StorageError::NotFound) if creates => Err(StorageError::IsADirectory),
+        Err(error) => Err(error),
+    }
+}
+
 fn fail(id: u32, error: &StorageError) -> Packet {
     status(id, status_of(error), &message_of(error))
 }
@@ -125,8 +140,8 @@ impl SftpSession {
     /// OPEN as `sftp-server` reads the flags: READ and WRITE together give a
     /// read-write handle, WRITE or APPEND alone an upload, anything else a
     /// read-only handle.
-    async fn open(&self, id: u32, path: &str, flags: OpenFlags, attrs: &FileAttributes) -> Reply {
-        let path = self.resolve(id, path)?;
+    async fn open(&self, id: u32, client_path: &str, flags: OpenFlags, attrs: &FileAttributes) -> Reply {
+        let path = self.resolve(id, client_path)?;
         let writes = flags.contains(OpenFlags::WRITE) || flags.contains(OpenFlags::APPEND);
         let options = WriteOptions {
             create: flags.contains(OpenFlags::CREATE),
@@ -140,6 +155,7 @@ impl SftpSession {
             (true, false) => Access::Write,
             (false, _) => Access::Read,
         };
+        directory_if_named_so(&self.files, client_path, &path, options.create).await.map_err(|e| fail(id, &e))?;
         let file = self.files.open(&path, access, options).await.map_err(|e| fail(id, &e))?;
         self.new_handle(id, HandleKind::File(file), path).await
     }
@@ -258,8 +274,9 @@ impl SftpSession {
         Ok(self.attrs_reply(id, &info.map_err(|e| fail(id, &e))?))
     }
 
-    async fn setstat(&self, id: u32, path: &str, attrs: &FileAttributes) -> Reply {
-        let path = self.resolve(id, path)?;
+    async fn setstat(&self, id: u32, client_path: &str, attrs: &FileAttributes) -> Reply {
+        let path = self.resolve(id, client_path)?;
+        directory_if_named_so(&self.files, client_path, &path, false).await.map_err(|e| fail(id, &e))?;
         let Some(set) = to_set_attrs(attrs) else { return Ok(ok(id)) };
         self.files.set_info(&path, set).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
@@ -280,7 +297,8 @@ impl SftpSession {
         let path = self.resolve(id, path)?;
         let info = self.files.stat(&path).await.map_err(|e| fail(id, &e))?;
         if info.kind != crate::plugin::FileKind::Directory {
-            return Err(status(id, StatusCode::Failure, "not a directory"));
+            // opendir(3) of a file: ENOTDIR, no such file from OpenSSH's server.
+            return Err(fail(id, &StorageError::NotADirectory));
         }
         let listing = self.files.start_listing(&path);
         self.new_handle(id, HandleKind::Dir(tokio::sync::Mutex::new(listing)), path).await
@@ -308,8 +326,9 @@ impl SftpSession {
         Ok(Packet::Name(Name { id, files }))
     }
 
-    async fn remove(&self, id: u32, path: &str) -> Reply {
-        let path = self.resolve(id, path)?;
+    async fn remove(&self, id: u32, client_path: &str) -> Reply {
+        let path = self.resolve(id, client_path)?;
+        directory_if_named_so(&self.files, client_path, &path, false).await.map_err(|e| fail(id, &e))?;
         self.files.remove_file(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
@@ -336,12 +355,15 @@ impl SftpSession {
         Ok(Packet::Name(Name { id, files: vec![file] }))
     }
 
-    async fn rename(&self, id: u32, from: &str, to: &str, overwrite: bool) -> Reply {
-        let from = self.resolve(id, from)?;
-        let to = self.resolve(id, to)?;
+    async fn rename(&self, id: u32, client_from: &str, client_to: &str, overwrite: bool) -> Reply {
+        let from = self.resolve(id, client_from)?;
+        let to = self.resolve(id, client_to)?;
         if from == self.principal.home || to == self.principal.home {
             return Err(status(id, StatusCode::PermissionDenied, "cannot rename the root"));
         }
+        // `mv file dir/` of a missing `dir` is ENOTDIR too: what moves must be a directory.
+        let named = if paths::ends_as_directory(client_to) { client_to } else { client_from };
+        directory_if_named_so(&self.files, named, &from, false).await.map_err(|e| fail(id, &e))?;
         self.files.rename(&from, &to, overwrite).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }
