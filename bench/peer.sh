@@ -11,6 +11,7 @@
 #   PLUGIN=localfs bash bench/peer.sh   # both servers' files in folders on tmpfs
 #   PLUGIN=localfs DURABLE=false bash bench/peer.sh   # localfs without its fsyncs
 #   PLUGIN=localfs BENCH_DIR=/var/tmp bash bench/peer.sh   # both on a disk, where fsync costs
+#   PLUGIN=localfs FSYNC=true bash bench/peer.sh   # puts with `put -f` (fsync@openssh.com) on both
 #
 # A slow backend (a delay in every plugin call) is measured by bench/slow_plugin.sh.
 set -euo pipefail
@@ -26,6 +27,8 @@ SSHD_PORT=${SSHD_PORT:-22423}
 PLUGIN=${PLUGIN:-memory}
 DURABLE=${DURABLE:-true}
 BENCH_DIR=${BENCH_DIR:-/dev/shm}
+FSYNC=${FSYNC:-false}
+PUT=$([ "$FSYNC" = true ] && echo "put -f" || echo put)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasftp-target}"
 
 if [ ! -x /usr/sbin/sshd ]; then
@@ -97,10 +100,10 @@ sleep 0.5
 bench_target() {
   local name=$1 port=$2 remote=$3
   USER_AT=$([ "$name" = wasftp ] && echo bench || whoami)
-  printf 'put %s/local/big %s/big\n' "$WORK" "$remote" > "$WORK/put_big"
+  printf '%s %s/local/big %s/big\n' "$PUT" "$WORK" "$remote" > "$WORK/put_big"
   printf 'get %s/big %s/got_big\n' "$remote" "$WORK" > "$WORK/get_big"
-  printf -- '-rm %s/small/*\n-rmdir %s/small\nmkdir %s/small\nput %s/local/small/* %s/small/\n' \
-    "$remote" "$remote" "$remote" "$WORK" "$remote" > "$WORK/put_small"
+  printf -- '-rm %s/small/*\n-rmdir %s/small\nmkdir %s/small\n%s %s/local/small/* %s/small/\n' \
+    "$remote" "$remote" "$remote" "$PUT" "$WORK" "$remote" > "$WORK/put_small"
   printf 'get %s/small/* %s/got_small/\n' "$remote" "$WORK" > "$WORK/get_small"
   for case in put_big get_big put_small get_small; do
     local times=()
@@ -119,7 +122,7 @@ bench_target wasftp "$WASFTP_PORT" "" | tee -a "$RESULTS"
 bench_target openssh "$SSHD_PORT" "$WORK/sshd_root" | tee -a "$RESULTS"
 
 echo
-echo "wasftp plugin $PLUGIN$([ "$PLUGIN" = localfs ] && echo " (durable $DURABLE)"), files in $BENCH_DIR"
+echo "wasftp plugin $PLUGIN$([ "$PLUGIN" = localfs ] && echo " (durable $DURABLE)"), files in $BENCH_DIR, puts: $PUT"
 echo "cipher $CIPHER, ${SIZE_MIB} MiB file, $SMALL_FILES x 4 KiB files, median of $RUNS runs"
 awk -v size="$SIZE_MIB" -v n="$SMALL_FILES" '
   { t[$1" "$2] = $3 }

@@ -82,6 +82,13 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Most open file and directory handles per SFTP session.
     pub max_handles: usize,
+    /// Most open files all sessions together may hold. Each may hold what
+    /// its plugin keeps open for it (a local folder: a file descriptor of
+    /// this process, which every tenant shares); one more OPEN is refused.
+    pub max_open_files: usize,
+    /// Most of them the sessions of one tenant may hold together, so one
+    /// tenant cannot leave the others none.
+    pub max_open_files_per_tenant: usize,
     /// Most requests on open handles handled at once per SFTP session
     /// (requests naming paths run one at a time beside them).
     pub max_inflight: usize,
@@ -111,6 +118,10 @@ impl Default for Limits {
             guest_memory_total_mib: 0,
             idle_timeout_secs: 600,
             max_handles: 256,
+            // Well below the usual 1 Mi descriptors (the soft limit is
+            // raised to the hard one at start), a tenant an eighth of it.
+            max_open_files: 16384,
+            max_open_files_per_tenant: 2048,
             max_inflight: 64,
             max_auth_attempts: 6,
             shutdown_grace_secs: 10,
@@ -659,6 +670,10 @@ impl Config {
             "limits.max_channels_per_session must be 1..=1024"
         );
         anyhow::ensure!(l.max_handles > 0, "limits.max_handles must be at least 1");
+        anyhow::ensure!(
+            l.max_open_files > 0 && l.max_open_files_per_tenant > 0,
+            "limits.max_open_files and max_open_files_per_tenant must be at least 1"
+        );
         anyhow::ensure!((1..=1024).contains(&l.max_inflight), "limits.max_inflight must be 1..=1024");
         anyhow::ensure!(l.idle_timeout_secs > 0, "limits.idle_timeout_secs must be at least 1");
         anyhow::ensure!(l.max_auth_attempts > 0, "limits.max_auth_attempts must be at least 1");

@@ -206,6 +206,27 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// Raises the soft limit on file descriptors to the hard one (the soft one
+/// is often 1024, the hard one far more), as servers holding many files do:
+/// open files (`limits.max_open_files`) and connections take descriptors.
+fn raise_descriptor_limit(open_files: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.maximum != limit.current {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!("raising the file descriptor limit failed: {e}");
+        }
+    }
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    if (open_files as u64).saturating_mul(2) > soft {
+        tracing::warn!(
+            "limits.max_open_files = {open_files} may need up to {} file descriptors; this process may open {soft}",
+            open_files * 2
+        );
+    }
+}
+
 async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, password: Option<String>) -> anyhow::Result<()> {
     let mut config = match &config_path {
         Some(path) => Config::from_file(path)?,
@@ -235,6 +256,7 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, passwor
         (Some(_), None) => None,
     };
 
+    raise_descriptor_limit(config.limits.max_open_files);
     let engine = wasftp::plugin::EngineOptions {
         compiler: wasftp::plugin::Compiler::this_executable(COMPILE_SUBCOMMAND)?,
         ..Default::default()

@@ -527,7 +527,6 @@ async fn what_wasi_cannot_do_is_refused_or_reported_as_documented() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fsync_commits_what_an_open_handle_wrote_and_writing_goes_on() {
     const OK: u32 = 0;
-    const FAILURE: u32 = 4;
     const NO_SUCH_FILE: u32 = 2;
     let folders = Folders::new();
     let server = serve(&folders, &["alice"]).await;
@@ -563,13 +562,13 @@ async fn fsync_commits_what_an_open_handle_wrote_and_writing_goes_on() {
     assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&handle)).await.status(), OK);
     assert_eq!(std::fs::read(alice.join("again.txt")).unwrap(), b"once");
 
-    // As sftp-server: a reading handle syncs (nothing to do), a directory
-    // handle names no file, a handle not open is refused.
+    // As sftp-server: a reading handle syncs (nothing to do); a directory
+    // handle, or one not open, names no file.
     let reading = wire.open_file("/log.txt", FXF_READ).await;
     assert_eq!(wire.call(FXP_EXTENDED, fsync(&reading)).await.status(), OK);
     let dir = wire.call(FXP_OPENDIR, Body::new().string("/")).await.handle();
     assert_eq!(wire.call(FXP_EXTENDED, fsync(&dir)).await.status(), NO_SUCH_FILE);
-    assert_eq!(wire.call(FXP_EXTENDED, fsync(b"no-such-handle")).await.status(), FAILURE);
+    assert_eq!(wire.call(FXP_EXTENDED, fsync(b"no-such-handle")).await.status(), NO_SUCH_FILE);
 
     // Synced, then removed by another session while still open (unlink(2)
     // of an open file): later WRITEs land nowhere and CLOSE brings nothing back.
@@ -640,5 +639,51 @@ async fn concurrent_appends_never_lose_one_silently_and_max_file_size_holds() {
     assert_eq!(open.status(), FAILURE, "a keep-content open of a file past the limit");
     assert_eq!(std::fs::read(alice.join("big.bin")).unwrap(), vec![7u8; 2048]);
     assert_eq!(temp_files(&alice), Vec::<PathBuf>::new());
+    server.shutdown().await;
+}
+
+/// Every open file holds a descriptor of the server's process, which all
+/// tenants share: one tenant opening files until none are left would make
+/// every other tenant's OPEN fail. A tenant past its bound is refused,
+/// saying so, across all its sessions, while another tenant opens and
+/// reads on; a closed file gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_holding_its_open_files_leaves_the_others_theirs() {
+    const PER_TENANT: usize = 6;
+    let folders = Folders::new();
+    std::fs::write(folders.make("alice").join("a.txt"), b"alice's").unwrap();
+    std::fs::write(folders.make("bob").join("b.txt"), b"bob's").unwrap();
+    let plugin = folders.plugin(PreopenMode::Rw, &[]);
+    let server = start_with([UserSpec::new("alice"), UserSpec::new("bob")], |c| {
+        c.plugins.insert("files".into(), plugin);
+        for user in &mut c.users {
+            user.plugin = "files".into();
+        }
+        c.limits.max_open_files_per_tenant = PER_TENANT;
+    })
+    .await;
+    let (first, second) = (server.sftp("alice").await, server.sftp("alice").await);
+    let mut held = Vec::new();
+    for i in 0..PER_TENANT {
+        let session = if i % 2 == 0 { &first } else { &second };
+        let handle = session.open("/a.txt", OpenFlags::READ, FileAttributes::empty()).await.expect("within her bound").handle;
+        held.push((i % 2, handle));
+    }
+    let refused = second.open("/a.txt", OpenFlags::READ, FileAttributes::empty()).await;
+    let Err(SftpError::Status(status)) = &refused else { panic!("past her bound: {refused:?}") };
+    assert_eq!(status.status_code, StatusCode::Failure);
+    assert!(status.error_message.contains("too many open files for this tenant"), "{}", status.error_message);
+    let upload = first.open("/new.txt", OpenFlags::WRITE | OpenFlags::CREATE, FileAttributes::empty()).await;
+    assert!(upload.is_err(), "an upload holds a file too");
+
+    let bob = server.sftp("bob").await;
+    assert_eq!(bob.get("/b.txt").await, b"bob's", "another tenant opens and reads on");
+    bob.put("/up.txt", b"written").await;
+    assert_eq!(std::fs::read(folders.of("bob").join("up.txt")).unwrap(), b"written");
+
+    let (session, handle) = held.pop().unwrap();
+    let session = if session == 0 { &first } else { &second };
+    session.close(handle).await.expect("close");
+    assert_eq!(first.read_at("/a.txt", 0, 100).await, b"alice's", "a closed file gives its place back");
     server.shutdown().await;
 }

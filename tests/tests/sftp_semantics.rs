@@ -760,3 +760,93 @@ async fn an_append_beside_another_sessions_first_upload_starts_from_the_committe
     assert_eq!(server.sftp("alice").await.get("/f").await, vec![7u8; 1000], "the upload's commit, last");
     server.shutdown().await;
 }
+
+/// fsync@openssh.com commits what a handle wrote and the handle writes on
+/// (the slow test plugin declaring durable sync). A sync or a change after
+/// it that fails makes every later WRITE, sync and CLOSE of the handle fail:
+/// nothing after it may be committed with a hole, nor answered OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_around_a_sync_fails_the_rest_of_the_handle() {
+    // Resuming after the sync fails (no room to copy the content kept).
+    let server = start_with([UserSpec::new("alice")], |c| {
+        use_slow_plugin(c, &[("durable-sync", "on"), ("break", "keep-fails")])
+    })
+    .await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    assert!(wire.extensions.iter().any(|e| e == "fsync@openssh.com"), "{:?}", wire.extensions);
+    let handle = wire.open_file("/f", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    let write = |offset: u64, data: &[u8]| Body::new().string(&handle).u64(offset).string(data);
+    assert_eq!(wire.call(FXP_WRITE, write(0, b"abc")).await.status(), FX_OK);
+    let fsync = Body::new().string("fsync@openssh.com").string(&handle);
+    assert_eq!(wire.call(FXP_EXTENDED, fsync).await.status(), FX_OK);
+    // Pipelined, as a client sends them: the first resumes and fails; the
+    // second must not resume on its own and leave a hole at 3..6.
+    let first = wire.send(FXP_WRITE, write(3, b"def")).await;
+    let second = wire.send(FXP_WRITE, write(6, b"ghi")).await;
+    for _ in 0..2 {
+        let reply = wire.recv().await;
+        assert!([first, second].contains(&reply.id));
+        assert_eq!(reply.status(), FX_FAILURE, "WRITE {} after the failed resume", reply.id);
+    }
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&handle)).await.status(), FX_FAILURE);
+    assert_eq!(server.sftp("alice").await.get("/f").await, b"abc", "what the sync committed, nothing after");
+    server.shutdown().await;
+
+    // A read-write handle whose sync fails: a second sync and its CLOSE
+    // fail too (the changes never reached the plugin).
+    let server = start_with([UserSpec::new("alice")], |c| {
+        use_slow_plugin(c, &[("durable-sync", "on"), ("break", "finish-fails")])
+    })
+    .await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let handle = wire.open_file("/rw", FXF_READ | FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    let write = Body::new().string(&handle).u64(0).string(b"changes");
+    assert_eq!(wire.call(FXP_WRITE, write).await.status(), FX_OK);
+    for attempt in ["the sync", "a second sync"] {
+        let fsync = Body::new().string("fsync@openssh.com").string(&handle);
+        assert_eq!(wire.call(FXP_EXTENDED, fsync).await.status(), FX_FAILURE, "{attempt}");
+    }
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&handle)).await.status(), FX_FAILURE);
+    server.shutdown().await;
+}
+
+/// Other sessions acting on a file while its handle syncs and writes on: a
+/// REMOVE that comes during the sync's commit stands (the file does not
+/// come back when the commit lands), and a file renamed over the synced one
+/// is not written into by the handle (its next WRITE and CLOSE fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_synced_file_removed_or_replaced_by_another_session() {
+    let server = start_with([UserSpec::new("alice")], |c| {
+        use_slow_plugin(c, &[("durable-sync", "on"), ("delay-ms.finish", "1500")])
+    })
+    .await;
+    let other = server.sftp("alice").await;
+    other.put("/g", b"old content").await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let handle = wire.open_file("/g", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&handle).u64(0).string(b"new")).await.status(), FX_OK);
+    let sync = wire.send(FXP_EXTENDED, Body::new().string("fsync@openssh.com").string(&handle)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    bounded("remove during the sync", other.sftp.remove("/g")).await.expect("REMOVE");
+    let reply = wire.recv().await;
+    assert_eq!((reply.id, reply.status()), (sync, FX_OK));
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&handle).u64(3).string(b" more")).await.status(), FX_OK);
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&handle)).await.status(), FX_OK);
+    assert!(other.sftp.stat("/g").await.is_err(), "the file came back after its REMOVE");
+    server.shutdown().await;
+
+    let server = start_with([UserSpec::new("alice")], |c| use_slow_plugin(c, &[("durable-sync", "on")])).await;
+    let other = server.sftp("alice").await;
+    let mut wire = Wire::open(&server, "alice", 3).await;
+    let handle = wire.open_file("/h", FXF_WRITE | FXF_CREAT | FXF_TRUNC).await;
+    assert_eq!(wire.call(FXP_WRITE, Body::new().string(&handle).u64(0).string(b"mine")).await.status(), FX_OK);
+    let fsync = Body::new().string("fsync@openssh.com").string(&handle);
+    assert_eq!(wire.call(FXP_EXTENDED, fsync).await.status(), FX_OK);
+    other.put("/theirs", b"theirs").await;
+    assert_eq!(other.extended_status("posix-rename@openssh.com", &["/theirs", "/h"]).await, russh_sftp::protocol::StatusCode::Ok);
+    let more = wire.call(FXP_WRITE, Body::new().string(&handle).u64(4).string(b" and more")).await;
+    assert_eq!(more.status(), FX_FAILURE, "a WRITE into the file renamed over it: {}", more.message());
+    assert_eq!(wire.call(FXP_CLOSE, Body::new().string(&handle)).await.status(), FX_FAILURE);
+    assert_eq!(other.get("/h").await, b"theirs", "their file is untouched");
+    server.shutdown().await;
+}

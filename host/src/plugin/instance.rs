@@ -500,12 +500,6 @@ impl Instance {
             wasi.preopened_dir(&dir, "/", perms).map_err(|e| {
                 StorageError::PluginFailed(format!("opening the granted directory {}: {e}", dir.display()))
             })?;
-            // Guest code runs on guest threads of its own (`executor`), never
-            // on the runtime's workers: a file operation may block the one it
-            // runs on, rather than hop to the blocking pool and back (about
-            // two thread switches per call, most of a small file's cost). A
-            // slow disk then holds that thread, within its tenant's cap.
-            wasi.allow_blocking_current_thread(true);
         }
         // A refused memory.grow answers -1 to the guest, never a trap.
         let memory_limit = shared.settings.memory_limit_for(&self.tenant);

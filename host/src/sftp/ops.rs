@@ -454,7 +454,8 @@ impl SftpSession {
             }
             "fsync@openssh.com" if self.files.capabilities().durable_sync => {
                 args.utf8().ok_or_else(bad)?; // the handle was matched in `target_of`
-                let entry = Self::entry(id, target)?;
+                // As `sftp-server`: a handle not open names no file.
+                let entry = Self::entry(id, target).map_err(|_| status(id, StatusCode::NoSuchFile, "no such handle"))?;
                 tracing::Span::current().record("path", entry.path.as_str());
                 // As `sftp-server`: fsync of a directory handle names no file.
                 let file = entry.kind.file().ok_or_else(|| status(id, StatusCode::NoSuchFile, "not a file handle"))?;

@@ -22,7 +22,7 @@ use crate::auth::Users;
 use crate::config::Config;
 use crate::plugin::Plugin;
 use crate::sftp::SftpSettings;
-use crate::vfs::{FileSettings, NodeTables, ServerBudget, ServerBudgets, SpoolArea};
+use crate::vfs::{FileSettings, NodeTables, ServerBudget, ServerBudgets, SpoolArea, TenantShares};
 
 /// What every connection shares.
 pub struct Shared {
@@ -137,6 +137,7 @@ fn server_budgets(config: &Config) -> ServerBudgets {
             sftp.spool_total_mib * MIB,
             sftp.spool_tenant_share_mib() * MIB,
         ),
+        open_files: TenantShares::new(config.limits.max_open_files as u64, config.limits.max_open_files_per_tenant as u64),
     }
 }
 

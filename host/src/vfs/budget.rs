@@ -193,6 +193,8 @@ pub struct ServerBudgets {
     pub upload: ServerBudget,
     pub read_ahead: ServerBudget,
     pub spool: Arc<SpoolArea>,
+    /// Open files, counted for the server and each tenant (see `OpenFile`).
+    pub open_files: Arc<TenantShares>,
 }
 
 impl ServerBudgets {
@@ -202,6 +204,7 @@ impl ServerBudgets {
             upload: self.upload.for_connection(tenant),
             read_ahead: self.read_ahead.for_connection(tenant),
             spool: self.spool.for_tenant(tenant),
+            open_files: self.open_files.share(tenant),
         }
     }
 }
@@ -214,6 +217,8 @@ pub struct FileBudgets {
     /// Its tenant's part of the spool area (disk, not memory: no
     /// connection bound, each file has its own).
     pub spool: TenantSpool,
+    /// Its tenant's count of open files.
+    pub open_files: TenantShare,
 }
 
 #[cfg(test)]

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use super::node::{HoldSignals, NodeHold};
+use super::open_files::OpenFile;
 use super::{Files, FileReader, ReadWriteFile, Upload};
 use crate::config::SetstatPolicy;
-use crate::plugin::{FileInfo, SetAttrs, StorageError};
+use crate::plugin::{FileInfo, SetAttrs, StorageError, WriteOptions, Writer};
 
 /// What a handle was opened for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub struct Handle {
     pub(super) path: String,
     access: Access,
     pub(super) kind: Kind,
+    /// Its place in the tenant's count of open files, until it is dropped.
+    _open: OpenFile,
 }
 
 pub(super) enum Kind {
@@ -47,13 +50,14 @@ pub(super) enum Content {
 }
 
 impl Handle {
-    pub(super) fn reading(files: Arc<Files>, path: &str, reader: FileReader) -> Self {
-        Self { files, path: path.to_string(), access: Access::Read, kind: Kind::Read(reader) }
+    pub(super) fn reading(files: Arc<Files>, path: &str, reader: FileReader, open: OpenFile) -> Self {
+        Self { files, path: path.to_string(), access: Access::Read, kind: Kind::Read(reader), _open: open }
     }
 
-    pub(super) fn writing(files: Arc<Files>, path: &str, access: Access, mut content: Content) -> Self {
+    pub(super) fn writing(files: Arc<Files>, path: &str, access: Access, mut content: Content, open: OpenFile) -> Self {
         let signals = content.placeholder().signals();
-        Self { files, path: path.to_string(), access, kind: Kind::Write { signals, content: Mutex::new(content) } }
+        let kind = Kind::Write { signals, content: Mutex::new(content) };
+        Self { files, path: path.to_string(), access, kind, _open: open }
     }
 
     /// Path in the plugin namespace.
@@ -116,7 +120,11 @@ impl Handle {
             Kind::Read(_) => Err(StorageError::PermissionDenied),
             Kind::Write { content, .. } => {
                 let mut content = content.lock().await;
-                self.resumed(&mut content).await?;
+                // An empty WRITE changes nothing: after a sync it must not
+                // cost a writer that copies the whole file.
+                if !data.is_empty() {
+                    self.resumed(&mut content).await?;
+                }
                 content.write(offset, data).await
             }
         }
@@ -136,7 +144,16 @@ impl Handle {
     /// again: one that starts from what was committed.
     async fn resumed(&self, content: &mut Content) -> Result<(), StorageError> {
         let Some(options) = content.resume_options() else { return Ok(()) };
-        let writer = self.files.storage.begin_write(&self.path, options).await?;
+        let writer = match self.begin_resumed(content, options).await {
+            Ok(writer) => writer,
+            Err(error) => {
+                // The bytes of this change are lost: the WRITEs after it
+                // (pipelined) must not commit a file with a hole, nor CLOSE
+                // answer OK.
+                content.fail(error.clone());
+                return Err(error);
+            }
+        };
         match content {
             Content::Upload(upload) => {
                 let in_order = self.files.in_order_from(upload.size());
@@ -162,6 +179,20 @@ impl Handle {
             Kind::Read(reader) => reader.size().await,
             Kind::Write { content, .. } => Ok(content.lock().await.info().size),
         }
+    }
+
+    /// A writer that starts from what the last sync committed, while that
+    /// is still what the name holds: a file another session renamed over it
+    /// since is theirs, and carrying on would write into it (on a POSIX
+    /// server the handle would write to the file it opened, now nameless).
+    async fn begin_resumed(&self, content: &Content, options: WriteOptions) -> Result<Writer, StorageError> {
+        if let Some(synced) = content.synced_version() {
+            let now = self.files.storage.file_info(&self.path).await?;
+            if now.version.as_deref() != Some(synced) {
+                return Err(StorageError::Conflict);
+            }
+        }
+        self.files.storage.begin_write(&self.path, options).await
     }
 
     /// FSETSTAT. On a handle that writes, a size change acts on the content
@@ -241,10 +272,26 @@ impl Content {
         }
     }
 
-    fn resume_options(&self) -> Option<crate::plugin::WriteOptions> {
+    fn resume_options(&self) -> Option<WriteOptions> {
         match self {
             Self::Upload(upload) => upload.resume_options(),
             Self::ReadWrite(file) => file.resume_options(),
+        }
+    }
+
+    /// What a resumed writer must start from (a read-write handle commits
+    /// its whole content, whatever is there).
+    fn synced_version(&self) -> Option<&str> {
+        match self {
+            Self::Upload(upload) => upload.synced_version(),
+            Self::ReadWrite(_) => None,
+        }
+    }
+
+    fn fail(&mut self, error: StorageError) {
+        match self {
+            Self::Upload(upload) => upload.fail(error),
+            Self::ReadWrite(file) => file.fail(error),
         }
     }
 

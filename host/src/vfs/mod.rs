@@ -11,6 +11,7 @@ mod in_order;
 mod listing;
 mod node;
 mod open;
+mod open_files;
 mod read_ahead;
 mod read_write;
 mod reader;
@@ -122,19 +123,37 @@ impl Files {
     /// once and its handles commit nothing.
     pub async fn remove_file(&self, path: &str) -> Result<(), StorageError> {
         self.settle(path).await;
+        // Removed from the plugin once: a later turn's not-found is that removal.
+        let mut removed = false;
         // Each turn either ends, or follows a handle of the path that ended
         // or finished committing meanwhile; a few turns are plenty.
         for _ in 0..4 {
             match self.plugin_or_node(path, || self.storage.remove_file(path)).await {
                 Answer::Plugin(Ok(())) => {
                     // An overwrite in progress of the removed file commits
-                    // nothing (one already committing lands after the removal).
-                    let _ = self.nodes.unlink(path);
-                    return Ok(());
+                    // nothing. One already committing (a CLOSE, or a sync
+                    // whose handle stays open) would put the file back after
+                    // this removal: it is waited for and removed again, so
+                    // the REMOVE stands.
+                    match self.nodes.unlink(path) {
+                        Unlink::Committing(commits) => {
+                            removed = true;
+                            commits.wait().await;
+                        }
+                        Unlink::Removed { .. } | Unlink::Absent => return Ok(()),
+                    }
                 }
+                Answer::Plugin(Err(StorageError::NotFound)) if removed => return Ok(()),
                 Answer::Plugin(other) => return other,
                 Answer::Writing(_) => match self.nodes.unlink(path) {
-                    Unlink::Removed => return Ok(()),
+                    Unlink::Removed { synced: false } => return Ok(()),
+                    // A sync of it landed since the plugin said not found.
+                    Unlink::Removed { synced: true } => {
+                        return match self.storage.remove_file(path).await {
+                            Ok(()) | Err(StorageError::NotFound) => Ok(()),
+                            Err(e) => Err(e),
+                        };
+                    }
                     // Committed or given up since: the plugin knows.
                     Unlink::Absent => {}
                     Unlink::Committing(commits) => commits.wait().await,
@@ -152,7 +171,7 @@ impl Files {
         // being written, that is its removal (see `remove_file`).
         if is_fuse_hidden(to) {
             match self.nodes.unlink(from) {
-                Unlink::Removed => {
+                Unlink::Removed { .. } => {
                     return match self.storage.remove_file(from).await {
                         Ok(()) | Err(StorageError::NotFound) => Ok(()),
                         Err(e) => Err(e),
@@ -205,6 +224,12 @@ impl Files {
             if size > max {
                 return Err(file_too_large(max));
             }
+        }
+        // A file being written (an overwrite, or one synced and written
+        // on) is replaced by its commit: times and permissions set on it
+        // meanwhile would be lost, so they wait for the commit too.
+        if set.size.is_none() && self.nodes.contains(path) && self.nodes.defer_attrs(path, set) {
+            return Ok(());
         }
         match self.plugin_or_node(path, || self.storage.set_info(path, set)).await {
             Answer::Writing(_) if set.size.is_none() && self.nodes.defer_attrs(path, set) => Ok(()),

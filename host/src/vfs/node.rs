@@ -49,6 +49,9 @@ struct NodeState {
     /// The name was taken away (REMOVE while open, as unlink(2)): the
     /// handles still open commit nothing.
     unlinked: bool,
+    /// A sync committed a handle's content: the plugin may hold the file
+    /// though the node is still there.
+    synced: bool,
 }
 
 struct Hold {
@@ -80,8 +83,9 @@ impl NodeState {
 
 /// What [`NodeTable::unlink`] did.
 pub enum Unlink {
-    /// The name is gone; the handles still open commit nothing.
-    Removed,
+    /// The name is gone; the handles still open commit nothing. `synced`:
+    /// a sync committed content of it, which the plugin may hold.
+    Removed { synced: bool },
     /// No handle is writing the path.
     Absent,
     /// Handles writing the path are committing: once they land, the file
@@ -188,13 +192,15 @@ impl NodeTable {
         // Decided and marked in one step: a `begin_commit` either comes
         // first (and is waited for) or finds the name gone.
         let mut committing = Vec::new();
+        let mut synced = false;
         node.state.send_modify(|state| {
             committing = state.holds.iter().filter(|hold| hold.stage == Stage::Committing).map(|hold| hold.id).collect();
             state.unlinked = true;
+            synced = state.synced;
         });
         if committing.is_empty() {
             nodes.remove(path);
-            return Unlink::Removed;
+            return Unlink::Removed { synced };
         }
         // The file is landing: it stays visible until it has (a new handle
         // of the path gets a node of its own, see `hold`).
@@ -244,7 +250,7 @@ impl FileNode {
     fn new(path: &str, permissions: u32) -> Self {
         let now = unix_now();
         let info = FileInfo { kind: FileKind::File, size: 0, permissions, modified: now, accessed: now, version: None };
-        let state = NodeState { info, holds: Vec::new(), deferred: None, unlinked: false };
+        let state = NodeState { info, holds: Vec::new(), deferred: None, unlinked: false, synced: false };
         Self { path: path.to_string(), state: watch::channel(state).0 }
     }
 
@@ -350,6 +356,7 @@ impl NodeHold {
             if let Some(hold) = state.holds.iter_mut().find(|hold| hold.id == self.id) {
                 hold.stage = if hold.close_read { Stage::Closing } else { Stage::Open };
             }
+            state.synced = true;
             landed = state.unlinked && !state.holds.iter().any(|hold| hold.stage == Stage::Committing);
         });
         if landed && nodes.get(&self.node.path).is_some_and(|node| Arc::ptr_eq(node, &self.node)) {
@@ -476,7 +483,7 @@ mod tests {
     fn an_unlinked_hold_knows_it_and_a_new_node_is_not_confused() {
         let table = Arc::new(NodeTable::default());
         let mut old = table.hold("/f", 0o644, 0, false, 1).unwrap();
-        assert!(matches!(table.unlink("/f"), Unlink::Removed));
+        assert!(matches!(table.unlink("/f"), Unlink::Removed { .. }));
         assert!(table.info("/f").is_none(), "the name goes at once");
         assert!(matches!(table.unlink("/f"), Unlink::Absent));
         let mut new = table.hold("/f", 0o644, 3, false, 1).unwrap();
@@ -568,7 +575,7 @@ mod tests {
     async fn a_close_marks_its_own_handle_only() {
         let table = Arc::new(NodeTable::default());
         let removed = table.hold("/p", 0o644, 0, false, 1).unwrap();
-        assert!(matches!(table.unlink("/p"), Unlink::Removed));
+        assert!(matches!(table.unlink("/p"), Unlink::Removed { .. }));
         let _reopened = table.hold("/p", 0o644, 0, false, 1).unwrap();
         removed.signals().closing();
         let started = Instant::now();
@@ -647,7 +654,7 @@ mod tests {
             let (t2, b2) = (table.clone(), barrier.clone());
             let remover = std::thread::spawn(move || {
                 b2.wait();
-                matches!(t2.unlink("/f"), Unlink::Removed)
+                matches!(t2.unlink("/f"), Unlink::Removed { .. })
             });
             barrier.wait();
             let committing = hold.begin_commit();

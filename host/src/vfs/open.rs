@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::handle::Content;
 use super::in_order::InOrder;
 use super::node::NodeHold;
+use super::open_files::OpenFile;
 use super::{Access, Answer, FileReader, Files, Handle, ReadAhead, ReadWriteFile, Upload, read_write, spool, upload};
 use crate::plugin::{FileKind, StorageError, WriteOptions};
 
@@ -14,12 +15,17 @@ impl Files {
     /// so far, to every session of the tenant.
     pub async fn open(self: &Arc<Self>, path: &str, access: Access, options: WriteOptions) -> Result<Handle, StorageError> {
         self.settle(path).await;
+        // Taken before the plugin opens anything.
+        let open = OpenFile::take(&self.budgets.open_files)?;
         Ok(match access {
-            Access::Read => Handle::reading(self.clone(), path, self.open_read(path).await?),
-            Access::Write => Handle::writing(self.clone(), path, access, Content::Upload(self.upload(path, options).await?)),
+            Access::Read => Handle::reading(self.clone(), path, self.open_read(path).await?, open),
+            Access::Write => {
+                let upload = self.upload(path, options).await?;
+                Handle::writing(self.clone(), path, access, Content::Upload(upload), open)
+            }
             Access::ReadWrite => {
                 let file = self.open_read_write(path, options).await?;
-                Handle::writing(self.clone(), path, access, Content::ReadWrite(file))
+                Handle::writing(self.clone(), path, access, Content::ReadWrite(file), open)
             }
         })
     }

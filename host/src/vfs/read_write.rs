@@ -166,8 +166,12 @@ impl ReadWriteFile {
         }
         let synced = self.write_out().await;
         self.placeholder.end_sync();
-        if synced.is_ok() {
-            self.changed = false;
+        match &synced {
+            Ok(()) => self.changed = false,
+            // The changes did not reach the plugin and its writer is gone:
+            // every later request and the CLOSE say so (never an OK over
+            // changes that were lost).
+            Err(e) => self.fail(e.clone()),
         }
         synced
     }
@@ -189,9 +193,21 @@ impl ReadWriteFile {
         self.writer = Some(writer);
     }
 
+    /// A failure that leaves the changes uncommittable: the handle fails
+    /// every later request, and CLOSE commits nothing and reports it.
+    pub fn fail(&mut self, error: StorageError) {
+        self.broken.get_or_insert_with(|| format!("syncing the file failed: {error}"));
+    }
+
     async fn commit_content(&mut self) -> Result<(), StorageError> {
         // Removed while open (as unlink(2) of an open file), or untouched
         // (since a sync, maybe): the file stays as the plugin has it.
+        if let (true, Some(why)) = (self.changed, &self.broken) {
+            // Changes made and not committable: CLOSE must not say OK.
+            let error = StorageError::Io(why.clone());
+            let _ = self.abort_writer().await;
+            return Err(error);
+        }
         if !self.changed || self.broken.is_some() || self.writer.is_none() || !self.placeholder.begin_commit() {
             return self.abort_writer().await;
         }

@@ -28,6 +28,9 @@ pub struct Upload {
     failed: Option<StorageError>,
     /// Whether any content was written or resized (a copy may then replace it).
     touched: bool,
+    /// The version the last sync committed, which a resumed writer must
+    /// start from (none before a sync, or from a plugin without versions).
+    synced_version: Option<String>,
     /// The plugin copied the whole file here (`copy-data`): CLOSE commits
     /// nothing more.
     copied: bool,
@@ -70,6 +73,7 @@ impl Upload {
             permissions: parts.permissions,
             failed: None,
             touched: false,
+            synced_version: None,
             copied: false,
             placeholder: parts.placeholder,
             max_size: parts.max_size,
@@ -108,6 +112,17 @@ impl Upload {
         self.in_order = in_order;
     }
 
+    /// What the last sync committed (see `synced_version`).
+    pub fn synced_version(&self) -> Option<&str> {
+        self.synced_version.as_deref()
+    }
+
+    /// A failure outside the upload's own calls (resuming its writer): every
+    /// later WRITE and the CLOSE report it, as for its own.
+    pub fn fail(&mut self, error: StorageError) {
+        self.failed.get_or_insert(error);
+    }
+
     /// The size the committed content has, where a resumed writer starts.
     pub fn size(&self) -> u64 {
         self.high_water
@@ -127,6 +142,9 @@ impl Upload {
         }
         if self.copied {
             return Err(StorageError::Unsupported);
+        }
+        if data.is_empty() {
+            return Ok(());
         }
         self.touched = true;
         if self.writer.is_none() {
@@ -331,7 +349,7 @@ impl Upload {
             let _ = self.abort_writer().await;
             return Err(error);
         }
-        self.finish_writer().await
+        self.finish_writer().await.map(drop)
     }
 
     /// fsync@openssh.com: commits what was written so far, durably (the
@@ -348,7 +366,7 @@ impl Upload {
             return Ok(());
         }
         let synced = match self.flush_all().await {
-            Ok(()) => self.finish_writer().await,
+            Ok(()) => self.finish_writer().await.map(|info| self.synced_version = info.version),
             Err(error) => {
                 let _ = self.settle_in_flight().await;
                 let _ = self.abort_writer().await;
@@ -360,10 +378,11 @@ impl Upload {
         self.record(synced)
     }
 
-    /// Finishes the writer: the content is committed (or, on failure, given up).
-    async fn finish_writer(&mut self) -> Result<(), StorageError> {
+    /// Finishes the writer: the content is committed (or, on failure, given
+    /// up); what the plugin says it now is.
+    async fn finish_writer(&mut self) -> Result<FileInfo, StorageError> {
         let writer = self.writer.take().ok_or_else(|| StorageError::Io("the upload has no writer".into()))?;
-        writer.finish().await.map(drop)
+        writer.finish().await
     }
 
     async fn abort_writer(&mut self) -> Result<(), StorageError> {

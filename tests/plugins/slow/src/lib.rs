@@ -14,7 +14,10 @@
 //! `break = "missing-is-io"` or `break = "pages-lose-entries"` (contract
 //! breaches for the conformance suite to catch: a missing path answered
 //! with an `io` error; a listing page that drops its last entry when more
-//! pages follow).
+//! pages follow), `durable-sync = "on"` (declared to the host, which then
+//! offers fsync@openssh.com), `break = "keep-fails"` (a `begin-write` that
+//! keeps the content fails with no-space, as a copy that runs out of room),
+//! `break = "finish-fails"` (every `finish` fails with an io error).
 //!
 //! Paths every instance serves alike: `/.pattern/N` is a read-only file of
 //! N bytes, byte i being `i % 251`; `stat /.sleep/MS` waits MS milliseconds
@@ -60,6 +63,9 @@ struct Settings {
     /// `break = "only-existing-writable"`: make-dir refused, and new files
     /// of the check's names (`/wasftp-check-*`); existing files still written.
     only_existing_writable: bool,
+    durable_sync: bool,
+    keep_fails: bool,
+    finish_fails: bool,
 }
 
 impl Settings {
@@ -75,6 +81,9 @@ impl Settings {
         make_dir_refused: false,
         make_dir_is_io: false,
         only_existing_writable: false,
+        durable_sync: false,
+        keep_fails: false,
+        finish_fails: false,
     };
 
     fn parse(config: &[(String, String)]) -> std::result::Result<Self, String> {
@@ -98,6 +107,9 @@ impl Settings {
                 "random-write" => settings.random_write = value != "off",
                 "append" => settings.append = value != "off",
                 "scope" => settings.stateless = value == "stateless",
+                "durable-sync" => settings.durable_sync = value == "on",
+                "break" if value == "keep-fails" => settings.keep_fails = true,
+                "break" if value == "finish-fails" => settings.finish_fails = true,
                 "break" if value == "missing-is-io" => settings.missing_is_io = true,
                 "break" if value == "pages-lose-entries" => settings.pages_lose_entries = true,
                 "break" if value == "make-dir-refused" => settings.make_dir_refused = true,
@@ -168,7 +180,7 @@ impl Guest for SlowPlugin {
             hard_links: false,
             read_chunk: settings.read_chunk,
             write_chunk: settings.write_chunk,
-            durable_sync: false,
+            durable_sync: settings.durable_sync,
             max_file_size: None,
         }
     }
@@ -254,6 +266,9 @@ impl GuestSession for SlowSession {
         call("begin-write");
         if SETTINGS.get().only_existing_writable && path.starts_with("/wasftp-check") && with_fs(|fs| fs.file_info(&path)).is_err() {
             return Err(Error::PermissionDenied);
+        }
+        if SETTINGS.get().keep_fails && !options.truncate {
+            return Err(Error::NoSpace);
         }
         let options = WriteOptions { append: options.append && SETTINGS.get().append, ..options };
         let pending = with_fs(|fs| fs.begin_write(&path, options))?;
@@ -389,6 +404,9 @@ impl GuestWriter for SlowWriter {
     fn finish(&self) -> Result<FileInfo> {
         call("finish");
         let w = self.pending.borrow_mut().take().ok_or_else(closed)?;
+        if SETTINGS.get().finish_fails {
+            return Err(Error::Io("the disk is unwell".into()));
+        }
         with_fs(|fs| fs.commit(w))
     }
 
