@@ -59,6 +59,8 @@ async fn error_statuses() {
     assert_eq!(status_code(bounded("create", created).await), StatusCode::Failure);
     assert_eq!(status_code(bounded("stat", c.stat("/new.txt")).await), StatusCode::NoSuchFile, "nothing created");
     assert_eq!(c.get("/existing.txt").await, b"hello", "the file is untouched");
+    let below_nothing = c.open("/missing/new.txt/", create_trunc(), FileAttributes::empty());
+    assert_eq!(status_code(bounded("create", below_nothing).await), StatusCode::NoSuchFile, "ENOENT, as open(2)");
 
     // MKDIR on an existing path (directory and file).
     bounded("mkdir", c.mkdir("/d", FileAttributes::empty()))
@@ -72,6 +74,10 @@ async fn error_statuses() {
         status_code(bounded("mkdir", c.mkdir("/existing.txt", FileAttributes::empty())).await),
         StatusCode::Failure
     );
+
+    // REMOVE of `dir/`: unlink(2) of a directory, EISDIR; it stays.
+    assert_eq!(status_code(bounded("remove", c.remove("/d/")).await), StatusCode::Failure);
+    assert!(bounded("stat", c.stat("/d")).await.is_ok());
 
     // RMDIR of a non-empty directory; of a missing one.
     c.put("/d/inside.txt", b"x").await;

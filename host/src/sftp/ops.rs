@@ -49,7 +49,11 @@ async fn directory_if_named_so(files: &crate::vfs::Files, client_path: &str, pat
     }
     match files.stat(path).await {
         Ok(info) => names_a_directory(client_path, info).map(drop),
-        Err(StorageError::NotFound) if creates => Err(StorageError::IsADirectory),
+        // A new name below an existing directory: EISDIR; below none: ENOENT.
+        Err(StorageError::NotFound) if creates => match files.stat(paths::parent(path)).await {
+            Ok(_) => Err(StorageError::IsADirectory),
+            Err(error) => Err(error),
+        },
         Err(error) => Err(error),
     }
 }
@@ -329,6 +333,11 @@ impl SftpSession {
     async fn remove(&self, id: u32, client_path: &str) -> Reply {
         let path = self.resolve(id, client_path)?;
         directory_if_named_so(&self.files, client_path, &path, false).await.map_err(|e| fail(id, &e))?;
+        if paths::ends_as_directory(client_path) {
+            // `link/` names the directory the link leads to: unlink(2) of it
+            // is EISDIR, and the link stays.
+            return Err(fail(id, &StorageError::IsADirectory));
+        }
         self.files.remove_file(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))
     }

@@ -44,6 +44,14 @@ pub fn ends_as_directory(client_path: &str) -> bool {
 }
 
 /// Length in bytes of the longest name in a normalised path.
+/// The directory holding a plugin path (`/` for a name at the root).
+pub fn parent(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
 pub fn longest_segment(path: &str) -> usize {
     path.split('/').map(str::len).max().unwrap_or(0)
 }
@@ -76,6 +84,13 @@ pub fn to_client(root: &str, plugin: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parent_of_a_plugin_path() {
+        assert_eq!(parent("/a/b/c"), "/a/b");
+        assert_eq!(parent("/a"), "/");
+        assert_eq!(parent("/"), "/");
+    }
 
     #[test]
     fn a_trailing_slash_or_dot_asks_for_a_directory() {
