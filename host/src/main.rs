@@ -222,7 +222,7 @@ fn raise_descriptor_limit(open_files: usize) {
     if (open_files as u64).saturating_mul(2) > soft {
         tracing::warn!(
             "limits.max_open_files = {open_files} may need up to {} file descriptors; this process may open {soft}",
-            open_files * 2
+            open_files.saturating_mul(2)
         );
     }
 }

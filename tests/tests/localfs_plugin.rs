@@ -448,8 +448,8 @@ async fn symlinks_and_hard_links_inside_the_folder() {
     assert!(bounded("lstat", sftp.sftp.lstat("/latest/")).await.unwrap().attrs.is_dir(), "link/ is what it points to");
     assert!(bounded("stat", sftp.sftp.stat("/latest")).await.unwrap().attrs.is_dir());
     assert_eq!(status_code(bounded("stat", sftp.sftp.stat("/hard.txt/")).await), StatusCode::NoSuchFile, "file/ is no directory");
-    // `rm latest/` names the directory it leads to (EISDIR): the link stays.
-    assert_eq!(status_code(bounded("remove", sftp.sftp.remove("/latest/")).await), StatusCode::Failure);
+    // `rm latest/`: unlink(2) does not follow the last name (ENOTDIR); the link stays.
+    assert_eq!(status_code(bounded("remove", sftp.sftp.remove("/latest/")).await), StatusCode::NoSuchFile);
     assert!(std::fs::symlink_metadata(alice.join("latest")).unwrap().file_type().is_symlink());
     let sftp = &sftp;
     let target = |link: &'static str| async move { bounded("readlink", sftp.sftp.readlink(link)).await.unwrap().files[0].filename.clone() };

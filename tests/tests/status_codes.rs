@@ -61,6 +61,8 @@ async fn error_statuses() {
     assert_eq!(c.get("/existing.txt").await, b"hello", "the file is untouched");
     let below_nothing = c.open("/missing/new.txt/", create_trunc(), FileAttributes::empty());
     assert_eq!(status_code(bounded("create", below_nothing).await), StatusCode::NoSuchFile, "ENOENT, as open(2)");
+    let below_a_file = c.open("/existing.txt/new.txt/", create_trunc(), FileAttributes::empty());
+    assert_eq!(status_code(bounded("create", below_a_file).await), StatusCode::NoSuchFile, "ENOTDIR, as open(2)");
 
     // MKDIR on an existing path (directory and file).
     bounded("mkdir", c.mkdir("/d", FileAttributes::empty()))

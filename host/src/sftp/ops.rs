@@ -51,7 +51,8 @@ async fn directory_if_named_so(files: &crate::vfs::Files, client_path: &str, pat
         Ok(info) => names_a_directory(client_path, info).map(drop),
         // A new name below an existing directory: EISDIR; below none: ENOENT.
         Err(StorageError::NotFound) if creates => match files.stat(paths::parent(path)).await {
-            Ok(_) => Err(StorageError::IsADirectory),
+            Ok(parent) if parent.kind == crate::plugin::FileKind::Directory => Err(StorageError::IsADirectory),
+            Ok(_) => Err(StorageError::NotADirectory),
             Err(error) => Err(error),
         },
         Err(error) => Err(error),
@@ -334,9 +335,13 @@ impl SftpSession {
         let path = self.resolve(id, client_path)?;
         directory_if_named_so(&self.files, client_path, &path, false).await.map_err(|e| fail(id, &e))?;
         if paths::ends_as_directory(client_path) {
-            // `link/` names the directory the link leads to: unlink(2) of it
-            // is EISDIR, and the link stays.
-            return Err(fail(id, &StorageError::IsADirectory));
+            // What is left is a directory, or a link to one: unlink(2) of
+            // `dir/` is EISDIR, of `link/` ENOTDIR (its last name is not
+            // followed). Either way nothing is removed.
+            let own = self.files.link_stat(&path).await.map_err(|e| fail(id, &e))?;
+            let link = own.kind == crate::plugin::FileKind::Symlink;
+            let refusal = if link { StorageError::NotADirectory } else { StorageError::IsADirectory };
+            return Err(fail(id, &refusal));
         }
         self.files.remove_file(&path).await.map_err(|e| fail(id, &e))?;
         Ok(ok(id))

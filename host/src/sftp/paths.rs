@@ -43,7 +43,6 @@ pub fn ends_as_directory(client_path: &str) -> bool {
     client_path.len() > 1 && (client_path.ends_with('/') || client_path.ends_with("/."))
 }
 
-/// Length in bytes of the longest name in a normalised path.
 /// The directory holding a plugin path (`/` for a name at the root).
 pub fn parent(path: &str) -> &str {
     match path.rfind('/') {
@@ -52,6 +51,7 @@ pub fn parent(path: &str) -> &str {
     }
 }
 
+/// Length in bytes of the longest name in a normalised path.
 pub fn longest_segment(path: &str) -> usize {
     path.split('/').map(str::len).max().unwrap_or(0)
 }
