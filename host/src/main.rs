@@ -209,7 +209,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 /// Raises the soft limit on file descriptors to the hard one (the soft one
 /// is often 1024, the hard one far more), as servers holding many files do:
 /// open files (`limits.max_open_files`) and connections take descriptors.
-fn raise_descriptor_limit(open_files: usize) {
+fn raise_descriptor_limit(limits: &wasftp::config::Limits) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     if limit.maximum != limit.current {
@@ -218,11 +218,13 @@ fn raise_descriptor_limit(open_files: usize) {
             tracing::warn!("raising the file descriptor limit failed: {e}");
         }
     }
+    // An open file of a local folder holds a descriptor, a connection one.
+    let wanted = (limits.max_open_files as u64).saturating_add(limits.max_sessions as u64);
     let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    if (open_files as u64).saturating_mul(2) > soft {
+    if wanted > soft {
         tracing::warn!(
-            "limits.max_open_files = {open_files} may need up to {} file descriptors; this process may open {soft}",
-            open_files.saturating_mul(2)
+            "limits.max_open_files + max_sessions = {wanted} descriptors, more than this process may open ({soft}): \
+             lower them or raise the limit (ulimit -n, systemd LimitNOFILE=)"
         );
     }
 }
@@ -256,7 +258,7 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, passwor
         (Some(_), None) => None,
     };
 
-    raise_descriptor_limit(config.limits.max_open_files);
+    raise_descriptor_limit(&config.limits);
     let engine = wasftp::plugin::EngineOptions {
         compiler: wasftp::plugin::Compiler::this_executable(COMPILE_SUBCOMMAND)?,
         ..Default::default()
