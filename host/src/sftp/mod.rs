@@ -315,11 +315,10 @@ impl SftpSession {
             Packet::ReadDir(p) => (p.handle.as_str(), false, false),
             Packet::Extended(p) if p.request == "copy-data" => return self.copy_target(&p.data),
             // In order with the WRITEs before it, which it commits.
-            Packet::Extended(p) if p.request == FSYNC => {
-                let Some(handle) = framing::WireReader::new(&p.data).utf8() else { return Target::None };
-                let Some(entry) = self.handles.get(handle) else { return Target::None };
-                return Target::Open(entry.ticket(handles::Sequencing::Run));
-            }
+            Packet::Extended(p) if p.request == FSYNC => match framing::WireReader::new(&p.data).utf8() {
+                Some(handle) => (handle, false, false),
+                None => return Target::None,
+            },
             _ => return Target::None,
         };
         let Some(entry) = self.handles.get(name) else { return Target::None };

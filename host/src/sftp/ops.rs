@@ -333,14 +333,13 @@ impl SftpSession {
 
     async fn remove(&self, id: u32, client_path: &str) -> Reply {
         let path = self.resolve(id, client_path)?;
-        directory_if_named_so(&self.files, client_path, &path, false).await.map_err(|e| fail(id, &e))?;
         if paths::ends_as_directory(client_path) {
-            // What is left is a directory, or a link to one: unlink(2) of
-            // `dir/` is EISDIR, of `link/` ENOTDIR (its last name is not
-            // followed). Either way nothing is removed.
+            // unlink(2) of `name/` never removes anything, and looks at the
+            // name itself (a link is not followed): a directory is EISDIR,
+            // anything else ENOTDIR, nothing there ENOENT.
             let own = self.files.link_stat(&path).await.map_err(|e| fail(id, &e))?;
-            let link = own.kind == crate::plugin::FileKind::Symlink;
-            let refusal = if link { StorageError::NotADirectory } else { StorageError::IsADirectory };
+            let dir = own.kind == crate::plugin::FileKind::Directory;
+            let refusal = if dir { StorageError::IsADirectory } else { StorageError::NotADirectory };
             return Err(fail(id, &refusal));
         }
         self.files.remove_file(&path).await.map_err(|e| fail(id, &e))?;

@@ -228,7 +228,7 @@ impl Files {
         // A file being written (an overwrite, or one synced and written
         // on) is replaced by its commit: times and permissions set on it
         // meanwhile would be lost, so they wait for the commit too.
-        if set.size.is_none() && self.nodes.contains(path) && self.nodes.defer_attrs(path, set) {
+        if set.size.is_none() && self.nodes.defer_attrs(path, set) {
             return Ok(());
         }
         match self.plugin_or_node(path, || self.storage.set_info(path, set)).await {
