@@ -7,6 +7,9 @@ fn main() {
     let tests = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = tests.parent().unwrap().to_path_buf();
     let watch: [&Path; 2] = [&root.join("sdk/src"), &root.join("wit")];
+    // The variant first: the plain build then leaves its own output in place.
+    let trapping = wasftp_sdk_build::build_plugin_with_features(&tests.join("plugins/hostile"), &watch, &["trap-in-init"]);
+    println!("cargo:rustc-env=WASFTP_HOSTILE_TRAP_IN_INIT_PLUGIN={}", trapping.display());
     let hostile = wasftp_sdk_build::build_plugin(&tests.join("plugins/hostile"), &watch);
     println!("cargo:rustc-env=WASFTP_HOSTILE_PLUGIN={}", hostile.display());
     // The slow plugin wraps the memory plugin's filesystem.

@@ -22,6 +22,23 @@ pub struct Config {
     /// Plugins by name. `memory` (bundled) is always available.
     pub plugins: BTreeMap<String, PluginConfig>,
     pub users: Vec<UserConfig>,
+    /// The admin HTTP API (health, metrics, reloads, sessions); off unless
+    /// `listen` is set.
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the admin API listens (e.g. `127.0.0.1:9180`); unset: no admin API.
+    pub listen: Option<SocketAddr>,
+    /// The bearer token every request but `/healthz` and `/readyz` must
+    /// carry; `${NAME}` is taken from the environment. Unset: the
+    /// environment variable `WASFTP_ADMIN_TOKEN`. At least 16 characters.
+    pub token: Option<String>,
+    /// Listen on an address other than loopback. The API speaks plain
+    /// HTTP: put it behind a TLS proxy or a private network first.
+    pub allow_remote: bool,
 }
 
 impl Default for Config {
@@ -34,6 +51,7 @@ impl Default for Config {
             sftp: SftpOptions::default(),
             plugins: BTreeMap::new(),
             users: Vec::new(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -220,11 +238,22 @@ impl Default for SftpOptions {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginConfig {
     /// `bundled:<name>` or a path to a `.wasm` component.
     pub source: String,
+    /// Reload the plugin when its file changes (a file `source` only).
+    pub watch: bool,
+    /// After a reload, how long sessions may stay on the version they
+    /// started on, in seconds; then they are closed (open uploads aborted,
+    /// never committed half-done). 0: as long as they last.
+    pub drain_secs: u64,
+    /// A tenant-scoped plugin that hands its state to the next version:
+    /// how long a tenant's open uploads may take to end before its state
+    /// moves (new uploads wait meanwhile), in seconds. Past it, the tenant
+    /// stays on the old version until the next swap.
+    pub handover_wait_secs: u64,
     /// Memory cap of one instance, in MiB.
     pub memory_limit_mib: usize,
     /// How long one call may compute, in milliseconds (time the guest
@@ -358,7 +387,7 @@ pub fn expand_env(text: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreopenConfig {
     pub dir: PathBuf,
@@ -383,6 +412,9 @@ impl Default for PluginConfig {
     fn default() -> Self {
         Self {
             source: String::new(),
+            watch: true,
+            drain_secs: 3600,
+            handover_wait_secs: 30,
             memory_limit_mib: 256,
             call_deadline_ms: 5000,
             timeouts: TimeoutsConfig::default(),
@@ -417,7 +449,7 @@ impl Default for PluginConfig {
 /// Wall-clock limits of plugin calls, in seconds. Past one, the request
 /// fails; a call that had started is interrupted there, and its instance
 /// dropped.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
     /// Lookups, listings, opening files, small changes.
@@ -517,6 +549,9 @@ impl Config {
         for (name, plugin) in &mut config.plugins {
             plugin.expand_env().with_context(|| format!("plugin {name}"))?;
         }
+        if let Some(token) = &mut config.admin.token {
+            *token = expand_env(token).context("admin token")?;
+        }
         config.normalize()?;
         config.validate()?;
         Ok(config)
@@ -553,6 +588,13 @@ impl Config {
             }
             let home = normalize_home(&user.home).with_context(|| format!("user {}", user.name))?;
             anyhow::ensure!(home == user.home, "user {}: home {:?} is not normalised (Config::normalize)", user.name, user.home);
+        }
+        if let Some(listen) = self.admin.listen {
+            anyhow::ensure!(
+                listen.ip().is_loopback() || self.admin.allow_remote,
+                "admin listen {listen} is not a loopback address: the admin API speaks plain HTTP; \
+                 set admin.allow_remote = true once a TLS proxy or a private network is in front of it"
+            );
         }
         for (name, plugin) in &self.plugins {
             anyhow::ensure!(!plugin.source.is_empty(), "plugin {name}: `source` is required");

@@ -11,9 +11,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod conformance;
+pub mod live;
 pub mod plugin;
 pub mod plugin_new;
 pub mod plugin_tool;

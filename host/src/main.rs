@@ -48,6 +48,17 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// A running server's admin API: plugin versions, reloads, sessions.
+    Admin {
+        /// The admin API (`[admin] listen` of the server).
+        #[arg(long, env = "WASFTP_ADMIN_URL", default_value = wasftp::admin::client::DEFAULT_URL)]
+        url: String,
+        /// Its bearer token (better from the environment than on a command line).
+        #[arg(long, env = wasftp::admin::TOKEN_ENV, hide_env_values = true)]
+        token: String,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Internal: the bounded compiler child the server starts for each
     /// plugin (component on stdin, compiled artefact on stdout).
     #[command(hide = true)]
@@ -81,6 +92,22 @@ enum PluginCommand {
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Each plugin's current version, those draining, the last reload.
+    Plugins,
+    /// Loads the plugin's configured file again; swaps if it is admitted.
+    Reload { name: String },
+    /// Goes back to the version before the current one.
+    Rollback { name: String },
+    /// Sends a component to replace the plugin, admitted like any other.
+    Upload { name: String, file: PathBuf },
+    /// The logged-in connections.
+    Sessions,
+    /// Closes a connection (its open uploads are aborted).
+    Close { id: u64 },
 }
 
 #[derive(clap::Args)]
@@ -199,6 +226,21 @@ fn run(command: Command) -> anyhow::Result<()> {
                 PluginCommand::New { .. } => unreachable!("handled above"),
             }
         }
+        Command::Admin { url, token, command } => {
+            use wasftp::admin::client::{AdminClient, AdminCommand as Call};
+            let call = match command {
+                AdminCommand::Plugins => Call::Plugins,
+                AdminCommand::Reload { name } => Call::Reload(name),
+                AdminCommand::Rollback { name } => Call::Rollback(name),
+                AdminCommand::Upload { name, file } => Call::Upload(name, file),
+                AdminCommand::Sessions => Call::Sessions,
+                AdminCommand::Close { id } => Call::Close(id),
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            let client = AdminClient::new(&url, &token)?;
+            print!("{}", runtime.block_on(client.run(call))?);
+            Ok(())
+        }
         Command::Serve { config, listen, password } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(config, listen, password))
@@ -275,13 +317,50 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, passwor
     }
     println!("wasftp listening on {}", server.local_addr());
 
-    wait_for_signal().await;
+    serve_until_stopped(&server, config_path.as_deref(), listen).await;
     tracing::info!("shutting down (a second signal stops at once)");
     tokio::select! {
         _ = server.shutdown() => {}
         _ = wait_for_signal() => tracing::warn!("second signal: stopping without waiting for sessions"),
     }
     Ok(())
+}
+
+/// Until SIGTERM or Ctrl-C; each SIGHUP re-reads the configuration (or,
+/// in dev mode, reloads the plugins). A configuration that does not parse
+/// changes nothing and says why.
+async fn serve_until_stopped(server: &wasftp::RunningServer, config_path: Option<&std::path::Path>, listen: Option<SocketAddr>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = wait_for_signal() => return,
+                _ = hangup.recv() => {}
+            }
+            tracing::info!("SIGHUP: reloading");
+            match config_path {
+                None => server.reload_plugins().await,
+                Some(path) => match Config::from_file(path) {
+                    Err(e) => tracing::error!("the configuration was not reloaded, nothing changed: {e:#}"),
+                    Ok(mut config) => {
+                        if let Some(listen) = listen {
+                            config.listen = listen;
+                        }
+                        if let Err(e) = server.reload_config(config).await {
+                            tracing::error!("the configuration was not reloaded: {e:#}");
+                        }
+                    }
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (server, config_path, listen);
+        wait_for_signal().await
+    }
 }
 
 fn random_password() -> String {

@@ -47,8 +47,8 @@ async fn load_configured(
         let known: Vec<&str> = config.plugins.keys().map(String::as_str).collect();
         anyhow::bail!("{} has no [plugins.{name}] (it has: {})", path.display(), known.join(", "));
     };
-    let bytes = crate::server::plugin_bytes(name, plugin)?;
-    let settings = crate::server::plugin_settings(name, plugin)?;
+    let bytes = crate::live::plugin_bytes(name, plugin)?;
+    let settings = crate::live::plugin_settings(name, plugin)?;
     let runtime = Runtime::new(&EngineOptions { compiler, ..EngineOptions::default() })?;
     let plugin = runtime.load(name, &bytes, settings).await?;
     Ok((runtime, plugin))

@@ -1,7 +1,7 @@
 //! Start and stop a wasftp server from Rust: load the config's plugins and
 //! users, bind, serve, shut down gracefully.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,10 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::Users;
-use crate::config::{Config, PluginConfig, PreopenMode};
-use crate::plugin::{
-    CallTimeouts, EngineOptions, Grants, Origin, Plugin, PluginSettings, PoolLimits, Preopen, Runtime, bundled,
-};
+use crate::config::{Config, PluginConfig};
+use crate::live::{FileWatch, PluginVersions, ReloadFrom};
+use crate::plugin::{EngineOptions, Runtime};
 use crate::ssh::{self, Shared, host_keys};
 
 /// Builds a server from a config.
@@ -50,27 +49,46 @@ impl ServerBuilder {
         engine.max_instances = instance_slots(&config, engine.max_instances);
         engine.guest_memory_total = engine.guest_memory_total.min(guest_memory_total(&config.limits));
         let runtime = Runtime::new(&engine)?;
-        let mut plugins = HashMap::new();
+        let versions = Arc::new(PluginVersions::new(runtime.clone()));
         for (name, plugin) in &config.plugins {
             // Only plugins some user needs are loaded.
             if config.users.iter().any(|u| &u.plugin == name) {
                 warn_of_unknown_tenants(&config, name, plugin);
-                plugins.insert(name.clone(), load_plugin(&runtime, name, plugin).await?);
+                versions.load(name, plugin).await?;
             }
         }
+        let admin_token = config.admin.listen.map(|_| crate::admin::token(config.admin.token.as_deref())).transpose()?;
 
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let admin_listener = match config.admin.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding the admin API to {addr}"))?),
+            None => None,
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (force_tx, force_rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(&config, users, plugins, keys, shutdown_rx, force_rx));
+        let shared = Arc::new(Shared::new(&config, users, versions.clone(), keys, shutdown_rx, force_rx));
         let accept = tokio::spawn(ssh::accept_loop(shared.clone(), listener));
         tracing::info!(%local_addr, "wasftp listening");
+        let admin_addr = match (admin_listener, admin_token) {
+            (Some(listener), Some(token)) => {
+                let addr = listener.local_addr()?;
+                crate::admin::spawn(listener, shared.clone(), &token);
+                tracing::info!(%addr, "admin API listening");
+                Some(addr)
+            }
+            _ => None,
+        };
+        let file_watch = crate::live::watch_plugin_files(versions.clone())?;
+        tokio::spawn(close_overdue_sessions(Arc::downgrade(&shared)));
         Ok(RunningServer {
             local_addr,
+            admin_addr,
             fingerprints,
             shared,
             runtime,
+            config: tokio::sync::Mutex::new(config.clone()),
+            _file_watch: file_watch,
             shutdown_tx,
             force_tx,
             accept,
@@ -156,119 +174,39 @@ fn guest_memory_total(limits: &crate::config::Limits) -> u64 {
     }
 }
 
-/// The file at `path`, read up to one byte past `max` (admission then
-/// refuses it as too large, naming the bound): a huge file, or a device
-/// that never ends, is not read whole first.
-fn read_bounded(path: &str, max: usize) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)?.take(max as u64 + 1).read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
-async fn load_plugin(runtime: &Runtime, name: &str, plugin: &PluginConfig) -> anyhow::Result<Arc<Plugin>> {
-    let bytes = plugin_bytes(name, plugin)?;
-    runtime.load(name, &bytes, plugin_settings(name, plugin)?).await
-}
-
-/// The component a `[plugins.NAME]` table names (`wasftp plugin check
-/// --server-config` reads it the same way).
-pub fn plugin_bytes(name: &str, plugin: &PluginConfig) -> anyhow::Result<Vec<u8>> {
-    Ok(match plugin.source.strip_prefix("bundled:") {
-        Some(bundled_name) => bundled::get(bundled_name)
-            .with_context(|| {
-                let known: Vec<_> = bundled::names().collect();
-                format!("plugin {name}: no bundled plugin {bundled_name:?} (bundled: {known:?})")
-            })?
-            .to_vec(),
-        None => read_bounded(&plugin.source, plugin.max_component_mib << 20).with_context(|| format!("plugin {name}: reading {}", plugin.source))?,
-    })
-}
-
-/// What a `[plugins.NAME]` table sets for the runtime.
-pub fn plugin_settings(name: &str, plugin: &PluginConfig) -> anyhow::Result<PluginSettings> {
-    Ok(PluginSettings {
-        memory_limit: plugin.memory_limit_mib << 20,
-        call_deadline: Duration::from_millis(plugin.call_deadline_ms),
-        timeouts: CallTimeouts {
-            metadata: Duration::from_secs(plugin.timeouts.metadata_secs),
-            data: Duration::from_secs(plugin.timeouts.data_secs),
-            commit: Duration::from_secs(plugin.timeouts.commit_secs),
-        },
-        pools: PoolLimits {
-            max_tenants: plugin.max_tenants,
-            instances_per_session: plugin.instances_per_session,
-            idle_evict: Duration::from_secs(plugin.idle_evict_secs),
-            guest_threads_per_tenant: plugin.guest_threads_per_tenant,
-            guest_threads_by_tenant: plugin
-                .guest_threads_by_tenant
-                .clone()
-                .into_iter()
-                .chain(plugin.tenants.iter().filter_map(|(t, own)| Some((t.clone(), own.guest_threads?))))
-                .collect(),
-        },
-        tenants: plugin
-            .tenants
-            .iter()
-            .map(|(tenant, own)| {
-                let bounds = crate::plugin::TenantBounds {
-                    memory_limit: own.memory_limit_mib.map(|mib| mib << 20),
-                    call_deadline: own.call_deadline_ms.map(Duration::from_millis),
-                    log_lines_per_sec: own.log_lines_per_sec,
-                    log_bytes_per_sec: own.log_kib_per_sec.map(|kib| kib << 10),
-                };
-                (tenant.clone(), bounds)
-            })
-            .collect(),
-        max_component_bytes: plugin.max_component_mib << 20,
-        compile: crate::plugin::CompileLimits {
-            timeout: Duration::from_secs(plugin.compile_timeout_secs),
-            memory_bytes: plugin.compile_memory_mib << 20,
-        },
-        bounds: crate::plugin::HostBounds {
-            output_bytes: plugin.max_output_kib << 10,
-            host_resources: plugin.max_host_resources,
-            component_handles: crate::plugin::HostBounds::default().component_handles,
-        },
-        breaker: crate::plugin::BreakerLimits {
-            failures: plugin.breaker_failures,
-            window: Duration::from_secs(plugin.breaker_window_secs),
-            cooldown: Duration::from_secs(plugin.breaker_cooldown_secs),
-        },
-        log: crate::plugin::LogLimits { lines_per_sec: plugin.log_lines_per_sec, bytes_per_sec: plugin.log_kib_per_sec << 10 },
-        maintain_every: (plugin.maintain_every_secs > 0).then(|| Duration::from_secs(plugin.maintain_every_secs)),
-        config: plugin.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        grants: Grants {
-            http_allow: plugin
-                .http_allow
-                .iter()
-                .map(|origin| Origin::parse(origin).map_err(|e| anyhow::anyhow!("plugin {name}: http_allow: {e}")))
-                .collect::<anyhow::Result<_>>()?,
-            http_limits: crate::plugin::HttpLimits {
-                requests_per_tenant: plugin.http_requests_per_tenant,
-                requests: plugin.http_requests,
-                timeout: Duration::from_secs(plugin.http_timeout_secs),
-                body_bytes: plugin.http_body_mib << 20,
-                requests_by_tenant: plugin
-                    .tenants
-                    .iter()
-                    .filter_map(|(tenant, own)| Some((tenant.clone(), own.http_requests_per_tenant?)))
-                    .collect(),
-            },
-            preopen: plugin
-                .preopen
-                .as_ref()
-                .map(|p| Preopen { dir: p.dir.clone(), writable: p.mode == PreopenMode::Rw, per_tenant: p.per_tenant }),
-        },
-    })
+/// Closes the sessions of plugin versions past their drain deadline, while
+/// the server runs.
+async fn close_overdue_sessions(shared: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(shared) = shared.upgrade() else { return };
+        if *shared.shutdown.borrow() {
+            return;
+        }
+        for slot in shared.versions.all() {
+            for version in slot.overdue() {
+                let why = format!(
+                    "plugin {} version {} was replaced and its drain time is over; reconnect to continue",
+                    slot.name(),
+                    version.number()
+                );
+                shared.sessions.close_on_version(&version, &why);
+            }
+        }
+    }
 }
 
 /// A server that is accepting connections.
 pub struct RunningServer {
     local_addr: SocketAddr,
+    /// Where the admin API listens, if it does.
+    admin_addr: Option<SocketAddr>,
     fingerprints: Vec<String>,
     shared: Arc<Shared>,
     runtime: Arc<Runtime>,
+    /// The configuration in force (SIGHUP replaces parts of it).
+    config: tokio::sync::Mutex<Config>,
+    _file_watch: Option<FileWatch>,
     shutdown_tx: watch::Sender<bool>,
     force_tx: watch::Sender<bool>,
     accept: JoinHandle<()>,
@@ -278,6 +216,97 @@ pub struct RunningServer {
 impl RunningServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The configuration in force.
+    pub async fn config(&self) -> Config {
+        self.config.lock().await.clone()
+    }
+
+    /// Each plugin's versions (reload and rollback go through it).
+    pub fn versions(&self) -> &Arc<PluginVersions> {
+        &self.shared.versions
+    }
+
+    /// Takes a new configuration (SIGHUP): its users and keys from now on;
+    /// each plugin whose table changed is reloaded with it (one that is
+    /// refused keeps its version and its old table); a plugin it adds is
+    /// loaded, and if that fails nothing changes. Listen addresses, host
+    /// keys, limits and the admin settings take effect at a restart: what
+    /// differs is logged. Returns one line per change.
+    pub async fn reload_config(&self, mut new: Config) -> anyhow::Result<Vec<String>> {
+        new.normalize()?;
+        new.validate()?;
+        let mut running = self.config.lock().await;
+        let users = Users::from_config(&new)?;
+        anyhow::ensure!(!users.is_empty(), "no users are configured; nobody could log in");
+        let versions = &self.shared.versions;
+        let used = |name: &str| new.users.iter().any(|u| u.plugin == name);
+        let mut changes = Vec::new();
+        // New plugins first: a failure there leaves everything as it was.
+        let mut added = Vec::new();
+        for (name, plugin) in new.plugins.iter().filter(|(name, _)| used(name) && versions.get(name).is_none()) {
+            added.push((name.clone(), plugin.clone()));
+        }
+        let mut prepared = Vec::new();
+        for (name, plugin) in &added {
+            match versions.prepare(name, plugin).await {
+                Ok(slot) => prepared.push(slot),
+                Err(e) => anyhow::bail!("plugin {name} of the new configuration was not admitted, nothing changed: {e:#}"),
+            }
+        }
+        for slot in prepared {
+            changes.push(format!("plugin {}: loaded", slot.name()));
+            versions.insert(slot);
+        }
+        for (name, plugin) in new.plugins.iter().filter(|(name, _)| used(name)) {
+            let Some(slot) = versions.get(name) else { continue };
+            // Its file may have changed even where its table did not.
+            let before = slot.config();
+            slot.set_config(plugin.clone());
+            match slot.reload(versions.runtime(), ReloadFrom::Configured, "signal").await {
+                Ok(report) => changes.push(format!("plugin {name}: {}: {}", report.result, report.message)),
+                Err(e) => {
+                    slot.set_config(before);
+                    changes.push(format!("plugin {name}: refused, the running version stays: {e}"));
+                }
+            }
+        }
+        self.shared.users.store(users);
+        changes.push(format!("users: {} configured", new.users.len()));
+        let at_restart = [
+            ("listen", running.listen != new.listen),
+            ("host_keys", running.host_keys != new.host_keys),
+            ("state_dir", running.state_dir != new.state_dir),
+            ("limits", format!("{:?}", running.limits) != format!("{:?}", new.limits)),
+            ("sftp", format!("{:?}", running.sftp) != format!("{:?}", new.sftp)),
+            ("admin", running.admin != new.admin),
+        ];
+        for (section, _) in at_restart.iter().filter(|(_, differs)| *differs) {
+            tracing::warn!("configuration reloaded, but `{section}` changes only at a restart");
+            changes.push(format!("{section}: changed, takes effect at a restart"));
+        }
+        // What applies now is what is in force; the rest waits for a restart.
+        let mut in_force = running.clone();
+        in_force.users = new.users;
+        in_force.plugins = new.plugins;
+        *running = in_force;
+        for change in &changes {
+            tracing::info!("configuration reloaded: {change}");
+        }
+        Ok(changes)
+    }
+
+    /// Reloads every plugin from its configured source (SIGHUP without a
+    /// configuration file to read).
+    pub async fn reload_plugins(&self) {
+        for slot in self.shared.versions.all() {
+            let _ = slot.reload(self.shared.versions.runtime(), ReloadFrom::Configured, "signal").await;
+        }
     }
 
     /// SHA-256 fingerprints of the host keys.
@@ -302,7 +331,7 @@ impl RunningServer {
 
     /// Threads verifying passwords; each keeps one argon2 buffer.
     pub fn password_check_threads(&self) -> usize {
-        self.shared.users.password_check_threads()
+        self.shared.users.load().password_check_threads()
     }
 
     pub fn runtime(&self) -> &Runtime {

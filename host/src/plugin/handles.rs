@@ -13,7 +13,8 @@ use wasmtime::component::ResourceAny;
 use super::bindings::{Capabilities, DirPage, FileInfo, SessionContext, SetAttrs, SpaceInfo, WitError, WriteOptions};
 use super::error::StorageError;
 use super::instance::{GuestFuture, Instance, Live};
-use super::pool::SessionSeat;
+use super::pool::{SessionSeat, TenantPool};
+use super::tenant_gate::{Entry, Pass, Passing};
 use super::validate;
 
 /// A guest resource pinned to the instance generation that made it.
@@ -60,8 +61,10 @@ struct Lane {
 }
 
 impl Lane {
+    /// Not once its instance was restarted, nor once the tenant's state
+    /// moved to a newer version.
     fn usable(&self) -> bool {
-        self.pinned.instance.is_live(self.pinned.generation)
+        self.pinned.instance.is_live(self.pinned.generation) && !self.seat.moved()
     }
 }
 
@@ -138,7 +141,8 @@ enum Follow {
 
 /// A storage session for one authenticated user.
 pub struct Session {
-    seat: Arc<SessionSeat>,
+    /// Replaced when the tenant's state moves to a newer version.
+    seat: Mutex<Arc<SessionSeat>>,
     context: SessionContext,
     caps: Capabilities,
     lanes: Mutex<Lanes>,
@@ -148,16 +152,46 @@ pub struct Session {
 impl Session {
     pub(super) async fn open(seat: SessionSeat, caps: Capabilities, context: SessionContext) -> Result<Self, StorageError> {
         let session = Self {
-            seat: Arc::new(seat),
+            seat: Mutex::new(Arc::new(seat)),
             context,
             caps,
             lanes: Mutex::default(),
             lane_opened: Notify::new(),
         };
         // The first lane now, so a plugin that refuses the user says so at login.
+        let _pass = session.enter(Passing::Call).await?;
         let lane = session.open_lane().await?;
         session.lanes.lock().expect("lanes lock").open.push(lane);
         Ok(session)
+    }
+
+    fn seat(&self) -> Arc<SessionSeat> {
+        self.seat.lock().expect("seat lock").clone()
+    }
+
+    /// Passes the tenant's gate (held while its state moves to a newer
+    /// version), following the tenant there once it has moved.
+    async fn enter(&self, passing: Passing) -> Result<Option<Pass>, StorageError> {
+        // A tenant moves once per swap; a few in a row at most.
+        for _ in 0..8 {
+            let seat = self.seat();
+            match seat.enter(passing).await {
+                Entry::Open(pass) => return Ok(pass),
+                Entry::Moved(pool) => self.follow(&seat, pool),
+            }
+        }
+        Err(StorageError::PluginFailed("the storage was replaced too many times during one request".into()))
+    }
+
+    /// Takes a seat on the pool the tenant moved to; the lanes on the old
+    /// version's instance are let go (readers keep theirs).
+    fn follow(&self, from: &Arc<SessionSeat>, pool: Arc<TenantPool>) {
+        let mut seat = self.seat.lock().expect("seat lock");
+        if Arc::ptr_eq(&seat, from) {
+            *seat = Arc::new(SessionSeat::on(pool));
+            drop(seat);
+            self.lanes.lock().expect("lanes lock").open.clear();
+        }
     }
 
     /// Instances this session is using now.
@@ -183,7 +217,7 @@ impl Session {
                 if let Some(lane) = pick {
                     return Ok(lane.clone());
                 }
-                if lanes.open.len() + lanes.opening < self.seat.max_instances() {
+                if lanes.open.len() + lanes.opening < self.seat().max_instances() {
                     lanes.opening += 1;
                     None
                 } else if let Some(lane) = lanes.open.iter().min_by_key(|lane| lane.children.load(Ordering::SeqCst)) {
@@ -206,7 +240,8 @@ impl Session {
     }
 
     async fn open_lane(&self) -> Result<Arc<Lane>, StorageError> {
-        let instance = self.seat.lease();
+        let seat = self.seat();
+        let instance = seat.lease();
         let context = self.context.clone();
         let opened = instance
             .call(None, "open-session", move |live: &mut Live| {
@@ -219,7 +254,7 @@ impl Session {
         let (result, generation) = match opened {
             Ok(opened) => opened,
             Err(e) => {
-                self.seat.give_back(instance);
+                seat.give_back(instance);
                 return Err(e);
             }
         };
@@ -227,10 +262,10 @@ impl Session {
             Ok(resource) => Ok(Arc::new(Lane {
                 pinned: Pinned { instance, generation, resource, orphan: None },
                 children: AtomicUsize::new(0),
-                seat: self.seat.clone(),
+                seat,
             })),
             Err(e) => {
-                self.seat.give_back(instance);
+                seat.give_back(instance);
                 Err(StorageError::from(e))
             }
         }
@@ -242,6 +277,7 @@ impl Session {
         op: &'static str,
         f: impl for<'a> FnOnce(&'a mut Live, ResourceAny) -> GuestFuture<'a, Result<R, WitError>> + Send + 'static,
     ) -> Result<R, StorageError> {
+        let _pass = self.enter(Passing::Call).await?;
         self.lane(Purpose::Call).await?.pinned.call(op, f).await
     }
 
@@ -262,7 +298,7 @@ impl Session {
             .await?;
         let left_out = validate::dir_page(&mut page, cursor, limit).map_err(|e| self.rejected(e))?;
         if left_out > 0 {
-            self.seat.warn(format_args!(
+            self.seat().warn(format_args!(
                 "left {left_out} names longer than {} bytes out of a listing of {path:?}",
                 validate::MAX_NAME_LEN
             ));
@@ -305,6 +341,7 @@ impl Session {
     /// changed file is `Conflict`).
     pub async fn open_read(&self, path: &str, version: Option<&str>) -> Result<Reader, StorageError> {
         let (path, version) = (path.to_string(), version.map(str::to_string));
+        let _pass = self.enter(Passing::Call).await?;
         let lane = self.lane(Purpose::NewResource).await?;
         let resource = lane
             .pinned
@@ -320,6 +357,9 @@ impl Session {
 
     pub async fn begin_write(&self, path: &str, options: WriteOptions) -> Result<Writer, StorageError> {
         let path = path.to_string();
+        // Held for the upload's life: a tenant's state moves only while no
+        // upload is open.
+        let pass = self.enter(Passing::Upload).await?;
         let lane = self.lane(Purpose::NewResource).await?;
         // An upload that keeps the current content may start by copying it
         // (object storage: UploadPartCopy): allow it a commit's time.
@@ -334,7 +374,7 @@ impl Session {
             })
             .await?;
         let recovery = self.caps.abort_orphans.then(Mutex::default);
-        let writer = Writer { pinned: child(&lane, resource), _lane: LaneUse::new(lane), recovery };
+        let writer = Writer { pinned: child(&lane, resource), _lane: LaneUse::new(lane), recovery, _pass: pass };
         // Such a start may already have left something outside the instance.
         if !options.truncate {
             writer.note_recovery_token().await?;
@@ -458,7 +498,7 @@ impl Session {
     /// Counts a plugin output that broke the contract.
     fn rejected(&self, error: StorageError) -> StorageError {
         if matches!(error, StorageError::PluginFailed(_)) {
-            self.seat.note_invalid_output();
+            self.seat().note_invalid_output();
         }
         error
     }
@@ -514,6 +554,8 @@ pub struct Writer {
     /// With `abort-orphans`: the plugin's last recovery token, until the
     /// upload is finished or aborted.
     recovery: Option<Mutex<Option<String>>>,
+    /// Counted at the tenant's gate (see `tenant_gate`) while open.
+    _pass: Option<Pass>,
 }
 
 impl Writer {

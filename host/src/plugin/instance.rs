@@ -72,12 +72,19 @@ impl bindings::wasftp::storage::types::Host for StoreState {}
 pub struct Live {
     store: Store<StoreState>,
     bindings: bindings::Plugin,
+    /// For the exports outside the generated bindings (`handover`).
+    instance: wasmtime::component::Instance,
 }
 
 impl Live {
     /// The store and the backend exports, borrowed together for one call.
     pub fn parts(&mut self) -> (&mut Store<StoreState>, &BackendExports) {
         (&mut self.store, self.bindings.wasftp_storage_backend())
+    }
+
+    /// The store and the component instance, for exports looked up by name.
+    pub fn instance_parts(&mut self) -> (&mut Store<StoreState>, wasmtime::component::Instance) {
+        (&mut self.store, self.instance)
     }
 
     /// Lets this call's output hold the `asked` bytes of a read (see
@@ -293,6 +300,7 @@ impl Instance {
 
     fn no_answer(&self, op: &str, limit: Duration, started: Started) -> StorageError {
         self.shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("wasftp_plugin_call_timeouts_total", "plugin" => self.shared.name.to_string()).increment(1);
         let started_text = if matches!(started, Started::Yes) { "started" } else { "never started" };
         self.shared.warnings(&self.tenant).warn(format_args!(
             "plugin instance {}: no answer to {op} ({started_text}) within {limit:?}; the request failed",
@@ -465,6 +473,7 @@ impl Instance {
     fn poisoned(&self, op: &str, fault: impl Into<Fault>) -> StorageError {
         let Fault { why, tenants_own } = fault.into();
         self.shared.stats.poisoned.fetch_add(1, Ordering::Relaxed);
+        self.shared.traps.fetch_add(1, Ordering::Relaxed);
         if tenants_own && self.breaker.failed() {
             // Logged once per trip, not once per refused call.
             self.shared.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
@@ -550,15 +559,16 @@ impl Instance {
         let wall_deadline = std::time::Instant::now() + budget;
         let started = async {
             self.clock.start(wall_deadline);
-            let bindings = shared.pre.instantiate_async(&mut store).await?;
+            let instance = shared.pre.instance_pre().instantiate_async(&mut store).await?;
+            let bindings = bindings::Plugin::new(&mut store, &instance)?;
             self.clock.start(wall_deadline);
             let init_config = super::init_config::with_memory_limit(&shared.init_config, memory_limit);
             let init = bindings.wasftp_storage_backend().call_init(&mut store, &init_config).await?;
-            wasmtime::Result::Ok((bindings, init))
+            wasmtime::Result::Ok(((bindings, instance), init))
         };
         let started = tokio::time::timeout(budget, started).await;
         self.clock.stop();
-        let (bindings, init) = match started {
+        let ((bindings, instance), init) = match started {
             Ok(Ok(done)) => done,
             Ok(Err(error)) => return Err(self.poisoned("instantiate", describe_trap(&error, &mut store.data_mut().limits))),
             Err(_) => return Err(self.poisoned("instantiate", format!("no answer within {budget:?}"))),
@@ -570,7 +580,7 @@ impl Instance {
         }
         shared.stats.instances_created.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(plugin = &*shared.name, instance = %self.label, "plugin instance started");
-        Ok(Live { store, bindings })
+        Ok(Live { store, bindings, instance })
     }
 }
 
@@ -686,6 +696,11 @@ impl Instance {
 
     pub(super) fn stats(&self) -> &super::RuntimeStats {
         &self.shared.stats
+    }
+
+    /// Where its version's `handover` functions are, if it has them.
+    pub(super) fn handover_exports(&self) -> Option<super::handover::HandoverExports> {
+        self.shared.handover.clone()
     }
 }
 

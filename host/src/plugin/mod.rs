@@ -12,11 +12,13 @@ mod grants;
 mod guest_clock;
 mod guest_output;
 mod handles;
+mod handover;
 mod init_config;
 mod instance;
 mod limits;
 mod outbound;
 mod pool;
+mod tenant_gate;
 mod timeouts;
 pub mod bundled;
 pub mod validate;
@@ -40,6 +42,7 @@ pub use error::StorageError;
 pub use grants::{Grants, HttpLimits, Origin, Preopen, UngrantedImport, tenant_folder_name};
 pub use guest_output::LogLimits;
 pub use handles::{Reader, Session, Writer};
+pub use handover::{Handover, HandoverReport};
 pub use limits::{GuestMemory, HostBounds};
 pub use pool::{PoolLimits, default_guest_threads_per_tenant};
 pub use timeouts::{CallKind, CallTimeouts};
@@ -279,6 +282,7 @@ impl Runtime {
             )
         })?;
         let pre = bindings::PluginPre::new(pre).map_err(|e| not_the_contract(name, &exports, anyhow::Error::from(e)))?;
+        let handover_exports = handover::HandoverExports::find(&component);
         let init_config = anyhow::Context::with_context(init_config::build(&settings), || format!("plugin {name}"))?;
         let outbound =
             Outbound::new(name.into(), settings.grants.http_allow.clone(), settings.grants.http_limits.clone(), self.stats.clone());
@@ -296,6 +300,9 @@ impl Runtime {
             log_budgets: Default::default(),
             warning_budgets: Default::default(),
             breakers: Default::default(),
+            traps: AtomicU64::new(0),
+            handover: handover_exports,
+            caps: std::sync::OnceLock::new(),
         });
         let probe_started = std::time::Instant::now();
         let probe = Instance::for_host_work(shared.clone(), "", "probe".into());
@@ -310,6 +317,8 @@ impl Runtime {
         let (mut caps, _) = anyhow::Context::with_context(described, || format!("starting plugin {name}"))?;
         let first_instance = probe_started.elapsed();
         anyhow::Context::with_context(validate::capabilities(&mut caps), || format!("plugin {name}"))?;
+        let _ = shared.caps.set(caps.clone());
+        let hands_over = caps.scope == InstanceScope::Tenant && handover::supported(&probe, shared.handover.as_ref()).await;
         // Housekeeping left by an earlier run (object storage: uploads a
         // crashed host started); a failure is logged, the plugin still loads.
         maintain(&probe).await;
@@ -322,7 +331,14 @@ impl Runtime {
             "plugin loaded"
         );
         let component = ComponentSummary { bytes: wasm.len(), imports, exports, compiled, first_instance };
-        let plugin = Arc::new(Plugin { pools: Pools::new(shared.clone(), caps.scope), shared, caps, ungranted, component });
+        let plugin = Arc::new(Plugin {
+            pools: Pools::new(shared.clone(), caps.scope),
+            shared,
+            caps,
+            ungranted,
+            component,
+            handover: hands_over,
+        });
         tokio::spawn(housekeeping(Arc::downgrade(&plugin)));
         Ok(plugin)
     }
@@ -427,6 +443,12 @@ pub(crate) struct PluginShared {
     warning_budgets: PerTenant<LogBudget>,
     /// Per tenant, its circuit breaker; kept while it remembers a failure.
     breakers: PerTenant<breaker::Breaker>,
+    /// Instances of this version dropped after a trap or timeout.
+    traps: AtomicU64,
+    /// Where its `handover` export is, if it has one.
+    handover: Option<handover::HandoverExports>,
+    /// What it said it can do at load.
+    caps: std::sync::OnceLock<Capabilities>,
 }
 
 /// One value per tenant, shared by its instances: made at first use, and
@@ -499,6 +521,8 @@ pub struct Plugin {
     /// What it imports and finds empty (told at load).
     ungranted: Vec<UngrantedImport>,
     component: ComponentSummary,
+    /// Whether it hands its tenants' state to its next version.
+    handover: bool,
 }
 
 /// What a plugin file is, as `wasftp plugin info` shows it.
@@ -541,9 +565,22 @@ impl Plugin {
     }
 
     /// Opens a session for `context` on the tenant's instances (see `pool`).
+    /// A tenant left on the version before by a hand-over that failed runs
+    /// there, with that version's capabilities.
     pub async fn open_session(&self, context: SessionContext) -> Result<Session, StorageError> {
-        let seat = self.pools.join(&context.tenant)?;
-        Session::open(seat, self.caps.clone(), context).await
+        let seat = self.pools.join(&context.tenant).await?;
+        let caps = seat.capabilities().unwrap_or_else(|| self.caps.clone());
+        Session::open(seat, caps, context).await
+    }
+
+    /// Whether it hands its tenants' state to its next version.
+    pub fn hands_over_state(&self) -> bool {
+        self.handover
+    }
+
+    /// Instances of this version dropped after a trap or timeout.
+    pub fn traps(&self) -> u64 {
+        self.shared.traps.load(Ordering::Relaxed)
     }
 
     /// Tenants holding instances of this plugin now.

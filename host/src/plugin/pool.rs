@@ -20,6 +20,7 @@ use super::PluginShared;
 use super::bindings::InstanceScope;
 use super::error::StorageError;
 use super::instance::Instance;
+use super::tenant_gate::{Entry, Passing, TenantGate};
 
 /// How a plugin's instances are shared and bounded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +66,16 @@ pub fn default_guest_threads_per_tenant() -> usize {
 pub(crate) struct Pools {
     shared: Arc<PluginShared>,
     scope: InstanceScope,
+    /// A tenant's pool; after a hand-over that failed, the pool of the
+    /// version before, where the tenant stayed.
     tenants: Mutex<HashMap<String, Arc<TenantPool>>>,
     refusal_logged: AtomicBool,
+    /// Tenants whose state is on its way from the version before: their
+    /// sessions wait for it (see `handover`).
+    arriving: Mutex<std::collections::HashSet<String>>,
+    arrived: tokio::sync::Notify,
+    /// Set once a newer version serves: no tenant is new here any more.
+    replaced: AtomicBool,
 }
 
 /// One tenant's instances.
@@ -79,17 +88,102 @@ pub(crate) struct TenantPool {
     idle: Mutex<Vec<(Arc<Instance>, Instant)>>,
     sessions: AtomicUsize,
     made: AtomicUsize,
+    /// In front of the tenant-scoped instance: held while the state moves.
+    gate: Option<Arc<TenantGate>>,
+}
+
+impl TenantPool {
+    /// The tenant-scoped instance.
+    pub fn stateful(&self) -> Option<&Arc<Instance>> {
+        self.stateful.as_ref()
+    }
+
+    pub fn gate(&self) -> Option<&Arc<TenantGate>> {
+        self.gate.as_ref()
+    }
+
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
 }
 
 impl Pools {
     pub fn new(shared: Arc<PluginShared>, scope: InstanceScope) -> Self {
-        Self { shared, scope, tenants: Mutex::default(), refusal_logged: AtomicBool::new(false) }
+        Self {
+            shared,
+            scope,
+            tenants: Mutex::default(),
+            refusal_logged: AtomicBool::new(false),
+            arriving: Mutex::default(),
+            arrived: tokio::sync::Notify::new(),
+            replaced: AtomicBool::new(false),
+        }
+    }
+
+    /// A pool for `tenant` that no session has joined yet.
+    pub fn new_pool(&self, tenant: &str) -> Arc<TenantPool> {
+        let stateful = match self.scope {
+            InstanceScope::Tenant => Some(Instance::new(self.shared.clone(), tenant, format!("tenant:{tenant}"))),
+            InstanceScope::Stateless => None,
+        };
+        let gate = stateful.as_ref().map(|_| Arc::new(TenantGate::default()));
+        Arc::new(TenantPool {
+            shared: self.shared.clone(),
+            tenant: tenant.to_string(),
+            stateful,
+            idle: Mutex::default(),
+            sessions: AtomicUsize::new(0),
+            made: AtomicUsize::new(0),
+            gate,
+        })
+    }
+
+    /// The tenants with a tenant-scoped instance here, and their pools.
+    pub fn stateful_tenants(&self) -> Vec<Arc<TenantPool>> {
+        let tenants = self.tenants.lock().expect("tenant pools lock");
+        tenants.values().filter(|pool| pool.stateful.is_some()).cloned().collect()
+    }
+
+    /// From now on a newer version serves: a tenant not here yet goes there.
+    pub fn replaced(&self) {
+        self.replaced.store(true, Ordering::SeqCst);
+    }
+
+    /// Sessions of these tenants wait until `arrived` says where they are.
+    pub fn expect(&self, tenants: impl IntoIterator<Item = String>) {
+        self.arriving.lock().expect("arriving lock").extend(tenants);
+    }
+
+    /// The tenant's state is in `pool` (this version's, or the one before
+    /// when the hand-over failed): its sessions go there.
+    pub fn arrived(&self, tenant: &str, pool: Arc<TenantPool>) {
+        self.tenants.lock().expect("tenant pools lock").insert(tenant.to_string(), pool);
+        self.arriving.lock().expect("arriving lock").remove(tenant);
+        self.arrived.notify_waiters();
     }
 
     /// The tenant's pool, with one more session counted on it; refused when
-    /// the plugin already serves `max_tenants` other tenants.
-    pub fn join(&self, tenant: &str) -> Result<SessionSeat, StorageError> {
+    /// the plugin already serves `max_tenants` other tenants. A tenant
+    /// whose state is arriving from the version before waits for it.
+    pub async fn join(&self, tenant: &str) -> Result<SessionSeat, StorageError> {
+        loop {
+            let arrived = self.arrived.notified();
+            if !self.arriving.lock().expect("arriving lock").contains(tenant) {
+                break;
+            }
+            arrived.await;
+        }
+        self.join_now(tenant)
+    }
+
+    fn join_now(&self, tenant: &str) -> Result<SessionSeat, StorageError> {
         let mut tenants = self.tenants.lock().expect("tenant pools lock");
+        if !tenants.contains_key(tenant) && self.replaced.load(Ordering::SeqCst) {
+            return Err(StorageError::PluginFailed(format!(
+                "plugin {} was replaced by a newer version while this session opened",
+                self.shared.name
+            )));
+        }
         if !tenants.contains_key(tenant) {
             let limit = self.shared.settings.pools.max_tenants;
             if tenants.len() >= limit {
@@ -110,23 +204,10 @@ impl Pools {
                     self.shared.name
                 )));
             }
-            let stateful = match self.scope {
-                InstanceScope::Tenant => Some(Instance::new(self.shared.clone(), tenant, format!("tenant:{tenant}"))),
-                InstanceScope::Stateless => None,
-            };
-            let pool = TenantPool {
-                shared: self.shared.clone(),
-                tenant: tenant.to_string(),
-                stateful,
-                idle: Mutex::default(),
-                sessions: AtomicUsize::new(0),
-                made: AtomicUsize::new(0),
-            };
-            tenants.insert(tenant.to_string(), Arc::new(pool));
+            let pool = self.new_pool(tenant);
+            tenants.insert(tenant.to_string(), pool);
         }
-        let pool = tenants[tenant].clone();
-        pool.sessions.fetch_add(1, Ordering::SeqCst);
-        Ok(SessionSeat { pool })
+        Ok(SessionSeat::on(tenants[tenant].clone()))
     }
 
     /// Drops stateless instances idle for longer than `idle_evict`, and
@@ -163,6 +244,30 @@ pub(crate) struct SessionSeat {
 }
 
 impl SessionSeat {
+    /// One more session on `pool`.
+    pub fn on(pool: Arc<TenantPool>) -> Self {
+        pool.sessions.fetch_add(1, Ordering::SeqCst);
+        Self { pool }
+    }
+
+    /// Passes the tenant's gate (at once for a stateless plugin).
+    pub async fn enter(&self, passing: Passing) -> Entry {
+        match &self.pool.gate {
+            Some(gate) => gate.enter(passing).await,
+            None => Entry::Open(None),
+        }
+    }
+
+    /// Whether the tenant's state went to a newer version.
+    pub fn moved(&self) -> bool {
+        self.pool.gate.as_ref().is_some_and(|gate| gate.moved_to().is_some())
+    }
+
+    /// What the plugin said it can do (of the version whose instances these are).
+    pub fn capabilities(&self) -> Option<super::Capabilities> {
+        self.pool.shared.caps.get().cloned()
+    }
+
     /// How many instances this session may use at once.
     pub fn max_instances(&self) -> usize {
         match self.pool.stateful {

@@ -23,7 +23,8 @@ impl CallKind {
     pub fn of(op: &str) -> Self {
         match op {
             "read" | "write-chunk" | "set-size" => Self::Data,
-            "finish" | "rename" | "copy-file" | "abort" | "abort-orphan" | "maintain" | "begin-write-keep" => Self::Commit,
+            "finish" | "rename" | "copy-file" | "abort" | "abort-orphan" | "maintain" | "begin-write-keep"
+            | "export-state" | "import-state" => Self::Commit,
             _ => Self::Metadata,
         }
     }
@@ -64,7 +65,7 @@ pub fn may_change_data(op: &str) -> bool {
     !matches!(
         op,
         "describe" | "open-session" | "file-info" | "link-info" | "list-dir" | "open-read" | "read" | "reader-info"
-            | "read-link" | "space" | "recovery-token" | "drop"
+            | "read-link" | "space" | "recovery-token" | "drop" | "export-state"
     )
 }
 

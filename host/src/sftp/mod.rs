@@ -33,6 +33,15 @@ pub use budgets::ConnectionBudgets;
 pub use framing::{MAX_PACKET, MAX_READ, MAX_WRITE};
 pub use in_service::InService;
 
+/// SFTP payload one connection moved, for the operator's session list.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Bytes of WRITE requests.
+    pub bytes_in: std::sync::atomic::AtomicU64,
+    /// Bytes of DATA replies.
+    pub bytes_out: std::sync::atomic::AtomicU64,
+}
+
 /// Per-session settings of the SFTP layer.
 #[derive(Debug, Clone)]
 pub struct SftpSettings {
@@ -53,6 +62,8 @@ pub struct SftpSession {
     budgets: ConnectionBudgets,
     /// The connection's requests being served (its idle timer asks).
     in_service: InService,
+    /// What the connection moved.
+    pub(crate) traffic: Arc<Traffic>,
 }
 
 impl SftpSession {
@@ -63,6 +74,7 @@ impl SftpSession {
         settings: SftpSettings,
         budgets: ConnectionBudgets,
         in_service: InService,
+        traffic: Arc<Traffic>,
     ) -> Arc<Self> {
         Arc::new(Self {
             principal,
@@ -72,6 +84,7 @@ impl SftpSession {
             handles: Default::default(),
             budgets,
             in_service,
+            traffic,
         })
     }
 

@@ -70,6 +70,11 @@ impl SftpSession {
     pub(super) async fn handle(&self, packet: Packet, target: &Target) -> Packet {
         let span = tracing::Span::current();
         let id = packet.get_request_id();
+        let started = std::time::Instant::now();
+        let written = match &packet {
+            Packet::Write(p) => p.data.len() as u64,
+            _ => 0,
+        };
         let (op, result) = match packet {
             Packet::Init(init) => ("init", Ok(self.init(init.version))),
             Packet::Open(p) => ("open", self.open(p.id, &p.filename, p.pflags, &p.attrs).await),
@@ -102,7 +107,31 @@ impl SftpSession {
             _ => "Ok".into(),
         };
         span.record("result", outcome.as_str());
+        self.count(op, &outcome, started.elapsed(), written, &reply);
         reply
+    }
+
+    /// The request in the operator's metrics and the connection's traffic.
+    /// Labels stay few: the plugin (configured), the operation and status
+    /// (fixed sets); never a path or a user.
+    fn count(&self, op: &'static str, outcome: &str, took: std::time::Duration, written: u64, reply: &Packet) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let plugin = self.principal.plugin.clone();
+        let read = match reply {
+            Packet::Data(data) => data.data.len() as u64,
+            _ => 0,
+        };
+        metrics::counter!("wasftp_sftp_requests_total", "plugin" => plugin.clone(), "op" => op, "status" => outcome.to_string())
+            .increment(1);
+        metrics::histogram!("wasftp_sftp_request_seconds", "plugin" => plugin.clone(), "op" => op).record(took.as_secs_f64());
+        if written > 0 {
+            self.traffic.bytes_in.fetch_add(written, Relaxed);
+            metrics::counter!("wasftp_sftp_bytes_total", "plugin" => plugin.clone(), "direction" => "in").increment(written);
+        }
+        if read > 0 {
+            self.traffic.bytes_out.fetch_add(read, Relaxed);
+            metrics::counter!("wasftp_sftp_bytes_total", "plugin" => plugin, "direction" => "out").increment(read);
+        }
     }
 
     /// Extensions are advertised only when the plugin can keep their promise.

@@ -12,6 +12,7 @@ use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use super::Shared;
 use super::channel_stream::ChannelReader;
 use super::limits::Ticket;
+use super::sessions::ConnectionRecord;
 use crate::auth::Principal;
 use crate::plugin::SessionContext;
 use crate::sftp::{ConnectionBudgets, InService, SftpSession};
@@ -43,6 +44,10 @@ pub struct Connection {
     sftp_budgets: ConnectionBudgets,
     /// Requests being served, for the connection's idle timer.
     in_service: InService,
+    /// What the operator sees of it.
+    record: Arc<ConnectionRecord>,
+    /// Turns true when its SFTP sessions must stop (see `serve_connection`).
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Connection {
@@ -53,6 +58,8 @@ impl Connection {
         ticket: Arc<Ticket>,
         sftp_running: Arc<tokio::sync::watch::Sender<usize>>,
         in_service: InService,
+        record: Arc<ConnectionRecord>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Self {
             shared,
@@ -68,11 +75,14 @@ impl Connection {
             file_budgets: None,
             sftp_budgets: ConnectionBudgets::default(),
             in_service,
+            record,
+            stop,
         }
     }
 
     fn accepted(&mut self, principal: Principal, method: &str) -> Auth {
         tracing::info!(user = %principal.user, peer = %self.peer, session = self.session_id, method, "login");
+        self.record.logged_in(&principal.user, &principal.tenant, &principal.plugin);
         self.file_budgets = Some(self.shared.budgets.for_connection(&principal.tenant));
         self.principal = Some(principal);
         Auth::Accept
@@ -80,7 +90,7 @@ impl Connection {
 
     fn rejected(&self, user: &str, method: &str) -> Auth {
         tracing::warn!(user, peer = %self.peer, session = self.session_id, method, "failed login");
-        metrics::counter!("wasftp_failed_logins_total").increment(1);
+        metrics::counter!("wasftp_failed_logins_total", "method" => method.to_string()).increment(1);
         self.shared.failed_logins.record_failure(self.ip);
         reject()
     }
@@ -99,13 +109,29 @@ impl Connection {
         let principal = self.principal.clone().ok_or("not authenticated")?;
         let budgets = self.file_budgets.clone().ok_or("not authenticated")?;
         let channel = self.channels.remove(&channel_id).ok_or("unknown channel")?;
-        let plugin = self.shared.plugins.get(&principal.plugin).cloned().ok_or("plugin missing")?;
         let context = SessionContext {
             user: principal.user.clone(),
             tenant: principal.tenant.clone(),
             attributes: principal.attributes.clone(),
         };
-        let storage = plugin.open_session(context).await.map_err(|e| format!("opening storage: {e}"))?;
+        // The version current now, kept by this session to its end (or
+        // until its tenant's state moves to the next one). One replaced
+        // while the session opened is not a failure: the next is tried.
+        let mut tries = 0;
+        let (on_version, storage) = loop {
+            let version = self.shared.versions.current(&principal.plugin).ok_or("plugin missing")?;
+            let on_version = version.enter(&principal.tenant);
+            match version.plugin().open_session(context.clone()).await {
+                Ok(storage) => break (on_version, storage),
+                Err(e) => {
+                    tries += 1;
+                    let replaced = self.shared.versions.current(&principal.plugin).is_some_and(|now| !Arc::ptr_eq(&now, &version));
+                    if !replaced || tries >= 3 {
+                        return Err(format!("opening storage: {e}"));
+                    }
+                }
+            }
+        };
         ensure_home(&storage, &principal.home).await.map_err(|e| format!("preparing home {}: {e}", principal.home))?;
         let nodes = self.shared.nodes.for_view(&principal.plugin, &principal.tenant, &principal.attributes);
         let files = Files::new(storage, nodes, budgets, self.shared.files.clone(), self.session_id);
@@ -116,9 +142,11 @@ impl Connection {
             self.shared.sftp.clone(),
             self.sftp_budgets.clone(),
             self.in_service.clone(),
+            self.record.traffic(),
         );
         self.sftp_sessions.push(Arc::downgrade(&sftp));
-        let shutdown = self.shared.shutdown.clone();
+        self.record.add_channel(&on_version);
+        let shutdown = self.stop.clone();
         let running = self.sftp_running.clone();
         running.send_modify(|n| *n += 1);
         let (read_half, write_half) = channel.split();
@@ -132,6 +160,7 @@ impl Connection {
             }
             let _ = write_half.close().await;
             running.send_modify(|n| *n -= 1);
+            drop(on_version);
         });
         Ok(())
     }
@@ -181,7 +210,7 @@ impl russh::server::Handler for Connection {
         if self.banned() {
             return Ok(reject());
         }
-        match self.shared.users.check_password(user, password).await {
+        match self.shared.users.load_full().check_password(user, password).await {
             Some(principal) => Ok(self.accepted(principal, "password")),
             None => Ok(self.rejected(user, "password")),
         }
@@ -193,7 +222,7 @@ impl russh::server::Handler for Connection {
         }
         // Only keys we would accept proceed to a signature check. Offers are
         // not failures: OpenSSH offers every key it has.
-        match self.shared.users.check_key(user, offer.public_key) {
+        match self.shared.users.load().check_key(user, offer.public_key) {
             Some(_) => Ok(Auth::Accept),
             None => Ok(reject()),
         }
@@ -203,7 +232,7 @@ impl russh::server::Handler for Connection {
         if self.banned() {
             return Ok(reject());
         }
-        match self.shared.users.check_key(user, key.public_key) {
+        match self.shared.users.load().check_key(user, key.public_key) {
             Some(principal) => Ok(self.accepted(principal, "publickey")),
             None => Ok(self.rejected(user, "publickey")),
         }

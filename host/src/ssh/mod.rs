@@ -7,9 +7,9 @@ mod failed_logins;
 mod handler;
 pub mod host_keys;
 mod limits;
+pub mod sessions;
 mod watchdog;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,16 +18,22 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use arc_swap::ArcSwap;
+
 use crate::auth::Users;
 use crate::config::Config;
-use crate::plugin::Plugin;
+use crate::live::PluginVersions;
 use crate::sftp::SftpSettings;
 use crate::vfs::{FileSettings, NodeTables, ServerBudget, ServerBudgets, SpoolArea, TenantShares};
 
 /// What every connection shares.
 pub struct Shared {
-    pub users: Arc<Users>,
-    pub plugins: HashMap<String, Arc<Plugin>>,
+    /// Replaced whole when the configuration is reloaded.
+    pub users: ArcSwap<Users>,
+    /// Each plugin's current version (see `live`).
+    pub versions: Arc<PluginVersions>,
+    /// The connections open now.
+    pub sessions: Arc<sessions::SessionTable>,
     pub sftp: SftpSettings,
     pub files: FileSettings,
     /// Upload buffers, read-ahead and spool space: per connection, per
@@ -56,7 +62,7 @@ impl Shared {
     pub fn new(
         config: &Config,
         users: Arc<Users>,
-        plugins: HashMap<String, Arc<Plugin>>,
+        versions: Arc<PluginVersions>,
         keys: Vec<russh::keys::PrivateKey>,
         shutdown: watch::Receiver<bool>,
         force_close: watch::Receiver<bool>,
@@ -86,8 +92,9 @@ impl Shared {
             ..Default::default()
         };
         Self {
-            users,
-            plugins,
+            users: ArcSwap::new(users),
+            versions,
+            sessions: Arc::default(),
             sftp: SftpSettings {
                 max_handles: limits.max_handles,
                 max_inflight: limits.max_inflight,
@@ -202,24 +209,45 @@ async fn serve_connection(
 ) {
     let _ = tcp.set_nodelay(true);
     let session_id = shared.next_session.fetch_add(1, Ordering::Relaxed);
+    let record = shared.sessions.register(session_id, peer);
     let stream = watchdog::WatchedStream::new(tcp, liveness.clone());
     let watchdog = tokio::spawn(watchdog::watch(liveness.clone(), shared.idle_timeout, shared.force_close.clone()));
     let grace = tokio::spawn(limits::enforce_login_grace(ticket.clone(), liveness.clone(), shared.login_grace, session_id));
     shared.active.fetch_add(1, Ordering::SeqCst);
     metrics::gauge!("wasftp_sessions_active").increment(1.0);
+    metrics::counter!("wasftp_connections_total").increment(1);
     // SFTP sessions running on this connection; at shutdown the connection
     // is closed as soon as they have finished.
     let (sftp_running, _) = watch::channel(0usize);
     let sftp_running = Arc::new(sftp_running);
-    let handler = handler::Connection::new(shared.clone(), peer, session_id, ticket, sftp_running.clone(), liveness.in_service());
+    // Its SFTP sessions stop reading requests when this turns true: at
+    // shutdown, or when the connection alone is closed.
+    let (stop, stop_rx) = watch::channel(false);
+    let handler = handler::Connection::new(
+        shared.clone(),
+        peer,
+        session_id,
+        ticket,
+        sftp_running.clone(),
+        liveness.in_service(),
+        record.clone(),
+        stop_rx,
+    );
     match russh::server::run_stream(shared.ssh.clone(), stream, handler).await {
         Ok(mut session) => {
             let handle = session.handle();
             let mut shutdown = shared.shutdown.clone();
             let mut running = sftp_running.subscribe();
+            // As at shutdown for one connection: requests being served
+            // finish (open uploads are aborted), then it is disconnected.
             let drained = async {
-                stopped(&mut shutdown).await;
+                let why = tokio::select! {
+                    _ = stopped(&mut shutdown) => "server shutting down".to_string(),
+                    why = record.closed() => why,
+                };
+                let _ = stop.send(true);
                 let _ = running.wait_for(|n| *n == 0).await;
+                why
             };
             tokio::select! {
                 ended = &mut session => {
@@ -227,16 +255,15 @@ async fn serve_connection(
                         tracing::debug!(session = session_id, "connection ended: {e}");
                     }
                 }
-                _ = drained => {
-                    let _ = handle
-                        .disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), String::new())
-                        .await;
+                why = drained => {
+                    let _ = handle.disconnect(russh::Disconnect::ByApplication, why, String::new()).await;
                     let _ = tokio::time::timeout(Duration::from_secs(2), session).await;
                 }
             }
         }
         Err(e) => tracing::debug!(session = session_id, %peer, "handshake failed: {e}"),
     }
+    shared.sessions.remove(session_id);
     liveness.kill();
     watchdog.abort();
     grace.abort();

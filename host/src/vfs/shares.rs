@@ -69,6 +69,11 @@ impl TenantShares {
         TenantShare { shares: self.clone(), tenant: tenant.into(), freed }
     }
 
+    /// What the whole server may hold.
+    pub fn limit_total(&self) -> u64 {
+        self.total
+    }
+
     /// What one tenant may hold.
     pub fn per_tenant(&self) -> u64 {
         self.per_tenant

@@ -217,4 +217,49 @@ impl GuestWriter for MemWriter {
     }
 }
 
-wasftp_sdk::export_plugin!(MemoryPlugin);
+thread_local! {
+    /// The walk of an export in progress (the instance changes nothing
+    /// until its last piece).
+    static EXPORT: RefCell<Option<fs::state::ExportPlan>> = const { RefCell::new(None) };
+    /// An import in progress.
+    static IMPORT: RefCell<Option<fs::state::Importer>> = const { RefCell::new(None) };
+}
+
+/// A swap keeps every file: the tree moves to the next version's instance.
+impl Handover for MemoryPlugin {
+    fn export_state(cursor: Option<String>, max_bytes: u32) -> Result<(Vec<u8>, Option<String>)> {
+        // The host's question at load: yes, this plugin hands over.
+        if max_bytes == 0 {
+            return Ok((Vec::new(), None));
+        }
+        EXPORT.with(|export| {
+            let mut export = export.borrow_mut();
+            with_fs(|fs| {
+                if cursor.is_none() {
+                    *export = Some(fs.export_plan());
+                }
+                let plan = export.as_ref().ok_or_else(|| invalid("an export goes on from its first piece"))?;
+                let (piece, next) = fs.export_piece(plan, cursor.as_deref(), max_bytes as usize)?;
+                if next.is_none() {
+                    *export = None;
+                }
+                Ok((piece, next))
+            })
+        })
+    }
+
+    fn import_state(piece: Vec<u8>, last: bool) -> Result<()> {
+        IMPORT.with(|import| {
+            let mut import = import.borrow_mut();
+            let importer = import.get_or_insert_with(Default::default);
+            with_fs(|fs| importer.piece(fs, &piece))?;
+            if last {
+                let importer = import.take().expect("taken above");
+                with_fs(|fs| importer.finish(fs))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+wasftp_sdk::export_plugin!(MemoryPlugin, handover);

@@ -16,6 +16,21 @@ const PLUGIN_PROFILE: &str = "plugin";
 /// component. `watch` lists extra paths (the SDK, the WIT) whose change must
 /// rebuild it.
 pub fn build_plugin(crate_dir: &Path, watch: &[&Path]) -> PathBuf {
+    build(crate_dir, watch, &[])
+}
+
+/// The same with cargo `features` on, copied to a name of its own
+/// (`<crate>+<features>.wasm`) so the plain build of the crate can follow
+/// in the same target directory: build the variants first.
+pub fn build_plugin_with_features(crate_dir: &Path, watch: &[&Path], features: &[&str]) -> PathBuf {
+    let built = build(crate_dir, watch, features);
+    let stem = built.file_stem().and_then(|s| s.to_str()).expect("a component file name").to_string();
+    let copy = built.with_file_name(format!("{stem}+{}.wasm", features.join("+")));
+    std::fs::copy(&built, &copy).unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), copy.display()));
+    copy
+}
+
+fn build(crate_dir: &Path, watch: &[&Path], features: &[&str]) -> PathBuf {
     ensure_wasm_target();
     let manifest = crate_dir.join("Cargo.toml");
     let package = package_name(&manifest);
@@ -36,6 +51,9 @@ pub fn build_plugin(crate_dir: &Path, watch: &[&Path]) -> PathBuf {
         .arg(&manifest)
         .args(["--target", WASM_TARGET, "--profile", PLUGIN_PROFILE, "--target-dir"])
         .arg(&target_dir);
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
     // Flags meant for the host build must not leak into the wasm build.
     for var in [
         "RUSTFLAGS",

@@ -10,6 +10,7 @@
 
 pub mod blob;
 pub mod budget;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -68,10 +69,17 @@ struct Node {
     version: u64,
 }
 
+static NEXT_VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// A number no content of this instance had before.
 fn next_version() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    NEXT_VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A version taken over from another instance (the hand-over): later
+/// versions come after it.
+fn note_version(version: u64) {
+    NEXT_VERSION.fetch_max(version.saturating_add(1), std::sync::atomic::Ordering::Relaxed);
 }
 
 impl Node {

@@ -875,3 +875,77 @@ fn max_file_size_bounds_writes_truncates_and_appends() {
     assert_eq!(fs.commit(append).unwrap_err(), Error::NoSpace, "the appended file would pass the bound");
     assert_eq!(get(&mut fs, "/f"), b"0123456789");
 }
+
+/// Every piece of `fs`'s state, exported `max` bytes at a time.
+fn export_all(fs: &Fs, max: usize) -> Vec<Vec<u8>> {
+    let plan = fs.export_plan();
+    let mut pieces = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (piece, next) = fs.export_piece(&plan, cursor.as_deref(), max).unwrap();
+        assert!(piece.len() <= max, "a piece of {} bytes over {max}", piece.len());
+        pieces.push(piece);
+        match next {
+            Some(next) => cursor = Some(next),
+            None => return pieces,
+        }
+    }
+}
+
+fn import_all(pieces: &[Vec<u8>], quota: Option<u64>) -> Result<Fs> {
+    let mut fs = Fs::new();
+    fs.set_quota(quota);
+    let mut importer = state::Importer::default();
+    for piece in pieces {
+        importer.piece(&mut fs, piece)?;
+    }
+    importer.finish(&mut fs)?;
+    Ok(fs)
+}
+
+#[test]
+fn the_state_moves_whole_in_small_pieces() {
+    let mut fs = Fs::new();
+    fs.make_dir("/a", Some(0o700)).unwrap();
+    fs.make_dir("/a/b", None).unwrap();
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let big_info = put(&mut fs, "/a/b/big", &big);
+    put(&mut fs, "/a/empty", b"");
+    put(&mut fs, "/top", b"top");
+    let mut attrs = attrs();
+    attrs.modified = Some(1_000_000);
+    attrs.permissions = Some(0o600);
+    fs.set_info("/top", &attrs).unwrap();
+    let before: Vec<_> = ["/a", "/a/b", "/a/b/big", "/a/empty", "/top"].iter().map(|p| fs.file_info(p).unwrap()).collect();
+
+    for max in [state::MIN_PIECE, 10_000, 1 << 20] {
+        let pieces = export_all(&fs, max);
+        let mut moved = import_all(&pieces, None).unwrap();
+        let after: Vec<_> = ["/a", "/a/b", "/a/b/big", "/a/empty", "/top"].iter().map(|p| moved.file_info(p).unwrap()).collect();
+        assert_eq!(before, after, "entries, times, permissions and versions survive (pieces of {max})");
+        assert_eq!(get(&mut moved, "/a/b/big"), big);
+        assert_eq!(get(&mut moved, "/top"), b"top");
+        check_used(&moved);
+        // A reader of the old version can pin the same version here.
+        moved.open_read("/a/b/big", big_info.version.as_deref()).expect("the version is the same");
+        // New content gets a version no state had.
+        let new = put(&mut moved, "/new", b"n");
+        assert!(new.version.unwrap().parse::<u64>().unwrap() > big_info.version.as_deref().unwrap().parse().unwrap());
+    }
+}
+
+#[test]
+fn a_state_that_does_not_fit_or_is_not_one_is_refused() {
+    let mut fs = Fs::new();
+    put(&mut fs, "/f", &vec![7u8; 50_000]);
+    let pieces = export_all(&fs, 16_384);
+    assert_eq!(import_all(&pieces, Some(10_000)).err(), Some(Error::NoSpace), "over the new quota");
+    let cut = &pieces[..pieces.len() - 1];
+    assert!(import_all(cut, None).is_err(), "a state missing its last piece");
+    assert!(import_all(&[b"not a state".to_vec()], None).is_err());
+    // Only into an empty instance.
+    let mut busy = Fs::new();
+    put(&mut busy, "/x", b"x");
+    let mut importer = state::Importer::default();
+    assert!(importer.piece(&mut busy, &pieces[0]).is_err());
+}

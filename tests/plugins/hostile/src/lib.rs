@@ -154,6 +154,9 @@ impl Guest for Hostile {
     /// "on")` declares that lost uploads are aborted with a token; `("copy",
     /// "on")` declares `copy` (so the host serves copy-data).
     fn init(config: Vec<(String, String)>) -> std::result::Result<(), String> {
+        #[cfg(feature = "trap-in-init")]
+        panic!("hostile plugin built with trap-in-init");
+        #[allow(unreachable_code)]
         for (k, v) in &config {
             match (k.as_str(), v.as_str()) {
                 ("init", "spin") => spin(),

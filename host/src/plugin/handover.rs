@@ -1,0 +1,235 @@
+//! A swap of a tenant-scoped plugin that keeps every tenant's state (the
+//! contract's optional `handover`).
+//!
+//! Before the new version serves anyone, the sessions of each tenant of the
+//! old one are told to wait for their tenant's state there. Then, tenant by
+//! tenant: the old instance's gate is closed (no new upload; once the open
+//! ones have ended, no new call: see `tenant_gate`), the state is read from
+//! the old instance piece by piece and written into a fresh instance of the
+//! new version, and the tenant's sessions, old and new, go on there. Readers
+//! already open stay on the old instance, which nothing changes any more.
+//! If any of it fails, the new instance is dropped and the tenant stays on
+//! the old version (its new sessions run there too) until the next swap.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, ComponentExportIndex};
+
+use super::bindings::WitError;
+use super::error::StorageError;
+use super::instance::{Instance, Live};
+use super::pool::TenantPool;
+use super::{Plugin, contract_package};
+
+/// The most one piece of state may be.
+const PIECE_BYTES: u32 = 1 << 20;
+/// Pieces read ahead of the import.
+const PIECES_IN_FLIGHT: usize = 2;
+
+type ExportResult = (Result<(Vec<u8>, Option<String>), WitError>,);
+type ImportResult = (Result<(), WitError>,);
+
+/// Where a component's `handover` functions are.
+#[derive(Clone)]
+pub(crate) struct HandoverExports {
+    export: ComponentExportIndex,
+    import: ComponentExportIndex,
+}
+
+impl HandoverExports {
+    pub fn find(component: &Component) -> Option<Self> {
+        let contract = contract_package();
+        let (package, version) = contract.split_once('@').unwrap_or((contract, ""));
+        let interface = component.get_export_index(None, &format!("{package}/handover@{version}"))?;
+        Some(Self {
+            export: component.get_export_index(Some(&interface), "export-state")?,
+            import: component.get_export_index(Some(&interface), "import-state")?,
+        })
+    }
+}
+
+async fn export_state(live: &mut Live, at: &HandoverExports, cursor: Option<String>, max: u32) -> wasmtime::Result<Result<(Vec<u8>, Option<String>), WitError>> {
+    live.expect_read(max);
+    let (store, instance) = live.instance_parts();
+    let export = instance.get_typed_func::<(Option<String>, u32), ExportResult>(&mut *store, &at.export)?;
+    Ok(export.call_async(store, (cursor, max)).await?.0)
+}
+
+async fn import_state(live: &mut Live, at: &HandoverExports, piece: Vec<u8>, last: bool) -> wasmtime::Result<Result<(), WitError>> {
+    let (store, instance) = live.instance_parts();
+    let import = instance.get_typed_func::<(Vec<u8>, bool), ImportResult>(&mut *store, &at.import)?;
+    Ok(import.call_async(store, (piece, last)).await?.0)
+}
+
+/// Whether a plugin hands over its state: asked on its load probe, as the
+/// contract says, with an export of no bytes.
+pub(crate) async fn supported(probe: &Arc<Instance>, at: Option<&HandoverExports>) -> bool {
+    let Some(at) = at.cloned() else { return false };
+    let asked = probe
+        .call(None, "export-state", move |live: &mut Live| Box::pin(async move { export_state(live, &at, None, 0).await }))
+        .await;
+    match asked {
+        Ok((Ok(_), _)) => true,
+        Ok((Err(WitError::Unsupported), _)) => false,
+        Ok((Err(e), _)) => {
+            tracing::warn!(plugin = probe.plugin_name(), "export-state of no bytes failed, so its state is not handed over: {}", StorageError::from(e));
+            false
+        }
+        Err(e) => {
+            tracing::warn!(plugin = probe.plugin_name(), "export-state of no bytes failed, so its state is not handed over: {e}");
+            false
+        }
+    }
+}
+
+/// What became of each tenant.
+#[derive(Debug, Default, Clone)]
+pub struct HandoverReport {
+    /// Tenants now on the new version with their state, and the bytes moved.
+    pub moved: Vec<(String, u64)>,
+    /// Tenants left on the old version, and why.
+    pub stayed: Vec<(String, String)>,
+    pub took: Duration,
+}
+
+/// A hand-over prepared: the new version's sessions of these tenants wait.
+pub struct Handover {
+    new: Arc<Plugin>,
+    tenants: Vec<Arc<TenantPool>>,
+    wait: Duration,
+}
+
+impl Plugin {
+    /// Whether this version can give its tenants' state to `next`, and
+    /// `next` take it.
+    pub fn hands_over_to(&self, next: &Plugin) -> bool {
+        use super::bindings::InstanceScope::Tenant;
+        self.caps.scope == Tenant && next.caps.scope == Tenant && self.handover && next.handover
+    }
+
+    /// Prepares moving every tenant of this version to `next`, before
+    /// `next` serves anyone: sessions of those tenants opening on `next`
+    /// wait for their state, and no tenant is new here any more. `wait` is
+    /// how long a tenant's open uploads may take to end.
+    pub fn prepare_handover(&self, next: &Arc<Plugin>, wait: Duration) -> Handover {
+        self.pools.replaced();
+        let tenants = self.pools.stateful_tenants();
+        next.pools.expect(tenants.iter().map(|pool| pool.tenant().to_string()));
+        Handover { new: next.clone(), tenants, wait }
+    }
+}
+
+impl Handover {
+    /// Moves the tenants, each on its own (one tenant's wait holds no other).
+    pub async fn run(self) -> HandoverReport {
+        let started = Instant::now();
+        let moves = self.tenants.iter().map(|pool| move_tenant(pool.clone(), &self.new, self.wait));
+        let results = futures::future::join_all(moves).await;
+        let mut report = HandoverReport::default();
+        for (pool, result) in self.tenants.iter().zip(results) {
+            let tenant = pool.tenant().to_string();
+            match result {
+                Ok(bytes) => report.moved.push((tenant, bytes)),
+                Err(why) => {
+                    tracing::warn!(plugin = self.new.name(), tenant = %tenant, "the tenant stays on the version before: {why}");
+                    report.stayed.push((tenant, why));
+                }
+            }
+        }
+        report.took = started.elapsed();
+        report
+    }
+}
+
+/// Moves one tenant; the bytes of state moved, or why it stays.
+async fn move_tenant(old: Arc<TenantPool>, new: &Arc<Plugin>, wait: Duration) -> Result<u64, String> {
+    let tenant = old.tenant().to_string();
+    let (Some(gate), Some(from)) = (old.gate().cloned(), old.stateful().cloned()) else {
+        new.pools.arrived(&tenant, old.clone());
+        return Err("its instance is not tenant-scoped".into());
+    };
+    if let Err(not_quiet) = gate.close(wait).await {
+        new.pools.arrived(&tenant, old.clone());
+        return Err(match not_quiet {
+            super::tenant_gate::NotQuiet::Uploads(n) => format!("{n} of its uploads stayed open for {wait:?}"),
+            super::tenant_gate::NotQuiet::Calls(n) => format!("{n} of its calls ran for {wait:?}"),
+        });
+    }
+    let next = new.pools.new_pool(&tenant);
+    let to = next.stateful().cloned().expect("a tenant-scoped pool has its instance");
+    match transfer(&from, &to, new).await {
+        Ok(bytes) => {
+            new.pools.arrived(&tenant, next.clone());
+            gate.moved(next);
+            Ok(bytes)
+        }
+        Err(why) => {
+            new.pools.arrived(&tenant, old.clone());
+            gate.open();
+            Err(why)
+        }
+    }
+}
+
+/// Reads the state out of `from` and into `to`, a few pieces at a time.
+async fn transfer(from: &Arc<Instance>, to: &Arc<Instance>, new: &Plugin) -> Result<u64, String> {
+    let at_old = from.handover_exports().ok_or("the old version has no export-state")?;
+    let at_new = new.shared.handover.clone().ok_or("the new version has no import-state")?;
+    let (pieces, mut incoming) = tokio::sync::mpsc::channel::<(Vec<u8>, bool)>(PIECES_IN_FLIGHT);
+    let exported = from.call(None, "export-state", move |live: &mut Live| {
+        Box::pin(async move {
+            let mut cursor = None;
+            let mut bytes = 0u64;
+            loop {
+                let (piece, next) = match export_state(live, &at_old, cursor.take(), PIECE_BYTES).await? {
+                    Ok(done) => done,
+                    Err(e) => return Ok(Err(StorageError::from(e).to_string())),
+                };
+                if piece.len() > PIECE_BYTES as usize {
+                    return Ok(Err(format!("a piece of {} bytes, more than the {PIECE_BYTES} asked for", piece.len())));
+                }
+                bytes += piece.len() as u64;
+                let last = next.is_none();
+                if pieces.send((piece, last)).await.is_err() {
+                    return Ok(Err("the import stopped".into()));
+                }
+                if last {
+                    return Ok(Ok(bytes));
+                }
+                cursor = next;
+            }
+        })
+    });
+    let imported = to.call(None, "import-state", move |live: &mut Live| {
+        Box::pin(async move {
+            while let Some((piece, last)) = incoming.recv().await {
+                if let Err(e) = import_state(live, &at_new, piece, last).await? {
+                    return Ok(Err(StorageError::from(e).to_string()));
+                }
+                if last {
+                    return Ok(Ok(()));
+                }
+            }
+            Ok(Err("the export stopped".into()))
+        })
+    });
+    let (exported, imported) = tokio::join!(exported, imported);
+    // The side that failed first says why (the other only saw it stop).
+    let imported = match imported {
+        Ok((Ok(()), _)) => Ok(()),
+        Ok((Err(why), _)) => Err(format!("import-state: {why}")),
+        Err(e) => Err(format!("import-state: {e}")),
+    };
+    let exported = match exported {
+        Ok((Ok(bytes), _)) => Ok(bytes),
+        Ok((Err(why), _)) => Err(format!("export-state: {why}")),
+        Err(e) => Err(format!("export-state: {e}")),
+    };
+    match (exported, imported) {
+        (Ok(bytes), Ok(())) => Ok(bytes),
+        (Err(why), Ok(())) | (Ok(_), Err(why)) => Err(why),
+        (Err(export), Err(import)) if export.ends_with("the import stopped") => Err(import),
+        (Err(export), Err(_)) => Err(export),
+    }
+}
