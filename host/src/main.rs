@@ -328,31 +328,35 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, passwor
 
 /// Until SIGTERM or Ctrl-C; each SIGHUP re-reads the configuration (or,
 /// in dev mode, reloads the plugins). A configuration that does not parse
-/// changes nothing and says why.
+/// changes nothing and says why. The signals are listened for all along,
+/// so a SIGTERM during a long reload is not lost.
 async fn serve_until_stopped(server: &wasftp::RunningServer, config_path: Option<&std::path::Path>, listen: Option<SocketAddr>) {
     #[cfg(unix)]
     {
+        use futures::future::FusedFuture as _;
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+        let mut reloading = std::pin::pin!(futures::future::Fuse::terminated());
+        let mut again = false;
         loop {
             tokio::select! {
-                _ = wait_for_signal() => return,
-                _ = hangup.recv() => {}
-            }
-            tracing::info!("SIGHUP: reloading");
-            match config_path {
-                None => server.reload_plugins().await,
-                Some(path) => match Config::from_file(path) {
-                    Err(e) => tracing::error!("the configuration was not reloaded, nothing changed: {e:#}"),
-                    Ok(mut config) => {
-                        if let Some(listen) = listen {
-                            config.listen = listen;
-                        }
-                        if let Err(e) = server.reload_config(config).await {
-                            tracing::error!("the configuration was not reloaded: {e:#}");
-                        }
+                _ = term.recv() => return,
+                _ = interrupt.recv() => return,
+                _ = hangup.recv() => {
+                    if reloading.is_terminated() {
+                        reloading.set(futures::FutureExt::fuse(reload(server, config_path, listen)));
+                    } else {
+                        // One at a time; one more once this one is done.
+                        again = true;
                     }
-                },
+                }
+                () = &mut reloading => {
+                    if std::mem::take(&mut again) {
+                        reloading.set(futures::FutureExt::fuse(reload(server, config_path, listen)));
+                    }
+                }
             }
         }
     }
@@ -360,6 +364,24 @@ async fn serve_until_stopped(server: &wasftp::RunningServer, config_path: Option
     {
         let _ = (server, config_path, listen);
         wait_for_signal().await
+    }
+}
+
+async fn reload(server: &wasftp::RunningServer, config_path: Option<&std::path::Path>, listen: Option<SocketAddr>) {
+    tracing::info!("SIGHUP: reloading");
+    match config_path {
+        None => server.reload_plugins().await,
+        Some(path) => match Config::from_file(path) {
+            Err(e) => tracing::error!("the configuration was not reloaded, nothing changed: {e:#}"),
+            Ok(mut config) => {
+                if let Some(listen) = listen {
+                    config.listen = listen;
+                }
+                if let Err(e) = server.reload_config(config).await {
+                    tracing::error!("the configuration was not reloaded: {e:#}");
+                }
+            }
+        },
     }
 }
 

@@ -100,8 +100,10 @@ pub async fn info(file: &PluginFile, compiler: Compiler) -> anyhow::Result<Strin
         if component.compiled.from_cache { " (from the cache)" } else { "" }
     );
     let _ = writeln!(out, "started:   in {:.2?} (an instance: instantiation, init, describe)", component.first_instance);
-    let contract = component.exports.iter().find(|e| e.starts_with("wasftp:storage/"));
+    let contract = component.exports.iter().find(|e| e.starts_with("wasftp:storage/backend"));
     let _ = writeln!(out, "contract:  {}", contract.map_or("none", String::as_str));
+    let handover = if plugin.hands_over_state() { "hands its tenants' state to its next version" } else { "none" };
+    let _ = writeln!(out, "handover:  {handover}");
     let scope = match caps.scope {
         crate::plugin::InstanceScope::Tenant => "tenant: its state is in the instance",
         crate::plugin::InstanceScope::Stateless => "stateless",

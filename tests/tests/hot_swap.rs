@@ -107,8 +107,9 @@ async fn openssh_worker(server: Arc<TestServer>, user: String, stop: Arc<AtomicB
 }
 
 /// Swaps the plugin `SWAPS` times between two builds under load; returns
-/// the time from each file change to the first session on the new version.
-async fn swap_under_load(plugin: PluginConfig, build: Vec<u8>) -> Vec<Duration> {
+/// the time from each file change to the first session on the new version,
+/// and the metrics at the end.
+async fn swap_under_load(plugin: PluginConfig, build: Vec<u8>, hands_over: bool) -> (Vec<Duration>, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plugin.wasm");
     std::fs::write(&file, &build).unwrap();
@@ -180,6 +181,17 @@ async fn swap_under_load(plugin: PluginConfig, build: Vec<u8>) -> Vec<Duration> 
         .await;
         let probe = server.sftp_password("probe").await;
         let took = started.elapsed();
+        if hands_over {
+            // Every tenant with files moved with them; none stayed behind.
+            // (The report is written once the hand-over is done, after the
+            // new version became current.)
+            let report = poll("the swap's report", Duration::from_secs(60), async || {
+                let report = admin.plugins().await.ok()?.remove(0).last_reload?;
+                (report.number == 1 + swap as u64).then_some(report)
+            })
+            .await;
+            assert!(report.message.contains("tenants moved with their state") && !report.message.contains("stays on"), "swap {swap}: {report:?}");
+        }
         let on = admin.sessions().await.unwrap().into_iter().find(|s| s.user == "probe").expect("the probe session");
         let current = admin.plugins().await.unwrap().remove(0).current;
         assert_eq!(on.plugin_versions, vec![current.number], "a new session is on the new version (swap {swap})");
@@ -204,8 +216,9 @@ async fn swap_under_load(plugin: PluginConfig, build: Vec<u8>) -> Vec<Duration> 
     let plugin = admin.plugins().await.unwrap().remove(0);
     assert_eq!(plugin.current.traps, 0);
     println!("{operations} operations checked across {SWAPS} swaps; plugin now {:?}", plugin.current);
+    let metrics = admin.metrics().await.expect("scraping the metrics");
     Arc::into_inner(server).expect("the workers are done").shutdown().await;
-    swap_times
+    (swap_times, metrics)
 }
 
 /// Not a component and a build trapping in `init`, written to the plugin's
@@ -238,7 +251,13 @@ fn median(mut times: Vec<Duration>) -> Duration {
 async fn s3_swapped_under_load_loses_nothing() {
     let bucket = S3Bucket::start().await;
     let build = wasftp::plugin::bundled::get("s3").expect("the bundled s3 plugin").to_vec();
-    let times = swap_under_load(bucket.plugin_config(), build).await;
+    let (times, metrics) = swap_under_load(bucket.plugin_config(), build, false).await;
+    // The S3 requests, by method and status, counted by the host's outbound layer.
+    let puts = metrics
+        .lines()
+        .find(|l| l.starts_with("wasftp_plugin_http_requests_total{") && l.contains(r#"method="PUT""#) && l.contains(r#"status="200""#))
+        .unwrap_or_else(|| panic!("no PUT 200 in the metrics:\n{metrics}"));
+    assert!(puts.rsplit(' ').next().unwrap().parse::<f64>().unwrap() > 100.0, "{puts}");
     println!("s3: file change to the first session on the new version: median {:?} of {}", median(times.clone()), times.len());
     assert_eq!(bucket.multipart_uploads().await, 0, "no upload was left half-done");
 }
@@ -246,6 +265,6 @@ async fn s3_swapped_under_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_swapped_under_load_keeps_every_tenants_files() {
     let build = wasftp::plugin::bundled::get("memory").expect("the bundled memory plugin").to_vec();
-    let times = swap_under_load(PluginConfig::bundled_memory(), build).await;
+    let (times, _) = swap_under_load(PluginConfig::bundled_memory(), build, true).await;
     println!("memory: file change to the first session on the new version: median {:?} of {}", median(times.clone()), times.len());
 }

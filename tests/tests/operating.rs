@@ -390,6 +390,13 @@ async fn a_swap_hands_every_tenants_files_over_and_waits_for_open_uploads() {
         let admin = admin_with(&server, TOKEN);
         async move { admin.upload("memory", rebuilt(&memory_bytes(), "handover")).await }
     });
+    // Version 2 is current once admitted; its hand-over then waits.
+    for _ in 0..600 {
+        if admin.plugins().await.unwrap()[0].current.number == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!swap.is_finished(), "the swap waits for the open upload");
     // The tenant's other requests go on meanwhile.
@@ -401,7 +408,7 @@ async fn a_swap_hands_every_tenants_files_over_and_waits_for_open_uploads() {
     bounded("close", alice.close(handle)).await.unwrap();
     let report = bounded("the swap", swap).await.unwrap().expect("the swap");
     assert_eq!(report.result, "swapped");
-    assert!(report.message.contains("3 tenants moved with their state") || report.message.contains("2 tenants moved with their state"), "{report:?}");
+    assert!(report.message.contains("; 2 tenants moved with their state"), "alice and bob: {report:?}");
 
     // Old sessions go on with their files, on the new version; new ones too.
     assert_eq!(alice.get("/kept").await, kept);
@@ -460,5 +467,37 @@ async fn a_hand_over_that_fails_leaves_the_tenant_whole_on_the_old_version() {
     let plugin = wait_for_version(&admin, 3).await;
     assert_eq!(plugin.current.number, 3);
     assert_eq!(again.get("/big").await, big);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_that_hangs_or_traps_in_its_import_leaves_the_old_state_whole() {
+    let server = start_with([UserSpec::new("alice")], |config| {
+        with_admin(config);
+        use_slow_plugin(config, &[("handover", "on")]);
+        config.plugins.get_mut("slow").unwrap().timeouts.commit_secs = 3;
+    })
+    .await;
+    let alice = server.sftp("alice").await;
+    let data = pattern(200_000, 6);
+    alice.put("/f", &data).await;
+    for broken in ["import-hangs", "import-traps"] {
+        let mut config = server.server().config().await;
+        config.plugins.get_mut("slow").unwrap().config.insert("break".into(), broken.into());
+        let changes = bounded("the swap", server.server().reload_config(config)).await.expect("the new configuration");
+        let change = changes.iter().find(|c| c.starts_with("plugin slow")).unwrap();
+        assert!(change.contains("tenant alice stays on version") && change.contains("import-state"), "{broken}: {change}");
+        assert_eq!(alice.get("/f").await, data, "{broken}: the old session's file is whole");
+        let again = server.sftp("alice").await;
+        assert_eq!(again.get("/f").await, data, "{broken}: a new session finds it too");
+        again.disconnect().await;
+    }
+    // A working next version takes the state.
+    let mut config = server.server().config().await;
+    config.plugins.get_mut("slow").unwrap().config.remove("break");
+    let changes = server.server().reload_config(config).await.expect("a working version");
+    assert!(changes.iter().any(|c| c.contains("; 1 tenants moved with their state")), "{changes:?}");
+    assert_eq!(alice.get("/f").await, data);
+    alice.disconnect().await;
     server.shutdown().await;
 }

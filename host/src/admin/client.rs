@@ -77,16 +77,25 @@ impl AdminClient {
         self.json(http::Method::GET, "/sessions", Vec::new()).await
     }
 
+    /// A plugin name as one path segment (names are config table keys).
+    fn plugin_path(name: &str, rest: &str) -> anyhow::Result<String> {
+        anyhow::ensure!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+            "{name:?} is not a plugin name (letters, digits, '-', '_', '.')"
+        );
+        Ok(format!("/plugins/{name}{rest}"))
+    }
+
     pub async fn reload(&self, name: &str) -> anyhow::Result<ReloadReport> {
-        self.json(http::Method::POST, &format!("/plugins/{name}/reload"), Vec::new()).await
+        self.json(http::Method::POST, &Self::plugin_path(name, "/reload")?, Vec::new()).await
     }
 
     pub async fn rollback(&self, name: &str) -> anyhow::Result<ReloadReport> {
-        self.json(http::Method::POST, &format!("/plugins/{name}/rollback"), Vec::new()).await
+        self.json(http::Method::POST, &Self::plugin_path(name, "/rollback")?, Vec::new()).await
     }
 
     pub async fn upload(&self, name: &str, component: Vec<u8>) -> anyhow::Result<ReloadReport> {
-        self.json(http::Method::PUT, &format!("/plugins/{name}"), component).await
+        self.json(http::Method::PUT, &Self::plugin_path(name, "")?, component).await
     }
 
     /// The Prometheus text of `/metrics`.

@@ -106,11 +106,14 @@ pub fn spawn(listener: TcpListener, shared: Arc<Shared>, token: &str) -> tokio::
     tokio::spawn(async move {
         if let Some(handle) = &admin.prometheus {
             let handle = handle.clone();
+            let mut stopping = admin.shared.shutdown.clone();
             // Histograms hold samples until the next upkeep.
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    handle.run_upkeep();
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(5)) => handle.run_upkeep(),
+                        () = crate::ssh::stopped(&mut stopping) => return,
+                    }
                 }
             });
         }

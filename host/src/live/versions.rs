@@ -191,6 +191,9 @@ pub struct PluginSlot {
     current: ArcSwap<Version>,
     /// The configuration reloads use (SIGHUP may replace it).
     config: Mutex<PluginConfig>,
+    /// The hash of what the configured source held when a version was last
+    /// loaded from it, and the table it was loaded with.
+    configured: Mutex<(String, PluginConfig)>,
     previous: Mutex<Option<Source>>,
     draining: Mutex<Vec<Draining>>,
     last_reload: Mutex<Option<ReloadReport>>,
@@ -252,11 +255,20 @@ impl PluginSlot {
 
     /// Loads a new version and, if it is admitted, makes it current. The
     /// old one drains; on any failure it stays current and the report
-    /// says why.
-    pub async fn reload(&self, runtime: &Runtime, from: ReloadFrom, trigger: &str) -> Result<ReloadReport, ReloadError> {
+    /// says why. It runs to its end on a task of its own: a caller that
+    /// stops waiting (an admin client gone) never leaves a swap half-done.
+    pub async fn reload(self: &Arc<Self>, runtime: &Arc<Runtime>, from: ReloadFrom, trigger: &str) -> Result<ReloadReport, ReloadError> {
+        let (slot, runtime, trigger) = (self.clone(), runtime.clone(), trigger.to_string());
+        tokio::spawn(async move { slot.reload_here(&runtime, from, &trigger).await })
+            .await
+            .unwrap_or_else(|e| Err(ReloadError::Refused(format!("the reload failed: {e}"))))
+    }
+
+    async fn reload_here(&self, runtime: &Runtime, from: ReloadFrom, trigger: &str) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let started = Instant::now();
         let current = self.current();
+        let from_configured = matches!(from, ReloadFrom::Configured);
         let source = match from {
             ReloadFrom::Configured => {
                 let config = self.config();
@@ -272,6 +284,16 @@ impl PluginSlot {
             },
         };
         let hash = content_hash(&source.bytes);
+        // A file event or SIGHUP finding the configured file as it was when
+        // last loaded leaves an uploaded or rolled-back version in place
+        // (an operator's explicit reload does not).
+        if from_configured && trigger != "admin" {
+            let configured = self.configured.lock().expect("configured lock").clone();
+            if configured == (hash.clone(), source.config.clone()) && hash != current.hash {
+                let message = "the configured file is the one loaded from it before; the running version stays";
+                return Ok(self.unrecorded(trigger, "unchanged", message, started, &current));
+            }
+        }
         if hash == current.hash && source.config == current.source.config {
             let message = "the component and its configuration are those of the current version";
             // A file event of the same content (a rename, a touch) is noise:
@@ -303,6 +325,9 @@ impl PluginSlot {
             sessions: AtomicUsize::new(0),
             holds: Mutex::default(),
         });
+        if from_configured {
+            *self.configured.lock().expect("configured lock") = (new.hash.clone(), new.source.config.clone());
+        }
         let old = self.current.swap(new.clone());
         let handed_over = match handover {
             Some(handover) => {
@@ -424,10 +449,11 @@ impl PluginVersions {
     pub async fn prepare(&self, name: &str, config: &PluginConfig) -> anyhow::Result<Arc<PluginSlot>> {
         let bytes: Arc<[u8]> = plugin_bytes(name, config)?.into();
         let plugin = self.runtime.load(name, &bytes, plugin_settings(name, config)?).await?;
+        let hash = content_hash(&bytes);
         let version = Version {
             plugin,
             number: 1,
-            hash: content_hash(&bytes),
+            hash: hash.clone(),
             loaded_at: SystemTime::now(),
             source: Source { bytes, config: config.clone() },
             sessions: AtomicUsize::new(0),
@@ -437,6 +463,7 @@ impl PluginVersions {
             name: name.into(),
             current: ArcSwap::from_pointee(version),
             config: Mutex::new(config.clone()),
+            configured: Mutex::new((hash, config.clone())),
             previous: Mutex::default(),
             draining: Mutex::default(),
             last_reload: Mutex::default(),

@@ -24,6 +24,8 @@ struct Pinned {
     resource: ResourceAny,
     /// A writer's recovery token when it goes away unfinished.
     orphan: Option<String>,
+    /// A reader or writer (counted on its instance), not a session.
+    child: bool,
 }
 
 impl Pinned {
@@ -49,6 +51,9 @@ impl Pinned {
 impl Drop for Pinned {
     fn drop(&mut self) {
         self.instance.drop_resource(self.generation, self.resource, self.orphan.take());
+        if self.child {
+            self.instance.child_closed();
+        }
     }
 }
 
@@ -172,15 +177,15 @@ impl Session {
     /// Passes the tenant's gate (held while its state moves to a newer
     /// version), following the tenant there once it has moved.
     async fn enter(&self, passing: Passing) -> Result<Option<Pass>, StorageError> {
-        // A tenant moves once per swap; a few in a row at most.
-        for _ in 0..8 {
+        // A tenant moves once per swap, always to a newer pool: a session
+        // idle over several swaps follows the chain to its end.
+        loop {
             let seat = self.seat();
             match seat.enter(passing).await {
                 Entry::Open(pass) => return Ok(pass),
                 Entry::Moved(pool) => self.follow(&seat, pool),
             }
         }
-        Err(StorageError::PluginFailed("the storage was replaced too many times during one request".into()))
     }
 
     /// Takes a seat on the pool the tenant moved to; the lanes on the old
@@ -260,7 +265,7 @@ impl Session {
         };
         match result {
             Ok(resource) => Ok(Arc::new(Lane {
-                pinned: Pinned { instance, generation, resource, orphan: None },
+                pinned: Pinned { instance, generation, resource, orphan: None, child: false },
                 children: AtomicUsize::new(0),
                 seat,
             })),
@@ -505,7 +510,8 @@ impl Session {
 }
 
 fn child(lane: &Lane, resource: ResourceAny) -> Pinned {
-    Pinned { instance: lane.pinned.instance.clone(), generation: lane.pinned.generation, resource, orphan: None }
+    lane.pinned.instance.child_opened();
+    Pinned { instance: lane.pinned.instance.clone(), generation: lane.pinned.generation, resource, orphan: None, child: true }
 }
 
 /// Reads one pinned version of a file.

@@ -24,8 +24,8 @@ use super::{Plugin, contract_package};
 
 /// The most one piece of state may be.
 const PIECE_BYTES: u32 = 1 << 20;
-/// Pieces read ahead of the import.
-const PIECES_IN_FLIGHT: usize = 2;
+/// Tenants moving at once.
+const TENANTS_AT_ONCE: usize = 4;
 
 type ExportResult = (Result<(Vec<u8>, Option<String>), WitError>,);
 type ImportResult = (Result<(), WitError>,);
@@ -121,13 +121,22 @@ impl Plugin {
 }
 
 impl Handover {
-    /// Moves the tenants, each on its own (one tenant's wait holds no other).
+    /// Moves the tenants, a few at a time (one tenant's wait holds no
+    /// other, and the pieces in flight and instances doubled stay few).
     pub async fn run(self) -> HandoverReport {
+        use futures::StreamExt as _;
         let started = Instant::now();
-        let moves = self.tenants.iter().map(|pool| move_tenant(pool.clone(), &self.new, self.wait));
-        let results = futures::future::join_all(moves).await;
+        let mut moves = Vec::new();
+        for pool in self.tenants.iter().cloned() {
+            let (new, wait) = (self.new.clone(), self.wait);
+            moves.push(Box::pin(async move {
+                let moved = move_tenant(pool.clone(), &new, wait).await;
+                (pool, moved)
+            }));
+        }
+        let results: Vec<_> = futures::stream::iter(moves).buffer_unordered(TENANTS_AT_ONCE).collect().await;
         let mut report = HandoverReport::default();
-        for (pool, result) in self.tenants.iter().zip(results) {
+        for (pool, result) in results {
             let tenant = pool.tenant().to_string();
             match result {
                 Ok(bytes) => report.moved.push((tenant, bytes)),
@@ -162,6 +171,8 @@ async fn move_tenant(old: Arc<TenantPool>, new: &Arc<Plugin>, wait: Duration) ->
         Ok(bytes) => {
             new.pools.arrived(&tenant, next.clone());
             gate.moved(next);
+            // Its memory goes once the readers still on it have closed.
+            from.retire();
             Ok(bytes)
         }
         Err(why) => {
@@ -172,64 +183,59 @@ async fn move_tenant(old: Arc<TenantPool>, new: &Arc<Plugin>, wait: Duration) ->
     }
 }
 
-/// Reads the state out of `from` and into `to`, a few pieces at a time.
+/// Reads the state out of `from` and into `to`, piece by piece: each
+/// piece is one call on each instance, so neither is held in a call while
+/// the other works (a slow or failing importer never holds the old
+/// instance: its state stays whole whatever the new version does), and
+/// each call's limits are those of one piece. The whole is bounded by the
+/// old instance's memory: a state cannot be larger than what held it.
 async fn transfer(from: &Arc<Instance>, to: &Arc<Instance>, new: &Plugin) -> Result<u64, String> {
     let at_old = from.handover_exports().ok_or("the old version has no export-state")?;
     let at_new = new.shared.handover.clone().ok_or("the new version has no import-state")?;
-    let (pieces, mut incoming) = tokio::sync::mpsc::channel::<(Vec<u8>, bool)>(PIECES_IN_FLIGHT);
-    let exported = from.call(None, "export-state", move |live: &mut Live| {
-        Box::pin(async move {
-            let mut cursor = None;
-            let mut bytes = 0u64;
-            loop {
-                let (piece, next) = match export_state(live, &at_old, cursor.take(), PIECE_BYTES).await? {
-                    Ok(done) => done,
-                    Err(e) => return Ok(Err(StorageError::from(e).to_string())),
-                };
-                if piece.len() > PIECE_BYTES as usize {
-                    return Ok(Err(format!("a piece of {} bytes, more than the {PIECE_BYTES} asked for", piece.len())));
-                }
-                bytes += piece.len() as u64;
-                let last = next.is_none();
-                if pieces.send((piece, last)).await.is_err() {
-                    return Ok(Err("the import stopped".into()));
-                }
-                if last {
-                    return Ok(Ok(bytes));
-                }
-                cursor = next;
+    let most_bytes = (from.memory_limit() as u64).saturating_mul(2);
+    let most_pieces = most_bytes / 4096 + 64;
+    let (mut cursor, mut bytes, mut count) = (None, 0u64, 0u64);
+    // Every piece from, and into, the instance generation of the first:
+    // one restarted meanwhile (a trap) would start from nothing.
+    let (mut from_generation, mut to_generation) = (None, None);
+    loop {
+        let at = at_old.clone();
+        let asked = cursor.take();
+        let exported = from
+            .call(from_generation, "export-state", move |live: &mut Live| {
+                Box::pin(async move { export_state(live, &at, asked, PIECE_BYTES).await })
+            })
+            .await;
+        let (piece, next) = match exported {
+            Ok((Ok(done), generation)) => {
+                from_generation = Some(generation);
+                done
             }
-        })
-    });
-    let imported = to.call(None, "import-state", move |live: &mut Live| {
-        Box::pin(async move {
-            while let Some((piece, last)) = incoming.recv().await {
-                if let Err(e) = import_state(live, &at_new, piece, last).await? {
-                    return Ok(Err(StorageError::from(e).to_string()));
-                }
-                if last {
-                    return Ok(Ok(()));
-                }
-            }
-            Ok(Err("the export stopped".into()))
-        })
-    });
-    let (exported, imported) = tokio::join!(exported, imported);
-    // The side that failed first says why (the other only saw it stop).
-    let imported = match imported {
-        Ok((Ok(()), _)) => Ok(()),
-        Ok((Err(why), _)) => Err(format!("import-state: {why}")),
-        Err(e) => Err(format!("import-state: {e}")),
-    };
-    let exported = match exported {
-        Ok((Ok(bytes), _)) => Ok(bytes),
-        Ok((Err(why), _)) => Err(format!("export-state: {why}")),
-        Err(e) => Err(format!("export-state: {e}")),
-    };
-    match (exported, imported) {
-        (Ok(bytes), Ok(())) => Ok(bytes),
-        (Err(why), Ok(())) | (Ok(_), Err(why)) => Err(why),
-        (Err(export), Err(import)) if export.ends_with("the import stopped") => Err(import),
-        (Err(export), Err(_)) => Err(export),
+            Ok((Err(e), _)) => return Err(format!("export-state: {}", StorageError::from(e))),
+            Err(e) => return Err(format!("export-state: {e}")),
+        };
+        if piece.len() > PIECE_BYTES as usize {
+            return Err(format!("export-state: a piece of {} bytes, more than the {PIECE_BYTES} asked for", piece.len()));
+        }
+        (bytes, count) = (bytes + piece.len() as u64, count + 1);
+        if bytes > most_bytes || count > most_pieces {
+            return Err(format!("export-state: more state ({bytes} bytes in {count} pieces) than its instance could hold"));
+        }
+        let last = next.is_none();
+        let at = at_new.clone();
+        let imported = to
+            .call(to_generation, "import-state", move |live: &mut Live| {
+                Box::pin(async move { import_state(live, &at, piece, last).await })
+            })
+            .await;
+        match imported {
+            Ok((Ok(()), generation)) => to_generation = Some(generation),
+            Ok((Err(e), _)) => return Err(format!("import-state: {}", StorageError::from(e))),
+            Err(e) => return Err(format!("import-state: {e}")),
+        }
+        if last {
+            return Ok(bytes);
+        }
+        cursor = next;
     }
 }

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{ResourceAny, ResourceTable};
@@ -120,6 +120,11 @@ pub struct Instance {
     /// Open after the tenant's instances failed repeatedly.
     breaker: Arc<super::breaker::Breaker>,
     clock: Arc<GuestClock>,
+    /// Readers and writers open on it.
+    children: AtomicUsize,
+    /// Its tenant's state moved to a newer version: the store goes as soon
+    /// as no reader needs it.
+    retired: AtomicBool,
 }
 
 impl Instance {
@@ -153,6 +158,8 @@ impl Instance {
             breaker: shared.breaker(tenant),
             clock,
             shared,
+            children: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -463,6 +470,39 @@ impl Instance {
         }
     }
 
+    /// A reader or writer was made on it.
+    pub(super) fn child_opened(&self) {
+        self.children.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A reader or writer made on it went away.
+    pub(super) fn child_closed(self: &Arc<Self>) {
+        if self.children.fetch_sub(1, Ordering::SeqCst) == 1 && self.retired.load(Ordering::SeqCst) {
+            self.release();
+        }
+    }
+
+    /// Its tenant's state is on a newer version now: the store (and the
+    /// memory it holds) goes once its last reader has closed. Nothing
+    /// reaches it meanwhile but those readers (see `tenant_gate`).
+    pub(super) fn retire(self: &Arc<Self>) {
+        self.retired.store(true, Ordering::SeqCst);
+        if self.children.load(Ordering::SeqCst) == 0 {
+            self.release();
+        }
+    }
+
+    fn release(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let this = self.clone();
+        runtime.spawn(async move {
+            let mut slot = this.slot.clone().lock_owned().await;
+            slot.live = None;
+            this.live_generation.store(0, Ordering::SeqCst);
+            tracing::debug!(plugin = &*this.shared.name, instance = %this.label, "retired instance released");
+        });
+    }
+
     /// Drops the live instance of `slot` after a trap or a stuck call.
     fn poison(&self, slot: &mut Slot, op: &str, fault: impl Into<Fault>) -> StorageError {
         slot.live = None;
@@ -696,6 +736,11 @@ impl Instance {
 
     pub(super) fn stats(&self) -> &super::RuntimeStats {
         &self.shared.stats
+    }
+
+    /// The cap on its linear memory.
+    pub(super) fn memory_limit(&self) -> usize {
+        self.shared.settings.memory_limit_for(&self.tenant)
     }
 
     /// Where its version's `handover` functions are, if it has them.

@@ -165,14 +165,21 @@ impl Outbound {
             between_bytes: option(|o| o.between_bytes_timeout, self.limits.timeout),
         };
         let again = repeatable(&request).then(|| bodiless_copy(&request));
-        let (error, stale) = match self.send_once(request, &timeouts, warnings).await {
-            Ok(response) => return Ok(response),
-            Err(failed) => failed,
+        let method = method_label(request.method());
+        let sent = match self.send_once(request, &timeouts, warnings).await {
+            Ok(response) => Ok(response),
+            Err((error, stale)) => match again {
+                Some(request) if stale => self.send_once(request, &timeouts, warnings).await.map_err(|(error, _)| error),
+                _ => Err(error),
+            },
         };
-        match again {
-            Some(request) if stale => self.send_once(request, &timeouts, warnings).await.map_err(|(error, _)| error),
-            _ => Err(error),
-        }
+        let status = match &sent {
+            Ok(response) => response.status().as_u16().to_string(),
+            Err(_) => "error".to_string(),
+        };
+        metrics::counter!("wasftp_plugin_http_requests_total", "plugin" => self.plugin.to_string(), "method" => method, "status" => status)
+            .increment(1);
+        sent
     }
 
     /// One try; an error says whether it met a pooled connection that was
@@ -214,7 +221,7 @@ impl Outbound {
         }))
     }
 
-    /// The guest's error for a failed request.
+        /// The guest's error for a failed request.
     fn request_error(&self, e: &hyper_util::client::legacy::Error, warnings: &HostWarnings) -> Error {
         // A request body past its bound, as hyper reports it (under its own error).
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -677,6 +684,15 @@ impl Body for TimedBody {
     }
 }
 
+/// A request's method as a metric label: the standard ones by name, any
+/// other a plugin makes up as `other` (labels stay few).
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    let known = [Method::GET, Method::HEAD, Method::PUT, Method::POST, Method::DELETE, Method::PATCH, Method::OPTIONS];
+    let names = ["GET", "HEAD", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"];
+    known.iter().position(|m| m == method).map_or("other", |i| names[i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -703,3 +719,4 @@ mod tests {
         assert!(!repeatable(&exclusive), "an exclusive create");
     }
 }
+

@@ -131,14 +131,16 @@ impl ConnectionRecord {
     }
 
     fn close(&self, why: &str) {
-        tracing::info!(session = self.id, peer = %self.peer, "closing the connection: {why}");
-        self.close.send_if_modified(|reason| {
+        let first = self.close.send_if_modified(|reason| {
             let first = reason.is_none();
             if first {
                 *reason = Some(why.to_string());
             }
             first
         });
+        if first {
+            tracing::info!(session = self.id, peer = %self.peer, "closing the connection: {why}");
+        }
     }
 
     /// Resolves with the reason once the connection must close.

@@ -218,9 +218,6 @@ impl GuestWriter for MemWriter {
 }
 
 thread_local! {
-    /// The walk of an export in progress (the instance changes nothing
-    /// until its last piece).
-    static EXPORT: RefCell<Option<fs::state::ExportPlan>> = const { RefCell::new(None) };
     /// An import in progress.
     static IMPORT: RefCell<Option<fs::state::Importer>> = const { RefCell::new(None) };
 }
@@ -232,20 +229,7 @@ impl Handover for MemoryPlugin {
         if max_bytes == 0 {
             return Ok((Vec::new(), None));
         }
-        EXPORT.with(|export| {
-            let mut export = export.borrow_mut();
-            with_fs(|fs| {
-                if cursor.is_none() {
-                    *export = Some(fs.export_plan());
-                }
-                let plan = export.as_ref().ok_or_else(|| invalid("an export goes on from its first piece"))?;
-                let (piece, next) = fs.export_piece(plan, cursor.as_deref(), max_bytes as usize)?;
-                if next.is_none() {
-                    *export = None;
-                }
-                Ok((piece, next))
-            })
-        })
+        with_fs(|fs| fs.export_piece(cursor.as_deref(), max_bytes as usize))
     }
 
     fn import_state(piece: Vec<u8>, last: bool) -> Result<()> {

@@ -13,6 +13,7 @@
 //! the new instance's budget (a state that does not fit is `no-space`).
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::rc::Rc;
 
 use wasftp_sdk::{Error, Result, invalid};
@@ -30,56 +31,36 @@ const MAX_HEADER: usize = 1 + 4 + 4096 + 4 + 8 * 4;
 /// The least a piece may be asked to hold.
 pub const MIN_PIECE: usize = MAX_HEADER + 5 + 1;
 
-/// Every path of the tree in pre-order, fixed at the first piece: the
-/// instance changes nothing until the last one.
-pub struct ExportPlan {
-    paths: Vec<String>,
-}
-
 impl Fs {
-    /// The order the export walks.
-    pub fn export_plan(&self) -> ExportPlan {
-        fn walk(node: &Node, path: &str, out: &mut Vec<String>) {
-            out.push(path.to_string());
-            if let Kind::Dir(children) = &node.kind {
-                for (name, child) in children {
-                    let child_path = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
-                    walk(child, &child_path, out);
-                }
-            }
-        }
-        let mut paths = Vec::new();
-        walk(&self.root, "/", &mut paths);
-        ExportPlan { paths }
-    }
-
     /// The piece of the state from `cursor` (none: the start), at most
     /// `max` bytes, and the cursor of the next (none: this was the last).
-    pub fn export_piece(&self, plan: &ExportPlan, cursor: Option<&str>, max: usize) -> Result<(Vec<u8>, Option<String>)> {
+    /// The cursor names the entry to go on from (and how much of its
+    /// content went already), so nothing is kept between pieces.
+    pub fn export_piece(&self, cursor: Option<&str>, max: usize) -> Result<(Vec<u8>, Option<String>)> {
         if max < MIN_PIECE {
             return Err(invalid(format!("a piece of the state needs room for at least {MIN_PIECE} bytes")));
         }
-        let (mut index, mut offset) = match cursor {
-            None => (0, 0),
+        let (mut path, mut offset) = match cursor {
+            None => ("/".to_string(), 0),
             Some(cursor) => parse_cursor(cursor)?,
         };
         let mut out = Vec::new();
         if cursor.is_none() {
             out.extend_from_slice(MAGIC);
         }
-        while let Some(path) = plan.paths.get(index) {
-            let node = lookup(&self.root, path).map_err(|_| invalid("the state changed during its export"))?;
+        loop {
+            let node = lookup(&self.root, &path).map_err(|_| invalid("the state changed during its export"))?;
             if offset == 0 {
                 if out.len() + MAX_HEADER > max {
-                    return Ok((out, Some(format!("{index}:0"))));
+                    return Ok((out, Some(format!("0:{path}"))));
                 }
-                write_header(&mut out, path, node);
+                write_header(&mut out, &path, node);
             }
             if let Kind::File(content) = &node.kind {
                 while offset < content.len() {
                     let room = max.saturating_sub(out.len() + 5);
                     if room == 0 {
-                        return Ok((out, Some(format!("{index}:{offset}"))));
+                        return Ok((out, Some(format!("{offset}:{path}"))));
                     }
                     let piece = &content[offset..content.len().min(offset + room)];
                     out.push(CONTENT);
@@ -88,17 +69,43 @@ impl Fs {
                     offset += piece.len();
                 }
             }
-            index += 1;
-            offset = 0;
+            match next_in_pre_order(&self.root, &path) {
+                Some(next) => (path, offset) = (next, 0),
+                None => return Ok((out, None)),
+            }
         }
-        Ok((out, None))
     }
 }
 
-fn parse_cursor(cursor: &str) -> Result<(usize, usize)> {
+fn join(parent: &str, name: &str) -> String {
+    if parent == "/" { format!("/{name}") } else { format!("{parent}/{name}") }
+}
+
+/// The entry after `path` in pre-order: its first child, else the next
+/// sibling of it or of the nearest ancestor that has one.
+fn next_in_pre_order(root: &Node, path: &str) -> Option<String> {
+    if let Ok(Node { kind: Kind::Dir(children), .. }) = lookup(root, path)
+        && let Some(first) = children.keys().next()
+    {
+        return Some(join(path, first));
+    }
+    let mut at = path;
+    while at != "/" {
+        let (parent, name) = split(at);
+        if let Ok(Node { kind: Kind::Dir(siblings), .. }) = lookup(root, parent)
+            && let Some(next) = siblings.range::<str, _>((Bound::Excluded(name), Bound::Unbounded)).next()
+        {
+            return Some(join(parent, next.0));
+        }
+        at = parent;
+    }
+    None
+}
+
+fn parse_cursor(cursor: &str) -> Result<(String, usize)> {
     let bad = || invalid("not a cursor of this export");
-    let (index, offset) = cursor.split_once(':').ok_or_else(bad)?;
-    Ok((index.parse().map_err(|_| bad())?, offset.parse().map_err(|_| bad())?))
+    let (offset, path) = cursor.split_once(':').ok_or_else(bad)?;
+    Ok((path.to_string(), offset.parse().map_err(|_| bad())?))
 }
 
 fn write_header(out: &mut Vec<u8>, path: &str, node: &Node) {

@@ -878,11 +878,10 @@ fn max_file_size_bounds_writes_truncates_and_appends() {
 
 /// Every piece of `fs`'s state, exported `max` bytes at a time.
 fn export_all(fs: &Fs, max: usize) -> Vec<Vec<u8>> {
-    let plan = fs.export_plan();
     let mut pieces = Vec::new();
     let mut cursor = None;
     loop {
-        let (piece, next) = fs.export_piece(&plan, cursor.as_deref(), max).unwrap();
+        let (piece, next) = fs.export_piece(cursor.as_deref(), max).unwrap();
         assert!(piece.len() <= max, "a piece of {} bytes over {max}", piece.len());
         pieces.push(piece);
         match next {

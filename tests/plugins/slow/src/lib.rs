@@ -66,6 +66,12 @@ struct Settings {
     durable_sync: bool,
     keep_fails: bool,
     finish_fails: bool,
+    /// `handover = "on"`: hands its state over as the memory plugin does;
+    /// `break = "import-hangs" | "import-traps"`: a next version whose
+    /// import never answers, or traps.
+    handover: bool,
+    import_hangs: bool,
+    import_traps: bool,
 }
 
 impl Settings {
@@ -84,6 +90,9 @@ impl Settings {
         durable_sync: false,
         keep_fails: false,
         finish_fails: false,
+        handover: false,
+        import_hangs: false,
+        import_traps: false,
     };
 
     fn parse(config: &[(String, String)]) -> std::result::Result<Self, String> {
@@ -108,6 +117,9 @@ impl Settings {
                 "append" => settings.append = value != "off",
                 "scope" => settings.stateless = value == "stateless",
                 "durable-sync" => settings.durable_sync = value == "on",
+                "handover" => settings.handover = value == "on",
+                "break" if value == "import-hangs" => settings.import_hangs = true,
+                "break" if value == "import-traps" => settings.import_traps = true,
                 "break" if value == "keep-fails" => settings.keep_fails = true,
                 "break" if value == "finish-fails" => settings.finish_fails = true,
                 "break" if value == "missing-is-io" => settings.missing_is_io = true,
@@ -420,4 +432,42 @@ impl GuestWriter for SlowWriter {
     }
 }
 
-wasftp_sdk::export_plugin!(SlowPlugin);
+thread_local! {
+    static IMPORT: RefCell<Option<wasftp_memory_fs::state::Importer>> = const { RefCell::new(None) };
+}
+
+impl Handover for SlowPlugin {
+    fn export_state(cursor: Option<String>, max_bytes: u32) -> Result<(Vec<u8>, Option<String>)> {
+        if !SETTINGS.get().handover {
+            return Err(Error::Unsupported);
+        }
+        if max_bytes == 0 {
+            return Ok((Vec::new(), None));
+        }
+        with_fs(|fs| fs.export_piece(cursor.as_deref(), max_bytes as usize))
+    }
+
+    fn import_state(piece: Vec<u8>, last: bool) -> Result<()> {
+        let settings = SETTINGS.get();
+        if settings.import_hangs {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        if settings.import_traps {
+            panic!("slow plugin: break = import-traps");
+        }
+        IMPORT.with(|import| {
+            let mut import = import.borrow_mut();
+            let importer = import.get_or_insert_with(Default::default);
+            with_fs(|fs| importer.piece(fs, &piece))?;
+            if last {
+                let importer = import.take().expect("taken above");
+                with_fs(|fs| importer.finish(fs))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+wasftp_sdk::export_plugin!(SlowPlugin, handover);
