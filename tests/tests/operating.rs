@@ -341,6 +341,11 @@ async fn the_metrics_count_a_known_workload() {
     assert_eq!(value(r#"wasftp_plugin_sessions{plugin="metered",version="current"}"#), 1.0);
     assert_eq!(value(r#"wasftp_plugin_tenants{plugin="metered"}"#), 1.0);
     assert!(value(r#"wasftp_failed_logins_total{method="password"}"#) >= 1.0);
+    // Plugin calls by kind: at least the session's open, the writes and commits.
+    assert!(value(r#"wasftp_plugin_call_seconds_count{kind="data",plugin="metered"}"#) >= 3.0);
+    assert!(value(r#"wasftp_plugin_call_seconds_count{kind="commit",plugin="metered"}"#) >= 3.0);
+    assert!(value(r#"wasftp_plugin_queue_wait_seconds_count{plugin="metered"}"#) >= 10.0);
+    assert_eq!(value(r#"wasftp_plugin_breakers_open{plugin="metered"}"#), 0.0);
     assert!(value("wasftp_connections_total") >= 2.0);
     assert!(value("wasftp_guest_memory_bytes") > 0.0);
     assert!(value(r#"wasftp_budget_limit{budget="open_files"}"#) > 0.0);

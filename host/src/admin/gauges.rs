@@ -16,11 +16,13 @@ pub fn record(shared: &Shared) {
             .set(draining.iter().map(|v| v.sessions()).sum::<usize>() as f64);
         metrics::gauge!("wasftp_plugin_versions_draining", "plugin" => plugin.clone()).set(draining.len() as f64);
         let versions = std::iter::once(&current).chain(draining.iter());
-        let (mut tenants, mut idle) = (0, 0);
+        let (mut tenants, mut idle, mut breakers) = (0, 0, 0);
         for version in versions {
             tenants += version.plugin().tenants();
             idle += version.plugin().idle_instances();
+            breakers += version.plugin().open_breakers();
         }
+        metrics::gauge!("wasftp_plugin_breakers_open", "plugin" => plugin.clone()).set(breakers as f64);
         metrics::gauge!("wasftp_plugin_tenants", "plugin" => plugin.clone()).set(tenants as f64);
         metrics::gauge!("wasftp_plugin_idle_instances", "plugin" => plugin).set(idle as f64);
     }

@@ -316,6 +316,12 @@ impl PluginSlot {
         // version's sessions of the old one's tenants wait for their state.
         let wait = Duration::from_secs(current.source.config.handover_wait_secs);
         let handover = current.plugin.hands_over_to(&plugin).then(|| current.plugin.prepare_handover(&plugin, wait));
+        if handover.is_none() && current.plugin.capabilities().scope == crate::plugin::InstanceScope::Tenant {
+            tracing::warn!(
+                plugin = %self.name,
+                "the new version takes no state from the old one: every tenant starts empty on it (its open sessions stay on the old one)"
+            );
+        }
         let new = Arc::new(Version {
             plugin,
             number,

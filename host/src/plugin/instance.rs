@@ -211,12 +211,37 @@ impl Instance {
         self.call_queued(pinned, op, Queue::Unbounded, f).await
     }
 
+    /// A call, timed for the operator's metrics by kind (the time it
+    /// waited for the instance and in all).
     async fn call_queued<R>(
         self: &Arc<Self>,
         pinned: Option<u64>,
         op: &'static str,
         queue: Queue,
         f: impl for<'a> FnOnce(&'a mut Live) -> GuestFuture<'a, R> + Send + 'static,
+    ) -> Result<(R, u64), StorageError>
+    where
+        R: Send + 'static,
+    {
+        let started = std::time::Instant::now();
+        let done = self.call_queued_untimed(pinned, op, queue, f, started).await;
+        let kind = match CallKind::of(op) {
+            CallKind::Metadata => "metadata",
+            CallKind::Data => "data",
+            CallKind::Commit => "commit",
+        };
+        metrics::histogram!("wasftp_plugin_call_seconds", "plugin" => self.shared.name.to_string(), "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        done
+    }
+
+    async fn call_queued_untimed<R>(
+        self: &Arc<Self>,
+        pinned: Option<u64>,
+        op: &'static str,
+        queue: Queue,
+        f: impl for<'a> FnOnce(&'a mut Live) -> GuestFuture<'a, R> + Send + 'static,
+        queued_at: std::time::Instant,
     ) -> Result<(R, u64), StorageError>
     where
         R: Send + 'static,
@@ -242,6 +267,8 @@ impl Instance {
             },
             Queue::Unbounded => waiting.await,
         };
+        metrics::histogram!("wasftp_plugin_queue_wait_seconds", "plugin" => self.shared.name.to_string())
+            .record(queued_at.elapsed().as_secs_f64());
         // Background work (drops, orphan aborts) gets its whole limit from
         // when it starts running, and is never withdrawn: a drop given up
         // would leak the resource and skip the orphan abort.

@@ -578,6 +578,12 @@ impl Plugin {
         self.handover
     }
 
+    /// Tenants whose circuit breaker refuses their calls now.
+    pub fn open_breakers(&self) -> usize {
+        let breakers = self.shared.breakers.0.lock().expect("per-tenant values lock");
+        breakers.values().filter(|breaker| breaker.refusing().is_some()).count()
+    }
+
     /// Instances of this version dropped after a trap or timeout.
     pub fn traps(&self) -> u64 {
         self.shared.traps.load(Ordering::Relaxed)
