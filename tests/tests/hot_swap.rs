@@ -25,37 +25,6 @@ const SWAPS: usize = 50;
 const PARAMIKO_SESSIONS: usize = 5;
 const OPENSSH_SESSIONS: usize = 5;
 
-/// `bytes` with one more custom section: another build of the same code.
-fn rebuilt(bytes: &[u8], tag: &str) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"wasftp-test-build";
-    let mut contents = Vec::new();
-    leb128(name.len(), &mut contents);
-    contents.extend_from_slice(name);
-    contents.extend_from_slice(tag.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0);
-    leb128(contents.len(), &mut out);
-    out.extend_from_slice(&contents);
-    out
-}
-
-fn replace_file(path: &Path, bytes: &[u8]) {
-    let next = path.with_extension("next");
-    std::fs::write(&next, bytes).expect("writing the new build");
-    std::fs::rename(&next, path).expect("renaming it into place");
-}
-
 async fn poll<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {

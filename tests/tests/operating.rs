@@ -28,41 +28,9 @@ fn admin(server: &TestServer) -> AdminClient {
     admin_with(server, TOKEN)
 }
 
-/// `bytes` with one more custom section: another build (another hash) of
-/// the same code.
-fn rebuilt(bytes: &[u8], tag: &str) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let name = b"wasftp-test-build";
-    let mut contents = Vec::new();
-    leb128(name.len(), &mut contents);
-    contents.extend_from_slice(name);
-    contents.extend_from_slice(tag.as_bytes());
-    let mut out = bytes.to_vec();
-    out.push(0);
-    leb128(contents.len(), &mut out);
-    out.extend_from_slice(&contents);
-    out
-}
 
 fn memory_bytes() -> Vec<u8> {
     wasftp::plugin::bundled::get("memory").expect("the bundled memory plugin").to_vec()
-}
-
-/// Replaces `path` as a build would: a new file renamed over it.
-fn replace_file(path: &std::path::Path, bytes: &[u8]) {
-    let next = path.with_extension("next");
-    std::fs::write(&next, bytes).expect("writing the new build");
-    std::fs::rename(&next, path).expect("renaming it into place");
 }
 
 /// The memory plugin loaded from `dir/memory.wasm` (watched).

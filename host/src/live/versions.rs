@@ -289,7 +289,8 @@ impl PluginSlot {
         // (an operator's explicit reload does not).
         if from_configured && trigger != "admin" {
             let configured = self.configured.lock().expect("configured lock").clone();
-            if configured == (hash.clone(), source.config.clone()) && hash != current.hash {
+            let is_configured = configured == (hash.clone(), source.config.clone());
+            if is_configured && (hash.clone(), source.config.clone()) != (current.hash.clone(), current.source.config.clone()) {
                 let message = "the configured file is the one loaded from it before; the running version stays";
                 return Ok(self.unrecorded(trigger, "unchanged", message, started, &current));
             }

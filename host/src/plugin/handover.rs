@@ -109,13 +109,16 @@ impl Plugin {
     }
 
     /// Prepares moving every tenant of this version to `next`, before
-    /// `next` serves anyone: sessions of those tenants opening on `next`
-    /// wait for their state, and no tenant is new here any more. `wait` is
-    /// how long a tenant's open uploads may take to end.
+    /// `next` serves anyone: until a tenant has moved, its sessions opening
+    /// on `next` run where its state is (here; they follow it when it
+    /// moves), and no tenant is new here any more. `wait` is how long a
+    /// tenant's open uploads may take to end.
     pub fn prepare_handover(&self, next: &Arc<Plugin>, wait: Duration) -> Handover {
         self.pools.replaced();
         let tenants = self.pools.stateful_tenants();
-        next.pools.expect(tenants.iter().map(|pool| pool.tenant().to_string()));
+        for pool in &tenants {
+            next.pools.arrived(pool.tenant(), pool.clone());
+        }
         Handover { new: next.clone(), tenants, wait }
     }
 }
@@ -155,11 +158,9 @@ impl Handover {
 async fn move_tenant(old: Arc<TenantPool>, new: &Arc<Plugin>, wait: Duration) -> Result<u64, String> {
     let tenant = old.tenant().to_string();
     let (Some(gate), Some(from)) = (old.gate().cloned(), old.stateful().cloned()) else {
-        new.pools.arrived(&tenant, old.clone());
         return Err("its instance is not tenant-scoped".into());
     };
     if let Err(not_quiet) = gate.close(wait).await {
-        new.pools.arrived(&tenant, old.clone());
         return Err(match not_quiet {
             super::tenant_gate::NotQuiet::Uploads(n) => format!("{n} of its uploads stayed open for {wait:?}"),
             super::tenant_gate::NotQuiet::Calls(n) => format!("{n} of its calls ran for {wait:?}"),
@@ -167,7 +168,11 @@ async fn move_tenant(old: Arc<TenantPool>, new: &Arc<Plugin>, wait: Duration) ->
     }
     let next = new.pools.new_pool(&tenant);
     let to = next.stateful().cloned().expect("a tenant-scoped pool has its instance");
-    match transfer(&from, &to, new).await {
+    // Not running (never started, or lost to a trap): it holds no state,
+    // and starting it (an init that fails, an open breaker) must not keep
+    // the tenant on this version.
+    let moved = if from.has_live() { transfer(&from, &to, new).await } else { Ok(0) };
+    match moved {
         Ok(bytes) => {
             new.pools.arrived(&tenant, next.clone());
             gate.moved(next);
@@ -176,7 +181,6 @@ async fn move_tenant(old: Arc<TenantPool>, new: &Arc<Plugin>, wait: Duration) ->
             Ok(bytes)
         }
         Err(why) => {
-            new.pools.arrived(&tenant, old.clone());
             gate.open();
             Err(why)
         }
@@ -192,15 +196,20 @@ async fn move_tenant(old: Arc<TenantPool>, new: &Arc<Plugin>, wait: Duration) ->
 async fn transfer(from: &Arc<Instance>, to: &Arc<Instance>, new: &Plugin) -> Result<u64, String> {
     let at_old = from.handover_exports().ok_or("the old version has no export-state")?;
     let at_new = new.shared.handover.clone().ok_or("the new version has no import-state")?;
-    let most_bytes = (from.memory_limit() as u64).saturating_mul(2);
-    let most_pieces = most_bytes / 4096 + 64;
-    let (mut cursor, mut bytes, mut count) = (None, 0u64, 0u64);
+    // A state in another form than in memory may be larger than what held
+    // it (a path per entry), never by this much; the deadline bounds the rest.
+    let most_bytes = (from.memory_limit() as u64).saturating_mul(16);
+    let deadline = tokio::time::Instant::now() + from.commit_limit();
+    let (mut cursor, mut bytes) = (None::<String>, 0u64);
     // Every piece from, and into, the instance generation of the first:
     // one restarted meanwhile (a trap) would start from nothing.
     let (mut from_generation, mut to_generation) = (None, None);
     loop {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("the state did not move within {:?} (the plugin's commit timeout)", from.commit_limit()));
+        }
         let at = at_old.clone();
-        let asked = cursor.take();
+        let asked = cursor.clone();
         let exported = from
             .call(from_generation, "export-state", move |live: &mut Live| {
                 Box::pin(async move { export_state(live, &at, asked, PIECE_BYTES).await })
@@ -217,11 +226,15 @@ async fn transfer(from: &Arc<Instance>, to: &Arc<Instance>, new: &Plugin) -> Res
         if piece.len() > PIECE_BYTES as usize {
             return Err(format!("export-state: a piece of {} bytes, more than the {PIECE_BYTES} asked for", piece.len()));
         }
-        (bytes, count) = (bytes + piece.len() as u64, count + 1);
-        if bytes > most_bytes || count > most_pieces {
-            return Err(format!("export-state: more state ({bytes} bytes in {count} pieces) than its instance could hold"));
+        bytes += piece.len() as u64;
+        if bytes > most_bytes {
+            return Err(format!("export-state: more state ({bytes} bytes) than its instance could hold"));
         }
         let last = next.is_none();
+        // Every piece but the last moves on: no endless empty pieces.
+        if !last && (piece.is_empty() || next == cursor) {
+            return Err("export-state: a piece that does not move on (empty, or the same cursor again)".into());
+        }
         let at = at_new.clone();
         let imported = to
             .call(to_generation, "import-state", move |live: &mut Live| {

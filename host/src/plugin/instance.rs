@@ -765,6 +765,16 @@ impl Instance {
         &self.shared.stats
     }
 
+    /// Whether a store is running (it may hold state).
+    pub(super) fn has_live(&self) -> bool {
+        self.live_generation.load(Ordering::SeqCst) != 0
+    }
+
+    /// How long a commit-kind call may take.
+    pub(super) fn commit_limit(&self) -> Duration {
+        self.shared.settings.timeouts.limit(CallKind::Commit)
+    }
+
     /// The cap on its linear memory.
     pub(super) fn memory_limit(&self) -> usize {
         self.shared.settings.memory_limit_for(&self.tenant)

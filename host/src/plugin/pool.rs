@@ -70,10 +70,6 @@ pub(crate) struct Pools {
     /// version before, where the tenant stayed.
     tenants: Mutex<HashMap<String, Arc<TenantPool>>>,
     refusal_logged: AtomicBool,
-    /// Tenants whose state is on its way from the version before: their
-    /// sessions wait for it (see `handover`).
-    arriving: Mutex<std::collections::HashSet<String>>,
-    arrived: tokio::sync::Notify,
     /// Set once a newer version serves: no tenant is new here any more.
     replaced: AtomicBool,
 }
@@ -114,8 +110,6 @@ impl Pools {
             scope,
             tenants: Mutex::default(),
             refusal_logged: AtomicBool::new(false),
-            arriving: Mutex::default(),
-            arrived: tokio::sync::Notify::new(),
             replaced: AtomicBool::new(false),
         }
     }
@@ -149,34 +143,16 @@ impl Pools {
         self.replaced.store(true, Ordering::SeqCst);
     }
 
-    /// Sessions of these tenants wait until `arrived` says where they are.
-    pub fn expect(&self, tenants: impl IntoIterator<Item = String>) {
-        self.arriving.lock().expect("arriving lock").extend(tenants);
-    }
-
-    /// The tenant's state is in `pool` (this version's, or the one before
-    /// when the hand-over failed): its sessions go there.
+    /// The tenant's state is in `pool` (the version before's until it has
+    /// moved, or for good when its hand-over failed): its sessions go
+    /// there, and follow it when it moves.
     pub fn arrived(&self, tenant: &str, pool: Arc<TenantPool>) {
         self.tenants.lock().expect("tenant pools lock").insert(tenant.to_string(), pool);
-        self.arriving.lock().expect("arriving lock").remove(tenant);
-        self.arrived.notify_waiters();
     }
 
     /// The tenant's pool, with one more session counted on it; refused when
-    /// the plugin already serves `max_tenants` other tenants. A tenant
-    /// whose state is arriving from the version before waits for it.
+    /// the plugin already serves `max_tenants` other tenants.
     pub async fn join(&self, tenant: &str) -> Result<SessionSeat, StorageError> {
-        loop {
-            let arrived = self.arrived.notified();
-            if !self.arriving.lock().expect("arriving lock").contains(tenant) {
-                break;
-            }
-            arrived.await;
-        }
-        self.join_now(tenant)
-    }
-
-    fn join_now(&self, tenant: &str) -> Result<SessionSeat, StorageError> {
         let mut tenants = self.tenants.lock().expect("tenant pools lock");
         if !tenants.contains_key(tenant) && self.replaced.load(Ordering::SeqCst) {
             return Err(StorageError::PluginFailed(format!(

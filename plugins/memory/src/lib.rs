@@ -233,16 +233,7 @@ impl Handover for MemoryPlugin {
     }
 
     fn import_state(piece: Vec<u8>, last: bool) -> Result<()> {
-        IMPORT.with(|import| {
-            let mut import = import.borrow_mut();
-            let importer = import.get_or_insert_with(Default::default);
-            with_fs(|fs| importer.piece(fs, &piece))?;
-            if last {
-                let importer = import.take().expect("taken above");
-                with_fs(|fs| importer.finish(fs))?;
-            }
-            Ok(())
-        })
+        IMPORT.with(|import| with_fs(|fs| fs::state::Importer::import_piece(&mut import.borrow_mut(), fs, &piece, last)))
     }
 }
 

@@ -781,3 +781,36 @@ pub fn md5_file(path: &Path) -> String {
     }
     format!("{:x}", ctx.finalize())
 }
+
+/// `bytes` (a component) with one more custom section: another build of
+/// the same code, with another hash (a rebuild, for the reload tests).
+pub fn rebuilt(bytes: &[u8], tag: &str) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"wasftp-test-build";
+    let mut contents = Vec::new();
+    leb128(name.len(), &mut contents);
+    contents.extend_from_slice(name);
+    contents.extend_from_slice(tag.as_bytes());
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb128(contents.len(), &mut out);
+    out.extend_from_slice(&contents);
+    out
+}
+
+/// Replaces `path` as a build would: a new file renamed over it.
+pub fn replace_file(path: &Path, bytes: &[u8]) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, bytes).expect("writing the new build");
+    std::fs::rename(&next, path).expect("renaming it into place");
+}

@@ -215,6 +215,16 @@ impl Importer {
         Ok(())
     }
 
+    /// One piece of an import kept in `importer` between calls (made at the
+    /// first); `last` finishes it.
+    pub fn import_piece(importer: &mut Option<Importer>, fs: &mut Fs, piece: &[u8], last: bool) -> Result<()> {
+        importer.get_or_insert_with(Default::default).piece(fs, piece)?;
+        if last {
+            importer.take().expect("made above").finish(fs)?;
+        }
+        Ok(())
+    }
+
     /// After the last piece: the last file's content is in place.
     pub fn finish(mut self, fs: &mut Fs) -> Result<()> {
         if !self.started {

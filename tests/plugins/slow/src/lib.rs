@@ -457,16 +457,7 @@ impl Handover for SlowPlugin {
         if settings.import_traps {
             panic!("slow plugin: break = import-traps");
         }
-        IMPORT.with(|import| {
-            let mut import = import.borrow_mut();
-            let importer = import.get_or_insert_with(Default::default);
-            with_fs(|fs| importer.piece(fs, &piece))?;
-            if last {
-                let importer = import.take().expect("taken above");
-                with_fs(|fs| importer.finish(fs))?;
-            }
-            Ok(())
-        })
+        IMPORT.with(|import| with_fs(|fs| wasftp_memory_fs::state::Importer::import_piece(&mut import.borrow_mut(), fs, &piece, last)))
     }
 }
 
