@@ -265,15 +265,11 @@ impl RunningServer {
         }
         for (name, plugin) in new.plugins.iter().filter(|(name, _)| used(name)) {
             let Some(slot) = versions.get(name) else { continue };
-            // Its file may have changed even where its table did not.
-            let before = slot.config();
-            slot.set_config(plugin.clone());
-            match slot.reload(versions.runtime(), ReloadFrom::Configured, "signal").await {
+            // Its file may have changed even where its table did not. The
+            // table becomes the plugin's only if its load is admitted.
+            match slot.reload(versions.runtime(), ReloadFrom::Table(plugin.clone()), "signal").await {
                 Ok(report) => changes.push(format!("plugin {name}: {}: {}", report.result, report.message)),
-                Err(e) => {
-                    slot.set_config(before);
-                    changes.push(format!("plugin {name}: refused, the running version stays: {e}"));
-                }
+                Err(e) => changes.push(format!("plugin {name}: refused, the running version stays: {e}")),
             }
         }
         self.shared.users.store(users);

@@ -173,6 +173,9 @@ pub enum ReloadError {
 pub enum ReloadFrom {
     /// The plugin's `source`, as configured (now).
     Configured,
+    /// A new table for the plugin (SIGHUP): its `source`, loaded with it;
+    /// it becomes the plugin's table only if the load is admitted.
+    Table(PluginConfig),
     /// A component sent to the admin API.
     Upload(Vec<u8>),
     /// The version before the current one.
@@ -268,10 +271,13 @@ impl PluginSlot {
         let _one_at_a_time = self.reloading.lock().await;
         let started = Instant::now();
         let current = self.current();
-        let from_configured = matches!(from, ReloadFrom::Configured);
+        let from_configured = matches!(from, ReloadFrom::Configured | ReloadFrom::Table(_));
         let source = match from {
-            ReloadFrom::Configured => {
-                let config = self.config();
+            ReloadFrom::Configured | ReloadFrom::Table(_) => {
+                let config = match from {
+                    ReloadFrom::Table(config) => config,
+                    _ => self.config(),
+                };
                 match plugin_bytes(&self.name, &config) {
                     Ok(bytes) => Source { bytes: bytes.into(), config },
                     Err(e) => return Err(self.refused(trigger, started, &current, format!("{e:#}"))),
@@ -334,6 +340,7 @@ impl PluginSlot {
         });
         if from_configured {
             *self.configured.lock().expect("configured lock") = (new.hash.clone(), new.source.config.clone());
+            self.set_config(new.source.config.clone());
         }
         let old = self.current.swap(new.clone());
         let handed_over = match handover {
