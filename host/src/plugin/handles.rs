@@ -164,7 +164,7 @@ impl Session {
             lane_opened: Notify::new(),
         };
         // The first lane now, so a plugin that refuses the user says so at login.
-        let _pass = session.enter(Passing::Call).await?;
+        let _pass = session.enter(Passing::Call).await;
         let lane = session.open_lane().await?;
         session.lanes.lock().expect("lanes lock").open.push(lane);
         Ok(session)
@@ -176,13 +176,13 @@ impl Session {
 
     /// Passes the tenant's gate (held while its state moves to a newer
     /// version), following the tenant there once it has moved.
-    async fn enter(&self, passing: Passing) -> Result<Option<Pass>, StorageError> {
+    async fn enter(&self, passing: Passing) -> Option<Pass> {
         // A tenant moves once per swap, always to a newer pool: a session
         // idle over several swaps follows the chain to its end.
         loop {
             let seat = self.seat();
             match seat.enter(passing).await {
-                Entry::Open(pass) => return Ok(pass),
+                Entry::Open(pass) => return pass,
                 Entry::Moved(pool) => self.follow(&seat, pool),
             }
         }
@@ -282,7 +282,7 @@ impl Session {
         op: &'static str,
         f: impl for<'a> FnOnce(&'a mut Live, ResourceAny) -> GuestFuture<'a, Result<R, WitError>> + Send + 'static,
     ) -> Result<R, StorageError> {
-        let _pass = self.enter(Passing::Call).await?;
+        let _pass = self.enter(Passing::Call).await;
         self.lane(Purpose::Call).await?.pinned.call(op, f).await
     }
 
@@ -346,7 +346,7 @@ impl Session {
     /// changed file is `Conflict`).
     pub async fn open_read(&self, path: &str, version: Option<&str>) -> Result<Reader, StorageError> {
         let (path, version) = (path.to_string(), version.map(str::to_string));
-        let _pass = self.enter(Passing::Call).await?;
+        let _pass = self.enter(Passing::Call).await;
         let lane = self.lane(Purpose::NewResource).await?;
         let resource = lane
             .pinned
@@ -364,7 +364,7 @@ impl Session {
         let path = path.to_string();
         // Held for the upload's life: a tenant's state moves only while no
         // upload is open.
-        let pass = self.enter(Passing::Upload).await?;
+        let pass = self.enter(Passing::Upload).await;
         let lane = self.lane(Purpose::NewResource).await?;
         // An upload that keeps the current content may start by copying it
         // (object storage: UploadPartCopy): allow it a commit's time.

@@ -568,7 +568,7 @@ impl Plugin {
     /// A tenant left on the version before by a hand-over that failed runs
     /// there, with that version's capabilities.
     pub async fn open_session(&self, context: SessionContext) -> Result<Session, StorageError> {
-        let seat = self.pools.join(&context.tenant).await?;
+        let seat = self.pools.join(&context.tenant)?;
         let caps = seat.capabilities().unwrap_or_else(|| self.caps.clone());
         Session::open(seat, caps, context).await
     }

@@ -152,7 +152,7 @@ impl Pools {
 
     /// The tenant's pool, with one more session counted on it; refused when
     /// the plugin already serves `max_tenants` other tenants.
-    pub async fn join(&self, tenant: &str) -> Result<SessionSeat, StorageError> {
+    pub fn join(&self, tenant: &str) -> Result<SessionSeat, StorageError> {
         let mut tenants = self.tenants.lock().expect("tenant pools lock");
         if !tenants.contains_key(tenant) && self.replaced.load(Ordering::SeqCst) {
             return Err(StorageError::PluginFailed(format!(
